@@ -1,0 +1,214 @@
+"""The DuckDB store: migrations, batched round trips, and the one-writer rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from data.db_cli import app as db_app
+from data.store import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    Store,
+    StoreLockedError,
+    StoreVersionError,
+    utcnow,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_migrates_an_empty_file_to_the_latest_schema(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "icm.duckdb"
+    with Store.open(path) as store:
+        assert store.schema_version() == LATEST_VERSION
+        tables = set(store.tables())
+    expected = {
+        "runs", "policies", "images", "samples", "stage_outputs", "explanations", "qa_items",
+        "critiques", "llm_calls", "llm_cache", "perception_cache", "judgments", "calibrations",
+        "finetune_runs", "finetune_metrics", "predictions", "schema_migrations",
+    }  # fmt: skip
+    assert expected <= tables
+    # Re-opening applies nothing twice.
+    with Store.open(path) as store:
+        assert store.scalar("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
+
+
+def test_migrates_a_file_that_predates_the_ledger(tmp_path: Path) -> None:
+    """A DuckDB file made by something else (no ledger) gets the schema added beside its tables."""
+    path = tmp_path / "old.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute("CREATE TABLE notes (x INTEGER)")
+    conn.execute("INSERT INTO notes VALUES (7)")
+    conn.close()
+    with Store.open(path) as store:
+        assert store.schema_version() == LATEST_VERSION
+        assert store.scalar("SELECT x FROM notes") == 7
+
+
+def test_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "future.duckdb"
+    with Store.open(path) as store:
+        store.execute(
+            "INSERT INTO schema_migrations VALUES (?, 'from the future', now())",
+            [LATEST_VERSION + 1],
+        )
+    with pytest.raises(StoreVersionError, match="upgrade icm"):
+        Store.open(path)
+
+
+def _image_rows(n: int) -> pd.DataFrame:
+    now = utcnow()
+    return pd.DataFrame(
+        {
+            "image_sha256": [f"{i:064x}" for i in range(n)],
+            "path": [f"img/{i}.jpg" for i in range(n)],
+            "width": [640 + i for i in range(n)],
+            "height": [480] * n,
+            "format": ["JPEG"] * n,
+            "size_bytes": [1000 * i for i in range(n)],
+            "added_at": [now] * n,
+        }
+    )
+
+
+def test_batched_round_trip_keeps_values_and_types(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert store.insert("images", _image_rows(5000)) == 5000
+        rows = store.rows("SELECT * FROM images WHERE path = 'img/42.jpg'")
+        assert rows[0]["width"] == 682
+        assert rows[0]["size_bytes"] == 42000
+        assert store.table_counts()["images"] == 5000
+
+
+def test_insert_by_name_with_nulls_and_json(tmp_path: Path) -> None:
+    now = utcnow()
+    call = {
+        "call_id": "c1",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "status": "ok",
+        "started_at": now,
+        "messages_json": json.dumps([{"role": "user", "content": "héllo"}]),
+        "input_tokens": None,
+    }
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.insert("llm_calls", [call])
+        row = store.rows("SELECT * FROM llm_calls")[0]
+    assert row["cache_hit"] is False  # column default applies to columns not given
+    assert row["attempt"] == 1
+    assert row["input_tokens"] is None
+    assert json.loads(row["messages_json"])[0]["content"] == "héllo"
+
+
+def test_on_conflict_modes(tmp_path: Path) -> None:
+    now = utcnow()
+    first = {"sample_id": "s1", "run_id": "r", "policy_name": "p", "status": "pending",
+             "created_at": now, "updated_at": now}  # fmt: skip
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.insert("samples", [first])
+        with pytest.raises(duckdb.ConstraintException):
+            store.insert("samples", [first])
+        store.insert("samples", [{**first, "status": "accepted"}], on_conflict="ignore")
+        assert store.scalar("SELECT status FROM samples") == "pending"
+        store.insert("samples", [{**first, "status": "accepted"}], on_conflict="replace")
+        assert store.scalar("SELECT status FROM samples") == "accepted"
+        assert store.scalar("SELECT count(*) FROM samples") == 1
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(RuntimeError), store.transaction():
+            store.insert("images", _image_rows(3))
+            raise RuntimeError("crash mid-sample")
+        assert store.table_counts()["images"] == 0
+        with store.transaction():
+            store.insert("images", _image_rows(3))
+        assert store.table_counts()["images"] == 3
+
+
+def test_rejects_a_table_name_that_is_not_an_identifier(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.duckdb") as store, pytest.raises(Exception, match="not a table"):
+        store.insert('images"; DROP TABLE runs; --', _image_rows(1))
+
+
+def test_second_process_gets_a_message_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "busy.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                sys.path.insert(0, {str(REPO_ROOT)!r})
+                from data.store import Store
+                store = Store.open({str(path)!r})
+                print("ready", flush=True)
+                time.sleep(60)
+                """
+            ),
+            "--holder-marker",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        for read_only in (False, True):
+            with pytest.raises(StoreLockedError) as info:
+                Store.open(path, read_only=read_only)
+            err = info.value
+            assert err.pid == holder.pid
+            message = str(err)
+            assert str(path) in message
+            assert f"process {holder.pid}" in message
+            assert "--holder-marker" in message  # the holder's command line is shown
+            assert "Could not set lock" not in message
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the holder is gone the file opens normally and is intact.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with Store.open(path) as store:
+                assert store.schema_version() == LATEST_VERSION
+            break
+        except StoreLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_db_info_command(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        store.insert("images", _image_rows(4))
+    runner = CliRunner()
+    result = runner.invoke(db_app, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["schema_version"] == LATEST_VERSION
+    assert report["tables"]["images"] == 4
+    assert report["tables"]["runs"] == 0
+    table = runner.invoke(db_app, ["info", str(path)])
+    assert table.exit_code == 0
+    assert "images" in table.output
+
+
+def test_db_info_on_a_missing_file_fails_clearly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(db_app, ["info", str(tmp_path / "nope.duckdb")])
+    assert result.exit_code == 1
+    assert "no database at" in result.output
+    assert not (tmp_path / "nope.duckdb").exists()

@@ -87,6 +87,8 @@ CREATE TABLE samples (
     split VARCHAR,
     status VARCHAR NOT NULL,
     reasons_json VARCHAR,
+    description VARCHAR,
+    context VARCHAR,
     attempts INTEGER DEFAULT 0,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
@@ -111,6 +113,7 @@ CREATE TABLE explanations (
     sample_id VARCHAR NOT NULL,
     rule_variant VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
+    question VARCHAR,
     verdict VARCHAR,
     expected_verdict VARCHAR,
     explanation VARCHAR,

@@ -1,0 +1,506 @@
+"""``icm runs``, ``icm traces`` and ``icm export``: read a store without writing to it.
+
+These are plain functions, mounted at the top level by ``graphs/cli.py``. Each opens the store
+read-only, so a run can be inspected while another is finished; DuckDB still lets only one process
+open a file, so while a generation writes, the lock message says which process holds it.
+
+The data each command shows is gathered by a function that returns plain dicts
+(:func:`run_overview`, :func:`sample_trace`), so scripts and tests read the same numbers the
+tables print, and ``--json`` prints exactly those dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from data.export import DEFAULT_SUFFIX, ExportError, export_run
+from data.store import DEFAULT_DB_PATH, Store, StoreError
+
+DEFAULT_EXPORT_DIR = Path("runs") / "exports"
+
+DbOption = Annotated[
+    Path,
+    typer.Option("--db", help="DuckDB store to read (opened read-only).", show_default=True),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _open(db: Path) -> Store:
+    """Open read-only, turning a missing file or a held lock into a one-line error, exit 1."""
+    try:
+        return Store.open(db, read_only=True)
+    except FileNotFoundError as exc:
+        raise _fail(
+            f"no database at {db}: run `icm generate` first, or pass --db with the path of one"
+        ) from exc
+    except StoreError as exc:  # StoreLockedError names the process holding the file
+        raise _fail(str(exc)) from exc
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, datetime) else value
+
+
+def _loads(raw: str | None) -> Any:
+    """Stored JSON, or the raw text where it does not parse (shown, never hidden)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+# --------------------------------------------------------------------------- icm runs
+def compact_roles(bindings: Any) -> str:
+    """``describer,explainer=openai:gpt-4o critic=anthropic:...``: roles that share a model
+    are grouped so a run's binding fits one table cell."""
+    if not isinstance(bindings, dict) or not bindings:
+        return "" if not bindings else str(bindings)
+    grouped: dict[str, list[str]] = {}
+    for role, spec in bindings.items():
+        if isinstance(spec, dict):
+            spec = spec.get("spec") or spec.get("model") or json.dumps(spec, sort_keys=True)
+        grouped.setdefault(str(spec), []).append(str(role))
+    return " ".join(f"{','.join(roles)}={spec}" for spec, roles in grouped.items())
+
+
+_RUNS_SQL = """
+SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy_name,
+       r.rule_variants, r.role_bindings_json,
+       coalesce(s.samples, 0) AS samples,
+       coalesce(s.accepted, 0) AS accepted,
+       coalesce(s.rejected, 0) AS rejected,
+       coalesce(s.failed, 0) AS failed,
+       coalesce(s.pending, 0) AS pending,
+       coalesce(c.calls, 0) AS calls,
+       coalesce(c.cache_hits, 0) AS cache_hits,
+       coalesce(c.input_tokens, 0) AS input_tokens,
+       coalesce(c.output_tokens, 0) AS output_tokens,
+       c.cost_usd
+FROM runs r
+LEFT JOIN (
+    SELECT run_id, count(*) AS samples,
+           count(*) FILTER (WHERE status = 'accepted') AS accepted,
+           count(*) FILTER (WHERE status = 'rejected') AS rejected,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'pending') AS pending
+    FROM samples GROUP BY run_id
+) s USING (run_id)
+LEFT JOIN (
+    SELECT run_id, count(*) AS calls,
+           count(*) FILTER (WHERE cache_hit) AS cache_hits,
+           sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens,
+           sum(cost_usd) AS cost_usd
+    FROM llm_calls GROUP BY run_id
+) c USING (run_id)
+ORDER BY r.created_at, r.run_id
+"""
+
+
+def run_overview(store: Store) -> list[dict[str, Any]]:
+    """One dict per run: identity, binding, sample counts by status, calls, tokens and cost.
+
+    ``cost_usd`` is None where no call reported a cost (offline models), not 0: unknown is not
+    free.
+    """
+    out = []
+    for row in store.rows(_RUNS_SQL):
+        tokens_in, tokens_out = int(row["input_tokens"]), int(row["output_tokens"])
+        out.append(
+            {
+                "name": row["name"],
+                "run_id": row["run_id"],
+                "kind": row["kind"],
+                "status": row["status"],
+                "created_at": _iso(row["created_at"]),
+                "finished_at": _iso(row["finished_at"]),
+                "policy": row["policy_name"],
+                "rules": row["rule_variants"],
+                "roles": _loads(row["role_bindings_json"]),
+                "samples": int(row["samples"]),
+                "accepted": int(row["accepted"]),
+                "rejected": int(row["rejected"]),
+                "failed": int(row["failed"]),
+                "pending": int(row["pending"]),
+                "calls": int(row["calls"]),
+                "cache_hits": int(row["cache_hits"]),
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "tokens": tokens_in + tokens_out,
+                "cost_usd": None if row["cost_usd"] is None else float(row["cost_usd"]),
+            }
+        )
+    return out
+
+
+def _cost(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def runs_command(db: DbOption = DEFAULT_DB_PATH, json_: JsonOption = False) -> None:
+    """List the runs in the store: status, policy, rules, models, sample counts, calls, cost."""
+    with _open(db) as store:
+        runs = run_overview(store)
+    if json_:
+        typer.echo(json.dumps(runs, ensure_ascii=False))
+        return
+    if not runs:
+        typer.echo(f"{db} holds no runs yet: `icm generate` makes one.")
+        return
+    console = Console(highlight=False)
+    if console.width < _WIDE:
+        typer.echo("\n\n".join(_run_block(run) for run in runs))
+    else:
+        console.print(_runs_table(runs, title=f"runs in {db}"))
+
+
+_WIDE = 140
+"""Below this many columns the table folds its cells into slivers: print a block per run."""
+
+
+def _run_block(run: dict[str, Any]) -> str:
+    calls = f"{run['calls']} ({run['cache_hits']} cached)" if run["cache_hits"] else run["calls"]
+    return "\n".join(
+        [
+            f"{run['name']}  (id {run['run_id']})  {run['kind']} {run['status']}  "
+            f"created {run['created_at']}",
+            f"  policy {run['policy'] or '-'}  rules {run['rules'] or '-'}",
+            f"  models {compact_roles(run['roles']) or '-'}",
+            f"  samples {run['accepted']} accepted, {run['rejected']} rejected, "
+            f"{run['failed']} failed, {run['pending']} pending",
+            f"  calls {calls}  tokens {run['tokens']:,}  cost {_cost(run['cost_usd'])}",
+        ]
+    )
+
+
+def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, caption="samples: accepted/rejected/failed/pending")
+    for column in ("run", "status", "created", "policy"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("models", overflow="fold")
+    for column in ("samples", "calls", "tokens", "cost"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for run in runs:
+        calls = str(run["calls"])
+        if run["cache_hits"]:
+            calls += f"\n{run['cache_hits']} cached"
+        table.add_row(
+            f"{escape(run['name'])}\n[dim]{escape(run['run_id'])}[/dim]",
+            f"{run['status']}\n[dim]{run['kind']}[/dim]",
+            run["created_at"] or "",
+            escape(f"{run['policy'] or '-'}\n{run['rules'] or ''}"),
+            escape(compact_roles(run["roles"]).replace(" ", "\n")),
+            f"{run['accepted']}/{run['rejected']}/{run['failed']}/{run['pending']}",
+            calls,
+            f"{run['tokens']:,}",
+            _cost(run["cost_usd"]),
+        )
+    return table
+
+
+# --------------------------------------------------------------------------- icm traces
+class SampleLookupError(LookupError):
+    """No sample, or several, match the id or prefix given."""
+
+
+def resolve_sample(store: Store, sample_id: str) -> dict[str, Any]:
+    """The sample with this id, or the one whose id starts with it."""
+    rows = store.rows("SELECT * FROM samples WHERE sample_id = ?", [sample_id])
+    if rows:
+        return rows[0]
+    rows = store.rows(
+        "SELECT * FROM samples WHERE starts_with(sample_id, ?) ORDER BY sample_id LIMIT 11",
+        [sample_id],
+    )
+    if len(rows) == 1:
+        return rows[0]
+    if rows:
+        shown = ", ".join(r["sample_id"] for r in rows[:10])
+        more = " ..." if len(rows) > 10 else ""
+        raise SampleLookupError(f"{sample_id!r} matches several samples: {shown}{more}")
+    total = store.scalar("SELECT count(*) FROM samples")
+    raise SampleLookupError(
+        f"no sample {sample_id!r} (nor one starting with it) among the {total} samples in "
+        f"{store.path}"
+    )
+
+
+def _call_event(row: dict[str, Any], rule_of_call: dict[str, str | None], full: bool) -> dict:
+    event = {
+        "kind": "call",
+        "time": row["started_at"],
+        "call_id": row["call_id"],
+        "stage": row["stage"],
+        "rule_variant": rule_of_call.get(row["call_id"]),
+        "role": row["role"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "prompt_id": row["prompt_id"],
+        "prompt_hash": row["prompt_hash"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "cache_hit": bool(row["cache_hit"]),
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "latency_ms": row["latency_ms"],
+        "cost_usd": row["cost_usd"],
+        "error": row["error"],
+    }
+    if full:
+        event["raw_output"] = row["raw_output"]
+        event["parsed"] = _loads(row["parsed_json"])
+    return event
+
+
+def _stage_event(row: dict[str, Any], full: bool) -> dict:
+    event = {
+        "kind": "stage",
+        "time": row["created_at"],
+        "stage": row["stage"],
+        "rule_variant": row["rule_variant"],
+        "attempt": row["attempt"],
+        "status": row["status"],
+        "feedback": row["feedback"],
+        "call_id": row["call_id"],
+    }
+    if full:
+        event["output"] = _loads(row["output_json"])
+        event["raw_text"] = row["raw_text"]
+    return event
+
+
+def sample_trace(store: Store, sample_id: str, *, full: bool = False) -> dict[str, Any]:
+    """One sample's history: its stage attempts and model calls in time order, the critic's
+    checks, and how it ended. A call sorts before the stage output written from it."""
+    sample = resolve_sample(store, sample_id)
+    sid = sample["sample_id"]
+    run = store.rows("SELECT run_id, name FROM runs WHERE run_id = ?", [sample["run_id"]])
+    stages = store.rows("SELECT * FROM stage_outputs WHERE sample_id = ?", [sid])
+    calls = store.rows(
+        "SELECT * FROM llm_calls WHERE sample_id = ? "
+        "OR call_id IN (SELECT call_id FROM stage_outputs WHERE sample_id = ?)",
+        [sid, sid],
+    )
+    critiques = store.rows(
+        "SELECT * FROM critiques WHERE sample_id = ? ORDER BY created_at, stage, attempt, "
+        "check_name",
+        [sid],
+    )
+    rule_of_call = {s["call_id"]: s["rule_variant"] for s in stages if s["call_id"]}
+    events = [(c["started_at"], 0, _call_event(c, rule_of_call, full)) for c in calls]
+    events += [(s["created_at"], 1, _stage_event(s, full)) for s in stages]
+    events.sort(key=lambda e: (e[0], e[1], e[2]["stage"] or "", e[2]["attempt"] or 0))
+    start = events[0][0] if events else None
+    timeline = []
+    for time, _, event in events:
+        event["offset_s"] = (time - start).total_seconds() if start is not None else None
+        event["time"] = time.isoformat(sep=" ", timespec="milliseconds")
+        timeline.append(event)
+    reasons = _loads(sample["reasons_json"]) or []
+    return {
+        "sample_id": sid,
+        "run_id": sample["run_id"],
+        "run_name": run[0]["name"] if run else None,
+        "policy": sample["policy_name"],
+        "category": sample["category"],
+        "category_source": sample["category_source"],
+        "rule_variants": sample["rule_variants"],
+        "image_path": sample["image_path"],
+        "timeline": timeline,
+        "critiques": [
+            {
+                "time": _iso(c["created_at"]),
+                "stage": c["stage"],
+                "attempt": c["attempt"],
+                "check_name": c["check_name"],
+                "source": c["source"],
+                "passed": bool(c["passed"]),
+                "message": c["message"],
+            }
+            for c in critiques
+        ],
+        "status": sample["status"],
+        "attempts": sample["attempts"],
+        "reasons": reasons if isinstance(reasons, list) else [reasons],
+    }
+
+
+def _indent(text: str, prefix: str = "        ") -> str:
+    return "\n".join(prefix + line for line in str(text).splitlines() or [""])
+
+
+def _call_line(e: dict[str, Any]) -> str:
+    tokens = f"{e['input_tokens'] or 0}+{e['output_tokens'] or 0} tok"
+    latency = "-" if e["latency_ms"] is None else f"{e['latency_ms']:.0f} ms"
+    prompt = e["prompt_id"] or "-"
+    if e["prompt_hash"]:
+        prompt += f"@{e['prompt_hash'][:8]}"
+    return (
+        f"role {e['role'] or '-'}  {e['provider']}:{e['model']}  prompt {prompt}  "
+        f"{'cache hit' if e['cache_hit'] else 'cache miss'}  {tokens}  {latency}  "
+        f"{_cost(e['cost_usd'])}"
+    )
+
+
+def render_trace(trace: dict[str, Any], *, full: bool = False) -> str:
+    """The trace as plain lines (greppable, no table that would wrap long feedback)."""
+    lines = [
+        f"sample {trace['sample_id']}  run {trace['run_name']} ({trace['run_id']})",
+        f"  policy {trace['policy']}  rules {trace['rule_variants'] or '-'}  "
+        f"category {trace['category'] or '-'} ({trace['category_source'] or '-'})",
+        f"  image {trace['image_path'] or '-'}",
+        "",
+        f"timeline ({len(trace['timeline'])} events)",
+    ]
+    for e in trace["timeline"]:
+        where = e["stage"] or "-"
+        if e["rule_variant"]:
+            where += f"[{e['rule_variant']}]"
+        # A stage's attempt counts critic-driven re-runs; a call's counts transport retries.
+        count = "attempt" if e["kind"] == "stage" else "try"
+        offset = f"+{e['offset_s']:.2f}s"
+        head = f"  {e['time']}  {offset:>9}  {e['kind']:<5}  {where:<24}"
+        head += f"  {count} {e['attempt']}  {e['status']}"
+        if e["kind"] == "call":
+            lines.append(f"{head}  {_call_line(e)}")
+        else:
+            lines.append(head)
+        if e.get("feedback"):
+            lines.append(_indent(f"critic feedback given to this attempt: {e['feedback']}"))
+        if e.get("error"):
+            lines.append(_indent(f"error: {e['error']}"))
+        if full:
+            for key in ("raw_output", "raw_text"):
+                if e.get(key):
+                    lines += [_indent(f"{key}:"), _indent(e[key], "          ")]
+            for key in ("parsed", "output"):
+                if e.get(key) is not None:
+                    text = json.dumps(e[key], indent=2, ensure_ascii=False)
+                    lines += [_indent(f"{key}:"), _indent(text, "          ")]
+    lines += ["", f"critiques ({len(trace['critiques'])})"]
+    for c in trace["critiques"]:
+        verdict = "pass" if c["passed"] else "FAIL"
+        message = f": {c['message']}" if c["message"] else ""
+        lines.append(
+            f"  {c['stage']} attempt {c['attempt']}  {verdict}  {c['check_name']} "
+            f"({c['source']}){message}"
+        )
+    lines += ["", f"final status: {trace['status']}  (attempts recorded: {trace['attempts'] or 0})"]
+    lines += [f"  - {reason}" for reason in trace["reasons"]]
+    return "\n".join(lines)
+
+
+def traces_command(
+    sample_id: Annotated[
+        str, typer.Argument(help="Sample id, or a prefix of it that matches one sample.")
+    ],
+    db: DbOption = DEFAULT_DB_PATH,
+    json_: JsonOption = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Also print each call's raw and parsed output.")
+    ] = False,
+) -> None:
+    """Show one sample's timeline: stage attempts, model calls, critic checks, final status."""
+    with _open(db) as store:
+        try:
+            trace = sample_trace(store, sample_id, full=full)
+        except SampleLookupError as exc:
+            raise _fail(str(exc)) from exc
+    if json_:
+        typer.echo(json.dumps(trace, ensure_ascii=False, default=str))
+    else:
+        typer.echo(render_trace(trace, full=full))
+
+
+# --------------------------------------------------------------------------- icm export
+class ExportFormat(StrEnum):
+    """The formats ``icm export`` writes."""
+
+    llava = "llava"
+    sharegpt = "sharegpt"
+    parquet = "parquet"
+    hf = "hf"
+
+
+def default_export_path(run: str, fmt: str) -> Path:
+    """``runs/exports/<run><suffix>``, the run argument made safe as a file name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run).strip("._") or "run"
+    return DEFAULT_EXPORT_DIR / f"{safe}{DEFAULT_SUFFIX[fmt]}"
+
+
+def export_command(
+    run: Annotated[str, typer.Argument(help="Run id or run name (see `icm runs`).")],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="llava: LLaVA JSON; sharegpt: LLaMA-Factory ShareGPT JSON; parquet: flat "
+            "table; hf: Hugging Face datasets folder (load_from_disk).",
+            case_sensitive=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file (folder for hf). Default: runs/exports/<RUN>.<format suffix>.",
+        ),
+    ] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Export rejected, failed and pending samples too, not only accepted."
+        ),
+    ] = False,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-root",
+            help="Write image paths relative to this folder (a trainer's image folder).",
+        ),
+    ] = None,
+) -> None:
+    """Export a run's samples as training data, one record per sample and rule variant."""
+    target = out if out is not None else default_export_path(run, fmt.value)
+    with _open(db) as store:
+        try:
+            summary = export_run(
+                store, run, fmt.value, target, include_all=all_, image_root=image_root
+            )
+        except ExportError as exc:
+            raise _fail(str(exc)) from exc
+    if summary.empty_message:
+        typer.echo(f"warning: {summary.empty_message}", err=True)
+    typer.echo(
+        f"wrote {summary.records} records ({summary.samples} samples) of run "
+        f"{summary.run_name} ({summary.run_id}) as {summary.fmt} to {summary.path}"
+    )
+    for path in summary.extra_files:
+        typer.echo(f"  also wrote {path}")
+    for reason, count in sorted(summary.skipped.items()):
+        typer.echo(f"  skipped {count}: {reason}")
+    if summary.dataset_info:
+        typer.echo("LLaMA-Factory dataset_info.json entry (merged into the file above):")
+        typer.echo(json.dumps(summary.dataset_info, indent=2))

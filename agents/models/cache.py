@@ -1,0 +1,159 @@
+"""Never pay twice: successful answers cached in the store, keyed by everything that shapes them.
+
+The key is the sha256 of canonical JSON over: provider, model, endpoint, structured-output
+dialect, generation parameters (temperature, max tokens, top_p, seed: retries, timeouts and
+concurrency only change how we ask and are left out), the messages with each image replaced by
+its content hash and sent size, the schema's JSON schema, the prompt template hash, and the
+caller's stage attempt number (inspect's "epoch"): a stage deliberately re-run with the same prompt
+must be free to get a new answer, while re-running the same command repeats the same attempt
+numbers and hits. Editing a template, a schema or a parameter misses the cache.
+
+Only ``ok`` answers are stored: refusals, content-filter stops, parse failures and errors never
+are (the layer calls :meth:`ResponseCache.put` for ``ok`` only, and ``put`` refuses anything
+without a parsed value).
+
+DuckDB makes single-row writes expensive (milliseconds each, a commit apiece), so new entries are
+kept in memory and written in batches by the layer's :class:`~agents.models.trace.StoreWriter`;
+the set of keys already in the file is read once, so a miss costs a set lookup, not a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.models.base import GenerationParams, Message
+from agents.models.images import image_placeholder
+from data.store import Store, utcnow
+
+_MEMORY_ENTRIES = 4096
+
+
+@cache
+def schema_document(schema: type[BaseModel]) -> tuple[dict[str, Any], str]:
+    """The schema's JSON schema and its canonical JSON text, computed once per class."""
+    document = schema.model_json_schema()
+    return document, json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def messages_for_record(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages as plain data with images as placeholders (no bytes, no base64)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "text": m.text}
+        if m.images:
+            item["images"] = [image_placeholder(i) for i in m.images]
+        out.append(item)
+    return out
+
+
+def cache_key(
+    *,
+    provider: str,
+    model: str,
+    endpoint: str | None,
+    dialect: str | None,
+    params: GenerationParams,
+    messages: list[Message],
+    schema: type[BaseModel],
+    prompt_hash: str | None,
+    attempt: int = 1,
+) -> str:
+    """sha256 hex digest of the canonical description of one request."""
+    payload = {
+        "provider": provider,
+        "model": model,
+        "endpoint": endpoint,
+        "dialect": dialect,
+        "params": asdict(params),
+        "messages": messages_for_record(messages),
+        "prompt_hash": prompt_hash,
+        "attempt": attempt,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(text.encode())
+    digest.update(b"\x00schema\x00")
+    digest.update(schema_document(schema)[1].encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached successful answer (the row of ``llm_cache``)."""
+
+    cache_key: str
+    provider: str
+    model: str
+    schema_name: str
+    raw_output: str
+    parsed_json: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class ResponseCache:
+    """Read-through, write-behind cache over ``llm_cache`` (memory only without a store)."""
+
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+        self._memory: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._stored_keys: set[str] | None = None
+        self._pending: list[dict[str, Any]] = []
+
+    def _known_keys(self) -> set[str]:
+        if self._stored_keys is None:
+            rows = self._store.rows("SELECT cache_key FROM llm_cache") if self._store else []
+            self._stored_keys = {r["cache_key"] for r in rows}
+        return self._stored_keys
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry for ``key`` or None; recent entries are served from memory."""
+        entry = self._memory.get(key)
+        if entry is not None:
+            self._memory.move_to_end(key)
+            return entry
+        if self._store is None or key not in self._known_keys():
+            return None
+        rows = self._store.rows(
+            "SELECT cache_key, provider, model, schema_name, raw_output, parsed_json, "
+            "input_tokens, output_tokens FROM llm_cache WHERE cache_key = ?",
+            [key],
+        )
+        if not rows:
+            return None
+        entry = CacheEntry(**rows[0])
+        self._remember(entry)
+        return entry
+
+    def put(self, entry: CacheEntry) -> None:
+        """Remember a successful answer; it reaches the store at the next flush."""
+        if not entry.parsed_json:
+            raise ValueError("only answers that validated against their schema are cached")
+        if entry.cache_key in self._memory or (
+            self._stored_keys is not None and entry.cache_key in self._stored_keys
+        ):
+            return
+        self._remember(entry)
+        if self._store is not None:
+            self._pending.append(asdict(entry) | {"created_at": utcnow()})
+            self._known_keys().add(entry.cache_key)
+
+    def take_pending(self) -> list[dict[str, Any]]:
+        """Rows not yet written (the writer calls this when it flushes)."""
+        rows, self._pending = self._pending, []
+        return rows
+
+    def requeue(self, rows: list[dict[str, Any]]) -> None:
+        """Put rows back after a failed write, ahead of newer ones."""
+        self._pending = rows + self._pending
+
+    def _remember(self, entry: CacheEntry) -> None:
+        self._memory[entry.cache_key] = entry
+        if len(self._memory) > _MEMORY_ENTRIES:
+            self._memory.popitem(last=False)

@@ -1,0 +1,169 @@
+"""Classify whatever an SDK raised into a :class:`ProviderError` the layer can act on.
+
+The layer's retry policy needs one question answered per failure: retry (and after how long) or
+stop. The openai and anthropic SDKs, their LangChain wrappers and httpx each raise their own
+classes; all of them carry either an HTTP status (and response headers) or are transport errors,
+so classification goes by status code and transport type rather than by a list of class names.
+This keeps new SDK error subclasses (anthropic 2.x has dozens) classified without edits here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from agents.models.base import ErrorKind, ProviderError
+
+try:  # both SDKs are dependencies; guarded so a broken install still classifies the other
+    import openai
+except ImportError:  # pragma: no cover
+    openai = None  # type: ignore[assignment]
+try:
+    import anthropic
+except ImportError:  # pragma: no cover
+    anthropic = None  # type: ignore[assignment]
+try:  # openai and anthropic ship on httpx2, a fork with its own exception classes
+    import httpx2
+except ImportError:  # pragma: no cover
+    httpx2 = None  # type: ignore[assignment]
+try:
+    from langchain_core.exceptions import ModelRefusalError
+except ImportError:  # pragma: no cover
+    ModelRefusalError = ()  # type: ignore[assignment,misc]
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (OpenAI) or ``retry-after`` (seconds or date)."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    millis = lower.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """The retry class of an HTTP status."""
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status in (408,):
+        return "timeout"
+    if status == 409 or status >= 500:
+        return "server"
+    return "bad_request"
+
+
+def provider_message(body: Any, fallback: str) -> str:
+    """The provider's own error text from an error body (OpenAI and Anthropic shapes)."""
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            kind = error.get("type") or error.get("code")
+            return f"{kind}: {error['message']}" if kind else error["message"]
+        if isinstance(error, str):
+            return error
+    return fallback
+
+
+def _timeout_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [httpx.TimeoutException, asyncio.TimeoutError, TimeoutError]
+    if httpx2 is not None:
+        types.append(httpx2.TimeoutException)
+    if openai is not None:
+        types.append(openai.APITimeoutError)
+    if anthropic is not None:
+        types.append(anthropic.APITimeoutError)
+    return tuple(types)
+
+
+def _connection_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [httpx.TransportError, ConnectionError]
+    if httpx2 is not None:
+        types.append(httpx2.TransportError)
+    if openai is not None:
+        types.append(openai.APIConnectionError)
+    if anthropic is not None:
+        types.append(anthropic.APIConnectionError)
+    return tuple(types)
+
+
+_TIMEOUTS = _timeout_types()
+_CONNECTIONS = _connection_types()
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Map an exception from an SDK, LangChain or httpx to a classified :class:`ProviderError`."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if ModelRefusalError and isinstance(exc, ModelRefusalError):
+        return ProviderError("refused", str(exc) or "the model refused")
+    if openai is not None and isinstance(exc, openai.ContentFilterFinishReasonError):
+        return ProviderError("refused", "the provider's content filter stopped the answer")
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)  # httpx or httpx2 (the SDKs' fork) response
+    if status is None:
+        status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        headers = getattr(response, "headers", None)
+        message = provider_message(getattr(exc, "body", None), str(exc))
+        return ProviderError(
+            kind_for_status(status),
+            f"HTTP {status}: {message}",
+            status_code=status,
+            retry_after=parse_retry_after(headers) if status in (429, 503, 529) else None,
+        )
+    if isinstance(exc, _TIMEOUTS):
+        return ProviderError("timeout", f"request timed out ({type(exc).__name__})")
+    if isinstance(exc, _CONNECTIONS):
+        return ProviderError("connection", f"connection failed: {exc}")
+    return ProviderError("bad_request", f"{type(exc).__name__}: {exc}")
+
+
+_REFUSAL = re.compile(
+    r"^\W*(?:(?:i[’']?m|i am)\s+(?:very\s+|really\s+)?sorry|sorry|i\s+apologi[sz]e|unfortunately)?"
+    r"[\s,.!-]*(?:but\s+)?(?:as an ai[^,.]*,\s*)?"
+    r"i\s+(?:can(?:[’']?t|not| not)|won[’']?t|will not|"
+    r"am (?:not able|unable) to|[’']?m (?:not able|unable) to)"
+    r"\s+(?:help|assist|comply|provide|do|fulfil+|describe|process|analy[sz]e|create|generate|"
+    r"engage|support|answer|continue|view|look|identify|discuss)",
+    re.IGNORECASE,
+)
+
+
+def looks_like_refusal(text: str) -> bool:
+    """True for a plain-text refusal ("I'm sorry, but I can't help with that").
+
+    Only an answer that does not start a JSON value is checked: a JSON object that quotes a
+    refusal inside a field is an answer, and the critic judges its content.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[", "```")):
+        return False
+    return bool(_REFUSAL.match(stripped[:300]))

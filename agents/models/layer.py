@@ -1,0 +1,399 @@
+"""The model layer: the one entry point every agent role uses to ask its model for typed output.
+
+``await layer.call(role=..., schema=..., messages=..., prompt=...)`` does, once for every
+provider: bind the role to its model (config), prepare images (resize to the role's max side;
+none for text-only models, noted in the trace), look up the cache, pace the request (concurrency,
+requests and tokens per minute), send it, retry what is worth retrying (429 after Retry-After,
+5xx/timeouts/connection errors with exponential backoff; 400/401/403 fail fast), validate the
+answer with pydantic and re-ask on a validation failure, fall back to another model on a refusal,
+and record one trace row per model asked.
+
+A call ends in exactly one of four statuses, and only ``ok`` carries a value:
+``ok``, ``parse_failed`` (raw text kept), ``refused`` (never cached), ``failed`` (error kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from agents.models.base import GenerationParams, ImageInput, Message, Provider, ProviderError
+from agents.models.cache import CacheEntry, ResponseCache, cache_key, messages_for_record
+from agents.models.credentials import read_key
+from agents.models.images import fit_images
+from agents.models.parsing import reask_messages, validate_answer
+from agents.models.pricing import Price, resolve_price
+from agents.models.providers import make_provider
+from agents.models.rate_limit import RateLimiter
+from agents.models.result import CallResult, Status
+from agents.models.retry import Attempts, Sleep, request_with_retries
+from agents.models.settings import ModelConfig, RoleBinding, RoleSettings
+from agents.models.trace import StoreWriter, prompt_identity
+from data.store import Store, to_json, utcnow
+from prompts import PromptTemplate
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class _LoopState:
+    """Clients and limiters bound to one event loop (httpx connections cannot cross loops)."""
+
+    providers: dict[tuple[str, RoleSettings], Provider]
+    limiters: dict[tuple[str, str], RateLimiter]
+
+
+class ModelLayer:
+    """Binds roles to models and runs every model call of a process. See the module docstring."""
+
+    def __init__(
+        self,
+        config: ModelConfig | None = None,
+        store: Store | None = None,
+        *,
+        run_id: str | None = None,
+        use_cache: bool = True,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        flush_every: int = 64,
+        flush_interval_s: float = 2.0,
+    ) -> None:
+        self.config = config or ModelConfig()
+        self.store = store
+        self.run_id = run_id
+        self.use_cache = use_cache
+        self._sleep = sleep
+        self._rng = rng
+        self._secrets: set[str] = set()
+        self._cache = ResponseCache(store)
+        self._writer = StoreWriter(
+            store, self._cache, self._secrets, batch_size=flush_every, interval_s=flush_interval_s
+        )
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._prices: dict[tuple[str, RoleSettings], Price | None] = {}
+        self._resized: dict[tuple[str, int], ImageInput] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def check_credentials(self) -> None:
+        """Raise :class:`MissingCredentialsError` for the first bound model whose key is unset.
+
+        Covers every role and every refusal fallback, so a run fails before its first sample.
+        """
+        for role, binding in self.config.resolved().items():
+            for b in (binding, self._fallback(binding)):
+                if b is not None:
+                    key = read_key(b.spec, b.settings, role)
+                    if key:
+                        self._secrets.add(key)
+
+    def flush(self) -> None:
+        """Write buffered trace rows and cache entries to the store."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ModelLayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ModelLayer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Flush, then close the HTTP clients opened in the running event loop."""
+        self.flush()
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        for provider in state.providers.values() if state else ():
+            closer = getattr(provider, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    # ------------------------------------------------------------------ public call
+    async def call(
+        self,
+        *,
+        role: str,
+        schema: type[T],
+        messages: list[Message],
+        prompt: PromptTemplate | Sequence[PromptTemplate] | None = None,
+        sample_id: str | None = None,
+        stage: str | None = None,
+        attempt: int = 1,
+    ) -> CallResult[T]:
+        """Ask the model bound to ``role`` for a ``schema`` object; model errors never raise."""
+        binding = self.config.for_role(role)
+        prompt_id, prompt_hash = prompt_identity(prompt)
+        trace = {
+            "run_id": self.run_id,
+            "sample_id": sample_id,
+            "stage": stage or role,
+            "role": role,
+            "prompt_id": prompt_id,
+            "prompt_hash": prompt_hash,
+            "schema_name": schema.__name__,
+            "attempt": attempt,
+        }
+        result = await self._call_binding(binding, role, schema, messages, prompt_hash, trace)
+        fallback = self._fallback(binding)
+        if result.status == "refused" and fallback is not None:
+            trace["fallback_for"] = result.call_id
+            second = await self._call_binding(fallback, role, schema, messages, prompt_hash, trace)
+            second.fallback_from = result.call_id
+            return second
+        return result
+
+    # ------------------------------------------------------------------ one binding
+    async def _call_binding(
+        self,
+        binding: RoleBinding,
+        role: str,
+        schema: type[T],
+        messages: list[Message],
+        prompt_hash: str | None,
+        trace: dict[str, Any],
+    ) -> CallResult[T]:
+        started, started_at = time.perf_counter(), utcnow()
+        settings = binding.settings
+        state = self._loop_state()
+        provider = self._provider(state, binding, role)
+        params = GenerationParams(
+            settings.temperature, settings.max_tokens, settings.top_p, settings.seed
+        )
+        sent, image_mode = fit_images(
+            messages, provider.supports_images, settings.image_max_side, self._resized
+        )
+        dialect = getattr(provider, "configured_dialect", None)
+        key = cache_key(
+            provider=binding.spec.provider,
+            model=binding.spec.model,
+            endpoint=provider.endpoint,
+            dialect=dialect,
+            params=params,
+            messages=sent,
+            schema=schema,
+            prompt_hash=prompt_hash,
+            attempt=trace["attempt"],
+        )
+        row: dict[str, Any] = {
+            **{k: v for k, v in trace.items() if k != "fallback_for"},
+            "call_id": uuid.uuid4().hex,
+            "provider": binding.spec.provider,
+            "model": binding.spec.model,
+            "endpoint": provider.endpoint,
+            "cache_key": key,
+            "image_mode": image_mode,
+            "started_at": started_at,
+        }
+        meta: dict[str, Any] = asdict(params) | {
+            "dialect": dialect,
+            "image_max_side": settings.image_max_side,
+            "timeout_s": settings.timeout_s,
+            "spec": binding.spec.spec,
+            "fallback_for": trace.get("fallback_for"),
+        }
+        if self.use_cache:
+            entry = self._cache.get(key)
+            if entry is not None:
+                # Tokens and cost are those of this call: nothing was sent, nothing paid.
+                hit = CallResult(
+                    status="ok",
+                    value=schema.model_validate_json(entry.parsed_json),
+                    raw_text=entry.raw_output,
+                    error=None,
+                    call_id=row["call_id"],
+                    cache_hit=True,
+                    input_tokens=0,
+                    output_tokens=0,
+                    latency_ms=0.0,
+                    cost_usd=0.0,
+                    model_spec=binding.spec.spec,
+                    role=role,
+                )
+                return self._finish(hit, row, sent, meta, started, parsed_json=entry.parsed_json)
+        result, final_messages = await self._ask(
+            state, binding, role, provider, schema, sent, params, meta
+        )
+        parsed_json = result.value.model_dump_json() if result.value is not None else None
+        if result.status == "ok" and self.use_cache and parsed_json is not None:
+            self._cache.put(
+                CacheEntry(
+                    cache_key=key,
+                    provider=binding.spec.provider,
+                    model=binding.spec.model,
+                    schema_name=schema.__name__,
+                    raw_output=result.raw_text or "",
+                    parsed_json=parsed_json,
+                    input_tokens=result.input_tokens,
+                    output_tokens=result.output_tokens,
+                )
+            )
+        return self._finish(result, row, final_messages, meta, started, parsed_json=parsed_json)
+
+    async def _ask(
+        self,
+        state: _LoopState,
+        binding: RoleBinding,
+        role: str,
+        provider: Provider,
+        schema: type[T],
+        messages: list[Message],
+        params: GenerationParams,
+        meta: dict[str, Any],
+    ) -> tuple[CallResult[T], list[Message]]:
+        """Request, validate, re-ask; returns the result and the conversation as finally sent."""
+        settings = binding.settings
+        limiter = self._limiter(state, binding, role)
+        tokens_in = tokens_out = parse_attempts = 0
+        attempts = Attempts()
+        meta["waits_s"] = attempts.waits_s
+
+        def result(
+            status: Status, value: T | None, raw: str | None, error: str | None
+        ) -> CallResult[T]:
+            return CallResult(
+                status=status,
+                value=value,
+                raw_text=raw,
+                error=error,
+                call_id="",
+                cache_hit=False,
+                input_tokens=tokens_in if answered else None,
+                output_tokens=tokens_out if answered else None,
+                latency_ms=0.0,
+                cost_usd=self._cost(binding, tokens_in, tokens_out),
+                model_spec=binding.spec.spec,
+                role=role,
+                requests=attempts.requests,
+                parse_attempts=parse_attempts,
+            )
+
+        answered = False
+
+        while True:
+            try:
+                response = await request_with_retries(
+                    provider,
+                    limiter,
+                    settings,
+                    schema,
+                    messages,
+                    params,
+                    attempts,
+                    sleep=self._sleep,
+                    rng=self._rng,
+                )
+            except ProviderError as err:
+                meta["requests"] = attempts.requests
+                status: Status = "refused" if err.kind == "refused" else "failed"
+                return result(status, None, err.raw_text, f"{err.kind}: {err.message}"), messages
+            answered = True
+            meta["requests"] = attempts.requests
+            meta["dialect_used"] = response.extra.get("dialect")
+            tokens_in += response.input_tokens or 0
+            tokens_out += response.output_tokens or 0
+            value, problem = validate_answer(response, schema)
+            if value is not None:
+                return result("ok", value, response.raw_text, None), messages
+            if parse_attempts >= settings.parse_retries:
+                return result("parse_failed", None, response.raw_text, problem), messages
+            parse_attempts += 1
+            messages = reask_messages(messages, response.raw_text, problem or "invalid")
+
+    # ------------------------------------------------------------------ helpers
+    def _finish(
+        self,
+        result: CallResult[T],
+        row: dict[str, Any],
+        messages: list[Message],
+        meta: dict[str, Any],
+        started: float,
+        *,
+        parsed_json: str | None,
+    ) -> CallResult[T]:
+        result.call_id = row["call_id"]
+        result.latency_ms = (time.perf_counter() - started) * 1000.0
+        row.update(
+            cache_hit=result.cache_hit,
+            messages_json=to_json(messages_for_record(messages)),
+            params_json=to_json(meta),
+            raw_output=result.raw_text,
+            parsed_json=parsed_json,
+            status=result.status,
+            error=result.error,
+            parse_attempts=result.parse_attempts,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            latency_ms=result.latency_ms,
+            cost_usd=result.cost_usd,
+            finished_at=utcnow(),
+        )
+        self._writer.add(row)
+        return result
+
+    def _fallback(self, binding: RoleBinding) -> RoleBinding | None:
+        """The binding asked after a refusal: same role settings, minus endpoint-specific ones."""
+        if not binding.settings.fallback:
+            return None
+        keep = binding.settings.model_copy(
+            update={"fallback": None, "dialect": None, "api_key_env": None, "base_url": None}
+        )
+        return RoleBinding.create(binding.settings.fallback, keep)
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = _LoopState({}, {})
+            self._loops[loop] = state
+        return state
+
+    def _provider(self, state: _LoopState, binding: RoleBinding, role: str) -> Provider:
+        key = (binding.spec.spec, binding.settings)
+        provider = state.providers.get(key)
+        if provider is None:
+            secret = read_key(binding.spec, binding.settings, role)
+            if secret:
+                self._secrets.add(secret)
+            provider = make_provider(binding.spec, binding.settings)
+            state.providers[key] = provider
+        return provider
+
+    def _limiter(self, state: _LoopState, binding: RoleBinding, role: str) -> RateLimiter:
+        key = (role, binding.spec.spec)
+        limiter = state.limiters.get(key)
+        if limiter is None:
+            s = binding.settings
+            limiter = RateLimiter(
+                s.max_concurrency, s.requests_per_minute, s.tokens_per_minute, sleep=self._sleep
+            )
+            state.limiters[key] = limiter
+        return limiter
+
+    def _cost(self, binding: RoleBinding, tokens_in: int, tokens_out: int) -> float | None:
+        key = (binding.spec.spec, binding.settings)
+        if key not in self._prices:
+            s = binding.settings
+            self._prices[key] = resolve_price(
+                binding.spec.provider,
+                binding.spec.model,
+                s.price_input_per_mtok,
+                s.price_output_per_mtok,
+            )
+        price = self._prices[key]
+        return price.cost(tokens_in, tokens_out) if price is not None else None

@@ -1,0 +1,73 @@
+"""Cost of a call in USD from its token counts and a per-model price table.
+
+Prices live in ``prices.yaml`` beside this file (list prices per million tokens); a role's
+``price_input_per_mtok`` / ``price_output_per_mtok`` settings override them, which is how a
+researcher prices a model the table does not know or a negotiated rate. Models running in this
+process cost 0. An unknown hosted model gets ``None``: a cost that is not known is not zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from agents.models.providers import IN_PROCESS_PROVIDERS
+
+PRICES_PATH = Path(__file__).with_name("prices.yaml")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million input and output tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
+        return (
+            (input_tokens or 0) * self.input_per_mtok + (output_tokens or 0) * self.output_per_mtok
+        ) / 1e6
+
+
+@cache
+def price_table(path: Path = PRICES_PATH) -> dict[str, dict[str, Price]]:
+    """provider -> model -> price, read once."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {
+        provider: {name: Price(float(p["input"]), float(p["output"])) for name, p in models.items()}
+        for provider, models in raw.items()
+    }
+
+
+def lookup_price(
+    provider: str, model: str, table: dict[str, dict[str, Price]] | None = None
+) -> Price | None:
+    """Exact model name first, then the longest known name that prefixes ``model`` + ``-``."""
+    if provider in IN_PROCESS_PROVIDERS:
+        return Price(0.0, 0.0)
+    models = (table if table is not None else price_table()).get(provider, {})
+    if model in models:
+        return models[model]
+    candidates = [name for name in models if model.startswith(name + "-")]
+    return models[max(candidates, key=len)] if candidates else None
+
+
+def resolve_price(
+    provider: str,
+    model: str,
+    input_override: float | None = None,
+    output_override: float | None = None,
+) -> Price | None:
+    """The price a role pays: overrides win, a half-given override keeps the table's other half."""
+    base = lookup_price(provider, model)
+    if input_override is None and output_override is None:
+        return base
+    if base is None and (input_override is None or output_override is None):
+        return None
+    return Price(
+        input_override if input_override is not None else base.input_per_mtok,  # type: ignore[union-attr]
+        output_override if output_override is not None else base.output_per_mtok,  # type: ignore[union-attr]
+    )

@@ -1,0 +1,263 @@
+"""OpenAI and OpenAI-compatible endpoints (vLLM, Ollama, llama.cpp, LM Studio) via ChatOpenAI.
+
+Structured-output dialects, a per-endpoint setting (``dialect``) because servers differ:
+
+- ``json_schema``: ``response_format={"type": "json_schema", "json_schema": {name, schema}}``.
+  OpenAI and vLLM. Default for ``openai:``. Sent with ``strict: false`` because pydantic
+  schemas with optional fields or string bounds are not valid strict schemas; the layer
+  validates every answer anyway.
+- ``json_object_schema``: ``response_format={"type": "json_object", "schema": {...}}``. The
+  llama.cpp server, which rejects ``json_schema`` and builds a grammar from this schema.
+- ``tools``: one function whose parameters are the schema, forced with ``tool_choice``. For
+  servers that constrain tool calls but not ``response_format``.
+- ``text``: no constraint; the schema is written into the system message and the layer parses the
+  first JSON object of the answer. Works anywhere; weakest.
+- ``auto`` (default for ``openai-compatible:``): starts with ``json_schema`` and, when the server
+  rejects the request because of ``response_format``/schema/tools (llama.cpp answers 500
+  "response_format type must be ..."), moves to the next dialect in the order above and keeps
+  it for the endpoint. The dialect actually used is recorded in each trace row.
+
+Retries are the layer's job: the client is built with ``max_retries=0``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+import openai
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, SecretStr
+
+from agents.models.base import GenerationParams, Message, ProviderError, ProviderResponse
+from agents.models.cache import schema_document
+from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
+from agents.models.errors import classify, looks_like_refusal
+from agents.models.settings import RoleSettings
+from agents.models.spec import ModelSpec
+
+DIALECT_ORDER: tuple[str, ...] = ("json_schema", "json_object_schema", "tools", "text")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+#: what ``auto`` learned per (endpoint, model), shared by every client in the process
+_LEARNED_DIALECTS: dict[tuple[str, str], str] = {}
+
+_DIALECT_REJECTION = re.compile(
+    r"response_format|json_schema|json_object|schema|tool|function", re.I
+)
+
+
+def forget_learned_dialects() -> None:
+    """Drop what ``auto`` learned (tests reuse loopback ports across fake servers)."""
+    _LEARNED_DIALECTS.clear()
+
+
+def schema_name(schema: type[BaseModel]) -> str:
+    """A function/schema name OpenAI accepts (``^[a-zA-Z0-9_-]{1,64}$``)."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", schema.__name__)[:64] or "Output"
+
+
+def schema_instruction(schema: type[BaseModel]) -> str:
+    """The instruction that carries the schema when the endpoint cannot enforce it."""
+    return (
+        "Answer with exactly one JSON object and nothing else (no prose, no code fences). "
+        f"It must validate against this JSON schema:\n{schema_document(schema)[1]}"
+    )
+
+
+def image_block(data: bytes, media_type: str) -> dict[str, Any]:
+    """OpenAI's image content block: a base64 data URL."""
+    encoded = base64.b64encode(data).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{encoded}"}}
+
+
+def to_langchain(messages: list[Message], instruction: str | None = None) -> list[BaseMessage]:
+    """Our messages as LangChain messages; ``instruction`` is appended to the system message."""
+    out: list[BaseMessage] = []
+    for m in messages:
+        if m.role == "system":
+            out.append(SystemMessage(content=m.text))
+        elif m.role == "assistant":
+            out.append(AIMessage(content=m.text))
+        elif m.images:
+            blocks: list[Any] = [{"type": "text", "text": m.text}]
+            blocks += [image_block(i.data, i.media_type) for i in m.images]
+            out.append(HumanMessage(content=blocks))
+        else:
+            out.append(HumanMessage(content=m.text))
+    if instruction:
+        if out and isinstance(out[0], SystemMessage):
+            out[0] = SystemMessage(content=f"{out[0].content}\n\n{instruction}")
+        else:
+            out.insert(0, SystemMessage(content=instruction))
+    return out
+
+
+def message_text(message: AIMessage) -> str:
+    """The text of an answer whether content is a string or a list of blocks."""
+    if isinstance(message.content, str):
+        return message.content
+    return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in message.content)
+
+
+class OpenAIChatProvider:
+    """One ChatOpenAI client per spec and role settings, reused for every call."""
+
+    def __init__(self, spec: ModelSpec, settings: RoleSettings, api_key: str | None) -> None:
+        self.provider = spec.provider
+        self.model = spec.model
+        base_url = spec.base_url or settings.base_url
+        self.endpoint = base_url or OPENAI_BASE_URL
+        hosted = spec.provider == "openai"
+        self.supports_images = settings.send_images if settings.send_images is not None else hosted
+        self.configured_dialect = settings.dialect or ("json_schema" if hosted else "auto")
+        if self.configured_dialect == "auto":
+            self.dialect = _LEARNED_DIALECTS.get((self.endpoint, self.model), DIALECT_ORDER[0])
+        else:
+            self.dialect = self.configured_dialect
+        self._hosted = hosted
+        # Our own client (the SDK's class, on whichever httpx it uses): LangChain's default is
+        # shared process-wide, and connections opened in one event loop break in the next.
+        self._http = openai.DefaultAsyncHttpxClient(timeout=settings.timeout_s)
+        self._chat = ChatOpenAI(
+            model=spec.model,
+            api_key=SecretStr(api_key or NO_KEY_PLACEHOLDER),
+            base_url=self.endpoint,
+            max_retries=0,
+            timeout=settings.timeout_s,
+            http_async_client=self._http,
+            use_responses_api=False,
+        )
+        self._format_cache: dict[tuple[type[BaseModel], str], dict[str, Any]] = {}
+
+    async def aclose(self) -> None:
+        """Close this client's connections (the layer calls it when a run ends)."""
+        await self._http.aclose()
+
+    def _format_kwargs(self, schema: type[BaseModel], dialect: str) -> dict[str, Any]:
+        """Request arguments that ask for ``schema`` in ``dialect`` (built once per pair)."""
+        cached = self._format_cache.get((schema, dialect))
+        if cached is not None:
+            return cached
+        document = schema_document(schema)[0]
+        name = schema_name(schema)
+        kwargs: dict[str, Any]
+        # response_format rides in the body (extra_body), not as ChatOpenAI's kwarg: the kwarg
+        # routes through the SDK's parse() helper, which re-walks the schema client-side and
+        # raises on finish reasons we classify ourselves; the wire request is the same.
+        if dialect == "json_schema":
+            spec = {"name": name, "schema": document, "strict": False}
+            kwargs = {"response_format": {"type": "json_schema", "json_schema": spec}}
+        elif dialect == "json_object_schema":
+            kwargs = {"response_format": {"type": "json_object", "schema": document}}
+        elif dialect == "tools":
+            function = {
+                "name": name,
+                "description": document.get("description") or f"Return the {name} object.",
+                "parameters": document,
+            }
+            kwargs = {
+                "tools": [{"type": "function", "function": function}],
+                "tool_choice": {"type": "function", "function": {"name": name}},
+            }
+        else:
+            kwargs = {}
+        self._format_cache[(schema, dialect)] = kwargs
+        return kwargs
+
+    def _param_kwargs(self, params: GenerationParams, timeout: float | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"temperature": params.temperature}
+        if self._hosted:
+            kwargs["max_tokens"] = params.max_tokens  # sent as max_completion_tokens
+        else:  # older servers know only max_tokens; ChatOpenAI would rename it
+            kwargs["extra_body"] = {"max_tokens": params.max_tokens}
+        if params.top_p is not None:
+            kwargs["top_p"] = params.top_p
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        return kwargs
+
+    async def complete(
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        params: GenerationParams,
+        timeout: float | None,
+    ) -> ProviderResponse:
+        while True:
+            dialect = self.dialect
+            instruction = schema_instruction(schema) if dialect == "text" else None
+            kwargs = self._param_kwargs(params, timeout)
+            fmt = self._format_kwargs(schema, dialect)
+            if "response_format" in fmt:
+                kwargs["extra_body"] = kwargs.get("extra_body", {}) | fmt
+            else:
+                kwargs |= fmt
+            try:
+                answer = await self._chat.ainvoke(to_langchain(messages, instruction), **kwargs)
+            except Exception as exc:
+                error = classify(exc)
+                if not self._rejects_dialect(error):
+                    raise error from exc
+                if self.configured_dialect == "auto" and dialect != DIALECT_ORDER[-1]:
+                    self.dialect = DIALECT_ORDER[DIALECT_ORDER.index(dialect) + 1]
+                    _LEARNED_DIALECTS[(self.endpoint, self.model)] = self.dialect
+                    continue
+                raise ProviderError(
+                    "unsupported",
+                    f"{self.endpoint} rejected the {dialect!r} structured-output dialect "
+                    f"({error.message}); choose another with dialect=json_schema, "
+                    "json_object_schema, tools, text or auto",
+                    status_code=error.status_code,
+                ) from exc
+            return self._response(answer, dialect)
+
+    def _rejects_dialect(self, error: ProviderError) -> bool:
+        """Did a self-hosted server reject the structured-output request itself?
+
+        llama.cpp answers 500 (not 400) to ``json_schema``, which would otherwise be retried as a
+        server fault; hosted OpenAI's 400s about schemas are real errors and pass through.
+        """
+        return (
+            not self._hosted
+            and error.kind in ("bad_request", "server")
+            and error.status_code in (400, 404, 422, 500, 501)
+            and bool(_DIALECT_REJECTION.search(error.message))
+        )
+
+    def _response(self, answer: AIMessage, dialect: str) -> ProviderResponse:
+        meta = answer.response_metadata or {}
+        finish = meta.get("finish_reason")
+        usage = answer.usage_metadata or {}
+        text = message_text(answer)
+        refusal = answer.additional_kwargs.get("refusal")
+        if refusal:
+            raise ProviderError("refused", f"the model refused: {refusal}", raw_text=refusal)
+        if finish == "content_filter":
+            raise ProviderError("refused", "the content filter stopped the answer", raw_text=text)
+        parsed: dict[str, Any] | None = None
+        if dialect == "tools" and answer.tool_calls:
+            parsed = answer.tool_calls[0]["args"]
+            text = json.dumps(parsed, ensure_ascii=False)
+        elif dialect == "tools" and answer.invalid_tool_calls:
+            text = answer.invalid_tool_calls[0].get("args") or ""
+        if looks_like_refusal(text):
+            raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
+        return ProviderResponse(
+            raw_text=text,
+            parsed=parsed,
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            finish_reason=finish,
+            extra={"dialect": dialect},
+        )
+
+
+def make_openai_provider(spec: ModelSpec, settings: RoleSettings) -> OpenAIChatProvider:
+    """Registry factory for ``openai:`` and ``openai-compatible:`` specs."""
+    return OpenAIChatProvider(spec, settings, read_key(spec, settings))

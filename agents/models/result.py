@@ -1,0 +1,44 @@
+"""The outcome of one model call, as the agents see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T", bound=BaseModel)
+
+#: ``ok`` (validated value), ``parse_failed`` (raw text kept), ``refused`` (never cached),
+#: ``failed`` (error kept). Only ``ok`` carries a value; nothing is ever filled with a default.
+Status = Literal["ok", "parse_failed", "refused", "failed"]
+
+
+@dataclass
+class CallResult(Generic[T]):
+    """One ``ModelLayer.call``: the value when ``ok``, otherwise why not, plus its accounting.
+
+    ``call_id`` is the ``llm_calls`` row of the model that answered (after a refusal fallback,
+    the fallback's row; ``fallback_from`` names the refused one). On a cache hit tokens and
+    cost are 0: nothing was sent and nothing paid.
+    """
+
+    status: Status
+    value: T | None
+    raw_text: str | None
+    error: str | None
+    call_id: str
+    cache_hit: bool
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float
+    cost_usd: float | None
+    model_spec: str
+    role: str
+    requests: int = 0
+    parse_attempts: int = 0
+    fallback_from: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

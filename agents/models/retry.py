@@ -1,0 +1,80 @@
+"""Ask a provider once, retrying what is worth retrying, and nothing else.
+
+- 429: wait what ``Retry-After`` / ``retry-after-ms`` says (capped by ``retry_after_cap_s``), or
+  back off when the server gave no hint;
+- 5xx, timeouts, connection errors: exponential backoff, with full jitter unless turned off;
+- 400/401/403/404, refusals, unsupported dialects: no retry, the error goes straight back.
+
+Every request first passes the role's limiter (concurrency, requests and tokens per minute).
+The sleep function and random source are injected, so tests never wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from agents.models.base import GenerationParams, Message, Provider, ProviderResponse
+from agents.models.errors import classify
+from agents.models.rate_limit import RateLimiter, backoff_delay, estimate_tokens
+from agents.models.settings import RoleSettings
+
+Sleep = Callable[[float], Awaitable[object]]
+
+
+@dataclass
+class Attempts:
+    """What asking cost so far, across retries and re-asks (recorded in the trace)."""
+
+    requests: int = 0
+    waits_s: list[float] = field(default_factory=list)
+
+
+def retry_delay(
+    error_kind: str,
+    retry_after: float | None,
+    retry: int,
+    settings: RoleSettings,
+    rng: Callable[[], float],
+) -> float:
+    """Seconds to wait before retry number ``retry`` (1-based)."""
+    if error_kind == "rate_limited" and retry_after is not None:
+        return min(retry_after, settings.retry_after_cap_s)
+    return backoff_delay(
+        retry, settings.backoff_base_s, settings.backoff_max_s, jitter=settings.jitter, rng=rng
+    )
+
+
+async def request_with_retries(
+    provider: Provider,
+    limiter: RateLimiter,
+    settings: RoleSettings,
+    schema: type[BaseModel],
+    messages: list[Message],
+    params: GenerationParams,
+    attempts: Attempts,
+    *,
+    sleep: Sleep,
+    rng: Callable[[], float],
+) -> ProviderResponse:
+    """One answer from ``provider``; raises the classified ProviderError when retries run out."""
+    chars = sum(len(m.text) for m in messages)
+    estimate = estimate_tokens(chars, sum(len(m.images) for m in messages), params.max_tokens)
+    retries = 0
+    while True:
+        attempts.requests += 1
+        try:
+            async with limiter.slot(estimate) as slot:
+                response = await provider.complete(messages, schema, params, settings.timeout_s)
+                slot.settle((response.input_tokens or 0) + (response.output_tokens or 0))
+            return response
+        except Exception as exc:
+            error = classify(exc)
+            if not error.retryable or retries >= settings.max_retries:
+                raise error from exc
+        retries += 1
+        delay = retry_delay(error.kind, error.retry_after, retries, settings, rng)
+        attempts.waits_s.append(round(delay, 3))
+        await sleep(delay)

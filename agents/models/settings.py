@@ -1,0 +1,210 @@
+"""Per-role model settings and the role -> model binding a run is configured with.
+
+A researcher compares generator combinations by rebinding roles, never by editing code::
+
+    --role all=openai:gpt-4o --role critic=anthropic:claude-sonnet-4-5
+    --role-setting critic.temperature=0.3 --role-setting all.timeout_s=120
+
+``all=SPEC`` is applied before the per-role bindings whatever their order, so a specific role
+always wins over ``all``. Unbound roles use the default binding (``local:smollm2`` unless ``all``
+says otherwise), so the tool runs offline with no arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.models.spec import ModelSpec, parse_spec
+
+#: every role that asks a model for something; extend here when a new agent role is added
+ROLES: tuple[str, ...] = (
+    "describer",
+    "context_interpreter",
+    "explainer",
+    "qa_writer",
+    "critic",
+    "judge",
+    "rule_decomposer",
+)
+
+DEFAULT_SPEC = "local:smollm2"
+
+Dialect = Literal["auto", "json_schema", "json_object_schema", "tools", "text"]
+
+
+class RoleSettings(BaseModel):
+    """How one role talks to its model. Only the generation fields enter the cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature; 0 makes reruns comparable."""
+    max_tokens: int = Field(1024, ge=1)
+    """Upper bound on the answer's length in tokens."""
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    timeout_s: float = Field(60.0, gt=0.0)
+    """Per-request timeout; a timeout is retried with backoff."""
+    max_concurrency: int = Field(8, ge=1)
+    """Requests of this role (per model) in flight at once."""
+    requests_per_minute: float | None = Field(None, gt=0.0)
+    tokens_per_minute: float | None = Field(None, gt=0.0)
+    max_retries: int = Field(4, ge=0)
+    """Retries after rate limits, 5xx, timeouts and connection errors (not parse failures)."""
+    parse_retries: int = Field(2, ge=0)
+    """Re-asks after an answer that does not validate against the schema."""
+    retry_after_cap_s: float = Field(60.0, ge=0.0)
+    """Longest wait honoured from a ``Retry-After`` header."""
+    backoff_base_s: float = Field(1.0, ge=0.0)
+    backoff_max_s: float = Field(30.0, ge=0.0)
+    jitter: bool = True
+    """Randomise backoff waits (full jitter); tests turn it off."""
+    image_max_side: int = Field(1024, ge=16)
+    """Images are resized so their longest side is at most this many pixels."""
+    send_images: bool | None = None
+    """None = provider default (hosted APIs yes, openai-compatible no, in-process: the model)."""
+    base_url: str | None = None
+    """API URL of a hosted provider (a proxy, a regional endpoint, the tests' fake server)."""
+    api_key_env: str | None = None
+    """Environment variable holding the key; default OPENAI_API_KEY / ANTHROPIC_API_KEY."""
+    dialect: Dialect | None = None
+    """Structured-output dialect of an OpenAI-style endpoint (see providers/openai_chat.py)."""
+    fallback: str | None = None
+    """Spec to ask instead when this model refuses (or its content filter stops it)."""
+    price_input_per_mtok: float | None = Field(None, ge=0.0)
+    price_output_per_mtok: float | None = Field(None, ge=0.0)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_is_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_spec(value)
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError(f"api_key_env must name an environment variable, got {value!r}")
+        return value
+
+    def merged(self, overrides: Mapping[str, Any]) -> RoleSettings:
+        """A copy with ``overrides`` applied and validated (strings are coerced)."""
+        if not overrides:
+            return self
+        data = self.model_dump(exclude_unset=True) | dict(overrides)
+        try:
+            return RoleSettings.model_validate(data)
+        except ValidationError as exc:
+            fields = ", ".join(RoleSettings.model_fields)
+            raise ValueError(
+                f"bad role settings {dict(overrides)}: {exc}\nknown: {fields}"
+            ) from exc
+
+
+class RoleBinding(BaseModel):
+    """One role's model: the parsed spec and the settings with the spec's options applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: ModelSpec
+    settings: RoleSettings
+
+    @classmethod
+    def create(cls, spec: str | ModelSpec, settings: RoleSettings | None = None) -> RoleBinding:
+        parsed = parse_spec(spec) if isinstance(spec, str) else spec
+        base = settings or RoleSettings()
+        return cls(spec=parsed, settings=base.merged(parsed.options))
+
+    def record(self) -> dict[str, Any]:
+        """What a run stores about this binding (names of key variables, never keys)."""
+        return {"spec": self.spec.spec, "settings": self.settings.model_dump(exclude_defaults=True)}
+
+
+def _split_assignment(text: str, what: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise ValueError(f"bad {what} {text!r}: expected NAME=VALUE")
+    return name.strip(), value.strip()
+
+
+def _check_role(role: str) -> None:
+    if role != "all" and role not in ROLES:
+        raise ValueError(f"unknown role {role!r} (roles: all, {', '.join(ROLES)})")
+
+
+class ModelConfig(BaseModel):
+    """The role -> binding map of a run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bindings: dict[str, RoleBinding] = Field(default_factory=dict)
+    default: RoleBinding = Field(default_factory=lambda: RoleBinding.create(DEFAULT_SPEC))
+
+    def for_role(self, role: str) -> RoleBinding:
+        """The binding of ``role``; unbound roles get the default."""
+        return self.bindings.get(role) or self.default
+
+    def resolved(self) -> dict[str, RoleBinding]:
+        """Every known role with the binding it will use."""
+        return {role: self.for_role(role) for role in ROLES} | dict(self.bindings)
+
+    def record(self) -> dict[str, Any]:
+        """The binding as stored with a run (``runs.role_bindings_json``)."""
+        return {role: b.record() for role, b in self.resolved().items()}
+
+    @classmethod
+    def from_args(
+        cls,
+        roles: Iterable[str] = (),
+        settings: Iterable[str] = (),
+        *,
+        base: RoleSettings | None = None,
+    ) -> ModelConfig:
+        """Build from ``--role ROLE=SPEC`` and ``--role-setting ROLE.KEY=VALUE`` strings."""
+        specs: dict[str, str] = {}
+        for text in roles:
+            role, spec = _split_assignment(text, "--role")
+            _check_role(role)
+            specs[role] = spec
+        overrides: dict[str, dict[str, str]] = {}
+        for text in settings:
+            target, value = _split_assignment(text, "--role-setting")
+            role, dot, key = target.partition(".")
+            if not dot or not key:
+                raise ValueError(f"bad --role-setting {text!r}: expected ROLE.KEY=VALUE")
+            _check_role(role)
+            overrides.setdefault(role, {})[key] = value
+        return cls.from_mapping(
+            {"roles": specs, "settings": overrides}, base=base or RoleSettings()
+        )
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, base: RoleSettings | None = None
+    ) -> ModelConfig:
+        """Build from a mapping (YAML): ``{"roles": {role: spec}, "settings": {role: {...}}}``.
+
+        A role's settings are: ``base`` <- ``settings.all`` <- ``settings.<role>`` <- spec options.
+        """
+        roles: Mapping[str, str] = data.get("roles") or {}
+        per_role: Mapping[str, Mapping[str, Any]] = data.get("settings") or {}
+        for role in [*roles, *per_role]:
+            _check_role(role)
+        common = (base or RoleSettings()).merged(per_role.get("all", {}))
+        default_spec = roles.get("all", DEFAULT_SPEC)
+        default = RoleBinding.create(default_spec, common)
+        bindings: dict[str, RoleBinding] = {}
+        for role in ROLES:
+            if role in roles or role in per_role or "all" in roles:
+                role_settings = common.merged(per_role.get(role, {}))
+                bindings[role] = RoleBinding.create(roles.get(role, default_spec), role_settings)
+        return cls(bindings=bindings, default=default)
+
+
+def default_config() -> ModelConfig:
+    """Every role on ``local:smollm2``: the offline demo needs no keys and no server."""
+    return ModelConfig()

@@ -1,0 +1,115 @@
+"""Trace rows of model calls (``llm_calls``) and the batched writer that puts them in the store.
+
+One row per call to a model binding: role, model, endpoint, prompt ids and hash, the messages
+with images as ``{"image_sha256", "media_type", ...}`` placeholders (never bytes or base64), the
+generation parameters and how the request went (dialect, requests made, waits), raw output,
+parsed output, status, error, tokens, latency, cost, cache hit. Keys never appear: they are not
+in any field we build, and every free-text field is passed through :func:`redact` in case a
+server echoed one back.
+
+DuckDB pays a commit per INSERT (milliseconds), so rows are buffered and written in batches:
+when ``batch_size`` rows are waiting, when ``interval_s`` has passed since the last write, and on
+:meth:`StoreWriter.flush` (the layer flushes on close). A crash loses at most the buffered rows;
+``batch_size=1`` writes every row at once for those who want that instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agents.models.cache import ResponseCache
+from agents.models.credentials import redact
+from data.store import Store
+from prompts import PromptTemplate
+
+
+def prompt_identity(
+    prompt: PromptTemplate | Sequence[PromptTemplate] | None,
+) -> tuple[str | None, str | None]:
+    """(prompt_id, prompt_hash) for one template or several (ids joined by ``+``).
+
+    Several templates hash as the sha256 of their hashes joined by ``+``, so the pair changes
+    when any one of them is edited.
+    """
+    if prompt is None:
+        return None, None
+    if isinstance(prompt, PromptTemplate):
+        return prompt.prompt_id, prompt.sha256
+    templates = list(prompt)
+    if not templates:
+        return None, None
+    if len(templates) == 1:
+        return templates[0].prompt_id, templates[0].sha256
+    joined = "+".join(t.sha256 for t in templates)
+    return "+".join(t.prompt_id for t in templates), hashlib.sha256(joined.encode()).hexdigest()
+
+
+REDACTED_FIELDS = ("raw_output", "parsed_json", "error", "messages_json", "params_json")
+
+
+class StoreWriter:
+    """Buffers ``llm_calls`` rows and the cache's new entries; writes both in one transaction."""
+
+    def __init__(
+        self,
+        store: Store | None,
+        cache: ResponseCache,
+        secrets: set[str],
+        *,
+        batch_size: int = 64,
+        interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.secrets = secrets
+        self.batch_size = max(1, batch_size)
+        self.interval_s = interval_s
+        self._clock = clock
+        self._rows: list[dict[str, Any]] = []
+        self._last_flush = clock()
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue one trace row (redacted now, while the secrets are known)."""
+        if self.store is None:
+            return
+        for name in REDACTED_FIELDS:
+            value = row.get(name)
+            if isinstance(value, str):
+                row[name] = redact(value, self.secrets)
+        self._rows.append(row)
+        if (
+            len(self._rows) >= self.batch_size
+            or self._clock() - self._last_flush >= self.interval_s
+        ):
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def flush(self) -> None:
+        """Write everything buffered. On failure the rows stay queued and the error propagates."""
+        self._last_flush = self._clock()
+        if self.store is None:
+            return
+        cache_rows = self.cache.take_pending()
+        for row in cache_rows:
+            for name in ("raw_output", "parsed_json"):
+                row[name] = redact(row[name], self.secrets)
+        rows, self._rows = self._rows, []
+        if not rows and not cache_rows:
+            return
+        try:
+            with self.store.transaction():
+                if cache_rows:
+                    self.store.insert("llm_cache", cache_rows, on_conflict="ignore")
+                if rows:
+                    self.store.insert("llm_calls", rows, on_conflict="ignore")
+        except BaseException:
+            self._rows = rows + self._rows
+            self.cache.requeue(cache_rows)
+            raise

@@ -1,0 +1,61 @@
+"""Shared pytest fixtures. Keep each fixture small and documented; add new ones by topic below."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes import FakeAnthropicServer, FakeOpenAIServer
+
+from data.store import Store
+
+# ----------------------------------------------------------------------------- model layer
+#: distinctive fake keys: tests grep the database file for them
+FAKE_OPENAI_KEY = "sk-test-SECRET-openai-0123456789abcdef"
+FAKE_ANTHROPIC_KEY = "sk-ant-test-SECRET-anthropic-0123456789abcdef"
+
+
+@pytest.fixture
+def fake_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """OPENAI_API_KEY and ANTHROPIC_API_KEY set to fake values for the test."""
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_OPENAI_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_ANTHROPIC_KEY)
+    return {"OPENAI_API_KEY": FAKE_OPENAI_KEY, "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY}
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A fresh fake OpenAI server on loopback (empty script: schema-valid default answers)."""
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def anthropic_server() -> Iterator[FakeAnthropicServer]:
+    """A fresh fake Anthropic server on loopback."""
+    with FakeAnthropicServer() as server:
+        yield server
+
+
+class SleepRecorder:
+    """Stands in for ``asyncio.sleep``: records each requested wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def no_sleep() -> SleepRecorder:
+    """Backoff without waiting; the waits asked for are in ``.waits``."""
+    return SleepRecorder()
+
+
+@pytest.fixture
+def llm_store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh store file for model-layer tests, in the test's temporary folder."""
+    with Store.open(tmp_path / "icm.duckdb") as opened:
+        yield opened

@@ -6,6 +6,9 @@ import typer
 
 from data.db_cli import app as db_app
 from data.rules_cli import app as rules_app
+from data.runs_cli import export_command, runs_command, traces_command
+from graphs.generate import HELP as GENERATE_HELP
+from graphs.generate import generate_command
 
 app = typer.Typer(
     help=(
@@ -17,6 +20,12 @@ app = typer.Typer(
 )
 app.add_typer(rules_app, name="rules", help="List, show and check moderation policies.")
 app.add_typer(db_app, name="db", help="Inspect the DuckDB store.")
+app.command("generate", help=GENERATE_HELP)(generate_command)
+app.command("runs", help="List generation runs with their sample counts by status.")(runs_command)
+app.command("traces", help="Print one sample's timeline of stages and model calls.")(traces_command)
+app.command("export", help="Export a run as LLaVA, ShareGPT, Parquet or a HF dataset.")(
+    export_command
+)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import jinja2
@@ -30,7 +30,7 @@ class PromptNotFoundError(LookupError):
     """Raised when a template name has no file in ``prompts/``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=True)
 class PromptTemplate:
     """A loaded template file.
 
@@ -54,10 +54,14 @@ class PromptTemplate:
         """``name@hash12``, the form stored in traces."""
         return f"{self.name}@{self.short_hash}"
 
+    @cached_property
+    def _compiled(self) -> jinja2.Template:
+        return _ENV.from_string(self.source)
+
     def render(self, **variables: object) -> str:
         """Render with ``StrictUndefined``: a missing variable is an error, never empty text."""
         try:
-            return _ENV.from_string(self.source).render(**variables).strip()
+            return self._compiled.render(**variables).strip()
         except jinja2.UndefinedError as exc:
             raise jinja2.UndefinedError(f"prompts/{self.name}.j2: {exc}") from exc
 

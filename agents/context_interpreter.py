@@ -1,0 +1,45 @@
+"""The context interpreter: implicit content (setting, atmosphere, intent, audience cues)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.describer import category_attributes_text
+from agents.role_call import LayerLike, ask_role
+from agents.schemas import Context
+from data.policy_models import Policy
+
+
+def context_text(context: dict[str, str]) -> str:
+    """One paragraph from the four fields, as later stages and exports read it."""
+    return (
+        f"Setting: {context['setting']} Atmosphere: {context['atmosphere']} "
+        f"Intent: {context['intent']} Audience cues: {context['audience_cues']}"
+    )
+
+
+async def interpret(
+    layer: LayerLike,
+    policy: Policy,
+    *,
+    category: str | None,
+    description: str,
+    feedback: str | None,
+    sample_id: str,
+    attempt: int,
+) -> Any:
+    variables = {
+        "description": description,
+        "category": category,
+        "category_attributes": category_attributes_text(policy, category) if category else "",
+        "feedback": feedback,
+    }
+    return await ask_role(
+        layer,
+        role="context_interpreter",
+        schema=Context,
+        variables=variables,
+        sample_id=sample_id,
+        stage="context_interpreter",
+        attempt=attempt,
+    )

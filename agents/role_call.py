@@ -1,0 +1,65 @@
+"""One way for every generation role to ask its model: render the role's two templates
+(``<role>.system`` and ``<role>.user``), attach images to the user message, call the layer.
+
+Keeping this in one place means every call carries the same trace fields (both template ids and
+hashes, sample, stage, attempt) whatever the role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from agents.models.base import ImageInput, Message
+from prompts import PromptTemplate, load_prompt
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class CallResultLike(Protocol):
+    status: str
+    value: Any
+    raw_text: str | None
+    error: str | None
+    call_id: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+
+
+class LayerLike(Protocol):
+    async def call(self, **kwargs: Any) -> Any: ...
+
+
+def role_templates(role: str) -> tuple[PromptTemplate, PromptTemplate]:
+    return load_prompt(f"{role}.system"), load_prompt(f"{role}.user")
+
+
+async def ask_role(
+    layer: LayerLike,
+    *,
+    role: str,
+    schema: type[T],
+    variables: dict[str, Any],
+    images: Sequence[ImageInput] = (),
+    sample_id: str | None,
+    stage: str,
+    attempt: int,
+) -> Any:
+    """Render ``role``'s templates with ``variables`` and ask the model bound to ``role``."""
+    system, user = role_templates(role)
+    messages = [
+        Message(role="system", text=system.render(**variables)),
+        Message(role="user", text=user.render(**variables), images=tuple(images)),
+    ]
+    return await layer.call(
+        role=role,
+        schema=schema,
+        messages=messages,
+        prompt=[system, user],
+        sample_id=sample_id,
+        stage=stage,
+        attempt=attempt,
+    )

@@ -1,0 +1,152 @@
+"""Generation throughput against a fake OpenAI-compatible server with a fixed latency per call.
+
+For each concurrency level: a fresh store and a run over distinct samples, every role on the
+fake server (which runs in its own process, so it does not compete with the run for the GIL),
+perception off, cache off so every call goes over HTTP. Reported: samples per minute over the
+span of the model calls (start-up, i.e. imports and store set-up, excluded; the wall-clock
+figure is reported too), and the ideal for that concurrency from the calls the run made:
+
+    ideal = concurrency * 60 / (sequential_calls_per_sample * latency)
+
+Sequential calls are those on a sample's critical path: the explainer's calls for several rule
+variants run in parallel, so they count once. Efficiency = measured / ideal.
+
+Run from the repository root::
+
+    python benchmarks/bench_generate.py [--latency-ms 50] [--samples 96] [--levels 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from data.policy import load_policy  # noqa: E402
+from data.store import Store  # noqa: E402
+from graphs.config import load_config  # noqa: E402
+from graphs.runner import GenerationRun  # noqa: E402
+
+
+def make_inputs(folder: Path, n: int) -> Path:
+    categories = list(load_policy("icm_sexy").categories)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (32 + i % 50, 24 + i // 50), (i % 256, 60, 120)).save(folder / f"{i}.png")
+        category = categories[i % len(categories)]
+        rows.append({"image": f"{i}.png", "policy": "icm_sexy", "category": category})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return manifest
+
+
+@contextlib.contextmanager
+def fake_server(latency_s: float) -> Iterator[str]:
+    """Start ``tests/fakes/serve.py`` and yield its base URL."""
+    command = [sys.executable, str(ROOT / "tests" / "fakes" / "serve.py")]
+    command += ["--latency-ms", str(latency_s * 1000)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("READY "):
+            raise RuntimeError(f"fake server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as base_url:
+        db = Path(tmp) / "bench.duckdb"
+        config = load_config(
+            None,
+            {
+                "manifest": manifest,
+                "db": db,
+                "rules": rules,
+                "roles": {"all": f"openai-compatible:{base_url}#fake"},
+                "role_settings": {"all": {"max_concurrency": "1024", "jitter": "false"}},
+                "concurrency": level,
+                "use_cache": False,
+                "perception": False,
+            },
+        )
+        start = time.perf_counter()
+        summary = asyncio.run(GenerationRun(config).run())
+        wall = time.perf_counter() - start
+        with Store.open(db, read_only=True) as store:
+            calls = store.scalar("SELECT count(*) FROM llm_calls")
+            explainer = store.scalar("SELECT count(*) FROM llm_calls WHERE role = 'explainer'")
+            busy = store.scalar(
+                "SELECT epoch(max(finished_at)) - epoch(min(started_at)) FROM llm_calls"
+            )
+    samples = summary.processed
+    sequential = (calls - explainer + explainer / len(rules)) / samples
+    ideal = level * 60.0 / (sequential * latency_s)
+    measured = samples * 60.0 / busy
+    return {
+        "concurrency": level,
+        "samples": samples,
+        "accepted": summary.counts.get("accepted", 0),
+        "calls": calls,
+        "sequential_calls_per_sample": round(sequential, 2),
+        "seconds_calls": round(busy, 2),
+        "seconds_wall": round(wall, 2),
+        "samples_per_min": round(measured, 1),
+        "samples_per_min_wall": round(samples * 60.0 / wall, 1),
+        "ideal_samples_per_min": round(ideal, 1),
+        "efficiency": round(measured / ideal, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--samples", type=int, default=96, help="samples per level (>= 2x level)")
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--rules", default="R1,R2")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per level; median kept")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    rules = args.rules.split(",")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for level in (int(x) for x in args.levels.split(",")):
+            n = max(args.samples, 2 * level) if level > 1 else max(16, args.samples // 4)
+            folder = Path(tmp) / f"in{level}"
+            folder.mkdir()
+            manifest = make_inputs(folder, n)
+            latency = args.latency_ms / 1000
+            runs = [measure(manifest, level, latency, rules) for _ in range(args.repeats)]
+            kept = sorted(runs, key=lambda r: r["efficiency"])[len(runs) // 2]
+            kept["efficiency_runs"] = [r["efficiency"] for r in runs]
+            results.append(kept)
+            print(json.dumps(kept), file=sys.stderr)
+    print(f"\nlatency {args.latency_ms:.0f} ms per call, rules {args.rules}, cache off")
+    print("concurrency | samples | seq. calls/sample | samples/min | ideal | efficiency | wall")
+    for r in results:
+        print(
+            f"{r['concurrency']} | {r['samples']} | {r['sequential_calls_per_sample']} | "
+            f"{r['samples_per_min']} | {r['ideal_samples_per_min']} | {r['efficiency']:.0%} | "
+            f"{r['samples_per_min_wall']}/min"
+        )
+    print("\nreproduce: python benchmarks/bench_generate.py " + " ".join(sys.argv[1:]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The resolved configuration of a generation run: YAML ``--config`` first, CLI options over it.
+
+The part of the config that decides *what* is generated (inputs, policy, rules, role bindings,
+Q-A counts, retry bounds, critic) is hashed into the run's identity: re-running the same command
+resumes the same run, and reusing a run name with a different configuration is refused rather
+than mixing two experiments in one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from data.store import DEFAULT_DB_PATH
+
+BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
+
+
+class QAConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    yes_no: int = Field(3, ge=0, le=10)
+    multiple_choice: int = Field(3, ge=0, le=10)
+    what: int = Field(2, ge=0, le=10)
+    how: int = Field(2, ge=0, le=10)
+
+
+class GenerateConfig(BaseModel):
+    """Every setting of ``python graphs/generate.py``; see ``--help`` for each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: Path | None = None
+    images_dir: Path | None = None
+    policy: str | None = None
+    rules: list[str] | None = None
+    roles: dict[str, str] = Field(default_factory=dict)
+    role_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    db: Path = DEFAULT_DB_PATH
+    run: str | None = None
+    limit: int | None = Field(None, ge=1)
+    concurrency: int = Field(4, ge=1, le=1024)
+    shard: str | None = None
+    retry_failed: bool = False
+    use_cache: bool = True
+    qa: QAConfig = Field(default_factory=QAConfig)
+    max_stage_retries: int = Field(2, ge=0, le=10)
+    llm_critic: bool = True
+    perception: bool = True
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        index, _, count = value.partition("/")
+        if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+            raise ValueError(f"--shard must be i/n with 0 <= i < n, got {value!r}")
+        return value
+
+    @property
+    def manifest_path(self) -> Path:
+        return (self.manifest or BUNDLED_MANIFEST).resolve()
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide what a run generates (not how fast or which slice)."""
+        return {
+            "manifest": str(self.manifest_path),
+            "images_dir": str(self.images_dir.resolve()) if self.images_dir else None,
+            "policy": self.policy,
+            "rules": self.rules,
+            "roles": dict(sorted(self.roles.items())),
+            "role_settings": self.role_settings,
+            "qa": self.qa.model_dump(),
+            "max_stage_retries": self.max_stage_retries,
+            "llm_critic": self.llm_critic,
+            "perception": self.perception,
+        }
+
+    def identity_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def run_id(self) -> str:
+        return self.run or f"gen-{self.identity_hash()}"
+
+    def shard_of(self) -> tuple[int, int] | None:
+        if not self.shard:
+            return None
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> GenerateConfig:
+    """YAML file (if any) with ``overrides`` (options given on the command line) on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the config must be a mapping of option: value")
+        data = loaded or {}
+    for key, value in overrides.items():
+        if key in ("roles", "role_settings") and key in data:
+            merged = dict(data[key])
+            for name, item in value.items():
+                if key == "role_settings":
+                    merged[name] = {**merged.get(name, {}), **item}
+                else:
+                    merged[name] = item
+            data[key] = merged
+        else:
+            data[key] = value
+    try:
+        return GenerateConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"{where}invalid configuration: {problems}") from exc

@@ -1,0 +1,209 @@
+"""Generate an ICM-Instruct set: ``python graphs/generate.py`` (the same as ``icm generate``).
+
+With no arguments it runs the offline demo: the bundled samples (``data/samples``), every role
+on ``local:smollm2`` with the perception toolkit standing in for sight, written to
+``runs/icm.duckdb``. Re-running the same command resumes the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import typer
+from rich.console import Console
+
+from data.policy_models import PolicyError
+from data.store import StoreError
+
+HELP = """Generate ICM-Instruct data: describer -> context interpreter -> explainer (per rule
+variant) -> Q-A writer -> critic, with critic-driven retries, into a DuckDB store.
+
+Without arguments: the offline demo on the bundled samples with every role on local:smollm2
+(SmolLM2-135M-Instruct, grammar-constrained). A 135M model shows the pipeline working; it
+cannot write good moderation explanations. Bind real models with --role."""
+
+
+def generate_command(
+    manifest: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Manifest (CSV or JSONL: image, policy, category, source, split[, description]). "
+            "Default: the bundled samples."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config; command-line options win.")
+    ] = None,
+    images_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--images", help="Folder image paths are relative to (default: the manifest's)."
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", help="Only rows of this policy (name or file); rows may name their own."
+        ),
+    ] = None,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            "--rules", help="Rule variants, comma-separated (default: all of the policy)."
+        ),
+    ] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role",
+            help="ROLE=SPEC, repeatable. Roles: describer, context_interpreter, explainer, "
+            "qa_writer, critic, or all. SPEC: openai:MODEL, anthropic:MODEL, "
+            "openai-compatible:URL#MODEL, hf:PATH, local:smollm2.",
+        ),
+    ] = None,
+    role_setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role-setting",
+            help="ROLE.KEY=VALUE, repeatable, e.g. all.temperature=0.7, critic.max_tokens=400.",
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Store file [default: runs/icm.duckdb].")
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run", help="Run name (default: derived from the configuration, so a rerun resumes)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Process at most N samples.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Samples in flight at once [default: 4].")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="i/n: process only shard i of n (by sample id).")
+    ] = None,
+    retry_failed: Annotated[
+        bool | None,
+        typer.Option("--retry-failed", help="Also re-run samples that ended failed or rejected."),
+    ] = None,
+    no_cache: Annotated[
+        bool | None, typer.Option("--no-cache", help="Bypass the LLM cache (still record calls).")
+    ] = None,
+    max_stage_retries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-stage-retries", help="Retries per stage after critic rejection [default: 2]."
+        ),
+    ] = None,
+    no_llm_critic: Annotated[
+        bool | None,
+        typer.Option("--no-llm-critic", help="Run only the deterministic critic checks."),
+    ] = None,
+    no_perception: Annotated[
+        bool | None, typer.Option("--no-perception", help="Do not run the perception detectors.")
+    ] = None,
+) -> None:
+    from agents.models.credentials import MissingCredentialsError
+    from graphs.config import load_config
+    from graphs.inputs import ManifestError
+    from graphs.runner import GenerationRun, RunConfigError
+
+    console = Console(stderr=True)
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "manifest": manifest,
+            "images_dir": images_dir,
+            "policy": policy,
+            "rules": [r.strip() for r in rules.split(",") if r.strip()] if rules else None,
+            "db": db,
+            "run": run,
+            "limit": limit,
+            "concurrency": concurrency,
+            "shard": shard,
+            "retry_failed": retry_failed,
+            "use_cache": False if no_cache else None,
+            "max_stage_retries": max_stage_retries,
+            "llm_critic": False if no_llm_critic else None,
+            "perception": False if no_perception else None,
+        }.items()
+        if value is not None
+    }
+    try:
+        roles = _assignments(role or [], "--role")
+        if roles:
+            overrides["roles"] = roles
+        settings = _settings(role_setting or [])
+        if settings:
+            overrides["role_settings"] = settings
+        cfg = load_config(config, overrides)
+        job = GenerationRun(cfg, console)
+        summary = asyncio.run(job.run())
+    except (
+        ValueError,
+        ManifestError,
+        RunConfigError,
+        MissingCredentialsError,
+        PolicyError,
+        StoreError,
+    ) as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        console.print("interrupted: finished samples are saved; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    _report(console, summary)
+
+
+def _assignments(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _settings(items: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for target, value in _assignments(items, "--role-setting").items():
+        role, dot, key = target.partition(".")
+        if not dot or not key:
+            raise ValueError(f"--role-setting expects ROLE.KEY=VALUE, got {target}={value}")
+        out.setdefault(role, {})[key] = value
+    return out
+
+
+def _report(console: Console, summary: Any) -> None:
+    c = summary.counts
+    db = summary.db
+    console.print(
+        f"\nrun [bold]{summary.run_id}[/]: {summary.processed} processed, {summary.skipped} "
+        f"already done; accepted {c.get('accepted', 0)}, rejected {c.get('rejected', 0)}, "
+        f"failed {c.get('failed', 0)}, pending {c.get('pending', 0)}; {summary.tokens} tokens, "
+        f"${summary.cost_usd:.4f}, {summary.seconds:.0f} s"
+    )
+    console.print(f"results: {db}")
+    console.print("inspect:")
+    console.print(f"  icm runs --db {db}")
+    console.print(
+        f"  icm traces SAMPLE_ID --db {db}        (sample ids: icm runs --db {db} --json)"
+    )
+    console.print(f"  icm export {summary.run_id} --format llava --db {db}")
+    console.print(f"  icm db info {db}")
+
+
+app = typer.Typer(add_completion=False)
+app.command(help=HELP)(generate_command)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,120 @@
+"""Reading a manifest (CSV or JSONL) into samples, with errors that name file and line.
+
+A manifest row names an image and, optionally, its policy, its category (the short annotation,
+an attribute product of the policy), a source and a split. Rows that carry a ``description``
+(or an ``explanation``, as the released ICM-Instruct records do) run in text-only mode.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.policy_models import Policy
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message lists every bad line."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    line: int
+    image: str
+    image_path: Path | None
+    """Resolved path, or None when the file does not exist (text-only rows need none)."""
+    policy: str
+    category: str | None
+    source: str | None
+    split: str | None
+    description: str | None
+
+
+def _records(path: Path) -> list[tuple[int, dict]]:
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        return [(n + 2, dict(row)) for n, row in enumerate(reader)]
+    records, errors = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"{path}:{n}: not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"{path}:{n}: expected a JSON object")
+            continue
+        records.append((n, value))
+    if errors:
+        raise ManifestError("\n".join(errors))
+    return records
+
+
+def read_manifest(
+    path: Path,
+    policies: dict[str, Policy],
+    *,
+    default_policy: str | None,
+    images_dir: Path | None = None,
+) -> list[ManifestRow]:
+    """Validate every row; raise one :class:`ManifestError` listing all bad lines.
+
+    Only rows of policies in ``policies`` are returned (a ``--policy`` filter). A missing image
+    file is not an error here: the row is returned with ``image_path=None`` and the runner
+    marks that sample ``failed`` (unless it is a text-only row), so one bad file never stops a
+    batch.
+    """
+    base = images_dir or path.parent
+    rows, errors = [], []
+    for line, record in _records(path):
+        image = str(record.get("image") or "").strip()
+        policy = str(record.get("policy") or default_policy or "").strip()
+        category = (record.get("category") or "").strip() or None
+        description = record.get("description") or record.get("explanation")
+        if not image:
+            errors.append(f"{path}:{line}: field 'image' is missing")
+            continue
+        if not policy:
+            errors.append(f"{path}:{line}: field 'policy' is missing (or pass --policy)")
+            continue
+        if default_policy and policy != default_policy:
+            continue
+        if policy not in policies:
+            errors.append(f"{path}:{line}: unknown policy '{policy}'")
+            continue
+        if category is not None and category not in policies[policy].categories:
+            errors.append(
+                f"{path}:{line}: field 'category': '{category}' is not a category of "
+                f"policy '{policy}'"
+            )
+            continue
+        candidate = Path(image) if Path(image).is_absolute() else base / image
+        rows.append(
+            ManifestRow(
+                line=line,
+                image=image,
+                image_path=candidate.resolve() if candidate.is_file() else None,
+                policy=policy,
+                category=category,
+                source=record.get("source"),
+                split=record.get("split"),
+                description=str(description) if description else None,
+            )
+        )
+    if errors:
+        raise ManifestError("\n".join(errors))
+    return rows
+
+
+def manifest_policies(path: Path, default_policy: str | None) -> set[str]:
+    """Policy names a manifest uses (to load them before validating rows)."""
+    if default_policy:
+        return {default_policy}
+    return {str(r.get("policy")) for _, r in _records(path) if r.get("policy")}

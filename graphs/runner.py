@@ -1,0 +1,524 @@
+"""Run the generation graph over a manifest: bounded async concurrency, resumable, traced.
+
+The store is the source of truth. Before work starts the run and all its samples are written
+(``pending``); each stage result is committed as it finishes; a sample's final rows
+(status, explanations, Q-A) land in one transaction. Re-running the same command skips finished
+samples, so a crash (even ``kill -9``) loses at most the samples in flight, and the LLM cache
+makes their redone calls free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from agents.models.base import ImageInput
+from agents.models.images import prepare_image
+from agents.models.layer import ModelLayer
+from agents.models.settings import ModelConfig
+from agents.qa_writer import QACounts, verdict_questions
+from data.policy import load_policy
+from data.policy_models import Policy
+from data.store import Store, to_json, utcnow
+from data.store.batch import BatchWriter
+from data.viewer.snapshot import SnapshotPublisher
+from graphs.config import GenerateConfig
+from graphs.inputs import ManifestRow, manifest_policies, read_manifest
+from graphs.pipeline import RECURSION_LIMIT, PipelineDeps, StoreRecorder, build_graph, initial_state
+from graphs.state import SampleSpec
+from prompts import list_prompts
+
+PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "langchain-anthropic", "openai",
+            "anthropic", "transformers", "torch", "duckdb", "pydantic", "xgrammar")  # fmt: skip
+FINAL = ("accepted", "rejected", "failed")
+#: how often queued writes are committed; a crash loses at most this much finished work
+FLUSH_INTERVAL_S = 0.5
+
+
+class RunConfigError(ValueError):
+    """The run name exists with another configuration, or the inputs cannot be used."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    db: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    processed: int = 0
+    skipped: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sample_id_for(run_id: str, row: ManifestRow, image_sha256: str | None) -> str:
+    key = (
+        f"{run_id}|{row.policy}|{image_sha256 or row.image}|{row.line if not image_sha256 else ''}"
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class GenerationRun:
+    """One invocation of ``generate``: prepares the store, then drives samples through the graph."""
+
+    def __init__(self, config: GenerateConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=True)
+        self.run_id = config.run_id()
+        self.model_config = ModelConfig.from_mapping(
+            {"roles": config.roles, "settings": config.role_settings}
+        )
+        self._images: dict[str, tuple[ImageInput, ...]] = {}
+        self._layer: ModelLayer | None = None
+        # Consistent copies of the store for `icm view` while this run holds the file
+        # (ICM_SNAPSHOT_INTERVAL_S, default 2 s; 0 turns them off).
+        self.snapshots = SnapshotPublisher.for_store(config.db)
+        self._writer: BatchWriter | None = None
+
+    # ------------------------------------------------------------------ preparation
+    def load_policies(self) -> dict[str, Policy]:
+        names = manifest_policies(self.config.manifest_path, self.config.policy)
+        if not names:
+            raise RunConfigError(
+                f"{self.config.manifest_path}: no policy in the manifest; pass --policy"
+            )
+        return {name: load_policy(name) for name in sorted(names)}
+
+    def rules_for(self, policy: Policy) -> tuple[str, ...]:
+        if not self.config.rules:
+            return tuple(policy.rules)
+        unknown = [r for r in self.config.rules if r not in policy.rules]
+        if unknown:
+            raise RunConfigError(
+                f"policy '{policy.name}' has no rule variant {', '.join(unknown)} "
+                f"(it has {', '.join(policy.rules)})"
+            )
+        return tuple(self.config.rules)
+
+    def register_run(self, store: Store, policies: dict[str, Policy]) -> None:
+        """Insert the run record, or check that an existing run has the same identity."""
+        identity = self.config.identity_hash()
+        existing = store.rows("SELECT config_json FROM runs WHERE run_id = ?", [self.run_id])
+        if existing:
+            stored = json.loads(existing[0]["config_json"] or "{}")
+            if stored.get("identity_hash") != identity:
+                raise RunConfigError(
+                    f"run '{self.run_id}' already exists in {self.config.db} with another "
+                    "configuration; choose a new --run name to start a separate run"
+                )
+            store.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?",
+                [self.run_id],
+            )
+            return
+        config_record = {
+            **json.loads(self.config.model_dump_json()),
+            "identity_hash": identity,
+            "identity": self.config.identity(),
+        }
+        store.insert(
+            "runs",
+            [
+                {
+                    "run_id": self.run_id,
+                    "name": self.config.run or self.run_id,
+                    "kind": "generate",
+                    "status": "running",
+                    "created_at": utcnow(),
+                    "command": " ".join(sys.argv),
+                    "config_json": to_json(config_record),
+                    "role_bindings_json": to_json(self.model_config.record()),
+                    "policy_name": ",".join(policies),
+                    "policy_sha256": ",".join(p.sha256 for p in policies.values()),
+                    "rule_variants": ",".join(
+                        sorted({r for p in policies.values() for r in self.rules_for(p)})
+                    ),
+                    "prompt_hashes_json": to_json({t.name: t.sha256 for t in list_prompts()}),
+                    "git_revision": git_revision(),
+                    "package_versions_json": to_json(package_versions()),
+                }
+            ],
+        )
+        store.insert(
+            "policies",
+            [
+                {
+                    "policy_sha256": p.sha256,
+                    "name": p.name,
+                    "path": str(p.path) if p.path else None,
+                    "content": p.path.read_text() if p.path else "",
+                    "loaded_at": utcnow(),
+                }
+                for p in policies.values()
+            ],
+            on_conflict="ignore",
+        )
+
+    def register_samples(
+        self, store: Store, rows: Sequence[ManifestRow], policies: dict[str, Policy]
+    ) -> list[SampleSpec]:
+        """Write every sample as ``pending`` (existing ones are kept) and return them all."""
+        now = utcnow()
+        specs, sample_rows, image_rows = [], [], []
+        for row in rows:
+            sha = _file_sha256(row.image_path) if row.image_path else None
+            sample_id = sample_id_for(self.run_id, row, sha)
+            text_only = row.description is not None
+            spec = SampleSpec(
+                sample_id=sample_id,
+                run_id=self.run_id,
+                policy=row.policy,
+                rules=self.rules_for(policies[row.policy]),
+                image_path=str(row.image_path) if row.image_path else row.image,
+                image_sha256=sha,
+                category=row.category,
+                category_source="dataset" if text_only else "annotation",
+                given_description=row.description,
+                source=row.source,
+                split=row.split,
+            )
+            specs.append(spec)
+            sample_rows.append(
+                {
+                    "sample_id": sample_id,
+                    "run_id": self.run_id,
+                    "image_sha256": sha,
+                    "image_path": spec.image_path,
+                    "policy_name": row.policy,
+                    "category": row.category,
+                    "category_source": spec.category_source if row.category else "proposed",
+                    "rule_variants": ",".join(spec.rules),
+                    "source": row.source,
+                    "split": row.split,
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            if row.image_path and sha:
+                image_rows.append(
+                    {
+                        "image_sha256": sha,
+                        "path": str(row.image_path),
+                        "size_bytes": row.image_path.stat().st_size,
+                        "added_at": now,
+                    }
+                )
+        with store.transaction():
+            store.insert("samples", sample_rows, on_conflict="ignore")
+            store.insert("images", image_rows, on_conflict="ignore")
+        return specs
+
+    def select(self, store: Store, specs: list[SampleSpec]) -> tuple[list[SampleSpec], int]:
+        """The samples still to do (pending, plus failed/rejected with --retry-failed)."""
+        statuses = {
+            r["sample_id"]: r["status"]
+            for r in store.rows(
+                "SELECT sample_id, status FROM samples WHERE run_id = ?", [self.run_id]
+            )
+        }
+        redo = {"pending"} | ({"failed", "rejected"} if self.config.retry_failed else set())
+        shard = self.config.shard_of()
+        todo = []
+        for spec in specs:
+            if shard and int(spec.sample_id, 16) % shard[1] != shard[0]:
+                continue
+            if statuses.get(spec.sample_id, "pending") in redo:
+                todo.append(spec)
+        skipped = len(specs) - len(todo)
+        if self.config.limit is not None:
+            todo = todo[: self.config.limit]
+        return todo, skipped
+
+    # ------------------------------------------------------------------ per sample
+    def load_images(self, sample: SampleSpec) -> tuple[ImageInput, ...]:
+        if sample.given_description is not None or not sample.image_sha256:
+            return ()
+        if sample.sample_id not in self._images:
+            side = self.model_config.for_role("describer").settings.image_max_side
+            self._images[sample.sample_id] = (prepare_image(Path(sample.image_path), side),)
+        return self._images[sample.sample_id]
+
+    def evidence_for(self, store: Store, sample: SampleSpec) -> tuple[dict | None, str | None]:
+        """Perception evidence (cached in the store) or (None, None) when perception is off."""
+        if not self.config.perception or not sample.image_sha256 or sample.given_description:
+            return None, None
+        try:
+            from agents.perception.toolkit import perceive  # optional extra
+        except ImportError:
+            return None, None
+        evidence = perceive(Path(sample.image_path), store=store)
+        return evidence.model_dump(mode="json"), evidence.as_text()
+
+    def finalize(
+        self, writer: BatchWriter, sample: SampleSpec, policy: Policy, out: dict[str, Any]
+    ) -> str:
+        """Queue the sample's outcome; it commits with the next batch, replacing an earlier one."""
+        status = out.get("status", "failed")
+        if status not in FINAL:
+            status = "failed"
+            out = {**out, "reasons": [*out.get("reasons", []), "graph ended without a verdict"]}
+        now = utcnow()
+        attempts = sum((out.get("attempts") or {}).values())
+        writer.execute("DELETE FROM explanations WHERE sample_id = ?", [sample.sample_id])
+        writer.execute("DELETE FROM qa_items WHERE sample_id = ?", [sample.sample_id])
+        writer.execute(
+            "UPDATE samples SET status = ?, reasons_json = ?, description = ?, context = ?, "
+            "category = ?, category_source = ?, attempts = ?, updated_at = ? "
+            "WHERE sample_id = ?",
+            [
+                status,
+                to_json(out.get("reasons") or []),
+                out.get("description"),
+                out.get("context"),
+                out.get("category"),
+                out.get("category_source"),
+                attempts,
+                now,
+                sample.sample_id,
+            ],
+        )
+        if status != "accepted":
+            return status
+        writer.add(
+            "explanations",
+            [
+                {
+                    "sample_id": sample.sample_id,
+                    "rule_variant": rule,
+                    "run_id": sample.run_id,
+                    "question": item["question"],
+                    "verdict": item["verdict"],
+                    "expected_verdict": item["expected"],
+                    "explanation": item["explanation"],
+                    "created_at": now,
+                }
+                for rule, item in out["explanations"].items()
+            ],
+        )
+        writer.add("qa_items", self._qa_rows(sample, policy, out, now))
+        return status
+
+    @staticmethod
+    def _qa_rows(sample: SampleSpec, policy: Policy, out: dict[str, Any], now: Any) -> list[dict]:
+        qa, rule = out["qa"], out["qa_rule"]
+        items: list[dict[str, Any]] = []
+        for kind, qa_type in (("yes_no", "yes_no"), ("multiple_choice", "multiple_choice"),
+                              ("what", "what"), ("how", "how")):  # fmt: skip
+            for item in qa[kind]:
+                if qa_type == "yes_no":
+                    answer = f"{item['answer']}."
+                    options = None
+                elif qa_type == "multiple_choice":
+                    answer = item["answer"]
+                    options = [f"{'ABCD'[n]}. {o}" for n, o in enumerate(item["options"])]
+                else:
+                    answer, options = item["answer"], None
+                items.append({"qa_type": qa_type, "question": item["question"], "answer": answer,
+                              "options": options, "rule": rule})  # fmt: skip
+        verdicts = {r: e["verdict"] for r, e in out["explanations"].items()}
+        items += verdict_questions(policy, list(sample.rules), verdicts)
+        return [
+            {
+                "qa_id": f"{sample.sample_id}-{n:02d}",
+                "sample_id": sample.sample_id,
+                "run_id": sample.run_id,
+                "rule_variant": item["rule"],
+                "qa_type": item["qa_type"],
+                "question": item["question"],
+                "options_json": to_json(item.get("options")) if item.get("options") else None,
+                "answer": item["answer"],
+                "position": n,
+                "created_at": now,
+            }
+            for n, item in enumerate(items)
+        ]
+
+    # ------------------------------------------------------------------ the run
+    async def run(self, progress_hook: Callable[[str], None] | None = None) -> RunSummary:
+        config = self.config
+        started = time.perf_counter()
+        store = Store.open(config.db)
+        layer: ModelLayer | None = None
+        writer = BatchWriter(store)
+        self._writer = writer
+        try:
+            policies = self.load_policies()
+            rows = read_manifest(
+                config.manifest_path, policies, default_policy=config.policy,
+                images_dir=config.images_dir,
+            )  # fmt: skip
+            if not rows:
+                raise RunConfigError(f"{config.manifest_path}: no rows to generate from")
+            layer = ModelLayer(
+                self.model_config, store, run_id=self.run_id, use_cache=config.use_cache
+            )
+            layer.check_credentials()
+            self.register_run(store, policies)
+            specs = self.register_samples(store, rows, policies)
+            todo, skipped = self.select(store, specs)
+            summary = RunSummary(self.run_id, config.db, skipped=skipped)
+            finder = _contradiction_finder()
+            deps = PipelineDeps(
+                layer=layer,
+                policies=policies,
+                recorder=StoreRecorder(writer),
+                load_images=self.load_images,
+                qa_counts=QACounts(**config.qa.model_dump()),
+                max_stage_retries=config.max_stage_retries,
+                llm_critic=config.llm_critic,
+                contradiction_finder=finder,
+            )
+            graph = build_graph(deps)
+            flusher = asyncio.create_task(self._flush_periodically(writer, layer))
+            try:
+                await self._drive(store, graph, policies, todo, summary, progress_hook)
+            finally:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+            writer.flush()
+            store.execute(
+                "UPDATE runs SET status = 'finished', finished_at = ? WHERE run_id = ?",
+                [utcnow(), self.run_id],
+            )
+            if self.snapshots:
+                self.snapshots.maybe_publish(store, force=True)
+            summary.counts = self.counts(store)
+            summary.seconds = time.perf_counter() - started
+            return summary
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                store.execute(
+                    "UPDATE runs SET status = 'interrupted' "
+                    "WHERE run_id = ? AND status = 'running'",
+                    [self.run_id],
+                )
+            raise
+        finally:
+            # Whatever finished before an error or Ctrl-C is kept.
+            with contextlib.suppress(Exception):
+                writer.flush()
+            if layer is not None:
+                layer.close()
+            store.close()
+
+    async def _flush_periodically(self, writer: BatchWriter, layer: ModelLayer) -> None:
+        """Commit queued stage results, outcomes and traces every ``FLUSH_INTERVAL_S``."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await asyncio.to_thread(writer.flush)
+            await asyncio.to_thread(layer.flush)
+            if self.snapshots:  # after a commit, off the event loop; rate-limited
+                await asyncio.to_thread(self.snapshots.maybe_publish, writer.store)
+
+    def counts(self, store: Store) -> dict[str, int]:
+        rows = store.rows(
+            "SELECT status, count(*) AS n FROM samples WHERE run_id = ? GROUP BY status",
+            [self.run_id],
+        )
+        counts = {s: 0 for s in ("accepted", "rejected", "failed", "pending")}
+        counts.update({r["status"]: int(r["n"]) for r in rows})
+        return counts
+
+    async def _drive(self, store, graph, policies, todo, summary, progress_hook) -> None:  # type: ignore[no-untyped-def]
+        tally: Counter[str] = Counter()
+        semaphore = asyncio.Semaphore(self.config.concurrency)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn(
+                "[green]{task.fields[accepted]} ok[/] [yellow]{task.fields[rejected]} rej[/] "
+                "[red]{task.fields[failed]} fail[/]  {task.fields[tokens]} tok  "
+                "${task.fields[cost]:.4f}"
+            ),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            task = progress.add_task(
+                self.run_id, total=len(todo), accepted=0, rejected=0, failed=0, tokens=0, cost=0.0
+            )
+
+            async def one(sample: SampleSpec) -> None:
+                async with semaphore:
+                    status = await self._one(store, graph, policies[sample.policy], sample, summary)
+                tally[status] += 1
+                summary.processed += 1
+                progress.update(
+                    task, advance=1, accepted=tally["accepted"], rejected=tally["rejected"],
+                    failed=tally["failed"], tokens=summary.tokens, cost=summary.cost_usd,
+                )  # fmt: skip
+                if progress_hook:
+                    progress_hook(status)
+
+            await asyncio.gather(*(one(s) for s in todo))
+
+    async def _one(self, store, graph, policy, sample, summary) -> str:  # type: ignore[no-untyped-def]
+        try:
+            if sample.image_sha256 is None and sample.given_description is None:
+                out = {"status": "failed", "reasons": [f"image not found: {sample.image_path}"]}
+                return self.finalize(self._writer, sample, policy, out)
+            # Detectors are CPU-bound: keep them off the event loop so API calls keep flowing.
+            evidence, evidence_text = await asyncio.to_thread(self.evidence_for, store, sample)
+            state = initial_state(sample, evidence, evidence_text)
+            out = await graph.ainvoke(state, config={"recursion_limit": RECURSION_LIMIT})
+        except Exception as exc:  # one bad sample must not stop the batch
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            out = {"status": "failed", "reasons": [f"error: {detail}"]}
+        summary.tokens += int(out.get("tokens", 0) or 0)
+        summary.cost_usd += float(out.get("cost_usd", 0.0) or 0.0)
+        return self.finalize(self._writer, sample, policy, out)
+
+
+def _contradiction_finder() -> Any:
+    try:
+        from agents.perception.contradictions import find_contradictions
+    except ImportError:
+        return None
+    return find_contradictions

@@ -1,0 +1,58 @@
+"""The state one sample carries through the generation graph (one LangGraph thread per sample).
+
+Nodes return partial updates; every key is replaced, never merged, so nodes copy the dicts they
+change (``attempts``, ``feedback``, ``explanations``) before returning them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict
+
+Stage = Literal["describer", "context_interpreter", "explainer", "qa_writer", "critic"]
+STAGES: tuple[Stage, ...] = ("describer", "context_interpreter", "explainer", "qa_writer", "critic")
+SampleStatus = Literal["pending", "accepted", "rejected", "failed"]
+
+
+class SampleSpec(BaseModel):
+    """What the runner knows about a sample before the graph starts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sample_id: str
+    run_id: str
+    policy: str
+    rules: tuple[str, ...]
+    image_path: str | None = None
+    image_sha256: str | None = None
+    category: str | None = None
+    """The short annotation (attribute product); None when the describer must propose one."""
+    category_source: Literal["annotation", "proposed", "dataset"] = "annotation"
+    given_description: str | None = None
+    """Text-only mode: a description that already exists; the vision stages are skipped."""
+    source: str | None = None
+    split: str | None = None
+
+
+class SampleState(TypedDict, total=False):
+    sample: SampleSpec
+    evidence_text: str | None
+    evidence: dict[str, Any] | None
+    category: str | None
+    category_source: str
+    description: str | None
+    key_elements: list[str]
+    context: str | None
+    explanations: dict[str, dict[str, str]]
+    """rule -> {"explanation", "verdict", "expected", "question"}"""
+    qa: dict[str, Any] | None
+    qa_rule: str | None
+    attempts: dict[str, int]
+    feedback: dict[str, str]
+    """stage (or ``explainer:<rule>``) -> critic feedback for its next attempt"""
+    next_stage: str | None
+    status: SampleStatus
+    reasons: list[str]
+    tokens: int
+    cost_usd: float

@@ -1,0 +1,172 @@
+"""A responder for the fake OpenAI server that plays every generation role plausibly.
+
+It reads the rendered prompts (the same text a real model would get) and writes answers that
+pass the critic's deterministic checks: descriptions that mention the annotated attributes,
+explanations that end on the rule table's verdict, consistent Q-A. ``faults`` makes chosen
+categories misbehave at chosen stages, to exercise critic rejections, retries and rejections.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Action, error, refuse, reply
+from .openai_server import request_schema
+
+
+def _messages(body: dict[str, Any]) -> tuple[str, str]:
+    system, user = "", ""
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        if message.get("role") == "system":
+            system += content or ""
+        elif message.get("role") == "user":
+            user = content or ""  # the last user message
+    return system, user
+
+
+@dataclass
+class ICMResponder:
+    """Callable responder. ``faults``: category -> {stage: how many bad answers before good}."""
+
+    faults: dict[str, dict[str, int]] = field(default_factory=dict)
+    critic_objects: dict[str, int] = field(default_factory=dict)
+    """category -> how many times the LLM critic reports a problem for it before agreeing."""
+    calls: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, body: dict[str, Any]) -> Action:
+        system, user = _messages(body)
+        role = re.search(r"You are the (\w+)|You write question-answer", system)
+        name = (role.group(1) if role and role.group(1) else "qa_writer") if role else "unknown"
+        category = self._category(user)
+        with self._lock:
+            self.calls[name] += 1
+            key = f"{category}:{name}"
+            self.calls[key] += 1
+            bad = self.calls[key] <= self.faults.get(category or "", {}).get(name, 0)
+        schema = request_schema(body) or {}
+        answer = getattr(self, f"_{name}")(user, schema, bad, category)
+        return reply(answer)
+
+    @staticmethod
+    def _category(user: str) -> str | None:
+        match = (
+            re.search(r"Annotation[^:]*: (\w+) \(", user)
+            or re.search(r"images of this kind \((\w+):", user)
+            or re.search(r"\[category (\w+)\]", user)
+        )
+        return match.group(1) if match else None
+
+    def _describer(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
+        attrs = re.search(r"Annotation[^:]*: \w+ \(([^)]*)\)", user)
+        words = []
+        if attrs and not bad:
+            for pair in attrs.group(1).split(","):
+                words += pair.split("=")[1].strip().split("_")
+        text = (
+            "A person is in the photograph, standing in daylight. Visible attributes: "
+            + (" ".join(w for w in words if w != "and") or "a plain backdrop")
+            + f". [category {category}]"
+        )
+        out = {"description": text, "key_elements": ["person", "daylight"]}
+        if "proposed_category" in schema.get("properties", {}):
+            out["proposed_category"] = schema["properties"]["proposed_category"]["enum"][0]
+        return out
+
+    def _context(self, *_: Any) -> dict:
+        return {
+            "setting": "An outdoor scene in daylight.",
+            "atmosphere": "Calm and ordinary.",
+            "intent": "A casual snapshot.",
+            "audience_cues": "Nothing beyond the annotated attributes.",
+        }
+
+    _context_interpreter = _context
+
+    def _explainer(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
+        expected = re.search(r'are judged "([^"]+)"', user).group(1)  # type: ignore[union-attr]
+        labels = schema["properties"]["verdict"]["enum"]
+        verdict = next(label for label in labels if label != expected) if bad else expected
+        rule = re.search(r"Rule (\w+):", user).group(1)  # type: ignore[union-attr]
+        return {
+            "explanation": f"Under rule {rule} the audience and the visible attributes decide "
+            f"the case; the description supports this reading. The image is {verdict}.",
+            "verdict": verdict,
+        }
+
+    def _qa_writer(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
+        props = schema["properties"]
+        term = re.search(r"whether the image is ([\w -]+?);", user)
+        verdict = re.search(r"Verdict under this rule: (.+?)\.\n", user + "\n")
+        flagged = not (
+            verdict and (verdict.group(1).startswith("not") or verdict.group(1) == "safe")
+        )
+        yes_no = [{"question": "Is there a person in the image?", "answer": "Yes"}]
+        if term:
+            answer = "Yes" if flagged != bad else "No"
+            yes_no.append({"question": f"Is the image {term.group(1)}?", "answer": answer})
+        while len(yes_no) < props["yes_no"]["minItems"]:
+            yes_no.append({"question": f"Is it daylight in scene {len(yes_no)}?", "answer": "Yes"})
+        mc = [
+            {"question": f"What is the setting of picture {n}?",
+             "options": ["Outdoors", "A kitchen", "A stadium", "A library"], "answer": "A"}
+            for n in range(props["multiple_choice"]["minItems"])
+        ]  # fmt: skip
+        what = [{"question": f"What is visible (item {n})?", "answer": "A person."}
+                for n in range(props["what"]["minItems"])]  # fmt: skip
+        how = [{"question": f"How is the scene lit (item {n})?", "answer": "By daylight."}
+               for n in range(props["how"]["minItems"])]  # fmt: skip
+        return {"yes_no": yes_no[: props["yes_no"]["maxItems"]], "multiple_choice": mc,
+                "what": what, "how": how}  # fmt: skip
+
+    def _critic(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
+        cat = re.search(r"\[category (\w+)\]", user)
+        key = cat.group(1) if cat else ""
+        with self._lock:
+            self.calls[f"{key}:critic_seen"] += 1
+            objects = self.calls[f"{key}:critic_seen"] <= self.critic_objects.get(key, 0)
+        if objects:
+            problem = {"stage": "qa_writer", "issue": "a question repeats another"}
+            return {"consistent": False, "problems": [problem]}
+        return {"consistent": True, "problems": []}
+
+    def _unknown(self, user: str, schema: dict, *_: Any) -> dict:
+        return {}
+
+
+@dataclass
+class ChaosResponder:
+    """Wraps a responder: with probability ``p`` answers 429, 500, malformed JSON or a refusal."""
+
+    inner: Any
+    p: float = 0.3
+    seed: int = 0
+    _rng: random.Random = field(init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    injected: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def __call__(self, body: dict[str, Any]) -> Action:
+        with self._lock:
+            roll = self._rng.random()
+            kind = self._rng.choice(["429", "500", "malformed", "refusal"])
+        if roll >= self.p:
+            return self.inner(body)
+        self.injected[kind] += 1
+        if kind == "429":
+            return error(429, "slow down", headers={"retry-after": "0"})
+        if kind == "500":
+            return error(500, "upstream exploded")
+        if kind == "malformed":
+            return reply("{this is not json")
+        return refuse()

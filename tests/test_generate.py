@@ -1,0 +1,304 @@
+"""The generation pipeline end to end, every role on an openai-compatible fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAIServer
+from fakes.icm_responder import ChaosResponder, ICMResponder
+from PIL import Image
+
+from data.export import export_run
+from data.policy import load_policy
+from data.store import Store
+from graphs.config import load_config
+from graphs.runner import GenerationRun
+
+REPO = Path(__file__).resolve().parents[1]
+CATEGORIES = ["upper_normal", "middle_leg", "upper_bust", "whole_normal", "lower_hips", "tongue"]
+FAST = {"all": {"jitter": "false", "backoff_base_s": "0", "max_retries": "6"}}
+
+
+def make_manifest(folder: Path, categories: list[str] = CATEGORIES) -> Path:
+    """Small distinct images (distinct bytes = distinct samples) and a JSONL manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, category in enumerate(categories):
+        Image.new("RGB", (40 + n, 30), (n * 30 % 256, 90, 160)).save(folder / f"{n}.png")
+        rows.append({"image": f"{n}.png", "policy": "icm_sexy", "category": category})
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def run_pipeline(manifest: Path, db: Path, server: FakeOpenAIServer, **overrides: object):
+    spec = f"openai-compatible:{server.base_url}#fake-model"
+    options = {
+        "manifest": manifest,
+        "db": db,
+        "rules": ["R1", "R2"],
+        "roles": {"all": spec},
+        "role_settings": FAST,
+        "perception": False,
+        **overrides,
+    }
+    return asyncio.run(GenerationRun(load_config(None, options)).run())
+
+
+@pytest.fixture
+def responder() -> ICMResponder:
+    # middle_leg: one wrong verdict, then right (critic rejection + successful retry);
+    # upper_bust: always wrong (rejected after the retry budget);
+    # tongue: the LLM critic objects once to the Q-A (an llm-sourced retry).
+    return ICMResponder(
+        faults={"middle_leg": {"explainer": 1}, "upper_bust": {"explainer": 99}},
+        critic_objects={"tongue": 1},
+    )
+
+
+@pytest.fixture
+def server(responder: ICMResponder) -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(responder=responder) as fake:
+        yield fake
+
+
+def test_accepts_retries_and_rejects_with_traces(tmp_path: Path, server, responder) -> None:
+    db = tmp_path / "icm.duckdb"
+    summary = run_pipeline(make_manifest(tmp_path / "in"), db, server, max_stage_retries=2)
+    assert summary.counts == {"accepted": 5, "rejected": 1, "failed": 0, "pending": 0}
+    with Store.open(db, read_only=True) as store:
+        status = {
+            r["category"]: r["status"] for r in store.rows("SELECT category, status FROM samples")
+        }
+        assert status["upper_bust"] == "rejected"
+        assert status["middle_leg"] == "accepted"
+        # The retried explainer got the critic's feedback in its prompt.
+        retried = store.rows(
+            "SELECT o.attempt, o.feedback, o.status FROM stage_outputs o JOIN samples s "
+            "USING (sample_id) WHERE s.category = 'middle_leg' AND o.stage = 'explainer' "
+            "AND o.rule_variant = 'R1' ORDER BY o.attempt"
+        )
+        assert [r["attempt"] for r in retried] == [1, 2]
+        assert retried[0]["feedback"] is None
+        assert "verdict must be 'sexy'" in retried[1]["feedback"]
+        sent = [
+            m
+            for r in store.rows(
+                "SELECT c.messages_json FROM llm_calls c JOIN samples s USING (sample_id) "
+                "WHERE s.category = 'middle_leg' AND c.stage = 'explainer:R1' ORDER BY c.started_at"
+            )
+            for m in json.loads(r["messages_json"])
+        ]
+        assert any("A reviewer rejected your previous explanation" in m["text"] for m in sent)
+        # The rejected sample: 1 + max_stage_retries attempts, then rejected with reasons.
+        rejected = store.rows("SELECT reasons_json, attempts FROM samples WHERE status='rejected'")
+        reasons = json.loads(rejected[0]["reasons_json"])
+        assert any("verdict must be 'sexy'" in r for r in reasons)
+        attempts = store.scalar(
+            "SELECT max(attempt) FROM stage_outputs o JOIN samples s USING (sample_id) "
+            "WHERE s.category = 'upper_bust' AND o.stage = 'explainer'"
+        )
+        assert attempts == 3
+        # The LLM critic's objection sent the Q-A writer back once, with its words.
+        llm = store.rows(
+            "SELECT c.passed, c.message FROM critiques c JOIN samples s USING (sample_id) "
+            "WHERE s.category = 'tongue' AND c.source = 'llm' ORDER BY c.attempt"
+        )
+        assert [r["passed"] for r in llm] == [False, True]
+        qa_attempts = store.scalar(
+            "SELECT max(attempt) FROM stage_outputs o JOIN samples s USING (sample_id) "
+            "WHERE s.category = 'tongue' AND o.stage = 'qa_writer'"
+        )
+        assert qa_attempts == 2
+        # Accepted samples: one explanation per rule, verdicts equal the rule table.
+        rows = store.rows(
+            "SELECT s.category, e.rule_variant, e.verdict, e.expected_verdict FROM explanations e "
+            "JOIN samples s USING (sample_id)"
+        )
+        assert len(rows) == 10
+        assert all(r["verdict"] == r["expected_verdict"] for r in rows)
+        flips = {r["rule_variant"]: r["verdict"] for r in rows if r["category"] == "middle_leg"}
+        assert flips == {"R1": "sexy", "R2": "not sexy"}
+        # Q-A: the 3/3/2/2 of the paper plus one rule-table verdict question per rule.
+        per_type = store.rows(
+            "SELECT qa_type, count(*) AS n FROM qa_items q JOIN samples s USING (sample_id) "
+            "WHERE s.category = 'upper_normal' GROUP BY qa_type"
+        )
+        assert {r["qa_type"]: r["n"] for r in per_type} == {
+            "yes_no": 5, "multiple_choice": 3, "what": 2, "how": 2,
+        }  # fmt: skip
+        # Every call has a trace row with prompt ids and hashes.
+        calls = store.rows("SELECT prompt_id, prompt_hash, status, role FROM llm_calls")
+        assert calls and all(c["prompt_id"] and c["prompt_hash"] for c in calls)
+        run = store.rows("SELECT * FROM runs")[0]
+        assert run["status"] == "finished"
+        assert json.loads(run["role_bindings_json"])["explainer"]["spec"].startswith(
+            "openai-compatible:"
+        )
+        assert json.loads(run["package_versions_json"])["langgraph"]
+        assert "explainer.user" in json.loads(run["prompt_hashes_json"])
+
+
+def test_rerun_skips_finished_and_retry_failed_redoes_rejected(tmp_path, server) -> None:
+    db = tmp_path / "icm.duckdb"
+    manifest = make_manifest(tmp_path / "in")
+    run_pipeline(manifest, db, server)
+    before = len(server.chat_requests())
+    again = run_pipeline(manifest, db, server)
+    assert again.processed == 0 and again.skipped == 6
+    assert len(server.chat_requests()) == before
+    retried = run_pipeline(manifest, db, server, retry_failed=True)
+    assert retried.processed == 1  # only the rejected sample
+    assert retried.counts["rejected"] == 1
+
+
+def test_reusing_a_run_name_with_another_config_is_refused(tmp_path, server) -> None:
+    db = tmp_path / "icm.duckdb"
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:1])
+    run_pipeline(manifest, db, server, run="exp1")
+    with pytest.raises(ValueError, match="another configuration"):
+        run_pipeline(manifest, db, server, run="exp1", rules=["R1"])
+
+
+def test_unannotated_images_get_a_proposed_category(tmp_path, server) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (30, 30), "white").save(folder / "a.png")
+    manifest = folder / "m.csv"
+    manifest.write_text("image,policy\na.png,icm_sexy\n")
+    run_pipeline(manifest, tmp_path / "icm.duckdb", server)
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        row = store.rows("SELECT category, category_source, status FROM samples")[0]
+    assert row["category_source"] == "proposed"
+    assert row["category"] is not None
+
+
+def test_bad_manifest_names_file_and_line(tmp_path, server) -> None:
+    folder = tmp_path / "in"
+    make_manifest(folder, CATEGORIES[:1])
+    bad = folder / "bad.jsonl"
+    bad.write_text('{"image": "0.png", "policy": "icm_sexy", "category": "uper_leg"}\n{oops\n')
+    with pytest.raises(ValueError) as info:
+        run_pipeline(bad, tmp_path / "icm.duckdb", server)
+    assert f"{bad}:2: not valid JSON" in str(info.value)
+
+
+def test_missing_image_fails_its_sample_and_the_batch_carries_on(tmp_path, server) -> None:
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:2])
+    (tmp_path / "in" / "1.png").unlink()
+    summary = run_pipeline(manifest, tmp_path / "icm.duckdb", server)
+    assert summary.counts["accepted"] == 1 and summary.counts["failed"] == 1
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        reasons = store.scalar("SELECT reasons_json FROM samples WHERE status = 'failed'")
+    assert "image not found" in reasons
+
+
+def test_chaos_every_sample_ends_with_a_reason(tmp_path: Path) -> None:
+    """429s, 500s, malformed JSON and refusals at random: the run completes, nothing vanishes."""
+    chaos = ChaosResponder(ICMResponder(), p=0.35, seed=7)
+    categories = CATEGORIES * 2
+    with FakeOpenAIServer(responder=chaos) as server:
+        summary = run_pipeline(make_manifest(tmp_path / "in", categories), tmp_path / "c.duckdb",
+                               server, role_settings={"all": {**FAST["all"], "max_retries": "2",
+                               "parse_retries": "1"}})  # fmt: skip
+    assert set(chaos.injected) == {"429", "500", "malformed", "refusal"}
+    assert sum(summary.counts.values()) == len(categories)
+    assert summary.counts["pending"] == 0
+    with Store.open(tmp_path / "c.duckdb", read_only=True) as store:
+        rows = store.rows("SELECT status, reasons_json FROM samples")
+        statuses = store.rows("SELECT DISTINCT status FROM llm_calls")
+    assert len(rows) == len(categories)
+    for row in rows:
+        if row["status"] != "accepted":
+            assert json.loads(row["reasons_json"]), row
+    seen = {r["status"] for r in statuses}
+    assert "ok" in seen and ({"refused", "parse_failed", "failed"} & seen)
+
+
+def test_exports_of_a_generated_run(tmp_path: Path, server) -> None:
+    import datasets
+    import pandas as pd
+
+    db = tmp_path / "icm.duckdb"
+    summary = run_pipeline(make_manifest(tmp_path / "in"), db, server)
+    with Store.open(db, read_only=True) as store:
+        llava = export_run(store, summary.run_id, "llava", tmp_path / "x.llava.json")
+        export_run(store, summary.run_id, "parquet", tmp_path / "x.parquet")
+        export_run(store, summary.run_id, "hf", tmp_path / "x.hf")
+    records = json.loads((tmp_path / "x.llava.json").read_text())
+    assert len(records) == llava.records == 10  # 5 accepted samples x 2 rules
+    for record in records:
+        assert Path(record["image"]).is_file()
+        roles = [turn["from"] for turn in record["conversations"]]
+        assert roles[0] == "human" and len(roles) % 2 == 0
+        assert all(a != b for a, b in itertools.pairwise(roles))
+        assert record["conversations"][0]["value"].startswith("<image>\n")
+    frame = pd.read_parquet(tmp_path / "x.parquet")
+    assert len(frame) == 10
+    assert len(datasets.load_from_disk(str(tmp_path / "x.hf"))) == 10
+
+
+def _generate_cmd(manifest: Path, db: Path, url: str) -> list[str]:
+    return [
+        sys.executable, str(REPO / "graphs" / "generate.py"), str(manifest), "--db", str(db),
+        "--rules", "R1,R2", "--role", f"all=openai-compatible:{url}#fake-model",
+        "--role-setting", "all.jitter=false", "--role-setting", "all.backoff_base_s=0",
+        "--no-perception", "--concurrency", "2", "--run", "killed",
+    ]  # fmt: skip
+
+
+def _accepted(db: Path) -> list[tuple]:
+    with Store.open(db, read_only=True) as store:
+        return [
+            tuple(r.values())
+            for r in store.rows(
+                "SELECT s.image_sha256, e.rule_variant, e.verdict, e.explanation FROM samples s "
+                "JOIN explanations e USING (sample_id) WHERE s.status = 'accepted' ORDER BY 1, 2"
+            )
+        ]
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    # 18 distinct categories: text-only requests of equal categories would be cache hits.
+    categories = list(load_policy("icm_sexy").categories)[:18]
+    manifest = make_manifest(tmp_path / "in", categories)
+    with FakeOpenAIServer(responder=ICMResponder(), latency_s=0.02) as server:
+        reference = tmp_path / "ref.duckdb"
+        subprocess.run(_generate_cmd(manifest, reference, server.base_url), check=True,
+                       capture_output=True, timeout=300)  # fmt: skip
+        server.reset()
+        db = tmp_path / "killed.duckdb"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child = subprocess.Popen(_generate_cmd(manifest, db, server.base_url), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(server.chat_requests()) < 70 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        with Store.open(db, read_only=True) as store:
+            done = store.scalar("SELECT count(*) FROM samples WHERE status != 'pending'")
+        assert 0 < done < len(categories), "kill should land mid-run"
+        subprocess.run(_generate_cmd(manifest, db, server.base_url), check=True,
+                       capture_output=True, timeout=300)  # fmt: skip
+    assert _accepted(db) == _accepted(reference)
+    with Store.open(db, read_only=True) as store:
+        for table, key in (("samples", "sample_id"), ("explanations", "sample_id, rule_variant"),
+                           ("qa_items", "qa_id"), ("stage_outputs", "output_id")):  # fmt: skip
+            dupes = store.scalar(
+                f"SELECT count(*) FROM (SELECT {key} FROM {table} "
+                f"GROUP BY {key} HAVING count(*) > 1)"
+            )
+            assert dupes == 0, table
+        assert store.scalar("SELECT count(*) FROM samples") == len(categories)
+        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0

@@ -7,6 +7,7 @@ import typer
 from data.db_cli import app as db_app
 from data.rules_cli import app as rules_app
 from data.runs_cli import export_command, runs_command, traces_command
+from evaluators.eval_cli import audit_command, compare_command, metrics_command
 from graphs.generate import HELP as GENERATE_HELP
 from graphs.generate import generate_command
 
@@ -25,6 +26,13 @@ app.command("runs", help="List generation runs with their sample counts by statu
 app.command("traces", help="Print one sample's timeline of stages and model calls.")(traces_command)
 app.command("export", help="Export a run as LLaVA, ShareGPT, Parquet or a HF dataset.")(
     export_command
+)
+app.command("compare", help="Compare generation runs: acceptance, retries, judge scores, cost.")(
+    compare_command
+)
+app.command("audit", help="Check an ICM-Instruct file for contradictions, by kind.")(audit_command)
+app.command("metrics", help="Verdict accuracy, precision, recall, F1 of a predictions run.")(
+    metrics_command
 )
 
 

@@ -82,20 +82,28 @@ def test_accepts_retries_and_rejects_with_traces(tmp_path: Path, server, respond
         }
         assert status["upper_bust"] == "rejected"
         assert status["middle_leg"] == "accepted"
-        # The retried explainer got the critic's feedback in its prompt.
+        # The retried explainer got the critic's feedback in its prompt. The two rule variants
+        # run concurrently, so whichever asked first got the one bad answer.
         retried = store.rows(
-            "SELECT o.attempt, o.feedback, o.status FROM stage_outputs o JOIN samples s "
+            "SELECT o.rule_variant, o.attempt, o.feedback FROM stage_outputs o JOIN samples s "
             "USING (sample_id) WHERE s.category = 'middle_leg' AND o.stage = 'explainer' "
-            "AND o.rule_variant = 'R1' ORDER BY o.attempt"
+            "ORDER BY o.rule_variant, o.attempt"
         )
-        assert [r["attempt"] for r in retried] == [1, 2]
-        assert retried[0]["feedback"] is None
-        assert "verdict must be 'sexy'" in retried[1]["feedback"]
+        by_rule: dict[str, list[dict]] = {}
+        for row in retried:
+            by_rule.setdefault(row["rule_variant"], []).append(row)
+        assert sorted(len(v) for v in by_rule.values()) == [1, 2]
+        bad_rule = next(rule for rule, rows in by_rule.items() if len(rows) == 2)
+        first, second = by_rule[bad_rule]
+        assert first["feedback"] is None
+        expected = "sexy" if bad_rule == "R1" else "not sexy"
+        assert f"verdict must be '{expected}'" in second["feedback"]
         sent = [
             m
             for r in store.rows(
                 "SELECT c.messages_json FROM llm_calls c JOIN samples s USING (sample_id) "
-                "WHERE s.category = 'middle_leg' AND c.stage = 'explainer:R1' ORDER BY c.started_at"
+                "WHERE s.category = 'middle_leg' AND c.stage = ? ORDER BY c.started_at",
+                [f"explainer:{bad_rule}"],
             )
             for m in json.loads(r["messages_json"])
         ]

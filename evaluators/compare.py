@@ -1,0 +1,242 @@
+"""Compare generation runs: how each role->model binding fares on acceptance, retries, critic
+failures, judged quality, tokens, cost and latency.
+
+This is how researchers choose a generator combination, so every number is defined here once
+and the table, the JSON and the plots all read the same dicts:
+
+- ``acceptance_rate``: accepted / decided samples (accepted + rejected + failed); pending samples
+  are counted but not in the rate, so an interrupted run is not penalised for unfinished work.
+- ``retries_per_sample``: over samples that ran any stage, the mean of the sum, over generating
+  stages, of the attempts beyond the first (an explainer redone twice and the Q-A writer redone
+  after it is 3). The critic is not a generating stage: it re-checks every round, so counting it
+  would count each retry twice.
+- ``critic_failures``: failed checks (deterministic and LLM) by check name, most frequent first.
+- ``scores``: judge scores per criterion (0-100) over the run's judged items, with a seeded
+  bootstrap 95 % interval. An item is (sample, rule variant); its repeats (and position-swapped
+  repeats) are averaged first, so repeats narrow nothing they should not. Only one judge spec is
+  read at a time (scores from different judges are not on one scale): the one asked for, else
+  the one that judged most of these runs' items. Judgments that are not ``scored`` are counted
+  as ``judge_unscored``, never as low scores.
+- ``cost_usd``: None where no call reported a cost (unknown is not free); ``mean_latency_ms``
+  is over calls that reached a model (cache hits excluded: they would flatter a run that
+  happened to be re-run).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from data.runs_cli import compact_roles
+from data.store import Store
+from evaluators.metrics import bootstrap_ci
+
+GENERATING_STAGES = ("describer", "context_interpreter", "explainer", "qa_writer")
+
+
+class RunLookupError(LookupError):
+    """A run reference matches no run, or several."""
+
+
+@dataclass
+class Comparison:
+    """The compared runs (in the order asked), the judge read, and per-item scores for plots."""
+
+    runs: list[dict[str, Any]]
+    judge_spec: str | None
+    judge_specs: list[str]
+    criteria: list[str]
+    item_scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """run_id -> criterion -> one score per judged item (repeats averaged)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "judge_spec": self.judge_spec,
+            "judge_specs": self.judge_specs,
+            "criteria": self.criteria,
+            "runs": self.runs,
+        }
+
+
+def resolve_runs(store: Store, refs: list[str]) -> list[dict[str, Any]]:
+    """Runs by id, name, or a prefix of the id; each reference must name exactly one run."""
+    found = []
+    for ref in refs:
+        rows = store.rows("SELECT * FROM runs WHERE run_id = ?", [ref])
+        rows = rows or store.rows("SELECT * FROM runs WHERE name = ? ORDER BY created_at", [ref])
+        rows = rows or store.rows(
+            "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY created_at", [ref]
+        )
+        if not rows:
+            known = ", ".join(
+                f"{r['name']} ({r['run_id']})"
+                for r in store.rows("SELECT name, run_id FROM runs ORDER BY created_at LIMIT 20")
+            )
+            raise RunLookupError(f"no run {ref!r} in {store.path} (runs: {known or 'none'})")
+        if len(rows) > 1:
+            ids = ", ".join(r["run_id"] for r in rows)
+            raise RunLookupError(f"{ref!r} names several runs ({ids}): pass a run id")
+        if rows[0]["run_id"] not in {r["run_id"] for r in found}:
+            found.append(rows[0])
+    return found
+
+
+def compare_runs(
+    store: Store, refs: list[str], *, judge: str | None = None, seed: int = 0
+) -> Comparison:
+    """Gather every compared number for the runs named by ``refs``."""
+    runs = resolve_runs(store, refs)
+    ids = [r["run_id"] for r in runs]
+    judgments = _judgments(store, ids)
+    specs = Counter(j["judge_spec"] for j in judgments)
+    judge_specs = sorted(specs)
+    if judge is not None and judge not in specs:
+        raise RunLookupError(
+            f"no judgments by {judge!r} for these runs (judges: {', '.join(judge_specs) or 'none'})"
+        )
+    chosen = judge or (specs.most_common(1)[0][0] if specs else None)
+    picked = [j for j in judgments if j["judge_spec"] == chosen]
+    item_scores = _item_scores(picked)
+    criteria = sorted({c for per_run in item_scores.values() for c in per_run})
+    rows = []
+    for run in runs:
+        rid = run["run_id"]
+        row = _run_row(store, run)
+        scores = item_scores.get(rid, {})
+        row["scores"] = {
+            c: _summary(scores.get(c, []), seed=seed) for c in criteria if scores.get(c)
+        }
+        row["judged_items"] = max((len(v) for v in scores.values()), default=0)
+        row["judge_unscored"] = sum(
+            1 for j in picked if j["run"] == rid and j["status"] != "scored"
+        )
+        rows.append(row)
+    return Comparison(rows, chosen, judge_specs, criteria, item_scores)
+
+
+def _summary(values: list[float], *, seed: int) -> dict[str, Any]:
+    interval = bootstrap_ci(values, seed=seed)
+    return {
+        "mean": sum(values) / len(values),
+        "ci_low": interval[0] if interval else None,
+        "ci_high": interval[1] if interval else None,
+        "n": len(values),
+    }
+
+
+_SAMPLES_SQL = """
+SELECT count(*) AS samples,
+       count(*) FILTER (WHERE status = 'accepted') AS accepted,
+       count(*) FILTER (WHERE status = 'rejected') AS rejected,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'pending') AS pending
+FROM samples WHERE run_id = ?
+"""
+
+_RETRIES_SQL = f"""
+SELECT sample_id, sum(extra) AS retries FROM (
+    SELECT sample_id, stage, max(attempt) - 1 AS extra
+    FROM stage_outputs
+    WHERE run_id = ? AND stage IN ({", ".join(f"'{s}'" for s in GENERATING_STAGES)})
+    GROUP BY sample_id, stage
+) GROUP BY sample_id
+"""
+
+_CALLS_SQL = """
+SELECT count(*) AS calls,
+       count(*) FILTER (WHERE cache_hit) AS cache_hits,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       sum(cost_usd) AS cost_usd,
+       avg(latency_ms) FILTER (WHERE NOT cache_hit) AS mean_latency_ms
+FROM llm_calls WHERE run_id = ?
+"""
+
+
+def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
+    rid = run["run_id"]
+    counts = {k: int(v) for k, v in store.rows(_SAMPLES_SQL, [rid])[0].items()}
+    decided = counts["accepted"] + counts["rejected"] + counts["failed"]
+    retries = [int(r["retries"]) for r in store.rows(_RETRIES_SQL, [rid])]
+    failures = store.rows(
+        "SELECT check_name, count(*) AS n FROM critiques WHERE run_id = ? AND NOT passed "
+        "GROUP BY check_name ORDER BY n DESC, check_name",
+        [rid],
+    )
+    calls = store.rows(_CALLS_SQL, [rid])[0]
+    tokens_in, tokens_out = int(calls["input_tokens"]), int(calls["output_tokens"])
+    cost = None if calls["cost_usd"] is None else float(calls["cost_usd"])
+    latency = calls["mean_latency_ms"]
+    bindings = _loads(run.get("role_bindings_json"))
+    return {
+        "run_id": rid,
+        "name": run["name"],
+        "kind": run["kind"],
+        "status": run["status"],
+        "policy": run.get("policy_name"),
+        "rules": run.get("rule_variants"),
+        "roles": bindings,
+        "roles_compact": compact_roles(bindings),
+        **counts,
+        "acceptance_rate": counts["accepted"] / decided if decided else None,
+        "retries_total": sum(retries),
+        "retries_per_sample": sum(retries) / len(retries) if retries else None,
+        "critic_failures": {r["check_name"]: int(r["n"]) for r in failures},
+        "calls": int(calls["calls"]),
+        "cache_hits": int(calls["cache_hits"]),
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "tokens": tokens_in + tokens_out,
+        "cost_usd": cost,
+        "cost_per_accepted_usd": cost / counts["accepted"] if cost is not None and
+        counts["accepted"] else None,
+        "tokens_per_accepted": (tokens_in + tokens_out) / counts["accepted"]
+        if counts["accepted"] else None,
+        "mean_latency_ms": None if latency is None else float(latency),
+    }  # fmt: skip
+
+
+def _loads(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+_JUDGMENTS_SQL = """
+SELECT s.run_id AS run, j.judge_spec, j.status, j.scores_json,
+       coalesce(j.sample_id, j.item_id) AS sample_id, j.rule_variant, j.item_id
+FROM judgments j
+JOIN samples s ON s.sample_id = coalesce(j.sample_id, j.item_id)
+WHERE s.run_id IN (SELECT unnest(?))
+"""
+
+
+def _judgments(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
+    return store.rows(_JUDGMENTS_SQL, [run_ids])
+
+
+def _item_scores(judgments: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """run -> criterion -> one mean score per item (sample, rule variant)."""
+    per_item: dict[tuple[str, str, str | None], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for j in judgments:
+        if j["status"] != "scored":
+            continue
+        scores = _loads(j["scores_json"])
+        if not isinstance(scores, dict):
+            continue
+        key = (j["run"], j["sample_id"], j["rule_variant"])
+        for criterion, value in scores.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                per_item[key][criterion].append(float(value))
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (run, _, _), criteria in sorted(per_item.items(), key=lambda kv: str(kv[0])):
+        for criterion, values in criteria.items():
+            out[run][criterion].append(sum(values) / len(values))
+    return {run: dict(c) for run, c in out.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from agents.perception.cli import perceive_command
 from data.db_cli import app as db_app
 from data.rules_cli import app as rules_app
 from data.runs_cli import export_command, runs_command, traces_command
@@ -26,6 +27,9 @@ app.command("runs", help="List generation runs with their sample counts by statu
 app.command("traces", help="Print one sample's timeline of stages and model calls.")(traces_command)
 app.command("export", help="Export a run as LLaVA, ShareGPT, Parquet or a HF dataset.")(
     export_command
+)
+app.command("perceive", help="Run the shipped detectors on images and print the evidence.")(
+    perceive_command
 )
 app.command("compare", help="Compare generation runs: acceptance, retries, judge scores, cost.")(
     compare_command

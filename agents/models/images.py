@@ -5,71 +5,67 @@ the same photo resized for two models is still recognisably the same photo. The 
 sniffed from the bytes (never trusted from a file extension), and the image is shrunk so its
 longest side fits the role's ``image_max_side``: large photos cost tokens and latency for no gain.
 
-Kept deliberately small; robust loading of odd files (EXIF rotation, CMYK, animated GIFs) lives
-in ``agents/perception``.
+Decoding goes through ``data.images.load_image``, the project's one loader for odd files (EXIF
+rotation, CMYK, 16-bit, animated, truncated, decompression bombs).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from agents.models.base import ImageInput, Message
+from data.images import ImageLoadError, load_image
 
 #: formats every provider accepts as-is (Pillow format name -> media type)
 _SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
-class ImageError(ValueError):
-    """The bytes are not an image Pillow can read."""
+ImageError = ImageLoadError
+"""Kept as the model layer's name for an unreadable image (same class as ``data.images``)."""
 
 
 def _encode(image: Image.Image) -> tuple[bytes, str]:
-    """Re-encode as PNG when there is transparency or a palette, else as JPEG (smaller)."""
+    """Re-encode as JPEG: ``load_image`` has already flattened alpha and converted to RGB."""
     buffer = io.BytesIO()
-    if image.mode in ("RGBA", "LA", "P", "1"):
-        image.save(buffer, format="PNG", optimize=False)
-        return buffer.getvalue(), "image/png"
-    if image.mode != "RGB":
-        image = image.convert("RGB")
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue(), "image/jpeg"
 
 
 def prepare_image(source: str | Path | bytes, max_side: int = 1024) -> ImageInput:
-    """Load, sniff, and (if needed) resize an image.
+    """Load (through the project's one robust loader), then resize if needed.
 
-    Bytes are passed through untouched when the format is one every provider takes and the image
-    already fits ``max_side``; otherwise the image is resized (aspect kept) and re-encoded.
+    The original bytes are sent untouched when every provider takes the format, the image
+    already fits ``max_side``, and loading changed nothing (no EXIF rotation, no CMYK or
+    16-bit conversion, no extra frames); otherwise the upright RGB image is resized (aspect
+    kept) and re-encoded. Unreadable input raises :class:`data.images.ImageLoadError`, which
+    names the file.
     """
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        name = "bytes" if isinstance(source, bytes) else str(source)
-        raise ImageError(f"not a readable image: {name} ({exc})") from exc
-    width, height = image.size
-    fmt = image.format or ""
-    if (
-        fmt in _SENDABLE
-        and max(width, height) <= max_side
-        and not getattr(image, "is_animated", False)
-    ):
+    loaded = load_image(source)
+    width, height = loaded.width, loaded.height
+    if loaded.format in _SENDABLE and max(width, height) <= max_side and not loaded.notes:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
         return ImageInput(
-            sha256=digest, media_type=_SENDABLE[fmt], data=data, width=width, height=height
+            sha256=loaded.sha256,
+            media_type=_SENDABLE[loaded.format],
+            data=data,
+            width=width,
+            height=height,
         )
+    image = loaded.image
     if max(width, height) > max_side:
         scale = max_side / max(width, height)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS)
     encoded, media_type = _encode(image)
     return ImageInput(
-        sha256=digest, media_type=media_type, data=encoded, width=image.width, height=image.height
+        sha256=loaded.sha256,
+        media_type=media_type,
+        data=encoded,
+        width=image.width,
+        height=image.height,
     )
 
 

@@ -33,8 +33,9 @@ async def describe(
 ) -> Any:
     """Ask for a description; without an annotation the schema also asks for a category."""
     schema = Description if category else description_with_proposal_model(tuple(policy.categories))
+    sees = bool(images) and await layer.sees_images("describer")
     variables = {
-        "has_image": bool(images),
+        "has_image": sees,
         "policy_title": policy.title,
         "category": category,
         "category_attributes": category_attributes_text(policy, category) if category else "",

@@ -32,6 +32,8 @@ class CallResultLike(Protocol):
 class LayerLike(Protocol):
     async def call(self, **kwargs: Any) -> Any: ...
 
+    async def sees_images(self, role: str) -> bool: ...
+
 
 def role_templates(role: str) -> tuple[PromptTemplate, PromptTemplate]:
     return load_prompt(f"{role}.system"), load_prompt(f"{role}.user")

@@ -310,3 +310,17 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
             assert dupes == 0, table
         assert store.scalar("SELECT count(*) FROM samples") == len(categories)
         assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
+
+
+@pytest.mark.parametrize("send_images", [False, True])
+def test_describer_is_told_whether_it_sees_the_image(tmp_path, server, send_images) -> None:
+    settings = {"all": {**FAST["all"], "send_images": str(send_images).lower()}}
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:1])
+    run_pipeline(manifest, tmp_path / "icm.duckdb", server, role_settings=settings)
+    describer = [r for r in server.chat_requests() if "You are the describer" in json.dumps(r.body)]
+    user = describer[0].body["messages"][-1]["content"]
+    text = json.dumps(user)
+    has_image_block = isinstance(user, list) and any(p.get("type") == "image_url" for p in user)
+    assert has_image_block is send_images
+    assert ("Describe the attached image." in text) is send_images
+    assert ("You cannot see the image" in text) is (not send_images)

@@ -355,6 +355,12 @@ class ModelLayer:
         )
         return RoleBinding.create(binding.settings.fallback, keep)
 
+    async def sees_images(self, role: str) -> bool:
+        """Whether the model bound to ``role`` is sent images (prompts must not promise one
+        to a text-only model)."""
+        binding = self.config.for_role(role)
+        return bool(self._provider(self._loop_state(), binding, role).supports_images)
+
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)

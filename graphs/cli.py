@@ -8,6 +8,7 @@ from agents.perception.cli import perceive_command
 from data.db_cli import app as db_app
 from data.rules_cli import app as rules_app
 from data.runs_cli import export_command, runs_command, traces_command
+from data.viewer.cli import view_command
 from evaluators.eval_cli import audit_command, compare_command, metrics_command
 from graphs.generate import HELP as GENERATE_HELP
 from graphs.generate import generate_command
@@ -38,6 +39,11 @@ app.command("audit", help="Check an ICM-Instruct file for contradictions, by kin
 app.command("metrics", help="Verdict accuracy, precision, recall, F1 of a predictions run.")(
     metrics_command
 )
+app.command(
+    "view",
+    help="Browse runs, samples and traces in a local read-only web viewer; --export writes "
+    "one self-contained HTML file.",
+)(view_command)
 
 
 def main() -> None:

@@ -1,0 +1,240 @@
+"""``icm view`` in a real browser: headless Chromium (Debian's ``chromium`` package, which
+``.ci/run`` installs) driven by Playwright, against the app served by uvicorn on loopback.
+
+Screenshots land in ``test-artifacts/`` (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAIServer
+from fakes.icm_responder import ICMResponder
+from viewer_data import SCRIPT, bulk_db, generated_db, make_manifest
+
+from data.policy import load_policy
+from data.store import Store
+from data.viewer.app import create_app
+from data.viewer.export import export_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+@contextlib.contextmanager
+def serve(db: Path) -> Iterator[str]:
+    """The viewer on an ephemeral loopback port, served by uvicorn in a thread."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(db), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def images_loaded(page, selector: str = "img.thumb", timeout_s: float = 10) -> bool:
+    """Every image decoded (not broken). Polled from Python: the pages' CSP forbids the eval
+    that ``wait_for_function`` would use, which is rather the point."""
+    check = f"[...document.querySelectorAll({selector!r})].every(i => i.complete && i.naturalWidth)"
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(check):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"viewer-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_runs_to_run_to_sample_shows_the_retry_and_the_critic_feedback(page) -> None:
+    gen = generated_db()
+    with serve(gen.db) as base:
+        page.goto(base + "/")
+        assert "database" in page.inner_text("#source")
+        shot(page, "runs")
+        page.click("text=viewer-demo")
+        page.wait_for_url(f"**/runs/{gen.run_id}")
+        assert page.locator("tr.sample-row").count() == 5
+        assert images_loaded(page)
+        shot(page, "run")
+        page.click(f"a.sample-link:has-text('{gen.retried}')")
+        page.wait_for_url(f"**/samples/{gen.retried}")
+        retry = page.locator('ol.timeline li[data-kind="stage"][data-attempt="2"]').first
+        retry.scroll_into_view_if_needed()
+        assert retry.is_visible()
+        assert "attempt 2 (retry)" in retry.inner_text()
+        feedback = retry.locator(".feedback")
+        assert "critic feedback given to this attempt" in feedback.inner_text()
+        assert "verdict must be" in feedback.inner_text()
+        assert page.locator("ol.timeline li.call").count() >= 8
+        # the retried call's rendered prompt carries the critic's words back to the model
+        call = page.locator('ol.timeline li.call[data-attempt="2"]', has_text="explainer:").first
+        call.locator("summary", has_text="prompt").click()
+        assert "A reviewer rejected your previous explanation" in call.inner_text()
+        path = shot(page, "sample")
+        assert path.stat().st_size > 10_000
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("ol.timeline").screenshot(path=str(ARTIFACTS / "viewer-timeline.png"))
+
+
+def test_a_script_in_model_output_does_not_run_and_shows_as_text(page, tmp_path: Path) -> None:
+    gen = generated_db()
+    with serve(gen.db) as base:
+        page.goto(f"{base}/samples/{gen.injected}")
+        assert page.evaluate("window.__pwned") is None
+        assert SCRIPT in page.locator("pre.explanation-text").first.inner_text()
+        raw = page.locator("pre.raw-output", has_text="__pwned").first
+        assert SCRIPT in raw.text_content()  # inside a closed <details>: text, not markup
+        assert page.locator("main script").count() == 0
+        page.goto(f"{base}/runs/{gen.run_id}")
+        assert page.evaluate("window.__pwned") is None
+    report = tmp_path / "report.html"
+    export_report(gen.db, report)
+    page.goto(report.as_uri())
+    assert page.evaluate("window.__pwned") is None
+    shown = page.locator("pre.explanation-text", has_text="__pwned")
+    assert shown.count() == 2 and SCRIPT in shown.first.inner_text()  # R1 and R2
+    # the self-contained report still shows its images and its styles under its own CSP
+    assert images_loaded(page)
+    assert page.evaluate("getComputedStyle(document.querySelector('header.top')).display") == (
+        "flex"
+    )
+
+
+def _generate_cmd(manifest: Path, db: Path, url: str) -> list[str]:
+    return [
+        sys.executable, str(REPO / "graphs" / "generate.py"), str(manifest), "--db", str(db),
+        "--rules", "R1,R2", "--role", f"all=openai-compatible:{url}#fake-model",
+        "--role-setting", "all.jitter=false", "--role-setting", "all.backoff_base_s=0",
+        "--no-perception", "--concurrency", "2", "--run", "live",
+    ]  # fmt: skip
+
+
+def _done(text: str) -> tuple[int, int]:
+    """(accepted + rejected + failed, pending) from the run page's counts line."""
+    words = text.replace(",", "").split()
+    number = {words[i + 1]: int(words[i]) for i in range(0, len(words) - 1, 2)}
+    return number["accepted"] + number["rejected"] + number["failed"], number["pending"]
+
+
+def test_viewer_during_a_running_generation_shows_progress_and_the_run_completes(
+    page, tmp_path: Path
+) -> None:
+    categories = list(load_policy("icm_sexy").categories)[:16]
+    manifest = make_manifest(tmp_path / "in", categories)
+    db = tmp_path / "live.duckdb"
+    env = {**os.environ, "ICM_SNAPSHOT_INTERVAL_S": "0.3", "PYTHONUNBUFFERED": "1"}
+    seen: list[tuple[int, int]] = []
+    mid_run = ARTIFACTS / "viewer-live-running.png"
+    mid_run.unlink(missing_ok=True)
+    with (
+        FakeOpenAIServer(responder=ICMResponder(), latency_s=0.12) as fake,
+        serve(db) as base,
+    ):
+        child = subprocess.Popen(_generate_cmd(manifest, db, fake.base_url), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        snapshot = db.with_name(db.name + ".snapshot.duckdb")
+        deadline = time.monotonic() + 120
+        while not snapshot.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while child.poll() is None and time.monotonic() < deadline:
+            page.goto(f"{base}/runs/live")
+            if "live snapshot from" in page.inner_text("#source"):
+                seen.append(_done(page.inner_text("#counts")))
+                if 0 < seen[-1][0] < len(categories) and not mid_run.exists():
+                    mid_run = shot(page, "live-running")
+            time.sleep(0.25)
+        _, stderr = child.communicate(timeout=120)
+        assert child.returncode == 0, stderr.decode()[-2000:]
+        page.goto(f"{base}/runs/live")
+        assert "database" in page.inner_text("#source")  # the file is free: read directly
+        final = _done(page.inner_text("#counts"))
+        shot(page, "live-final")
+    assert final == (len(categories), 0)
+    assert len({done for done, _ in seen}) >= 2, seen  # progress across reloads
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen), seen
+    assert any(0 < done < len(categories) for done, _ in seen), seen
+    with Store.open(db, read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
+        assert store.scalar("SELECT status FROM runs") == "finished"
+
+
+def test_a_run_of_10000_samples_shows_its_first_screen_within_a_second(
+    page, tmp_path: Path
+) -> None:
+    db = bulk_db(tmp_path / "ten.duckdb", 10_000)
+    timings = []
+    with serve(db) as base:
+        for _ in range(3):
+            page.goto(f"{base}/runs/bulk-run", wait_until="load")
+            timing = page.evaluate(
+                "(() => { const n = performance.getEntriesByType('navigation')[0];"
+                " return {dom: n.domContentLoadedEventEnd, load: n.loadEventEnd}; })()"
+            )
+            timings.append(timing)
+        assert page.locator("tr.sample-row").count() == 50
+        assert "of 10,000" in page.inner_text("#showing")
+        shot(page, "10k")
+    load = statistics.median(t["load"] for t in timings)
+    dom = statistics.median(t["dom"] for t in timings)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "viewer-10k-timings.json").write_text(
+        json.dumps({"runs": timings, "median_load_ms": load, "median_dom_ms": dom}, indent=1)
+    )
+    assert load < 1000, timings

@@ -48,6 +48,7 @@ PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "langchain-anthro
 FINAL = ("accepted", "rejected", "failed")
 #: how often queued writes are committed; a crash loses at most this much finished work
 FLUSH_INTERVAL_S = 0.5
+STORE_WAIT_S = 5.0
 
 
 class RunConfigError(ValueError):
@@ -382,7 +383,8 @@ class GenerationRun:
     async def run(self, progress_hook: Callable[[str], None] | None = None) -> RunSummary:
         config = self.config
         started = time.perf_counter()
-        store = Store.open(config.db)
+        # A viewer's brief read can hold the file for a moment: wait rather than fail.
+        store = Store.open(config.db, wait_s=STORE_WAIT_S)
         layer: ModelLayer | None = None
         writer = BatchWriter(store)
         self._writer = writer

@@ -212,3 +212,41 @@ def test_db_info_on_a_missing_file_fails_clearly(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "no database at" in result.output
     assert not (tmp_path / "nope.duckdb").exists()
+
+
+def test_open_waits_for_a_brief_holder(tmp_path: Path) -> None:
+    """A writer that starts while another process reads for a moment waits instead of failing."""
+    path = tmp_path / "brief.duckdb"
+    Store.open(path).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                sys.path.insert(0, {str(REPO_ROOT)!r})
+                from data.store import Store
+                store = Store.open({str(path)!r}, read_only=True)
+                print("ready", flush=True)
+                time.sleep(1.0)
+                store.close()
+                time.sleep(30)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError):
+            Store.open(path)  # no wait: fails at once
+        started = time.monotonic()
+        with Store.open(path, wait_s=20) as store:
+            assert store.schema_version() == LATEST_VERSION
+        assert time.monotonic() - started < 15
+    finally:
+        holder.kill()
+        holder.wait()

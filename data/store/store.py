@@ -15,6 +15,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -91,14 +92,34 @@ class Store:
 
     # ----------------------------------------------------------------- opening and closing
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        wait_s: float = 0.0,
+    ) -> Store:
         """Open (creating and migrating if needed) the database at ``path``.
+
+        ``wait_s``: keep trying this long while another process holds the file (a viewer's
+        brief read, say) before giving up with :class:`StoreLockedError`.
 
         Raises:
             StoreLockedError: another process holds the file.
             StoreVersionError: the file's schema is newer than this code knows.
             FileNotFoundError: ``read_only`` and the file does not exist.
         """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return cls._open_once(path, read_only=read_only)
+            except StoreLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    @classmethod
+    def _open_once(cls, path: str | os.PathLike[str] | None, *, read_only: bool) -> Store:
         db_path = Path(path) if path is not None else DEFAULT_DB_PATH
         if read_only and not db_path.exists():
             raise FileNotFoundError(f"no database at {db_path}")

@@ -6,7 +6,7 @@ from typing import Any
 
 from agents.describer import category_attributes_text
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import Context
+from agents.schemas import FULL, Lengths, context_model
 from data.policy_models import Policy
 
 
@@ -27,6 +27,7 @@ async def interpret(
     feedback: str | None,
     sample_id: str,
     attempt: int,
+    lengths: Lengths = FULL,
 ) -> Any:
     variables = {
         "description": description,
@@ -37,7 +38,7 @@ async def interpret(
     return await ask_role(
         layer,
         role="context_interpreter",
-        schema=Context,
+        schema=context_model(lengths),
         variables=variables,
         sample_id=sample_id,
         stage="context_interpreter",

@@ -11,7 +11,7 @@ from typing import Any
 
 from agents.models.base import ImageInput
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import Description, description_with_proposal_model
+from agents.schemas import FULL, Lengths, description_model, description_with_proposal_model
 from data.policy_models import Policy
 
 
@@ -30,9 +30,14 @@ async def describe(
     feedback: str | None,
     sample_id: str,
     attempt: int,
+    lengths: Lengths = FULL,
 ) -> Any:
     """Ask for a description; without an annotation the schema also asks for a category."""
-    schema = Description if category else description_with_proposal_model(tuple(policy.categories))
+    schema = (
+        description_model(lengths)
+        if category
+        else description_with_proposal_model(tuple(policy.categories), lengths)
+    )
     sees = bool(images) and await layer.sees_images("describer")
     variables = {
         "has_image": sees,

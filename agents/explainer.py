@@ -6,7 +6,7 @@ from typing import Any
 
 from agents.describer import category_attributes_text
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import explanation_model
+from agents.schemas import FULL, Lengths, explanation_model
 from data.policy_models import Policy
 
 
@@ -30,6 +30,7 @@ async def explain(
     feedback: str | None,
     sample_id: str,
     attempt: int,
+    lengths: Lengths = FULL,
 ) -> Any:
     variant = policy.rules[rule]
     ruling = policy.ruling(category, rule)
@@ -52,7 +53,7 @@ async def explain(
     return await ask_role(
         layer,
         role="explainer",
-        schema=explanation_model(tuple(policy.verdicts)),
+        schema=explanation_model(tuple(policy.verdicts), lengths),
         variables=variables,
         sample_id=sample_id,
         stage=f"explainer:{rule}",

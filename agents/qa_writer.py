@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.explainer import rule_question
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import qa_model
+from agents.schemas import FULL, Lengths, qa_model
 from data.policy_models import Policy
 
 
@@ -47,6 +47,7 @@ async def write_qa(
     feedback: str | None,
     sample_id: str,
     attempt: int,
+    lengths: Lengths = FULL,
 ) -> Any:
     variables = {
         "term": policy.term,
@@ -61,7 +62,7 @@ async def write_qa(
         "n_how": counts.how,
         "feedback": feedback,
     }
-    schema = qa_model(counts.yes_no, counts.multiple_choice, counts.what, counts.how)
+    schema = qa_model(counts.yes_no, counts.multiple_choice, counts.what, counts.how, lengths)
     return await ask_role(
         layer,
         role="qa_writer",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from data.store import DEFAULT_DB_PATH
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
+#: what ``python graphs/generate.py`` runs with no manifest, config or --role
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "offline_demo.yaml"
 
 
 class QAConfig(BaseModel):
@@ -50,6 +52,8 @@ class GenerateConfig(BaseModel):
     use_cache: bool = True
     qa: QAConfig = Field(default_factory=QAConfig)
     max_stage_retries: int = Field(2, ge=0, le=10)
+    max_rules: int | None = Field(None, ge=1)
+    text_length: Literal["full", "short"] = "full"
     llm_critic: bool = True
     perception: bool = True
 
@@ -78,6 +82,8 @@ class GenerateConfig(BaseModel):
             "role_settings": self.role_settings,
             "qa": self.qa.model_dump(),
             "max_stage_retries": self.max_stage_retries,
+            "max_rules": self.max_rules,
+            "text_length": self.text_length,
             "llm_critic": self.llm_critic,
             "perception": self.perception,
         }

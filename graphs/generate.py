@@ -21,12 +21,15 @@ from rich.console import Console
 from data.policy_models import PolicyError
 from data.store import StoreError
 
-HELP = """Generate ICM-Instruct data: describer -> context interpreter -> explainer (per rule
-variant) -> Q-A writer -> critic, with critic-driven retries, into a DuckDB store.
-
-Without arguments: the offline demo on the bundled samples with every role on local:smollm2
-(SmolLM2-135M-Instruct, grammar-constrained). A 135M model shows the pipeline working; it
-cannot write good moderation explanations. Bind real models with --role."""
+HELP = (
+    "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
+    "Stages: describer -> context interpreter -> explainer (per rule variant) -> Q-A writer -> "
+    "critic, with critic-driven retries.\n\n"
+    "Without arguments: the offline demo on the bundled samples, every role on local:smollm2 "
+    "(SmolLM2-135M-Instruct under grammar-constrained decoding). A 135M model shows the "
+    "pipeline working; it cannot write good moderation explanations. Bind real models with "
+    "--role."
+)
 
 
 def generate_command(
@@ -112,7 +115,7 @@ def generate_command(
     ] = None,
 ) -> None:
     from agents.models.credentials import MissingCredentialsError
-    from graphs.config import load_config
+    from graphs.config import DEMO_CONFIG, load_config
     from graphs.inputs import ManifestError
     from graphs.runner import GenerationRun, RunConfigError
 
@@ -144,6 +147,9 @@ def generate_command(
         settings = _settings(role_setting or [])
         if settings:
             overrides["role_settings"] = settings
+        if config is None and manifest is None and not roles:
+            config = DEMO_CONFIG
+            console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
         cfg = load_config(config, overrides)
         job = GenerationRun(cfg, console)
         summary = asyncio.run(job.run())

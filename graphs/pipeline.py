@@ -31,6 +31,7 @@ from agents.explainer import explain, rule_question
 from agents.models.base import ImageInput
 from agents.qa_writer import QACounts, write_qa
 from agents.role_call import LayerLike
+from agents.schemas import FULL, Lengths
 from data.policy_models import Policy
 from data.store import to_json, utcnow
 from data.store.batch import BatchWriter
@@ -120,6 +121,7 @@ class PipelineDeps:
     max_stage_retries: int = 2
     llm_critic: bool = True
     contradiction_finder: ContradictionFinder | None = None
+    lengths: Lengths = FULL
 
 
 def _bump(state: SampleState, stage: str) -> tuple[int, dict[str, int]]:
@@ -161,6 +163,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             feedback=given,
             sample_id=sample.sample_id,
             attempt=attempt,
+            lengths=deps.lengths,
         )
         deps.recorder.stage(state, "describer", None, attempt, result, given)
         update: dict[str, Any] = {
@@ -189,6 +192,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             feedback=given,
             sample_id=sample.sample_id,
             attempt=attempt,
+            lengths=deps.lengths,
         )
         deps.recorder.stage(state, "context_interpreter", None, attempt, result, given)
         update: dict[str, Any] = {
@@ -224,6 +228,7 @@ def build_graph(deps: PipelineDeps) -> Any:
                     feedback=notes[rule],
                     sample_id=sample.sample_id,
                     attempt=attempt,
+                    lengths=deps.lengths,
                 )
                 for rule in rules
             )
@@ -263,6 +268,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             feedback=given,
             sample_id=sample.sample_id,
             attempt=attempt,
+            lengths=deps.lengths,
         )
         deps.recorder.stage(state, "qa_writer", rule, attempt, result, given)
         update: dict[str, Any] = {

@@ -32,6 +32,7 @@ from agents.models.images import prepare_image
 from agents.models.layer import ModelLayer
 from agents.models.settings import ModelConfig
 from agents.qa_writer import QACounts, verdict_questions
+from agents.schemas import LENGTH_PROFILES
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.store import Store, to_json, utcnow
@@ -130,7 +131,9 @@ class GenerationRun:
 
     def rules_for(self, policy: Policy) -> tuple[str, ...]:
         if not self.config.rules:
-            return tuple(policy.rules)
+            # The base rule (the one released labels follow) first, then the file's order.
+            ordered = sorted(policy.rules, key=lambda r: r != policy.base_rule)
+            return tuple(ordered[: self.config.max_rules])
         unknown = [r for r in self.config.rules if r not in policy.rules]
         if unknown:
             raise RunConfigError(
@@ -414,6 +417,7 @@ class GenerationRun:
                 max_stage_retries=config.max_stage_retries,
                 llm_critic=config.llm_critic,
                 contradiction_finder=finder,
+                lengths=LENGTH_PROFILES[config.text_length],
             )
             graph = build_graph(deps)
             flusher = asyncio.create_task(self._flush_periodically(writer, layer))

@@ -1,0 +1,15 @@
+"""The local fine-tune stage: tune a multimodal model on the generated ICM data, then moderate.
+
+- :mod:`finetune.config`: settings (dataclasses, YAML, ``--set`` overrides);
+- :mod:`finetune.data`: examples from store runs or LLaVA/ShareGPT files, image-level split,
+  mixed SFT;
+- :mod:`finetune.families`: what differs between LLaVA, LLaVA-NeXT, Qwen2(.5)-VL, Idefics3 and
+  SmolVLM;
+- :mod:`finetune.collate`: chat templates, assistant-only labels, padding, pixel batching;
+- :mod:`finetune.tiny`: icm-tiny, the LLaVA assembled from shipped parts;
+- :mod:`finetune.loading`: models, adapters and fine-tune outputs from local folders;
+- :mod:`finetune.train`: the training loop (accelerate; one GPU, many, or a CPU);
+- :mod:`finetune.moderate`: batched verdicts, scores and explanations into the store;
+- :mod:`finetune.synthetic`: config-built models with random weights for tests and benchmarks;
+- :mod:`finetune.cli`: ``icm finetune`` and ``icm moderate``.
+"""

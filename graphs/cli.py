@@ -10,6 +10,8 @@ from data.rules_cli import app as rules_app
 from data.runs_cli import export_command, runs_command, traces_command
 from data.viewer.cli import view_command
 from evaluators.eval_cli import audit_command, compare_command, metrics_command
+from evaluators.judge_cli import app as judge_app
+from finetune.cli import finetune_command, moderate_command
 from graphs.generate import HELP as GENERATE_HELP
 from graphs.generate import generate_command
 
@@ -23,6 +25,9 @@ app = typer.Typer(
 )
 app.add_typer(rules_app, name="rules", help="List, show and check moderation policies.")
 app.add_typer(db_app, name="db", help="Inspect the DuckDB store.")
+app.add_typer(
+    judge_app, name="judge", help="Score explanations with a judge; calibrate a judge vs GPT-4o."
+)
 app.command("generate", help=GENERATE_HELP)(generate_command)
 app.command("runs", help="List generation runs with their sample counts by status.")(runs_command)
 app.command("traces", help="Print one sample's timeline of stages and model calls.")(traces_command)
@@ -44,6 +49,12 @@ app.command(
     help="Browse runs, samples and traces in a local read-only web viewer; --export writes "
     "one self-contained HTML file.",
 )(view_command)
+app.command("finetune", help="LoRA instruction-tuning on ICM data (YAML config + overrides).")(
+    finetune_command
+)
+app.command("moderate", help="Moderate images with a tuned model: verdict, explanation, score.")(
+    moderate_command
+)
 
 
 def main() -> None:

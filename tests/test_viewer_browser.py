@@ -162,7 +162,7 @@ def _generate_cmd(manifest: Path, db: Path, url: str) -> list[str]:
         sys.executable, str(REPO / "graphs" / "generate.py"), str(manifest), "--db", str(db),
         "--rules", "R1,R2", "--role", f"all=openai-compatible:{url}#fake-model",
         "--role-setting", "all.jitter=false", "--role-setting", "all.backoff_base_s=0",
-        "--no-perception", "--concurrency", "2", "--run", "live",
+        "--no-perception", "--concurrency", "1", "--run", "live",
     ]  # fmt: skip
 
 
@@ -184,7 +184,9 @@ def test_viewer_during_a_running_generation_shows_progress_and_the_run_completes
     mid_run = ARTIFACTS / "viewer-live-running.png"
     mid_run.unlink(missing_ok=True)
     with (
-        FakeOpenAIServer(responder=ICMResponder(), latency_s=0.12) as fake,
+        # Slow enough (~20 s) that several rate-limited snapshots land mid-run on a quiet
+        # machine too: a snapshot's pause grows with its copy time (data/viewer/snapshot.py).
+        FakeOpenAIServer(responder=ICMResponder(), latency_s=0.2) as fake,
         serve(db) as base,
     ):
         child = subprocess.Popen(_generate_cmd(manifest, db, fake.base_url), env=env,

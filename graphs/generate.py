@@ -8,6 +8,7 @@ on ``local:smollm2`` with the perception toolkit standing in for sight, written 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -149,6 +150,9 @@ def generate_command(
             overrides["role_settings"] = settings
         if config is None and manifest is None and not roles:
             config = DEMO_CONFIG
+            # Perception runs beside the model; one torch thread each holds up on a busy
+            # 2-core machine where two threads per model collapse (measured).
+            os.environ.setdefault("ICM_TORCH_THREADS", "1")
             console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
         cfg = load_config(config, overrides)
         job = GenerationRun(cfg, console)

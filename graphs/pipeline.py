@@ -138,6 +138,23 @@ def _tally(state: SampleState, results: Sequence[Any]) -> dict[str, Any]:
     return {"tokens": tokens, "cost_usd": cost}
 
 
+def _begin(
+    state: SampleState, stage: str
+) -> tuple[int, dict[str, int], dict[str, str], str | None]:
+    """A stage's attempt number, the new attempt counts, and the feedback meant for it
+    (removed from the sample's pending feedback, which is returned too)."""
+    attempt, attempts = _bump(state, stage)
+    feedback = dict(state.get("feedback") or {})
+    return attempt, attempts, feedback, feedback.pop(stage, None)
+
+
+def _progress(
+    state: SampleState, attempts: dict[str, int], feedback: dict[str, str], results: Sequence[Any]
+) -> dict[str, Any]:
+    """The update every stage returns: attempts, remaining feedback, tokens and cost so far."""
+    return {"attempts": attempts, "feedback": feedback, **_tally(state, results)}
+
+
 def _failure(stage: str, result: Any) -> dict[str, Any]:
     detail = result.error or (result.raw_text or "")[:200]
     return {"status": "failed", "reasons": [f"{stage}: {result.status}: {detail}"]}
@@ -151,9 +168,7 @@ def build_graph(deps: PipelineDeps) -> Any:
 
     async def describer(state: SampleState) -> dict[str, Any]:
         sample = state["sample"]
-        attempt, attempts = _bump(state, "describer")
-        feedback = dict(state.get("feedback") or {})
-        given = feedback.pop("describer", None)
+        attempt, attempts, feedback, given = _begin(state, "describer")
         result = await describe(
             deps.layer,
             policy_of(state),
@@ -166,11 +181,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             lengths=deps.lengths,
         )
         deps.recorder.stage(state, "describer", None, attempt, result, given)
-        update: dict[str, Any] = {
-            "attempts": attempts,
-            "feedback": feedback,
-            **_tally(state, [result]),
-        }
+        update = _progress(state, attempts, feedback, [result])
         if result.status != "ok":
             return update | _failure("describer", result)
         value = result.value
@@ -181,9 +192,7 @@ def build_graph(deps: PipelineDeps) -> Any:
 
     async def context_interpreter(state: SampleState) -> dict[str, Any]:
         sample = state["sample"]
-        attempt, attempts = _bump(state, "context_interpreter")
-        feedback = dict(state.get("feedback") or {})
-        given = feedback.pop("context_interpreter", None)
+        attempt, attempts, feedback, given = _begin(state, "context_interpreter")
         result = await interpret(
             deps.layer,
             policy_of(state),
@@ -195,11 +204,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             lengths=deps.lengths,
         )
         deps.recorder.stage(state, "context_interpreter", None, attempt, result, given)
-        update: dict[str, Any] = {
-            "attempts": attempts,
-            "feedback": feedback,
-            **_tally(state, [result]),
-        }
+        update = _progress(state, attempts, feedback, [result])
         if result.status != "ok":
             return update | _failure("context_interpreter", result)
         return update | {"context": context_text(result.value.model_dump())}
@@ -233,11 +238,7 @@ def build_graph(deps: PipelineDeps) -> Any:
                 for rule in rules
             )
         )
-        update: dict[str, Any] = {
-            "attempts": attempts,
-            "feedback": feedback,
-            **_tally(state, results),
-        }
+        update = _progress(state, attempts, feedback, results)
         for rule, result in zip(rules, results, strict=True):
             deps.recorder.stage(state, "explainer", rule, attempt, result, notes[rule])
             if result.status != "ok":
@@ -252,9 +253,7 @@ def build_graph(deps: PipelineDeps) -> Any:
 
     async def qa_writer(state: SampleState) -> dict[str, Any]:
         sample = state["sample"]
-        attempt, attempts = _bump(state, "qa_writer")
-        feedback = dict(state.get("feedback") or {})
-        given = feedback.pop("qa_writer", None)
+        attempt, attempts, feedback, given = _begin(state, "qa_writer")
         rule = sample.rules[0]
         explanation = state["explanations"][rule]
         result = await write_qa(
@@ -271,11 +270,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             lengths=deps.lengths,
         )
         deps.recorder.stage(state, "qa_writer", rule, attempt, result, given)
-        update: dict[str, Any] = {
-            "attempts": attempts,
-            "feedback": feedback,
-            **_tally(state, [result]),
-        }
+        update = _progress(state, attempts, feedback, [result])
         if result.status != "ok":
             return update | _failure("qa_writer", result)
         return update | {"qa": result.value.model_dump(), "qa_rule": rule}

@@ -27,10 +27,10 @@ are printed. ``--size tiny`` runs the same path on CPU in seconds (the test suit
 
 Run from the repository root::
 
-    python benchmarks/bench_finetune.py                          # CPU: 3 trainers x 3 repeats
+    python benchmarks/bench_finetune.py                    # CPU: 3 trainers x 3 repeats, 1 thread
     python benchmarks/bench_finetune.py --repeats 5 --steps 8 --json out.json
-    python benchmarks/bench_finetune.py --gpu                    # on a GPU machine (~3 min)
-    python benchmarks/bench_finetune.py --gpu --size tiny        # the same path, CPU, seconds
+    python benchmarks/bench_finetune.py --gpu              # on a GPU machine (~2 min)
+    python benchmarks/bench_finetune.py --gpu --size tiny  # the same path, CPU, seconds
 """
 
 from __future__ import annotations
@@ -388,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: stable on a shared machine)"
+    )
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
     parser.add_argument("--gpu", action="store_true", help="the GPU check (Qwen2-VL-2B shapes)")
     parser.add_argument("--size", choices=("2b", "tiny"), default="2b")

@@ -37,21 +37,21 @@ JsonOption = Annotated[
 ]
 
 
-def _fail(message: str) -> typer.Exit:
+def fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
 
 
-def _open(db: Path) -> Store:
+def open_read_only(db: Path) -> Store:
     """Open read-only, turning a missing file or a held lock into a one-line error, exit 1."""
     try:
         return Store.open(db, read_only=True)
     except FileNotFoundError as exc:
-        raise _fail(
+        raise fail(
             f"no database at {db}: run `icm generate` first, or pass --db with the path of one"
         ) from exc
     except StoreError as exc:  # StoreLockedError names the process holding the file
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _iso(value: Any) -> str | None:
@@ -158,7 +158,7 @@ def _cost(value: float | None) -> str:
 
 def runs_command(db: DbOption = DEFAULT_DB_PATH, json_: JsonOption = False) -> None:
     """List the runs in the store: status, policy, rules, models, sample counts, calls, cost."""
-    with _open(db) as store:
+    with open_read_only(db) as store:
         runs = run_overview(store)
     if json_:
         typer.echo(json.dumps(runs, ensure_ascii=False))
@@ -420,11 +420,11 @@ def traces_command(
     ] = False,
 ) -> None:
     """Show one sample's timeline: stage attempts, model calls, critic checks, final status."""
-    with _open(db) as store:
+    with open_read_only(db) as store:
         try:
             trace = sample_trace(store, sample_id, full=full)
         except SampleLookupError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     if json_:
         typer.echo(json.dumps(trace, ensure_ascii=False, default=str))
     else:
@@ -484,13 +484,13 @@ def export_command(
 ) -> None:
     """Export a run's samples as training data, one record per sample and rule variant."""
     target = out if out is not None else default_export_path(run, fmt.value)
-    with _open(db) as store:
+    with open_read_only(db) as store:
         try:
             summary = export_run(
                 store, run, fmt.value, target, include_all=all_, image_root=image_root
             )
         except ExportError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     if summary.empty_message:
         typer.echo(f"warning: {summary.empty_message}", err=True)
     typer.echo(

@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from data.policy import PolicyError, load_policy
-from data.store import DEFAULT_DB_PATH, Store, StoreError
+from data.runs_cli import DbOption, JsonOption, fail, open_read_only
+from data.store import DEFAULT_DB_PATH
 from evaluators.audit import AuditReport, audit_file
 from evaluators.compare import Comparison, RunLookupError, compare_runs, resolve_runs
 from evaluators.metrics import (
@@ -30,27 +31,6 @@ from evaluators.metrics import (
 )
 
 DEFAULT_COMPARE_DIR = Path("runs") / "compare"
-
-DbOption = Annotated[
-    Path, typer.Option("--db", help="DuckDB store to read (opened read-only).", show_default=True)
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
-]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _open(db: Path) -> Store:
-    try:
-        return Store.open(db, read_only=True)
-    except FileNotFoundError as exc:
-        raise _fail(f"no database at {db}: pass --db with the path of one") from exc
-    except StoreError as exc:  # a held lock names the process holding the file
-        raise _fail(str(exc)) from exc
 
 
 def _console() -> Console:
@@ -85,11 +65,11 @@ def compare_command(
 ) -> None:
     """Compare generation runs: acceptance, retries, critic failures, judge scores with 95 %
     intervals, tokens, cost and latency; writes score and cost-vs-quality plots."""
-    with _open(db) as store:
+    with open_read_only(db) as store:
         try:
             comparison = compare_runs(store, runs, judge=judge, seed=seed)
         except RunLookupError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     written: dict[str, Path | None] = {}
     if plots:
         from evaluators.plots import PlotError, write_plots
@@ -97,7 +77,7 @@ def compare_command(
         try:
             written = write_plots(comparison, out)
         except PlotError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     if json_:
         payload = comparison.to_dict() | {
             "plots": {k: None if v is None else str(v) for k, v in written.items()}
@@ -195,11 +175,11 @@ def audit_command(
     """Run the critic's deterministic checks over an existing ICM-Instruct dataset and report
     contradictions by kind, with examples."""
     if not file.is_file():
-        raise _fail(f"no file at {file}")
+        raise fail(f"no file at {file}")
     try:
         loaded = load_policy(policy)
     except PolicyError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     report = audit_file(file, loaded)
     for bad in report.bad_lines:
         typer.echo(f"error: {file}:{bad.line}: {bad.message}", err=True)
@@ -247,18 +227,18 @@ def metrics_command(
 ) -> None:
     """Classification metrics of a moderation run's predictions (accuracy, precision, recall,
     F1 for the flagged label) per policy and rule variant, and per category."""
-    with _open(db) as store:
+    with open_read_only(db) as store:
         try:
             found = resolve_runs(store, [run])[0]
         except RunLookupError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
         frame = predictions_frame(store, found["run_id"])
     if frame.empty:
-        raise _fail(f"run {found['name']} ({found['run_id']}) has no predictions")
+        raise fail(f"run {found['name']} ({found['run_id']}) has no predictions")
     try:
         flags = policy_flags(frame["policy_name"].unique())
     except PolicyError as exc:
-        raise _fail(f"cannot read which verdict is flagged: {exc}") from exc
+        raise fail(f"cannot read which verdict is flagged: {exc}") from exc
     result = {
         "run_id": found["run_id"],
         "name": found["name"],

@@ -13,7 +13,7 @@ from data.store import Store
 # ----------------------------------------------------------------------------- model layer
 #: distinctive fake keys: tests grep the database file for them
 FAKE_OPENAI_KEY = "sk-test-SECRET-openai-0123456789abcdef"
-FAKE_ANTHROPIC_KEY = "sk-ant-test-SECRET-anthropic-0123456789abcdef"
+FAKE_ANTHROPIC_KEY = "fake-anthropic-test-SECRET-0123456789abcdef"  # not a real key shape
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import FakeAnthropicServer, FakeOpenAIServer
@@ -59,3 +61,19 @@ def llm_store(tmp_path: Path) -> Iterator[Store]:
     """A fresh store file for model-layer tests, in the test's temporary folder."""
     with Store.open(tmp_path / "icm.duckdb") as opened:
         yield opened
+
+
+def run_call(layer: Any, **kwargs: Any) -> Any:
+    """One ``layer.call`` in a fresh event loop, then close that loop's HTTP clients.
+
+    Each ``asyncio.run`` gets its own clients; closing them here keeps aiohttp from warning
+    about unclosed sessions when the interpreter exits.
+    """
+
+    async def go() -> Any:
+        try:
+            return await layer.call(**kwargs)
+        finally:
+            await layer.aclose()
+
+    return asyncio.run(go())

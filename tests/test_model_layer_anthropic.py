@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 from typing import Any
 
 import pytest
-from conftest import FAKE_ANTHROPIC_KEY, SleepRecorder
+from conftest import FAKE_ANTHROPIC_KEY, SleepRecorder, run_call
 from fakes import FakeAnthropicServer, error, hang, refuse, reply
 from PIL import Image
 from pydantic import BaseModel
@@ -40,7 +39,7 @@ def make_layer(
 
 
 def ask(layer: ModelLayer, messages: list[Message] = MESSAGES) -> Any:
-    return asyncio.run(layer.call(role="critic", schema=Verdict, messages=messages))
+    return run_call(layer, role="critic", schema=Verdict, messages=messages)
 
 
 def test_structured_output_by_forced_tool_use(fake_keys, anthropic_server, llm_store, no_sleep):

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import SleepRecorder
+from conftest import SleepRecorder, run_call
 from fakes import FakeOpenAIServer, reply
 from pydantic import BaseModel
 
@@ -36,7 +36,7 @@ def make_layer(
 
 
 def ask(layer: ModelLayer) -> Any:
-    return asyncio.run(layer.call(role="describer", schema=Labels, messages=MESSAGES))
+    return run_call(layer, role="describer", schema=Labels, messages=MESSAGES)
 
 
 def test_json_schema_dialect_for_vllm(openai_server, no_sleep):

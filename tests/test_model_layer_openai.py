@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, SleepRecorder
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, SleepRecorder, run_call
 from fakes import (
     FakeAnthropicServer,
     FakeOpenAIServer,
@@ -64,18 +64,16 @@ def openai_spec(server: FakeOpenAIServer) -> str:
 
 
 def ask(layer: ModelLayer, messages: list[Message] = MESSAGES, **kwargs: Any):
-    async def go():
-        return await layer.call(
-            role=kwargs.pop("role", "judge"),
-            schema=kwargs.pop("schema", Verdict),
-            messages=messages,
-            prompt=[SYSTEM, USER],
-            sample_id="s-1",
-            stage="judge",
-            **kwargs,
-        )
-
-    return asyncio.run(go())
+    return run_call(
+        layer,
+        role=kwargs.pop("role", "judge"),
+        schema=kwargs.pop("schema", Verdict),
+        messages=messages,
+        prompt=[SYSTEM, USER],
+        sample_id="s-1",
+        stage="judge",
+        **kwargs,
+    )
 
 
 def trace_rows(layer: ModelLayer, store: Store) -> list[dict[str, Any]]:
@@ -228,12 +226,30 @@ def test_jitter_scales_the_backoff_when_on(fake_keys, openai_server, no_sleep):
     assert no_sleep.waits == [0.25]  # base 1 s x 0.25
 
 
-def test_timeout_is_retried(fake_keys, openai_server, no_sleep):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_timeout_is_retried(fake_keys, openai_server, no_sleep, transport: str):
     openai_server.push(hang(1.0), reply(GOOD))
-    layer = make_layer(openai_spec(openai_server), None, no_sleep, "timeout_s=0.2")
+    layer = make_layer(
+        openai_spec(openai_server), None, no_sleep, "timeout_s=0.2", f"http_transport={transport}"
+    )
     result = ask(layer)
     assert result.ok and result.requests == 2
     assert len(no_sleep.waits) == 1
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_both_http_transports_classify_errors_alike(
+    fake_keys, openai_server, no_sleep, transport: str
+):
+    """A 500 is retried and a 401 fails fast whichever HTTP client the SDK runs on."""
+    openai_server.push(error(500, "boom"), reply(GOOD), error(401, "bad key"))
+    spec = openai_spec(openai_server)
+    setting = f"http_transport={transport}"
+    first = ask(make_layer(spec, None, no_sleep, setting))
+    assert first.ok and first.requests == 2
+    second = ask(make_layer(spec, None, no_sleep, setting, use_cache=False))
+    assert second.status == "failed" and second.error.startswith("auth: HTTP 401")
+    assert len(openai_server.chat_requests()) == 3
 
 
 def test_retries_are_bounded_then_the_call_fails(fake_keys, openai_server, llm_store, no_sleep):

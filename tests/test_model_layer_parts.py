@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -14,13 +15,17 @@ import pytest
 from PIL import Image
 from pydantic import BaseModel
 
+import agents.models.layer as layer_module
+from agents.models import ModelConfig, ModelLayer
 from agents.models.base import GenerationParams, Message, ProviderResponse
-from agents.models.cache import cache_key
+from agents.models.cache import ResponseCache, cache_key
 from agents.models.errors import classify, looks_like_refusal, parse_retry_after
 from agents.models.images import ImageError, image_placeholder, prepare_image, resized
 from agents.models.parsing import extract_json, validate_answer
 from agents.models.pricing import lookup_price, resolve_price
 from agents.models.rate_limit import RateLimiter, TokenBucket, backoff_delay
+from agents.models.trace import StoreWriter
+from data.store import Store
 
 
 class Out(BaseModel):
@@ -300,3 +305,76 @@ def test_validation_failures_say_what_is_wrong_and_never_default():
         ProviderResponse(raw_text="", parsed={"label": "y", "score": 2}), Out
     )
     assert value == Out(label="y", score=2) and problem is None
+
+
+# ----------------------------------------------------------------------------- trace writer
+def _trace_row(n: int) -> dict:
+    return {
+        "call_id": f"call-{n}",
+        "provider": "openai",
+        "model": "m",
+        "status": "ok",
+        "raw_output": "{}",
+        "started_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+
+
+def test_deferred_trace_writer_writes_only_when_its_owner_flushes(tmp_path):
+    """batch_size=None: the generation run's event loop never commits; its flush thread does."""
+    with Store.open(tmp_path / "t.duckdb") as store:
+        writer = StoreWriter(store, ResponseCache(store), set(), batch_size=None, interval_s=0.0)
+        for n in range(100):
+            writer.add(_trace_row(n))
+        assert store.scalar("SELECT count(*) FROM llm_calls") == 0 and writer.pending == 100
+        writer.flush()
+        assert store.scalar("SELECT count(*) FROM llm_calls") == 100 and writer.pending == 0
+
+
+def test_rows_added_while_another_thread_flushes_are_all_written(tmp_path):
+    with Store.open(tmp_path / "t.duckdb") as store:
+        writer = StoreWriter(store, ResponseCache(store), set(), batch_size=None)
+        done = threading.Event()
+
+        def flush_until_done() -> None:
+            while not done.is_set():
+                writer.flush()
+
+        flusher = threading.Thread(target=flush_until_done)
+        flusher.start()
+        for n in range(2000):
+            writer.add(_trace_row(n))
+        done.set()
+        flusher.join()
+        writer.flush()
+        assert store.scalar("SELECT count(DISTINCT call_id) FROM llm_calls") == 2000
+
+
+def test_warm_up_builds_each_bound_client_once_before_any_call(monkeypatch):
+    made: list[str] = []
+    real = layer_module.make_provider
+
+    def counting(spec, settings):
+        made.append(spec.spec)
+        return real(spec, settings)
+
+    monkeypatch.setattr(layer_module, "make_provider", counting)
+    config = ModelConfig.from_args(
+        [
+            "all=openai-compatible:http://127.0.0.1:9/v1#a",
+            "critic=openai-compatible:http://127.0.0.1:9/v1#b",
+        ],
+        [],
+    )
+    layer = ModelLayer(config)
+
+    async def go() -> None:
+        await layer.warm_up(["describer", "explainer", "critic"])
+        assert sorted(made) == [
+            "openai-compatible:http://127.0.0.1:9/v1#a",
+            "openai-compatible:http://127.0.0.1:9/v1#b",
+        ]
+        assert await layer.sees_images("describer") is False
+        assert len(made) == 2  # the call path reuses the warmed client
+        await layer.aclose()
+
+    asyncio.run(go())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -105,6 +106,7 @@ class ResponseCache:
         self._memory: OrderedDict[str, CacheEntry] = OrderedDict()
         self._stored_keys: set[str] | None = None
         self._pending: list[dict[str, Any]] = []
+        self._pending_lock = threading.Lock()  # put() on the event loop, flushes on a thread
 
     def _known_keys(self) -> set[str]:
         if self._stored_keys is None:
@@ -141,17 +143,20 @@ class ResponseCache:
             return
         self._remember(entry)
         if self._store is not None:
-            self._pending.append(asdict(entry) | {"created_at": utcnow()})
+            with self._pending_lock:
+                self._pending.append(asdict(entry) | {"created_at": utcnow()})
             self._known_keys().add(entry.cache_key)
 
     def take_pending(self) -> list[dict[str, Any]]:
         """Rows not yet written (the writer calls this when it flushes)."""
-        rows, self._pending = self._pending, []
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
         return rows
 
     def requeue(self, rows: list[dict[str, Any]]) -> None:
         """Put rows back after a failed write, ahead of newer ones."""
-        self._pending = rows + self._pending
+        with self._pending_lock:
+            self._pending = rows + self._pending
 
     def _remember(self, entry: CacheEntry) -> None:
         self._memory[entry.cache_key] = entry

@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -63,7 +63,7 @@ class ModelLayer:
         use_cache: bool = True,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
-        flush_every: int = 64,
+        flush_every: int | None = 64,
         flush_interval_s: float = 2.0,
     ) -> None:
         self.config = config or ModelConfig()
@@ -354,6 +354,17 @@ class ModelLayer:
             update={"fallback": None, "dialect": None, "api_key_env": None, "base_url": None}
         )
         return RoleBinding.create(binding.settings.fallback, keep)
+
+    async def warm_up(self, roles: Iterable[str]) -> None:
+        """Build the clients of ``roles`` now, in the running loop, instead of at first call.
+
+        A run calls this before its first sample: the SDK imports and client set-up (a local
+        model's load) then happen once, before samples are in flight, not inside the first
+        sample's call while the others wait.
+        """
+        state = self._loop_state()
+        for role in roles:
+            self._provider(state, self.config.for_role(role), role)
 
     async def sees_images(self, role: str) -> bool:
         """Whether the model bound to ``role`` is sent images (prompts must not promise one

@@ -33,6 +33,7 @@ ROLES: tuple[str, ...] = (
 DEFAULT_SPEC = "local:smollm2"
 
 Dialect = Literal["auto", "json_schema", "json_object_schema", "tools", "text"]
+HttpTransport = Literal["aiohttp", "httpx"]
 
 
 class RoleSettings(BaseModel):
@@ -72,6 +73,9 @@ class RoleSettings(BaseModel):
     """Environment variable holding the key; default OPENAI_API_KEY / ANTHROPIC_API_KEY."""
     dialect: Dialect | None = None
     """Structured-output dialect of an OpenAI-style endpoint (see providers/openai_chat.py)."""
+    http_transport: HttpTransport = "aiohttp"
+    """The SDK clients' HTTP transport. aiohttp (the SDKs' own ``DefaultAioHttpClient``) costs
+    about 40 % less CPU per call than httpx's pool at high concurrency; httpx is the fallback."""
     fallback: str | None = None
     """Spec to ask instead when this model refuses (or its content filter stops it)."""
     price_input_per_mtok: float | None = Field(None, ge=0.0)

@@ -106,7 +106,7 @@ class FakeServer:
     # --------------------------------------------------------------- lifecycle
     def start(self) -> FakeServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _LoopbackServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(
@@ -164,6 +164,11 @@ class FakeServer:
     def render(self, action: Action, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         """Turn an action into (status, headers, body bytes) in the provider's wire format."""
         raise NotImplementedError
+
+
+class _LoopbackServer(ThreadingHTTPServer):
+    #: the stdlib's backlog of 5 resets connections when 32 clients connect at once
+    request_queue_size = 256
 
 
 def _make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:

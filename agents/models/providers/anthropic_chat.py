@@ -26,6 +26,7 @@ from agents.models.base import GenerationParams, Message, ProviderError, Provide
 from agents.models.cache import schema_document
 from agents.models.credentials import read_key
 from agents.models.errors import classify, looks_like_refusal
+from agents.models.providers.http import async_http_client
 from agents.models.providers.openai_chat import message_text, schema_name
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
@@ -78,7 +79,7 @@ class AnthropicChatProvider:
             base_url=self.endpoint,
             max_retries=0,
             timeout=settings.timeout_s,
-            http_client=anthropic.DefaultAsyncHttpxClient(timeout=settings.timeout_s),
+            http_client=async_http_client(anthropic, settings),
         )
         # Replaces the cached_property before first use (see the module docstring).
         self._chat.__dict__["_async_client"] = client

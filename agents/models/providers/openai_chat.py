@@ -36,6 +36,7 @@ from agents.models.base import GenerationParams, Message, ProviderError, Provide
 from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
 from agents.models.errors import classify, looks_like_refusal
+from agents.models.providers.http import async_http_client
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
 
@@ -121,7 +122,7 @@ class OpenAIChatProvider:
         self._hosted = hosted
         # Our own client (the SDK's class, on whichever httpx it uses): LangChain's default is
         # shared process-wide, and connections opened in one event loop break in the next.
-        self._http = openai.DefaultAsyncHttpxClient(timeout=settings.timeout_s)
+        self._http = async_http_client(openai, settings)
         self._chat = ChatOpenAI(
             model=spec.model,
             api_key=SecretStr(api_key or NO_KEY_PLACEHOLDER),

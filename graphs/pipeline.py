@@ -40,6 +40,8 @@ from graphs.state import SampleSpec, SampleState
 
 RECURSION_LIMIT = 200
 STAGES_BEFORE_EXPLAINER = ("describer", "context_interpreter")
+#: the roles a generation run asks models (the critic only when its LLM critique is on)
+GENERATION_ROLES = ("describer", "context_interpreter", "explainer", "qa_writer", "critic")
 
 
 class StageRecorder(Protocol):

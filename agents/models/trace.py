@@ -10,12 +10,16 @@ server echoed one back.
 DuckDB pays a commit per INSERT (milliseconds), so rows are buffered and written in batches:
 when ``batch_size`` rows are waiting, when ``interval_s`` has passed since the last write, and on
 :meth:`StoreWriter.flush` (the layer flushes on close). A crash loses at most the buffered rows;
-``batch_size=1`` writes every row at once for those who want that instead.
+``batch_size=1`` writes every row at once for those who want that instead. With
+``batch_size=None`` nothing is written until the owner calls :meth:`StoreWriter.flush`: the
+generation run does that from a worker thread on its timer, so the event loop never waits for a
+commit (or for the store's lock while another thread commits).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,7 +55,10 @@ REDACTED_FIELDS = ("raw_output", "parsed_json", "error", "messages_json", "param
 
 
 class StoreWriter:
-    """Buffers ``llm_calls`` rows and the cache's new entries; writes both in one transaction."""
+    """Buffers ``llm_calls`` rows and the cache's new entries; writes both in one transaction.
+
+    Thread-safe: rows are added from the event loop while a worker thread may be flushing.
+    """
 
     def __init__(
         self,
@@ -59,17 +66,18 @@ class StoreWriter:
         cache: ResponseCache,
         secrets: set[str],
         *,
-        batch_size: int = 64,
+        batch_size: int | None = 64,
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.cache = cache
         self.secrets = secrets
-        self.batch_size = max(1, batch_size)
+        self.batch_size = None if batch_size is None else max(1, batch_size)
         self.interval_s = interval_s
         self._clock = clock
         self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
         self._last_flush = clock()
 
     def add(self, row: dict[str, Any]) -> None:
@@ -80,11 +88,13 @@ class StoreWriter:
             value = row.get(name)
             if isinstance(value, str):
                 row[name] = redact(value, self.secrets)
-        self._rows.append(row)
-        if (
-            len(self._rows) >= self.batch_size
-            or self._clock() - self._last_flush >= self.interval_s
-        ):
+        with self._lock:
+            self._rows.append(row)
+            due = self.batch_size is not None and (
+                len(self._rows) >= self.batch_size
+                or self._clock() - self._last_flush >= self.interval_s
+            )
+        if due:
             self.flush()
 
     @property
@@ -100,7 +110,8 @@ class StoreWriter:
         for row in cache_rows:
             for name in ("raw_output", "parsed_json"):
                 row[name] = redact(row[name], self.secrets)
-        rows, self._rows = self._rows, []
+        with self._lock:
+            rows, self._rows = self._rows, []
         if not rows and not cache_rows:
             return
         try:
@@ -110,6 +121,7 @@ class StoreWriter:
                 if rows:
                     self.store.insert("llm_calls", rows, on_conflict="ignore")
         except BaseException:
-            self._rows = rows + self._rows
+            with self._lock:
+                self._rows = rows + self._rows
             self.cache.requeue(cache_rows)
             raise

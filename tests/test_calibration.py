@@ -3,6 +3,7 @@ path on scripted judges with known scores, and the offline metric's measured agr
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,7 @@ from evaluators.embedding_judge import (
     colour_conflicts,
     load_fit,
     stated_verdict,
+    untie,
     verdict_conflict,
 )
 from evaluators.judge_cli import app
@@ -229,6 +231,13 @@ def test_metric_text_features() -> None:
     assert colour_conflicts(ref, "A white bra, a white thong.") == 0
 
 
+def test_untie_keeps_order_within_half_a_point() -> None:
+    knots = [20.0, 90.0, 90.0, 90.0, 100.0]
+    spread = untie(knots)
+    assert all(b > a for a, b in itertools.pairwise(spread))
+    assert max(abs(a - b) for a, b in zip(spread, knots, strict=True)) <= 0.5
+
+
 @needs_dev
 def test_shipped_fit_matches_the_dev_set() -> None:
     fit = load_fit()
@@ -236,11 +245,11 @@ def test_shipped_fit_matches_the_dev_set() -> None:
     assert fit.n_fit == 64 and set(fit.criteria) == set(CRITERIA)
 
 
-#: Measured with the shipped fit on the 56 held-out pairs (see the README): accuracy 0.490,
-#: preciseness 0.459, comprehensiveness 0.381, fluency 0.338; plain cosine reaches 0.512 for
+#: Measured with the shipped fit on the 56 held-out pairs (see the README): accuracy 0.501,
+#: preciseness 0.467, comprehensiveness 0.411, fluency 0.366; plain cosine reaches 0.512 for
 #: accuracy on the same pairs. The target of 0.6 is not reached.
-MEASURED_HELD_OUT = {"accuracy": 0.490, "preciseness": 0.459, "comprehensiveness": 0.381,
-                     "fluency": 0.338}  # fmt: skip
+MEASURED_HELD_OUT = {"accuracy": 0.501, "preciseness": 0.467, "comprehensiveness": 0.411,
+                     "fluency": 0.366}  # fmt: skip
 
 
 @needs_dev

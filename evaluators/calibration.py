@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
-from scipy import stats
 
 from agents.judge import Judge, Judgment, MEQItem, judge_repeated, summarize_repeats
 from agents.judge_schemas import MEQ_CRITERIA
@@ -117,6 +116,8 @@ def criterion_stats(judge: Sequence[float], reference: Sequence[float]) -> Crite
         )  # fmt: skip
     rho = tau = (math.nan, math.nan)
     if n >= 3 and len(set(judge)) > 1 and len(set(reference)) > 1:
+        from scipy import stats  # half a second to import: only when scores are compared
+
         rho = tuple(stats.spearmanr(judge, reference))
         tau = tuple(stats.kendalltau(judge, reference))
     return CriterionStats(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 
 from data.runs_cli import compact_roles, export_command, runs_command, traces_command
 
+REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -226,3 +229,16 @@ def test_a_locked_database_names_its_holder(db: Path) -> None:
         assert "is in use by" in result.output and "Traceback" not in result.output
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_the_cli_starts_without_importing_the_heavy_libraries() -> None:
+    """`icm --help` stays quick: SDKs, torch and scipy load only in the commands that use them."""
+    code = (
+        "import sys, graphs.cli; "
+        "print(sorted(m for m in ('openai', 'anthropic', 'torch', 'transformers', 'scipy', "
+        "'langchain_openai', 'sentence_transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,22 +21,15 @@ import httpx
 
 from agents.models.base import ErrorKind, ProviderError
 
-try:  # both SDKs are dependencies; guarded so a broken install still classifies the other
-    import openai
-except ImportError:  # pragma: no cover
-    openai = None  # type: ignore[assignment]
-try:
-    import anthropic
-except ImportError:  # pragma: no cover
-    anthropic = None  # type: ignore[assignment]
-try:  # openai and anthropic ship on httpx2, a fork with its own exception classes
-    import httpx2
-except ImportError:  # pragma: no cover
-    httpx2 = None  # type: ignore[assignment]
-try:
-    from langchain_core.exceptions import ModelRefusalError
-except ImportError:  # pragma: no cover
-    ModelRefusalError = ()  # type: ignore[assignment,misc]
+
+def _loaded(name: str) -> Any:
+    """The module if something already imported it, else None.
+
+    An exception can only be an SDK's if that SDK was imported, so classification looks the
+    SDKs up here instead of importing them: importing openai and anthropic costs over a second,
+    which every ``icm`` command (``--help`` included) would otherwise pay.
+    """
+    return sys.modules.get(name)
 
 
 def parse_retry_after(
@@ -92,39 +86,41 @@ def provider_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+def _with_loaded(
+    base: tuple[type[BaseException], ...], *names: tuple[str, str]
+) -> tuple[type[BaseException], ...]:
+    """``base`` plus each (module, class) of ``names`` whose module is loaded."""
+    extra = (getattr(_loaded(module), cls, None) for module, cls in names)
+    return (*base, *(t for t in extra if t is not None))
+
+
 def _timeout_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [httpx.TimeoutException, asyncio.TimeoutError, TimeoutError]
-    if httpx2 is not None:
-        types.append(httpx2.TimeoutException)
-    if openai is not None:
-        types.append(openai.APITimeoutError)
-    if anthropic is not None:
-        types.append(anthropic.APITimeoutError)
-    return tuple(types)
+    return _with_loaded(
+        (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError),
+        ("httpx2", "TimeoutException"),  # the SDKs ship on httpx2, a fork with its own classes
+        ("openai", "APITimeoutError"),
+        ("anthropic", "APITimeoutError"),
+    )
 
 
 def _connection_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [httpx.TransportError, ConnectionError]
-    if httpx2 is not None:
-        types.append(httpx2.TransportError)
-    if openai is not None:
-        types.append(openai.APIConnectionError)
-    if anthropic is not None:
-        types.append(anthropic.APIConnectionError)
-    return tuple(types)
-
-
-_TIMEOUTS = _timeout_types()
-_CONNECTIONS = _connection_types()
+    return _with_loaded(
+        (httpx.TransportError, ConnectionError),
+        ("httpx2", "TransportError"),
+        ("openai", "APIConnectionError"),
+        ("anthropic", "APIConnectionError"),
+    )
 
 
 def classify(exc: BaseException) -> ProviderError:
     """Map an exception from an SDK, LangChain or httpx to a classified :class:`ProviderError`."""
     if isinstance(exc, ProviderError):
         return exc
-    if ModelRefusalError and isinstance(exc, ModelRefusalError):
+    refusal = getattr(_loaded("langchain_core.exceptions"), "ModelRefusalError", None)
+    if refusal is not None and isinstance(exc, refusal):
         return ProviderError("refused", str(exc) or "the model refused")
-    if openai is not None and isinstance(exc, openai.ContentFilterFinishReasonError):
+    content_filter = getattr(_loaded("openai"), "ContentFilterFinishReasonError", None)
+    if content_filter is not None and isinstance(exc, content_filter):
         return ProviderError("refused", "the provider's content filter stopped the answer")
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)  # httpx or httpx2 (the SDKs' fork) response
@@ -139,9 +135,9 @@ def classify(exc: BaseException) -> ProviderError:
             status_code=status,
             retry_after=parse_retry_after(headers) if status in (429, 503, 529) else None,
         )
-    if isinstance(exc, _TIMEOUTS):
+    if isinstance(exc, _timeout_types()):
         return ProviderError("timeout", f"request timed out ({type(exc).__name__})")
-    if isinstance(exc, _CONNECTIONS):
+    if isinstance(exc, _connection_types()):
         return ProviderError("connection", f"connection failed: {exc}")
     return ProviderError("bad_request", f"{type(exc).__name__}: {exc}")
 

@@ -186,7 +186,6 @@ def calibrate_command(
     async def work(j: Judge) -> CalibrationReport:
         config = {"set": str(set_path), "split": split.value, "limit": limit, "repeats": repeats,
                   "judge_settings": judge_setting}  # fmt: skip
-        start_run(store, run_id, kind="calibrate", judge_spec=j.spec, config=config)
 
         async def body() -> CalibrationReport:
             with _progress(n_items * repeats, f"calibrate {j.spec}") as progress:
@@ -200,15 +199,40 @@ def calibrate_command(
             record_report(store, run_id, report)
             return report
 
-        return await _async_guarded(store, run_id, body)
+        return await _recorded(store, run_id, "calibrate", j, config, body)
 
-    with store:
-        report = asyncio.run(_with_judge(store, run_id, judge, judge_setting, not no_cache, work))
+    report = _run_with_judge(store, run_id, judge, judge_setting, no_cache, work)
     _warn(report.warnings)
     if json_:
         typer.echo(report_json(report))
         return
     _print_calibration(report, run_id)
+
+
+def _run_with_judge(
+    store: Store,
+    run_id: str,
+    spec: str,
+    settings: list[str],
+    no_cache: bool,
+    work: Callable[[Judge], Awaitable[T]],
+) -> T:
+    """Run a judge command's ``work`` in its own event loop, closing the store afterwards."""
+    with store:
+        return asyncio.run(_with_judge(store, run_id, spec, settings, not no_cache, work))
+
+
+async def _recorded(
+    store: Store,
+    run_id: str,
+    kind: str,
+    judge: Judge,
+    config: dict[str, Any],
+    body: Callable[[], Awaitable[T]],
+) -> T:
+    """Record the run (kind, judge, config), then run ``body`` marking the run failed on error."""
+    start_run(store, run_id, kind=kind, judge_spec=judge.spec, config=config)
+    return await _async_guarded(store, run_id, body)
 
 
 async def _async_guarded(store: Store, run_id: str, body: Callable[[], Awaitable[T]]) -> T:
@@ -300,7 +324,6 @@ def score_command(
         config = {"judged_run": run, "rubric": rubric.value, "reference": str(reference or ""),
                   "limit": limit, "repeats": repeats, "judge_settings": judge_setting,
                   "warnings": warnings}  # fmt: skip
-        start_run(store, run_id, kind="judge", judge_spec=j.spec, config=config)
 
         async def body() -> ScoreReport:
             with _progress(len(items) * repeats, f"judge {j.spec}") as progress:
@@ -316,10 +339,9 @@ def score_command(
             record_report(store, run_id, report)
             return report
 
-        return await _async_guarded(store, run_id, body)
+        return await _recorded(store, run_id, "judge", j, config, body)
 
-    with store:
-        report = asyncio.run(_with_judge(store, run_id, judge, judge_setting, not no_cache, work))
+    report = _run_with_judge(store, run_id, judge, judge_setting, no_cache, work)
     if json_:
         typer.echo(_json(report))
         return
@@ -370,7 +392,6 @@ def pairwise_command(
         _warn(warnings)
         config = {"run_a": run_a, "run_b": run_b, "limit": limit, "repeats": repeats,
                   "judge_settings": judge_setting, "warnings": warnings}  # fmt: skip
-        start_run(store, run_id, kind="pairwise", judge_spec=j.spec, config=config)
 
         async def body() -> PairwiseReport:
             outcomes = await judge_pairs(j, items, repeats)
@@ -380,10 +401,9 @@ def pairwise_command(
             record_report(store, run_id, report)
             return report
 
-        return await _async_guarded(store, run_id, body)
+        return await _recorded(store, run_id, "pairwise", j, config, body)
 
-    with store:
-        report = asyncio.run(_with_judge(store, run_id, judge, judge_setting, not no_cache, work))
+    report = _run_with_judge(store, run_id, judge, judge_setting, no_cache, work)
     if json_:
         typer.echo(_json(report))
         return

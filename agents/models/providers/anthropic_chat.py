@@ -19,15 +19,20 @@ from typing import Any
 
 import anthropic
 from langchain_anthropic import ChatAnthropic
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage
 from pydantic import BaseModel, SecretStr
 
 from agents.models.base import GenerationParams, Message, ProviderError, ProviderResponse
 from agents.models.cache import schema_document
 from agents.models.credentials import read_key
-from agents.models.errors import classify, looks_like_refusal
+from agents.models.errors import classify
 from agents.models.providers.http import async_http_client
-from agents.models.providers.openai_chat import message_text, schema_name
+from agents.models.providers.openai_chat import (
+    langchain_response,
+    message_text,
+    schema_name,
+    to_langchain,
+)
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
 
@@ -38,23 +43,6 @@ def image_block(data: bytes, media_type: str) -> dict[str, Any]:
     """Anthropic's image content block: base64 source with its media type."""
     source = {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode()}
     return {"type": "image", "source": source}
-
-
-def to_langchain(messages: list[Message]) -> list[BaseMessage]:
-    """Our messages as LangChain messages; images come before the text, as Anthropic advises."""
-    out: list[BaseMessage] = []
-    for m in messages:
-        if m.role == "system":
-            out.append(SystemMessage(content=m.text))
-        elif m.role == "assistant":
-            out.append(AIMessage(content=m.text))
-        elif m.images:
-            blocks: list[Any] = [image_block(i.data, i.media_type) for i in m.images]
-            blocks.append({"type": "text", "text": m.text})
-            out.append(HumanMessage(content=blocks))
-        else:
-            out.append(HumanMessage(content=m.text))
-    return out
 
 
 class AnthropicChatProvider:
@@ -120,8 +108,9 @@ class AnthropicChatProvider:
             kwargs["top_p"] = params.top_p
         if timeout is not None:
             kwargs["timeout"] = timeout
+        messages_in = to_langchain(messages, image_block=image_block, images_first=True)
         try:
-            answer = await self._chat.ainvoke(to_langchain(messages), **kwargs)
+            answer = await self._chat.ainvoke(messages_in, **kwargs)
         except Exception as exc:
             raise classify(exc) from exc
         return self._response(answer)
@@ -129,7 +118,6 @@ class AnthropicChatProvider:
     def _response(self, answer: AIMessage) -> ProviderResponse:
         meta = answer.response_metadata or {}
         stop_reason = meta.get("stop_reason")
-        usage = answer.usage_metadata or {}
         text = message_text(answer)
         if stop_reason == "refusal":
             raise ProviderError("refused", "the model refused (stop_reason=refusal)", raw_text=text)
@@ -137,16 +125,7 @@ class AnthropicChatProvider:
         if answer.tool_calls:
             parsed = answer.tool_calls[0]["args"]
             text = json.dumps(parsed, ensure_ascii=False)
-        elif looks_like_refusal(text):
-            raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
-        return ProviderResponse(
-            raw_text=text,
-            parsed=parsed,
-            input_tokens=usage.get("input_tokens"),
-            output_tokens=usage.get("output_tokens"),
-            finish_reason=stop_reason,
-            extra={"dialect": "tools"},
-        )
+        return langchain_response(answer, text, parsed, stop_reason, "tools")
 
 
 def make_anthropic_provider(spec: ModelSpec, settings: RoleSettings) -> AnthropicChatProvider:

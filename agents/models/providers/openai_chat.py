@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -75,8 +76,18 @@ def image_block(data: bytes, media_type: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{encoded}"}}
 
 
-def to_langchain(messages: list[Message], instruction: str | None = None) -> list[BaseMessage]:
-    """Our messages as LangChain messages; ``instruction`` is appended to the system message."""
+def to_langchain(
+    messages: list[Message],
+    instruction: str | None = None,
+    *,
+    image_block: Callable[[bytes, str], dict[str, Any]] = image_block,
+    images_first: bool = False,
+) -> list[BaseMessage]:
+    """Our messages as LangChain messages; ``instruction`` is appended to the system message.
+
+    ``image_block`` builds the provider's image content block; ``images_first`` puts a user
+    message's images before its text (as Anthropic advises) instead of after it.
+    """
     out: list[BaseMessage] = []
     for m in messages:
         if m.role == "system":
@@ -84,9 +95,9 @@ def to_langchain(messages: list[Message], instruction: str | None = None) -> lis
         elif m.role == "assistant":
             out.append(AIMessage(content=m.text))
         elif m.images:
-            blocks: list[Any] = [{"type": "text", "text": m.text}]
-            blocks += [image_block(i.data, i.media_type) for i in m.images]
-            out.append(HumanMessage(content=blocks))
+            images = [image_block(i.data, i.media_type) for i in m.images]
+            text: list[Any] = [{"type": "text", "text": m.text}]
+            out.append(HumanMessage(content=images + text if images_first else text + images))
         else:
             out.append(HumanMessage(content=m.text))
     if instruction:
@@ -102,6 +113,28 @@ def message_text(message: AIMessage) -> str:
     if isinstance(message.content, str):
         return message.content
     return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in message.content)
+
+
+def langchain_response(
+    answer: AIMessage,
+    text: str,
+    parsed: dict[str, Any] | None,
+    finish_reason: str | None,
+    dialect: str,
+) -> ProviderResponse:
+    """The layer's response from a LangChain answer whose provider-specific refusals were
+    handled; prose that reads as a refusal where an object was due is a refusal too."""
+    if parsed is None and looks_like_refusal(text):
+        raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
+    usage = answer.usage_metadata or {}
+    return ProviderResponse(
+        raw_text=text,
+        parsed=parsed,
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        finish_reason=finish_reason,
+        extra={"dialect": dialect},
+    )
 
 
 class OpenAIChatProvider:
@@ -234,7 +267,6 @@ class OpenAIChatProvider:
     def _response(self, answer: AIMessage, dialect: str) -> ProviderResponse:
         meta = answer.response_metadata or {}
         finish = meta.get("finish_reason")
-        usage = answer.usage_metadata or {}
         text = message_text(answer)
         refusal = answer.additional_kwargs.get("refusal")
         if refusal:
@@ -247,16 +279,7 @@ class OpenAIChatProvider:
             text = json.dumps(parsed, ensure_ascii=False)
         elif dialect == "tools" and answer.invalid_tool_calls:
             text = answer.invalid_tool_calls[0].get("args") or ""
-        if looks_like_refusal(text):
-            raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
-        return ProviderResponse(
-            raw_text=text,
-            parsed=parsed,
-            input_tokens=usage.get("input_tokens"),
-            output_tokens=usage.get("output_tokens"),
-            finish_reason=finish,
-            extra={"dialect": dialect},
-        )
+        return langchain_response(answer, text, parsed, finish, dialect)
 
 
 def make_openai_provider(spec: ModelSpec, settings: RoleSettings) -> OpenAIChatProvider:

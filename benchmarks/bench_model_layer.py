@@ -3,8 +3,9 @@
 Three variants run interleaved in one process, against the same loopback server, so machine
 noise hits them alike:
 
-- ``raw_sdk``: ``AsyncOpenAI.chat.completions.create`` with the same ``json_schema``
-  response format, then ``json.loads`` + pydantic validation (what any caller must do);
+- ``raw_sdk``: ``AsyncOpenAI.chat.completions.create`` on the layer's HTTP client (aiohttp)
+  with the same ``json_schema`` response format, then ``json.loads`` + pydantic validation
+  (what any caller must do);
 - ``layer``: ``ModelLayer.call`` with the cache off (ChatOpenAI, pacing, retry loop, validation,
   trace rows batched into a DuckDB store);
 - ``layer_cache_hit``: ``ModelLayer.call`` answered from the cache (no request at all).
@@ -72,7 +73,10 @@ async def run(calls: int, warmup: int, base_url: str, db_path: Path) -> dict[str
         "type": "json_schema",
         "json_schema": {"name": "Finding", "schema": schema, "strict": False},
     }
-    raw_client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0)
+    # The same HTTP client as the layer's default (aiohttp), so the difference is the layer.
+    raw_client = openai.AsyncOpenAI(
+        api_key=KEY, base_url=base_url, max_retries=0, http_client=openai.DefaultAioHttpClient()
+    )
     raw_messages = [{"role": "system", "content": MESSAGES[0].text}]
     raw_messages.append({"role": "user", "content": MESSAGES[1].text})
 
@@ -111,8 +115,8 @@ async def run(calls: int, warmup: int, base_url: str, db_path: Path) -> dict[str
             elapsed = (time.perf_counter() - start) * 1000.0
             if i >= warmup:
                 times[name].append(elapsed)
-    uncached.close()
-    cached.close()
+    await uncached.aclose()
+    await cached.aclose()
     trace_rows = store.scalar("SELECT count(*) FROM llm_calls")
     store.close()
     await raw_client.close()

@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agents.models.base import ImageInput
+from agents.models.base import ImageInput, ProviderError
 from agents.models.images import prepare_image
 from agents.models.layer import ModelLayer
 from agents.models.settings import ModelConfig
@@ -432,7 +432,10 @@ class GenerationRun:
             )
             graph = build_graph(deps)
             roles = [r for r in GENERATION_ROLES if r != "critic" or config.llm_critic]
-            await layer.warm_up(roles)
+            try:
+                await layer.warm_up(roles)
+            except ProviderError as exc:
+                raise RunConfigError(f"cannot start a model: {exc.message}") from exc
             # Everything built so far (imported libraries, clients, the graph) lives as long as
             # the run: keeping it out of the collector's scans saves a ~0.1 s full collection
             # every few hundred samples, a pause for every sample in flight.

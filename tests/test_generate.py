@@ -22,7 +22,7 @@ from data.export import export_run
 from data.policy import load_policy
 from data.store import Store
 from graphs.config import load_config
-from graphs.runner import GenerationRun
+from graphs.runner import GenerationRun, RunConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ["upper_normal", "middle_leg", "upper_bust", "whole_normal", "lower_hips", "tongue"]
@@ -324,3 +324,18 @@ def test_describer_is_told_whether_it_sees_the_image(tmp_path, server, send_imag
     assert has_image_block is send_images
     assert ("Describe the attached image." in text) is send_images
     assert ("You cannot see the image" in text) is (not send_images)
+
+
+def test_a_model_that_cannot_start_stops_the_run_before_any_sample(tmp_path: Path) -> None:
+    """A bad binding fails once, naming the role and spec, instead of failing every sample."""
+    options = {
+        "manifest": make_manifest(tmp_path / "in"),
+        "db": tmp_path / "icm.duckdb",
+        "roles": {"all": "openai-compatible:http://127.0.0.1:9/v1#m", "critic": "hf:/no/model"},
+        "perception": False,
+    }
+    with pytest.raises(RunConfigError, match=r"role critic: hf:/no/model: no config.json"):
+        asyncio.run(GenerationRun(load_config(None, options)).run())
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        assert store.scalar("SELECT count(*) FROM llm_calls") == 0
+        assert store.scalar("SELECT status FROM runs") == "interrupted"

@@ -361,10 +361,21 @@ class ModelLayer:
         A run calls this before its first sample: the SDK imports and client set-up (a local
         model's load) then happen once, before samples are in flight, not inside the first
         sample's call while the others wait.
+
+        Raises:
+            ProviderError: a client cannot be built (a model folder without weights, say); the
+                message names the role and its spec.
         """
         state = self._loop_state()
         for role in roles:
-            self._provider(state, self.config.for_role(role), role)
+            binding = self.config.for_role(role)
+            try:
+                self._provider(state, binding, role)
+            except Exception as exc:
+                if isinstance(exc, ProviderError):  # its message names the spec already
+                    raise ProviderError(exc.kind, f"role {role}: {exc.message}") from exc
+                why = f"{binding.spec.spec}: {type(exc).__name__}: {exc}"
+                raise ProviderError("bad_request", f"role {role}: {why}") from exc
 
     async def sees_images(self, role: str) -> bool:
         """Whether the model bound to ``role`` is sent images (prompts must not promise one

@@ -431,11 +431,8 @@ class GenerationRun:
                 lengths=LENGTH_PROFILES[config.text_length],
             )
             graph = build_graph(deps)
-            roles = [r for r in GENERATION_ROLES if r != "critic" or config.llm_critic]
-            try:
-                await layer.warm_up(roles)
-            except ProviderError as exc:
-                raise RunConfigError(f"cannot start a model: {exc.message}") from exc
+            if todo:  # a finished run re-run does not load its models
+                await self._warm_up(layer, len(todo))
             # Everything built so far (imported libraries, clients, the graph) lives as long as
             # the run: keeping it out of the collector's scans saves a ~0.1 s full collection
             # every few hundred samples, a pause for every sample in flight.
@@ -475,6 +472,16 @@ class GenerationRun:
                     await layer.aclose()
                 layer.close()
             store.close()
+
+    async def _warm_up(self, layer: ModelLayer, n_todo: int) -> None:
+        """Build every role's client (load local models) before the first sample starts."""
+        config = self.config
+        roles = [r for r in GENERATION_ROLES if r != "critic" or config.llm_critic]
+        try:
+            with self.console.status(f"starting models for {n_todo} samples", spinner="dots"):
+                await layer.warm_up(roles)
+        except ProviderError as exc:
+            raise RunConfigError(f"cannot start a model: {exc.message}") from exc
 
     async def _flush_periodically(self, writer: BatchWriter, layer: ModelLayer) -> None:
         """Commit queued stage results, outcomes and traces every ``FLUSH_INTERVAL_S``."""

@@ -316,24 +316,20 @@ class GenerationRun:
             out = {**out, "reasons": [*out.get("reasons", []), "graph ended without a verdict"]}
         now = utcnow()
         attempts = sum((out.get("attempts") or {}).values())
-        writer.execute("DELETE FROM explanations WHERE sample_id = ?", [sample.sample_id])
-        writer.execute("DELETE FROM qa_items WHERE sample_id = ?", [sample.sample_id])
-        writer.execute(
-            "UPDATE samples SET status = ?, reasons_json = ?, description = ?, context = ?, "
-            "category = ?, category_source = ?, attempts = ?, updated_at = ? "
-            "WHERE sample_id = ?",
-            [
-                status,
-                to_json(out.get("reasons") or []),
-                out.get("description"),
-                out.get("context"),
-                out.get("category"),
-                out.get("category_source"),
-                attempts,
-                now,
-                sample.sample_id,
-            ],
-        )
+        writer.delete("explanations", "sample_id", sample.sample_id)
+        writer.delete("qa_items", "sample_id", sample.sample_id)
+        outcome = {
+            "sample_id": sample.sample_id,
+            "status": status,
+            "reasons_json": to_json(out.get("reasons") or []),
+            "description": out.get("description"),
+            "context": out.get("context"),
+            "category": out.get("category"),
+            "category_source": out.get("category_source"),
+            "attempts": attempts,
+            "updated_at": now,
+        }
+        writer.update("samples", "sample_id", outcome)
         if status != "accepted":
             return status
         writer.add(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,7 @@ from data.store import (
     StoreVersionError,
     utcnow,
 )
+from data.store.batch import BatchWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,3 +252,57 @@ def test_open_waits_for_a_brief_holder(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+# ----------------------------------------------------------------------------- batched writer
+def _sample_row(n: int, status: str = "pending") -> dict:
+    now = datetime(2026, 1, 1)
+    return {
+        "sample_id": f"s{n}", "run_id": "r", "policy_name": "p", "status": status,
+        "attempts": 0, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+
+
+def test_batch_writer_orders_deletes_updates_inserts_in_one_commit(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "b.duckdb") as store:
+        store.insert("samples", [_sample_row(n) for n in range(3)])
+        writer = BatchWriter(store)
+        writer.update("samples", "sample_id", {"sample_id": "s0", "status": "rejected"})
+        writer.update("samples", "sample_id", {"sample_id": "s0", "status": "accepted"})  # wins
+        writer.update("samples", "sample_id", {"sample_id": "s1", "status": "failed",
+                                               "reasons_json": '["boom"]'})  # fmt: skip
+        writer.update("samples", "sample_id", {"sample_id": "nope", "status": "failed"})
+        writer.delete("samples", "sample_id", "s2")
+        writer.add("samples", [_sample_row(2, "accepted")])  # re-inserted after the delete
+        assert writer.pending == 5  # s0's second update replaced its first
+        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 3
+        assert writer.flush() == 5 and writer.pending == 0
+        rows = {r["sample_id"]: r for r in store.rows("SELECT * FROM samples")}
+        assert {k: r["status"] for k, r in rows.items()} == {
+            "s0": "accepted", "s1": "failed", "s2": "accepted"
+        }  # fmt: skip
+        assert rows["s1"]["reasons_json"] == '["boom"]' and rows["s0"]["reasons_json"] is None
+        assert writer.flush() == 0
+
+
+def test_batch_writer_keyed_rows_replace_earlier_ones_in_queue_order(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "b.duckdb") as store:
+        writer = BatchWriter(store)
+        for n in range(2000):  # queueing stays O(1) per row
+            writer.add("samples", [_sample_row(n % 500)], on_conflict="replace", key="sample_id")
+        writer.add("samples", [_sample_row(7, "accepted")], on_conflict="replace", key="sample_id")
+        assert writer.pending == 500
+        writer.flush()
+        assert store.scalar("SELECT count(*) FROM samples") == 500
+        assert store.scalar("SELECT status FROM samples WHERE sample_id = 's7'") == "accepted"
+
+
+def test_a_failed_flush_rolls_back_everything(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "b.duckdb") as store:
+        writer = BatchWriter(store)
+        writer.add("samples", [_sample_row(1)])
+        writer.add("samples", [_sample_row(1)])  # duplicate key: the insert fails
+        writer.delete("samples", "sample_id", "s9")
+        with pytest.raises(Exception, match=r"(?i)duplicate|constraint"):
+            writer.flush()
+        assert store.scalar("SELECT count(*) FROM samples") == 0

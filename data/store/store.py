@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -257,13 +257,42 @@ class Store:
         verb = {"error": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[
             on_conflict
         ]
-        with self._lock:
-            self._conn.register("_icm_batch", frame)
-            try:
-                self._conn.execute(f'{verb} INTO "{table}" BY NAME SELECT * FROM _icm_batch')
-            finally:
-                self._conn.unregister("_icm_batch")
+        with self._lock, self._registered("_icm_batch", frame):
+            self._conn.execute(f'{verb} INTO "{table}" BY NAME SELECT * FROM _icm_batch')
         return len(frame)
+
+    def update_by_key(
+        self, table: str, key: str, rows: pd.DataFrame | Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Set the other columns of ``rows`` on the rows whose ``key`` matches, in one statement.
+
+        Rows of the table that no given row matches are untouched; given rows that match nothing
+        are ignored. Returns how many rows were offered.
+        """
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+        if frame.empty:
+            return 0
+        for name in (table, key, *frame.columns):
+            self._check_table(name)  # identifiers only: they are spliced into the SQL
+        columns = [c for c in frame.columns if c != key]
+        assignments = ", ".join(f'"{c}" = u."{c}"' for c in columns)
+        with self._lock, self._registered("_icm_update", frame):
+            self._conn.execute(
+                f'UPDATE "{table}" SET {assignments} FROM _icm_update AS u '
+                f'WHERE "{table}"."{key}" = u."{key}"'
+            )
+        return len(frame)
+
+    def delete_where_in(self, table: str, column: str, values: Sequence[Any]) -> None:
+        """Delete the rows whose ``column`` is one of ``values``, in one statement."""
+        if not values:
+            return
+        self._check_table(table)
+        self._check_table(column)
+        with self._lock:
+            self._conn.execute(
+                f'DELETE FROM "{table}" WHERE "{column}" IN (SELECT unnest(?))', [list(values)]
+            )
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
         """Run one statement that writes (an UPDATE, say)."""
@@ -283,6 +312,22 @@ class Store:
             else:
                 self._conn.execute("COMMIT")
 
+    @contextmanager
+    def _registered(self, name: str, frame: pd.DataFrame) -> Iterator[None]:
+        """``frame`` visible to SQL as ``name`` inside the block.
+
+        After a failed statement inside a transaction DuckDB refuses everything until ROLLBACK,
+        unregistering included: that refusal must not replace the error that explains it.
+        """
+        self._conn.register(name, frame)
+        try:
+            yield
+        except BaseException:
+            with suppress(duckdb.Error):
+                self._conn.unregister(name)
+            raise
+        self._conn.unregister(name)
+
     def _check_table(self, table: str) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", table):
-            raise StoreError(f"not a table name: {table!r}")
+            raise StoreError(f"not a table or column name: {table!r}")

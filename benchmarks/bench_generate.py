@@ -11,6 +11,10 @@ figure is reported too), and the ideal for that concurrency from the calls the r
 Sequential calls are those on a sample's critical path: the explainer's calls for several rule
 variants run in parallel, so they count once. Efficiency = measured / ideal.
 
+``CPU ms/call`` is the CPU time the run's process (and, second, the fake server's) spent per
+model call: one process saturates where calls per second times that figure reaches one second,
+so it says where a level's shortfall comes from.
+
 Run from the repository root::
 
     python benchmarks/bench_generate.py [--latency-ms 50] [--samples 96] [--levels 1,8,32]
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,9 +58,18 @@ def make_inputs(folder: Path, n: int) -> Path:
     return manifest
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def fake_server(latency_s: float) -> Iterator[str]:
-    """Start ``tests/fakes/serve.py`` and yield its base URL."""
+def fake_server(latency_s: float) -> Iterator[tuple[str, int]]:
+    """Start ``tests/fakes/serve.py``; yield its base URL and process id."""
     command = [sys.executable, str(ROOT / "tests" / "fakes" / "serve.py")]
     command += ["--latency-ms", str(latency_s * 1000)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -63,14 +77,14 @@ def fake_server(latency_s: float) -> Iterator[str]:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("READY "):
             raise RuntimeError(f"fake server did not start: {line!r}")
-        yield line.split()[1]
+        yield line.split()[1], proc.pid
     finally:
         proc.kill()
         proc.wait()
 
 
 def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as base_url:
+    with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as (base_url, server_pid):
         db = Path(tmp) / "bench.duckdb"
         config = load_config(
             None,
@@ -86,8 +100,10 @@ def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> d
             },
         )
         start, cpu_start = time.perf_counter(), time.process_time()
+        server_start = process_cpu_s(server_pid)
         summary = asyncio.run(GenerationRun(config).run())
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        server_end = process_cpu_s(server_pid)
         with Store.open(db, read_only=True) as store:
             calls = store.scalar("SELECT count(*) FROM llm_calls")
             explainer = store.scalar("SELECT count(*) FROM llm_calls WHERE role = 'explainer'")
@@ -111,6 +127,11 @@ def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> d
         "ideal_samples_per_min": round(ideal, 1),
         "efficiency": round(measured / ideal, 3),
         "cpu_ms_per_call": round(cpu * 1000 / calls, 2),
+        "server_cpu_ms_per_call": (
+            round((server_end - server_start) * 1000 / calls, 2)
+            if server_start is not None and server_end is not None
+            else None
+        ),
     }
 
 
@@ -140,13 +161,14 @@ def main() -> None:
     print(f"\nlatency {args.latency_ms:.0f} ms per call, rules {args.rules}, cache off")
     print(
         "concurrency | samples | seq. calls/sample | samples/min | ideal | efficiency | wall"
-        " | CPU ms/call"
+        " | CPU ms/call (run, fake server)"
     )
     for r in results:
         print(
             f"{r['concurrency']} | {r['samples']} | {r['sequential_calls_per_sample']} | "
             f"{r['samples_per_min']} | {r['ideal_samples_per_min']} | {r['efficiency']:.0%} | "
-            f"{r['samples_per_min_wall']}/min | {r['cpu_ms_per_call']}"
+            f"{r['samples_per_min_wall']}/min | {r['cpu_ms_per_call']}, "
+            f"{r['server_cpu_ms_per_call']}"
         )
     print("\nreproduce: python benchmarks/bench_generate.py " + " ".join(sys.argv[1:]))
     if args.json:

@@ -92,7 +92,12 @@ def generate_command(
         int | None, typer.Option("--concurrency", help="Samples in flight at once [default: 4].")
     ] = None,
     shard: Annotated[
-        str | None, typer.Option("--shard", help="i/n: process only shard i of n (by sample id).")
+        str | None,
+        typer.Option(
+            "--shard",
+            help="i/n: process only shard i of n (by sample id), each shard with its own --db; "
+            "`icm merge` brings the shard stores together.",
+        ),
     ] = None,
     retry_failed: Annotated[
         bool | None,

@@ -19,6 +19,7 @@ the set of keys already in the file is read once, so a miss costs a set lookup, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -114,14 +115,23 @@ class ResponseCache:
             self._stored_keys = {r["cache_key"] for r in rows}
         return self._stored_keys
 
-    def get(self, key: str) -> CacheEntry | None:
-        """The entry for ``key`` or None; recent entries are served from memory."""
+    async def get(self, key: str) -> CacheEntry | None:
+        """The entry for ``key`` or None; recent entries are served from memory.
+
+        A read from the store happens on a worker thread: the store's lock may be held by the
+        run's flush thread for a commit, and waiting for it on the event loop would stall every
+        call in flight.
+        """
         entry = self._memory.get(key)
         if entry is not None:
             self._memory.move_to_end(key)
             return entry
         if self._store is None or key not in self._known_keys():
             return None
+        return await asyncio.to_thread(self._read, key)
+
+    def _read(self, key: str) -> CacheEntry | None:
+        assert self._store is not None
         rows = self._store.rows(
             "SELECT cache_key, provider, model, schema_name, raw_output, parsed_json, "
             "input_tokens, output_tokens FROM llm_cache WHERE cache_key = ?",

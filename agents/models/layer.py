@@ -208,7 +208,7 @@ class ModelLayer:
             "fallback_for": trace.get("fallback_for"),
         }
         if self.use_cache:
-            entry = self._cache.get(key)
+            entry = await self._cache.get(key)
             if entry is not None:
                 # Tokens and cost are those of this call: nothing was sent, nothing paid.
                 hit = CallResult(

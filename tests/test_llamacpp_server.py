@@ -6,7 +6,6 @@ Optional: needs ``pip install "llama-cpp-python[server]"`` (it compiles llama.cp
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from typing import Literal
 
 import httpx
 import pytest
+from conftest import run_call
 from pydantic import BaseModel, Field
 
 from agents.models import Message, ModelConfig, ModelLayer
@@ -77,6 +77,6 @@ def test_structured_call_through_a_real_llamacpp_server(llamacpp_url: str, diale
         Message("system", "You moderate images. Answer with JSON."),
         Message("user", "A photo of a cup of coffee on a table. Is it safe?"),
     ]
-    result = asyncio.run(layer.call(role="critic", schema=Finding, messages=messages))
+    result = run_call(layer, role="critic", schema=Finding, messages=messages)
     assert result.status == "ok", (result.error, result.raw_text)
     assert isinstance(result.value, Finding)

@@ -53,7 +53,8 @@ from graphs.state import SampleSpec
 from prompts import list_prompts
 
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "langchain-anthropic", "openai",
-            "anthropic", "transformers", "torch", "duckdb", "pydantic", "xgrammar")  # fmt: skip
+            "anthropic", "aiohttp", "transformers", "torch", "duckdb", "pydantic",
+            "xgrammar")  # fmt: skip
 FINAL = ("accepted", "rejected", "failed")
 #: how often queued writes are committed; a crash loses at most this much finished work
 FLUSH_INTERVAL_S = 0.5

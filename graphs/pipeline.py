@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -168,24 +168,44 @@ def build_graph(deps: PipelineDeps) -> Any:
     def policy_of(state: SampleState) -> Policy:
         return deps.policies[state["sample"].policy]
 
-    async def describer(state: SampleState) -> dict[str, Any]:
-        sample = state["sample"]
-        attempt, attempts, feedback, given = _begin(state, "describer")
-        result = await describe(
-            deps.layer,
-            policy_of(state),
-            category=sample.category,
-            evidence_text=state.get("evidence_text"),
-            images=deps.load_images(sample),
-            feedback=given,
-            sample_id=sample.sample_id,
-            attempt=attempt,
-            lengths=deps.lengths,
-        )
-        deps.recorder.stage(state, "describer", None, attempt, result, given)
+    async def run_stage(
+        state: SampleState,
+        stage: str,
+        ask: Callable[[int, str | None], Awaitable[Any]],
+        rule: str | None = None,
+    ) -> tuple[dict[str, Any], Any]:
+        """One attempt of a single-call stage: ask (attempt, feedback), record, tally.
+
+        Returns the state update and the call's result; a failed call already has its
+        failure in the update.
+        """
+        attempt, attempts, feedback, given = _begin(state, stage)
+        result = await ask(attempt, given)
+        deps.recorder.stage(state, stage, rule, attempt, result, given)
         update = _progress(state, attempts, feedback, [result])
         if result.status != "ok":
-            return update | _failure("describer", result)
+            update |= _failure(stage, result)
+        return update, result
+
+    async def describer(state: SampleState) -> dict[str, Any]:
+        sample = state["sample"]
+        update, result = await run_stage(
+            state,
+            "describer",
+            lambda attempt, given: describe(
+                deps.layer,
+                policy_of(state),
+                category=sample.category,
+                evidence_text=state.get("evidence_text"),
+                images=deps.load_images(sample),
+                feedback=given,
+                sample_id=sample.sample_id,
+                attempt=attempt,
+                lengths=deps.lengths,
+            ),
+        )
+        if result.status != "ok":
+            return update
         value = result.value
         update |= {"description": value.description, "key_elements": list(value.key_elements)}
         if sample.category is None:
@@ -194,21 +214,22 @@ def build_graph(deps: PipelineDeps) -> Any:
 
     async def context_interpreter(state: SampleState) -> dict[str, Any]:
         sample = state["sample"]
-        attempt, attempts, feedback, given = _begin(state, "context_interpreter")
-        result = await interpret(
-            deps.layer,
-            policy_of(state),
-            category=state.get("category"),
-            description=state["description"] or "",
-            feedback=given,
-            sample_id=sample.sample_id,
-            attempt=attempt,
-            lengths=deps.lengths,
+        update, result = await run_stage(
+            state,
+            "context_interpreter",
+            lambda attempt, given: interpret(
+                deps.layer,
+                policy_of(state),
+                category=state.get("category"),
+                description=state["description"] or "",
+                feedback=given,
+                sample_id=sample.sample_id,
+                attempt=attempt,
+                lengths=deps.lengths,
+            ),
         )
-        deps.recorder.stage(state, "context_interpreter", None, attempt, result, given)
-        update = _progress(state, attempts, feedback, [result])
         if result.status != "ok":
-            return update | _failure("context_interpreter", result)
+            return update
         return update | {"context": context_text(result.value.model_dump())}
 
     async def explainer(state: SampleState) -> dict[str, Any]:
@@ -255,26 +276,28 @@ def build_graph(deps: PipelineDeps) -> Any:
 
     async def qa_writer(state: SampleState) -> dict[str, Any]:
         sample = state["sample"]
-        attempt, attempts, feedback, given = _begin(state, "qa_writer")
         rule = sample.rules[0]
         explanation = state["explanations"][rule]
-        result = await write_qa(
-            deps.layer,
-            policy_of(state),
+        update, result = await run_stage(
+            state,
+            "qa_writer",
+            lambda attempt, given: write_qa(
+                deps.layer,
+                policy_of(state),
+                rule=rule,
+                description=state["description"] or "",
+                explanation=explanation["explanation"],
+                verdict=explanation["verdict"],
+                counts=deps.qa_counts,
+                feedback=given,
+                sample_id=sample.sample_id,
+                attempt=attempt,
+                lengths=deps.lengths,
+            ),
             rule=rule,
-            description=state["description"] or "",
-            explanation=explanation["explanation"],
-            verdict=explanation["verdict"],
-            counts=deps.qa_counts,
-            feedback=given,
-            sample_id=sample.sample_id,
-            attempt=attempt,
-            lengths=deps.lengths,
         )
-        deps.recorder.stage(state, "qa_writer", rule, attempt, result, given)
-        update = _progress(state, attempts, feedback, [result])
         if result.status != "ok":
-            return update | _failure("qa_writer", result)
+            return update
         return update | {"qa": result.value.model_dump(), "qa_rule": rule}
 
     def route(

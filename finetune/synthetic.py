@@ -189,33 +189,47 @@ def _vocab(tokenizer: PreTrainedTokenizerFast, size: str) -> int:
     return 151936 if size == "2b" else len(tokenizer)
 
 
+CLIP_IMAGE, CLIP_PATCH = 32, 8
+"""Image side and patch of the tiny CLIP vision towers (16 patches per image)."""
+
+
+def _clip_llava_config(size: str, tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """Config arguments LLaVA and LLaVA-NeXT share: a tiny CLIP tower and the text model."""
+    vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": CLIP_IMAGE,
+              "patch_size": CLIP_PATCH, "projection_dim": 32}  # fmt: skip
+    return {
+        "vision_config": vision,
+        "text_config": _text_config(size, _vocab(tokenizer, size)),
+        "image_token_id": tokenizer.convert_tokens_to_ids("<image>"),
+        "vision_feature_select_strategy": "default",
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+    }
+
+
+def _clip_llava_processor(tokenizer: PreTrainedTokenizerFast, template: str) -> dict[str, Any]:
+    """Processor arguments LLaVA and LLaVA-NeXT share (one CLS token per image)."""
+    return {
+        "tokenizer": tokenizer,
+        "patch_size": CLIP_PATCH,
+        "vision_feature_select_strategy": "default",
+        "num_additional_image_tokens": 1,
+        "chat_template": template,
+    }
+
+
 def _llava(family: str, size: str, tokenizer: PreTrainedTokenizerFast) -> tuple[Any, Any]:
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    image_size, patch = 32, 8
-    config = LlavaConfig(
-        vision_config={"model_type": "clip_vision_model", "hidden_size": 32,
-                       "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": patch, "projection_dim": 32},
-        text_config=_text_config(size, _vocab(tokenizer, size)),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )  # fmt: skip
+    config = LlavaConfig(**_clip_llava_config(size, tokenizer), vision_feature_layer=-1)
     model = LlavaForConditionalGeneration(config)
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        size={"shortest_edge": CLIP_IMAGE}, crop_size={"height": CLIP_IMAGE, "width": CLIP_IMAGE}
     )
     processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_TEMPLATE,
+        image_processor=image_processor, **_clip_llava_processor(tokenizer, LLAVA_TEMPLATE)
     )
     return model, processor
 
@@ -226,31 +240,17 @@ def _llava_next(family: str, size: str, tokenizer: PreTrainedTokenizerFast) -> t
         LlavaNextImageProcessorPil,
     )
 
-    image_size, patch = 32, 8
-    config = LlavaNextConfig(
-        vision_config={"model_type": "clip_vision_model", "hidden_size": 32,
-                       "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": patch, "projection_dim": 32},
-        text_config=_text_config(size, _vocab(tokenizer, size)),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]],
-        vision_feature_select_strategy="default",
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )  # fmt: skip
+    pinpoints = [[32, 32], [32, 64], [64, 32]]
+    config = LlavaNextConfig(**_clip_llava_config(size, tokenizer), image_grid_pinpoints=pinpoints)
     model = LlavaNextForConditionalGeneration(config)
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]],
+        size={"shortest_edge": CLIP_IMAGE},
+        crop_size={"height": CLIP_IMAGE, "width": CLIP_IMAGE},
+        image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
         image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=MISTRAL_LLAVA_NEXT_TEMPLATE,
+        **_clip_llava_processor(tokenizer, MISTRAL_LLAVA_NEXT_TEMPLATE),
     )
     return model, processor
 

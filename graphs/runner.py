@@ -464,11 +464,14 @@ class GenerationRun:
             # Whatever finished before an error or Ctrl-C is kept.
             with contextlib.suppress(Exception):
                 writer.flush()
-            if layer is not None:
-                with contextlib.suppress(Exception):  # HTTP clients: close in their own loop
-                    await layer.aclose()
-                layer.close()
-            store.close()
+            try:
+                if layer is not None:
+                    layer.close()  # writes the last traces
+            finally:
+                if layer is not None:  # HTTP clients close in their own loop, even on Ctrl-C
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await layer.aclose()
+                store.close()
 
     async def _warm_up(self, layer: ModelLayer, n_todo: int) -> None:
         """Build every role's client (load local models) before the first sample starts."""

@@ -13,6 +13,16 @@ from data.runs_cli import JsonOption, fail, run_overview
 from data.store import DEFAULT_DB_PATH, Store, StoreError
 from data.store.merge import merge_store
 
+HELP = (
+    "Merge shard stores into one; per sample, a finished result wins over a pending one.\n\n"
+    "For runs split with `icm generate --shard i/n --db shard-i.duckdb`. Each source is opened "
+    "read-only and merged in its own transaction: if one fails (a shard still running, "
+    "another schema version), those merged before it are kept and the error says which. "
+    "Merging a source twice changes nothing.\n\n"
+    "Then `icm runs --db DB` shows the combined counts and `icm export RUN --db DB` exports "
+    "the whole run."
+)
+
 
 def merge_command(
     sources: Annotated[
@@ -24,13 +34,7 @@ def merge_command(
     ] = DEFAULT_DB_PATH,
     json_: JsonOption = False,
 ) -> None:
-    """Merge shard stores into one; per sample the finished result wins over a pending one.
-
-    Each source is merged in its own transaction: if one fails (a shard still running, another
-    schema version), the sources merged before it are kept and the command says which failed.
-    Merging a source twice changes nothing. Then `icm runs --db DB` shows the combined counts
-    and `icm export RUN --db DB` exports the whole run.
-    """
+    """Merge ``sources`` into ``db`` and say what each gave (the help text is :data:`HELP`)."""
     reports = []
     try:
         with Store.open(db) as target:

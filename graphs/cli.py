@@ -6,6 +6,7 @@ import typer
 
 from agents.perception.cli import perceive_command
 from data.db_cli import app as db_app
+from data.merge_cli import HELP as MERGE_HELP
 from data.merge_cli import merge_command
 from data.rules_cli import app as rules_app
 from data.runs_cli import export_command, runs_command, traces_command
@@ -31,9 +32,9 @@ app.add_typer(
 )
 app.command("generate", help=GENERATE_HELP)(generate_command)
 app.command("runs", help="List generation runs with their sample counts by status.")(runs_command)
-app.command("merge", short_help="Merge shard stores (--shard i/n, one --db each) into one.")(
-    merge_command
-)
+app.command(
+    "merge", help=MERGE_HELP, short_help="Merge shard stores (--shard i/n, one --db each) into one."
+)(merge_command)
 app.command("traces", help="Print one sample's timeline of stages and model calls.")(traces_command)
 app.command("export", help="Export a run as LLaVA, ShareGPT, Parquet or a HF dataset.")(
     export_command

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +63,22 @@ def llm_store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-def run_call(layer: Any, **kwargs: Any) -> Any:
-    """One ``layer.call`` in a fresh event loop, then close that loop's HTTP clients.
+def run_closing(owner: Any, make: Callable[[], Awaitable[Any]]) -> Any:
+    """Await ``make()`` in a fresh event loop, then ``owner.aclose()`` (a layer or a judge).
 
-    Each ``asyncio.run`` gets its own clients; closing them here keeps aiohttp from warning
-    about unclosed sessions when the interpreter exits.
+    Each ``asyncio.run`` gets its own HTTP clients; closing them here keeps aiohttp from
+    warning about unclosed sessions when they are collected.
     """
 
     async def go() -> Any:
         try:
-            return await layer.call(**kwargs)
+            return await make()
         finally:
-            await layer.aclose()
+            await owner.aclose()
 
     return asyncio.run(go())
+
+
+def run_call(layer: Any, **kwargs: Any) -> Any:
+    """One ``layer.call`` in a fresh event loop, then close that loop's HTTP clients."""
+    return run_closing(layer, lambda: layer.call(**kwargs))

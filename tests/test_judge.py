@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import run_closing
 from fakes import FakeOpenAIServer
 from fakes.base import Action, raw, refuse, reply
 from typer.testing import CliRunner
@@ -127,7 +128,7 @@ def test_valid_malformed_refused_are_counted_not_zeroed(
 def test_a_broken_http_body_is_failed_not_scored(fake_keys: dict[str, str], no_sleep: Any) -> None:
     with FakeOpenAIServer(responder=marker_responder) as server:
         judge = _judge(server, no_sleep)
-        [judgment] = asyncio.run(judge.judge("meq", [_meq("MALFORMED")]))
+        [judgment] = run_closing(judge, lambda: judge.judge("meq", [_meq("MALFORMED")]))
     assert judgment.status in ("failed", "unscored")
     assert judgment.scores is None and judgment.error
 
@@ -150,7 +151,7 @@ def test_repeats_report_mean_and_spread(fake_keys: dict[str, str], no_sleep: Any
     items = [_meq("ITEM-1"), _meq("ITEM-2")]
     with FakeOpenAIServer(responder=responder) as server:
         judge = _judge(server, no_sleep)
-        per_item = asyncio.run(judge_repeated(judge, "meq", items, repeats=3))
+        per_item = run_closing(judge, lambda: judge_repeated(judge, "meq", items, repeats=3))
     assert seen == {"ITEM-1": 3, "ITEM-2": 3}  # each repeat asked (the attempt is in the key)
     summary = summarize_repeats(per_item[0])
     assert (summary.n, summary.n_scored) == (3, 3)
@@ -201,7 +202,7 @@ def test_position_swap_disagreement(
 ) -> None:
     with FakeOpenAIServer(responder=responder) as server:
         judge = _judge(server, no_sleep)
-        outcomes = asyncio.run(compare_pairs(judge, _pairs()))
+        outcomes = run_closing(judge, lambda: compare_pairs(judge, _pairs()))
         bodies = [_user_text(r.body or {}) for r in server.chat_requests()]
     # Each pair was shown in both orders.
     assert sum("A:\nGOOD explanation one" in b for b in bodies) == 1
@@ -222,7 +223,8 @@ def test_disagreement_leaves_unscored_pairs_out(fake_keys: Any, no_sleep: Any) -
         return _winner_by_position(body)
 
     with FakeOpenAIServer(responder=responder) as server:
-        outcomes = asyncio.run(compare_pairs(_judge(server, no_sleep), _pairs()))
+        judge = _judge(server, no_sleep)
+        outcomes = run_closing(judge, lambda: compare_pairs(judge, _pairs()))
     summary = disagreement_rate(outcomes)
     assert (summary.n_both_scored, summary.disagreement_rate) == (1, 1.0)
     assert summary.preferred["unscored"] == 1
@@ -428,8 +430,8 @@ def test_free_items_need_free_rubric_items(fake_keys: Any, no_sleep: Any) -> Non
     with FakeOpenAIServer() as server:
         judge = _judge(server, no_sleep)
         with pytest.raises(TypeError, match="MEQItem"):
-            asyncio.run(judge.judge("meq", [item]))
-        [free] = asyncio.run(judge.judge("free", [item]))  # schema-valid default answer
+            run_closing(judge, lambda: judge.judge("meq", [item]))
+        [free] = run_closing(judge, lambda: judge.judge("free", [item]))  # schema-valid answer
     assert free.status == "scored" and set(free.scores) == {
         "verdict_correctness", "rule_faithfulness", "grounding", "hallucination_free",
     }  # fmt: skip

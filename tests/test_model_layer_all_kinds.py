@@ -8,12 +8,12 @@ skipped until that provider module exists.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 from pathlib import Path
 from typing import Literal
 
 import pytest
+from conftest import run_call
 from fakes import FakeAnthropicServer, FakeOpenAIServer
 from pydantic import BaseModel
 
@@ -106,17 +106,15 @@ def test_same_task_through_every_spec_kind(kind: str, tmp_path: Path, fake_keys)
         with Store.open(tmp_path / "kinds.duckdb") as store:
             layer = ModelLayer(config, store, run_id=f"kinds-{kind}")
             layer.check_credentials()
-            result = asyncio.run(
-                layer.call(
-                    role="judge",
-                    schema=TinyVerdict,
-                    messages=MESSAGES,
-                    prompt=PROMPT,
-                    sample_id="sample-1",
-                    stage="judge",
-                )
+            result = run_call(
+                layer,
+                role="judge",
+                schema=TinyVerdict,
+                messages=MESSAGES,
+                prompt=PROMPT,
+                sample_id="sample-1",
+                stage="judge",
             )
-            layer.close()
             [row] = store.rows("SELECT * FROM llm_calls")
 
     assert result.status == "ok", (result.error, result.raw_text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -98,8 +97,8 @@ def test_auto_dialect_probes_down_to_what_the_server_accepts(llm_store, no_sleep
     with FakeOpenAIServer(llamacpp=True) as server:
         layer = make_layer(server, llm_store, no_sleep)  # dialect defaults to auto
         first = ask(layer)
-        layer_second = asyncio.run(
-            layer.call(role="describer", schema=Labels, messages=[Message("user", "again")])
+        layer_second = run_call(
+            layer, role="describer", schema=Labels, messages=[Message("user", "again")]
         )
         kinds = [r.body.get("response_format", {}).get("type") for r in server.chat_requests()]
     assert first.ok and layer_second.ok

@@ -53,6 +53,7 @@ from evaluators.judge_runs import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 app = typer.Typer(
     help="Judge explanations (MEQ, reference-free, pairwise) and calibrate judges.",
@@ -187,17 +188,15 @@ def calibrate_command(
         config = {"set": str(set_path), "split": split.value, "limit": limit, "repeats": repeats,
                   "judge_settings": judge_setting}  # fmt: skip
 
-        async def body() -> CalibrationReport:
+        async def body() -> tuple[list[Judgment], CalibrationReport]:
             with _progress(n_items * repeats, f"calibrate {j.spec}") as progress:
                 task = progress.task_ids[0]
                 report, per_item = await calibrate(
                     j, set_path, split=split.value, limit=limit, repeats=repeats,
                     progress=lambda n: progress.advance(task, n),
                 )  # fmt: skip
-            store_judgments(store, run_id, _flatten(per_item))
             store_calibration(store, run_id, report)
-            record_report(store, run_id, report)
-            return report
+            return _flatten(per_item), report
 
         return await _recorded(store, run_id, "calibrate", j, config, body)
 
@@ -228,11 +227,19 @@ async def _recorded(
     kind: str,
     judge: Judge,
     config: dict[str, Any],
-    body: Callable[[], Awaitable[T]],
-) -> T:
-    """Record the run (kind, judge, config), then run ``body`` marking the run failed on error."""
+    body: Callable[[], Awaitable[tuple[list[Judgment], R]]],
+) -> R:
+    """Record the run (kind, judge, config), run ``body``, store the judgments and the report
+    it returns; an error marks the run failed."""
     start_run(store, run_id, kind=kind, judge_spec=judge.spec, config=config)
-    return await _async_guarded(store, run_id, body)
+
+    async def recorded() -> R:
+        judgments, report = await body()
+        store_judgments(store, run_id, judgments)
+        record_report(store, run_id, report)
+        return report
+
+    return await _async_guarded(store, run_id, recorded)
 
 
 async def _async_guarded(store: Store, run_id: str, body: Callable[[], Awaitable[T]]) -> T:
@@ -325,19 +332,17 @@ def score_command(
                   "limit": limit, "repeats": repeats, "judge_settings": judge_setting,
                   "warnings": warnings}  # fmt: skip
 
-        async def body() -> ScoreReport:
+        async def body() -> tuple[list[Judgment], ScoreReport]:
             with _progress(len(items) * repeats, f"judge {j.spec}") as progress:
                 task = progress.task_ids[0]
                 per_item = await judge_repeated(
                     j, rubric.value, items, repeats,
                     progress=lambda n: progress.advance(task, n),
                 )  # fmt: skip
-            store_judgments(store, run_id, _flatten(per_item))
             report = build_score_report(
                 run, j, rubric.value, per_item, warnings=warnings, unmatched_references=unmatched
             )
-            record_report(store, run_id, report)
-            return report
+            return _flatten(per_item), report
 
         return await _recorded(store, run_id, "judge", j, config, body)
 
@@ -393,13 +398,10 @@ def pairwise_command(
         config = {"run_a": run_a, "run_b": run_b, "limit": limit, "repeats": repeats,
                   "judge_settings": judge_setting, "warnings": warnings}  # fmt: skip
 
-        async def body() -> PairwiseReport:
+        async def body() -> tuple[list[Judgment], PairwiseReport]:
             outcomes = await judge_pairs(j, items, repeats)
             judged = [x for o in outcomes for x in (o.forward, o.backward)]
-            store_judgments(store, run_id, judged)
-            report = pairwise_report(run_a, run_b, j, outcomes, warnings)
-            record_report(store, run_id, report)
-            return report
+            return judged, pairwise_report(run_a, run_b, j, outcomes, warnings)
 
         return await _recorded(store, run_id, "pairwise", j, config, body)
 

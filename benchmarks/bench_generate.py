@@ -83,7 +83,7 @@ def fake_server(latency_s: float) -> Iterator[tuple[str, int]]:
         proc.wait()
 
 
-def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> dict:
+def measure(manifest: Path, level: int, latency_s: float, rules: list[str], client: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as (base_url, server_pid):
         db = Path(tmp) / "bench.duckdb"
         config = load_config(
@@ -93,7 +93,9 @@ def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> d
                 "db": db,
                 "rules": rules,
                 "roles": {"all": f"openai-compatible:{base_url}#fake"},
-                "role_settings": {"all": {"max_concurrency": "1024", "jitter": "false"}},
+                "role_settings": {
+                    "all": {"max_concurrency": "1024", "jitter": "false", "client": client}
+                },
                 "concurrency": level,
                 "use_cache": False,
                 "perception": False,
@@ -116,6 +118,7 @@ def measure(manifest: Path, level: int, latency_s: float, rules: list[str]) -> d
     measured = samples * 60.0 / busy
     return {
         "concurrency": level,
+        "client": client,
         "samples": samples,
         "accepted": summary.counts.get("accepted", 0),
         "calls": calls,
@@ -142,6 +145,12 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--rules", default="R1,R2")
     parser.add_argument("--repeats", type=int, default=1, help="runs per level; median kept")
+    parser.add_argument(
+        "--client",
+        default="langchain",
+        choices=["langchain", "sdk"],
+        help="how requests are sent (role setting client): ChatOpenAI or the SDK's own post",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rules = args.rules.split(",")
@@ -153,7 +162,9 @@ def main() -> None:
             folder.mkdir()
             manifest = make_inputs(folder, n)
             latency = args.latency_ms / 1000
-            runs = [measure(manifest, level, latency, rules) for _ in range(args.repeats)]
+            runs = [
+                measure(manifest, level, latency, rules, args.client) for _ in range(args.repeats)
+            ]
             kept = sorted(runs, key=lambda r: r["efficiency"])[len(runs) // 2]
             kept["efficiency_runs"] = [r["efficiency"] for r in runs]
             results.append(kept)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.models.settings import DELIVERY_SETTINGS
 from data.store import DEFAULT_DB_PATH
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
@@ -79,7 +80,7 @@ class GenerateConfig(BaseModel):
             "policy": self.policy,
             "rules": self.rules,
             "roles": dict(sorted(self.roles.items())),
-            "role_settings": self.role_settings,
+            "role_settings": self._generation_settings(),
             "qa": self.qa.model_dump(),
             "max_stage_retries": self.max_stage_retries,
             "max_rules": self.max_rules,
@@ -87,6 +88,14 @@ class GenerateConfig(BaseModel):
             "llm_critic": self.llm_critic,
             "perception": self.perception,
         }
+
+    def _generation_settings(self) -> dict[str, dict[str, Any]]:
+        """Role settings that can change what is generated (not DELIVERY_SETTINGS)."""
+        kept = {
+            role: {k: v for k, v in values.items() if k not in DELIVERY_SETTINGS}
+            for role, values in sorted(self.role_settings.items())
+        }
+        return {role: values for role, values in kept.items() if values}
 
     def identity_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)

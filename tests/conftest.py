@@ -26,6 +26,16 @@ def fake_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"OPENAI_API_KEY": FAKE_OPENAI_KEY, "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY}
 
 
+@pytest.fixture(params=["langchain", "sdk"])
+def openai_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per way of sending OpenAI requests (ChatOpenAI, the SDK's own post):
+    every behaviour the test asserts must hold for both (``client`` setting)."""
+    from agents.models.providers import openai_chat
+
+    monkeypatch.setattr(openai_chat, "DEFAULT_CLIENT", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def openai_server() -> Iterator[FakeOpenAIServer]:
     """A fresh fake OpenAI server on loopback (empty script: schema-valid default answers)."""

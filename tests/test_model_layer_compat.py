@@ -14,6 +14,9 @@ from agents.models import Message, ModelConfig, ModelLayer
 from agents.models.providers.openai_chat import forget_learned_dialects
 from data.store import Store
 
+#: every test here runs with ChatOpenAI and with the SDK's own post (``client`` setting)
+pytestmark = pytest.mark.usefixtures("openai_client")
+
 
 class Labels(BaseModel):
     """Attribute values seen in an image."""
@@ -133,3 +136,41 @@ def test_every_dialect_round_trips_with_the_default_responder(openai_server, no_
     result = ask(make_layer(openai_server, None, no_sleep, f"?dialect={dialect}"))
     assert result.ok, result.error
     assert isinstance(result.value, Labels)
+
+
+@pytest.mark.parametrize("dialect", ["json_schema", "json_object_schema", "tools", "text"])
+@pytest.mark.parametrize("provider", ["openai", "openai-compatible"])
+def test_both_clients_send_the_same_request(dialect, provider, fake_keys, monkeypatch, no_sleep):
+    """``client=sdk`` is a faster way to send, not a different request: the body (messages with
+    an image, sampling parameters, the dialect's schema) equals ChatOpenAI's, and the answer
+    parses the same. With ``sdk`` ChatOpenAI is never called."""
+    from langchain_openai import ChatOpenAI
+
+    from agents.models import ImageInput
+
+    image = ImageInput(
+        sha256="c" * 64, media_type="image/png", data=b"\x89PNG-bytes", width=2, height=2
+    )
+    messages = [MESSAGES[0], Message("user", "Label the image.", images=(image,))]
+    bodies, values = {}, {}
+    for client in ("langchain", "sdk"):
+        with FakeOpenAIServer() as server:
+            server.push(reply(GOOD))
+            base = f"base_url={server.base_url}&" if provider == "openai" else ""
+            target = "gpt-4o?" if provider == "openai" else f"{server.base_url}#qwen?"
+            spec = f"{provider}:{target}{base}dialect={dialect}&send_images=true"
+            settings = ["jitter=false", "seed=7", "top_p=0.5", "temperature=0.3"]
+            config = ModelConfig.from_args(
+                [f"all={spec}"], [f"all.{s}" for s in (*settings, f"client={client}")]
+            )
+            if client == "sdk":
+                monkeypatch.setattr(ChatOpenAI, "ainvoke", None)  # would fail if called
+            layer = ModelLayer(config, None, run_id="run-c", sleep=no_sleep)
+            result = run_call(layer, role="describer", schema=Labels, messages=messages)
+            assert result.ok, result.error
+            bodies[client] = server.chat_requests()[0].body
+            values[client] = result.value
+    assert bodies["sdk"] == bodies["langchain"]
+    assert values["sdk"] == values["langchain"] == Labels(**GOOD)
+    sent = bodies["sdk"]["messages"][1]["content"]
+    assert sent[1]["image_url"]["url"].startswith("data:image/png;base64,")

@@ -187,3 +187,27 @@ def test_specs_refuse_inline_keys_without_echoing_them():
     with pytest.raises(ValueError, match="api_key_env") as info:
         parse_spec("openai:gpt-4o?api_key=sk-live-DO-NOT-ECHO")
     assert "DO-NOT-ECHO" not in str(info.value)
+
+
+def test_delivery_settings_leave_the_run_identity_unchanged():
+    """Tuning how requests are sent (concurrency, retries, client, transport) resumes the same
+    run; a setting that changes what a model writes starts another."""
+    from graphs.config import load_config
+
+    base = load_config(None, {"roles": {"all": "openai:gpt-4o"}})
+    tuned = load_config(
+        None,
+        {
+            "roles": {"all": "openai:gpt-4o"},
+            "role_settings": {
+                "all": {"client": "sdk", "max_concurrency": "64", "jitter": "false"},
+                "critic": {"timeout_s": "5", "http_transport": "httpx"},
+            },
+        },
+    )
+    hotter = load_config(
+        None,
+        {"roles": {"all": "openai:gpt-4o"}, "role_settings": {"all": {"temperature": "0.7"}}},
+    )
+    assert tuned.run_id() == base.run_id()
+    assert hotter.run_id() != base.run_id()

@@ -32,6 +32,9 @@ from agents.models import Message, ModelConfig, ModelLayer, prepare_image
 from data.store import Store
 from prompts import PromptTemplate
 
+#: every test here runs with ChatOpenAI and with the SDK's own post (``client`` setting)
+pytestmark = pytest.mark.usefixtures("openai_client")
+
 
 class Verdict(BaseModel):
     """A verdict on one rule."""

@@ -49,6 +49,8 @@ class GenerateConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(4, ge=1, le=1024)
     shard: str | None = None
+    skip_samples: Path | None = None
+    """A JSON list of sample ids finished in another store (set by ``--workers``)."""
     retry_failed: bool = False
     use_cache: bool = True
     qa: QAConfig = Field(default_factory=QAConfig)

@@ -22,6 +22,16 @@ from rich.console import Console
 from data.policy_models import PolicyError
 from data.store import StoreError
 
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the input's fault: printed as one line, exit code 2 (imported late:
+    `icm --help` must not load the model layer)."""
+    from agents.models.credentials import MissingCredentialsError
+    from graphs.inputs import ManifestError
+
+    return (ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError)
+
+
 HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
     "Stages: describer -> context interpreter -> explainer (per rule variant) -> Q-A writer -> "
@@ -99,6 +109,18 @@ def generate_command(
             "`icm merge` brings the shard stores together.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Local processes to spread the run over (each a --shard with its own store "
+            "under DB.workers/, merged into --db at the end, also after an error or Ctrl-C; a "
+            "rerun resumes them). One process spends a few ms of CPU per model call, so at high "
+            "--concurrency against a fast endpoint more processes (up to the CPU cores) finish "
+            "sooner. Each loads its own copy of a local model.",
+        ),
+    ] = 1,
     retry_failed: Annotated[
         bool | None,
         typer.Option("--retry-failed", help="Also re-run samples that ended failed or rejected."),
@@ -120,10 +142,8 @@ def generate_command(
         bool | None, typer.Option("--no-perception", help="Do not run the perception detectors.")
     ] = None,
 ) -> None:
-    from agents.models.credentials import MissingCredentialsError
     from graphs.config import DEMO_CONFIG, load_config
-    from graphs.inputs import ManifestError
-    from graphs.runner import GenerationRun, RunConfigError
+    from graphs.runner import GenerationRun
 
     console = Console(stderr=True)
     overrides: dict[str, Any] = {
@@ -160,16 +180,13 @@ def generate_command(
             os.environ.setdefault("ICM_TORCH_THREADS", "1")
             console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
         cfg = load_config(config, overrides)
-        job = GenerationRun(cfg, console)
-        summary = asyncio.run(job.run())
-    except (
-        ValueError,
-        ManifestError,
-        RunConfigError,
-        MissingCredentialsError,
-        PolicyError,
-        StoreError,
-    ) as exc:
+        if workers > 1:
+            from graphs.workers import run_with_workers
+
+            summary = run_with_workers(cfg, workers, console)
+        else:
+            summary = asyncio.run(GenerationRun(cfg, console).run())
+    except user_errors() as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:

@@ -33,7 +33,7 @@ from agents.qa_writer import QACounts, write_qa
 from agents.role_call import LayerLike
 from agents.schemas import FULL, Lengths
 from data.policy_models import Policy
-from data.store import to_json, utcnow
+from data.store import utcnow
 from data.store.batch import BatchWriter
 from evaluators.consistency import Check
 from graphs.state import SampleSpec, SampleState
@@ -79,7 +79,8 @@ class StoreRecorder:
                     "rule_variant": rule,
                     "attempt": attempt,
                     "status": result.status,
-                    "output_json": to_json(value.model_dump()) if value is not None else None,
+                    # pydantic's own serializer: the same JSON as the call's parsed_json trace
+                    "output_json": value.model_dump_json() if value is not None else None,
                     "raw_text": result.raw_text,
                     "feedback": feedback,
                     "call_id": result.call_id,
@@ -346,18 +347,20 @@ def build_graph(deps: PipelineDeps) -> Any:
         deps.recorder.checks(state, attempt, llm_checks, "llm")
         return update | route(llm_checks, state, attempts)
 
-    def start(state: SampleState) -> str:
+    # Routers are coroutines: LangGraph runs a plain function given as an edge on a worker
+    # thread when the graph runs async, a thread hop per edge per sample.
+    async def start(state: SampleState) -> str:
         if state["sample"].given_description is not None:
             return "explainer"
         return "describer"
 
-    def after(next_node: str) -> Callable[[SampleState], str]:
-        def router(state: SampleState) -> str:
+    def after(next_node: str) -> Callable[[SampleState], Awaitable[str]]:
+        async def router(state: SampleState) -> str:
             return END if state.get("status") == "failed" else next_node
 
         return router
 
-    def after_critic(state: SampleState) -> str:
+    async def after_critic(state: SampleState) -> str:
         if state.get("status") in ("accepted", "rejected", "failed"):
             return END
         return state["next_stage"] or END

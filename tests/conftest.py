@@ -26,9 +26,10 @@ def fake_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"OPENAI_API_KEY": FAKE_OPENAI_KEY, "ANTHROPIC_API_KEY": FAKE_ANTHROPIC_KEY}
 
 
-@pytest.fixture(params=["langchain", "sdk"])
+@pytest.fixture(params=["langchain", "sdk", "raw"])
 def openai_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test once per way of sending OpenAI requests (ChatOpenAI, the SDK's own post):
+    """Run the test once per way of sending OpenAI requests (ChatOpenAI, the SDK's own post,
+    aiohttp directly):
     every behaviour the test asserts must hold for both (``client`` setting)."""
     from agents.models.providers import openai_chat
 

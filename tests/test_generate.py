@@ -339,3 +339,24 @@ def test_a_model_that_cannot_start_stops_the_run_before_any_sample(tmp_path: Pat
     with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
         assert store.scalar("SELECT count(*) FROM llm_calls") == 0
         assert store.scalar("SELECT status FROM runs") == "interrupted"
+
+
+def test_a_run_keeps_no_images_and_restores_the_collector(tmp_path: Path, server) -> None:
+    """Decoded images live only while their sample is in flight (a long run would otherwise
+    hold every image it has seen), and the run's collector tuning does not outlive it."""
+    import gc
+
+    before = gc.get_threshold()
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:3])
+    spec = f"openai-compatible:{server.base_url}#fake-model"
+    config = load_config(
+        None,
+        {"manifest": manifest, "db": tmp_path / "x.duckdb", "rules": ["R1"],
+         "roles": {"all": spec}, "role_settings": FAST, "perception": False},
+    )  # fmt: skip
+    job = GenerationRun(config)
+    summary = asyncio.run(job.run())
+    assert summary.processed == 3
+    assert job._images == {}
+    assert gc.get_threshold() == before
+    assert not gc.get_freeze_count()

@@ -167,3 +167,35 @@ def test_cli_merges_reports_and_fails_clearly(shards: dict[str, Path], tmp_path:
     assert missing.exit_code == 1
     assert "nope.duckdb: no such database file" in missing.output
     assert "merged before it: " + str(shards["shard0"]) in missing.output
+
+
+def test_a_later_result_replaces_an_earlier_finished_one(tmp_path: Path) -> None:
+    """A ``--retry-failed`` rerun in a copy of the store (a shard, a worker) finishes later than
+    the rejection it retried: merging brings its result in; merging the old store back changes
+    nothing."""
+    import shutil
+
+    manifest = make_manifest(tmp_path / "in", ["upper_bust", "upper_normal"])
+    first, retried = tmp_path / "first.duckdb", tmp_path / "retried.duckdb"
+    always_wrong = ICMResponder(faults={"upper_bust": {"explainer": 99}})
+    with FakeOpenAIServer(responder=always_wrong) as server:
+        run_pipeline(manifest, first, server, max_stage_retries=0)
+        shutil.copy(first, retried)
+        server.responder = ICMResponder()  # the same endpoint now answers correctly
+        run_pipeline(
+            manifest, retried, server, max_stage_retries=0, retry_failed=True, use_cache=False
+        )
+
+    def statuses(db: Path) -> list[str]:
+        with Store.open(db, read_only=True) as store:
+            return [r["status"] for r in store.rows("SELECT status FROM samples ORDER BY 1")]
+
+    assert statuses(first) == ["accepted", "rejected"]
+    assert statuses(retried) == ["accepted", "accepted"]
+    with Store.open(first) as target:
+        report = merge_store(target, retried)
+    assert report.samples_taken == 1 and report.samples_kept == 1
+    assert statuses(first) == ["accepted", "accepted"]
+    with Store.open(retried) as target:  # the older store has nothing newer to give
+        assert merge_store(target, tmp_path / "first.duckdb").samples_taken == 0
+    assert _snapshot(first)["explanations"] == _snapshot(retried)["explanations"]

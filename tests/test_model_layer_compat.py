@@ -153,7 +153,7 @@ def test_both_clients_send_the_same_request(dialect, provider, fake_keys, monkey
     )
     messages = [MESSAGES[0], Message("user", "Label the image.", images=(image,))]
     bodies, values = {}, {}
-    for client in ("langchain", "sdk"):
+    for client in ("langchain", "sdk", "raw"):
         with FakeOpenAIServer() as server:
             server.push(reply(GOOD))
             base = f"base_url={server.base_url}&" if provider == "openai" else ""
@@ -163,14 +163,14 @@ def test_both_clients_send_the_same_request(dialect, provider, fake_keys, monkey
             config = ModelConfig.from_args(
                 [f"all={spec}"], [f"all.{s}" for s in (*settings, f"client={client}")]
             )
-            if client == "sdk":
+            if client != "langchain":
                 monkeypatch.setattr(ChatOpenAI, "ainvoke", None)  # would fail if called
             layer = ModelLayer(config, None, run_id="run-c", sleep=no_sleep)
             result = run_call(layer, role="describer", schema=Labels, messages=messages)
             assert result.ok, result.error
             bodies[client] = server.chat_requests()[0].body
             values[client] = result.value
-    assert bodies["sdk"] == bodies["langchain"]
-    assert values["sdk"] == values["langchain"] == Labels(**GOOD)
+    assert bodies["sdk"] == bodies["raw"] == bodies["langchain"]
+    assert values["sdk"] == values["raw"] == values["langchain"] == Labels(**GOOD)
     sent = bodies["sdk"]["messages"][1]["content"]
     assert sent[1]["image_url"]["url"].startswith("data:image/png;base64,")

@@ -306,3 +306,25 @@ def test_a_failed_flush_rolls_back_everything(tmp_path: Path) -> None:
         with pytest.raises(Exception, match=r"(?i)duplicate|constraint"):
             writer.flush()
         assert store.scalar("SELECT count(*) FROM samples") == 0
+
+
+def test_batches_go_in_as_arrow_and_odd_columns_still_land(tmp_path: Path) -> None:
+    """Rows become an Arrow table (a key missing from a row is NULL there); a column Arrow
+    cannot type falls back to pandas and still lands."""
+    import pyarrow as pa
+
+    from data.store.store import batch_frame
+
+    rows = [{"a": 1, "b": None}, {"a": 2, "c": "x"}]
+    frame = batch_frame(rows)
+    assert isinstance(frame, pa.Table)
+    assert frame.to_pylist() == [{"a": 1, "b": None, "c": None}, {"a": 2, "b": None, "c": "x"}]
+    mixed = batch_frame([{"a": 1}, {"a": "one"}])
+    assert not isinstance(mixed, pa.Table) and list(mixed["a"]) == [1, "one"]
+    with Store.open(tmp_path / "s.duckdb") as store:
+        store.execute("CREATE TABLE t (a INTEGER, b VARCHAR, c VARCHAR)")
+        assert store.insert("t", rows) == 2
+        assert store.rows("SELECT * FROM t ORDER BY a") == [
+            {"a": 1, "b": None, "c": None},
+            {"a": 2, "b": None, "c": "x"},
+        ]

@@ -88,6 +88,16 @@ class GenerationParams:
     top_p: float | None = None
     seed: int | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The four fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy:
+        this runs several times per model call)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+
 
 @dataclass
 class ProviderResponse:

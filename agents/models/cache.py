@@ -73,7 +73,7 @@ def cache_key(
         "model": model,
         "endpoint": endpoint,
         "dialect": dialect,
-        "params": asdict(params),
+        "params": params.as_dict(),
         "messages": messages_for_record(messages),
         "prompt_hash": prompt_hash,
         "attempt": attempt,

@@ -86,6 +86,18 @@ def provider_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+def http_error(
+    status: int, headers: Mapping[str, str] | None, body: Any, fallback: str
+) -> ProviderError:
+    """The classified error of an HTTP error answer (``body``: its decoded JSON, if any)."""
+    return ProviderError(
+        kind_for_status(status),
+        f"HTTP {status}: {provider_message(body, fallback)}",
+        status_code=status,
+        retry_after=parse_retry_after(headers) if status in (429, 503, 529) else None,
+    )
+
+
 def _with_loaded(
     base: tuple[type[BaseException], ...], *names: tuple[str, str]
 ) -> tuple[type[BaseException], ...]:
@@ -109,6 +121,8 @@ def _connection_types() -> tuple[type[BaseException], ...]:
         ("httpx2", "TransportError"),
         ("openai", "APIConnectionError"),
         ("anthropic", "APIConnectionError"),
+        ("aiohttp", "ClientConnectionError"),  # client=raw (incl. a server that hung up)
+        ("aiohttp", "ClientPayloadError"),
     )
 
 
@@ -128,13 +142,7 @@ def classify(exc: BaseException) -> ProviderError:
         status = getattr(response, "status_code", None)
     if isinstance(status, int):
         headers = getattr(response, "headers", None)
-        message = provider_message(getattr(exc, "body", None), str(exc))
-        return ProviderError(
-            kind_for_status(status),
-            f"HTTP {status}: {message}",
-            status_code=status,
-            retry_after=parse_retry_after(headers) if status in (429, 503, 529) else None,
-        )
+        return http_error(status, headers, getattr(exc, "body", None), str(exc))
     if isinstance(exc, _timeout_types()):
         return ProviderError("timeout", f"request timed out ({type(exc).__name__})")
     if isinstance(exc, _connection_types()):

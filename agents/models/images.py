@@ -79,6 +79,10 @@ def image_placeholder(image: ImageInput) -> dict[str, object]:
     }
 
 
+#: smaller copies remembered for roles with a lower ``image_max_side`` (bounded: long runs)
+RESIZED_MEMO_LIMIT = 256
+
+
 def fit_images(
     messages: list[Message],
     supports_images: bool,
@@ -102,6 +106,8 @@ def fit_images(
                 if max(image.width, image.height) > max_side:
                     key = (image.sha256, max_side)
                     if key not in memo:
+                        if len(memo) >= RESIZED_MEMO_LIMIT:  # a run sees each image briefly
+                            memo.clear()
                         memo[key] = resized(image, max_side)
                     image = memo[key]
                 fitted.append(image)

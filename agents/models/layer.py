@@ -20,7 +20,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -80,7 +80,7 @@ class ModelLayer:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
-        self._prices: dict[tuple[str, RoleSettings], Price | None] = {}
+        self._prices: dict[tuple[str, float | None, float | None], Price | None] = {}
         self._resized: dict[tuple[str, int], ImageInput] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -200,7 +200,7 @@ class ModelLayer:
             "image_mode": image_mode,
             "started_at": started_at,
         }
-        meta: dict[str, Any] = asdict(params) | {
+        meta: dict[str, Any] = params.as_dict() | {
             "dialect": dialect,
             "image_max_side": settings.image_max_side,
             "timeout_s": settings.timeout_s,
@@ -414,9 +414,10 @@ class ModelLayer:
         return limiter
 
     def _cost(self, binding: RoleBinding, tokens_in: int, tokens_out: int) -> float | None:
-        key = (binding.spec.spec, binding.settings)
+        # not the settings object: a frozen pydantic model hashes every field on each lookup
+        s = binding.settings
+        key = (binding.spec.spec, s.price_input_per_mtok, s.price_output_per_mtok)
         if key not in self._prices:
-            s = binding.settings
             self._prices[key] = resolve_price(
                 binding.spec.provider,
                 binding.spec.model,

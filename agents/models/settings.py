@@ -34,7 +34,7 @@ DEFAULT_SPEC = "local:smollm2"
 
 Dialect = Literal["auto", "json_schema", "json_object_schema", "tools", "text"]
 HttpTransport = Literal["aiohttp", "httpx"]
-ChatClient = Literal["langchain", "sdk"]
+ChatClient = Literal["langchain", "sdk", "raw"]
 
 
 #: settings that change how requests are sent, never what a model is asked or writes: a run's
@@ -100,11 +100,12 @@ class RoleSettings(BaseModel):
     """The SDK clients' HTTP transport. aiohttp (the SDKs' own ``DefaultAioHttpClient``) costs
     about 40 % less CPU per call than httpx's pool at high concurrency; httpx is the fallback."""
     client: ChatClient | None = None
-    """How an OpenAI-style role sends its requests. None or ``langchain``: LangChain's ChatOpenAI
-    (LangChain callbacks and LangSmith tracing see the calls). ``sdk``: the openai SDK's own
-    client posts the same request body, skipping LangChain's message conversion and the SDK's
-    typed request transform: about 1 ms less CPU per call, which decides throughput against a
-    fast local server at high concurrency (benchmarks/bench_generate.py)."""
+    """How an OpenAI-style role sends its requests (the same body each way). None or
+    ``langchain``: LangChain's ChatOpenAI (LangChain callbacks and LangSmith tracing see the
+    calls). ``sdk``: the openai SDK's own ``post``, skipping LangChain's message conversion and
+    the SDK's request transform. ``raw``: aiohttp directly, no SDK. Each step saves CPU per call
+    (about 1 and 0.5 ms), which decides throughput against a fast self-hosted server at high
+    concurrency (benchmarks/bench_generate.py)."""
     fallback: str | None = None
     """Spec to ask instead when this model refuses (or its content filter stops it)."""
     price_input_per_mtok: float | None = Field(None, ge=0.0)

@@ -3,11 +3,13 @@
 Shards of one run share its run id (the shard is not part of a run's identity) and each
 registers every sample of the manifest as ``pending`` but generates only its own slice. Merging
 therefore decides per sample which store holds its result: a source's sample replaces the
-target's when the target lacks it or has it only ``pending`` while the source finished it
-(accepted, rejected or failed). Everything recorded about a sample (stage outputs,
-explanations, Q-A items, critiques, model calls) moves with it, so a merged sample never mixes
-rows from two stores. Rows keyed by their own content (images, policies, cache entries,
-perception evidence, judgments, fine-tune runs, predictions) are added when absent.
+target's when the target lacks it, has it only ``pending`` while the source finished it
+(accepted, rejected or failed), or finished it earlier than the source did (a
+``--retry-failed`` rerun's result replaces the failure it retried). Everything recorded about
+a sample (stage outputs, explanations, Q-A items, critiques, model calls) moves with it, so a
+merged sample never mixes rows from two stores. Rows keyed by their own content (images,
+policies, cache entries, perception evidence, judgments, fine-tune runs, predictions) are added
+when absent.
 
 Each source is attached read-only and merged in one transaction: a failure leaves the target as
 it was. Merging the same source twice changes nothing.
@@ -122,8 +124,8 @@ def _merge_samples(target: Store, report: SourceReport) -> None:
     target.execute(
         "CREATE TEMP TABLE merge_winners AS "
         "SELECT s.sample_id FROM src.samples s LEFT JOIN main.samples t USING (sample_id) "
-        f"WHERE t.sample_id IS NULL OR (t.status NOT IN ({finished}) "
-        f"AND s.status IN ({finished}))"
+        f"WHERE t.sample_id IS NULL OR (s.status IN ({finished}) "
+        f"AND (t.status NOT IN ({finished}) OR s.updated_at > t.updated_at))"
     )
     winners = "SELECT sample_id FROM temp.merge_winners"
     report.samples_taken = int(
@@ -135,7 +137,8 @@ def _merge_samples(target: Store, report: SourceReport) -> None:
     report.samples_kept = int(
         target.scalar(
             f"SELECT count(*) FROM src.samples s JOIN main.samples t USING (sample_id) "
-            f"WHERE s.status IN ({finished}) AND t.status IN ({finished})"
+            f"WHERE s.status IN ({finished}) AND t.status IN ({finished}) "
+            f"AND s.sample_id NOT IN ({winners})"
         )
     )
     for table in (*SAMPLE_TABLES, "samples"):

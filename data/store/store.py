@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from data.store.schema import LATEST_VERSION, MIGRATIONS
 
@@ -66,6 +67,21 @@ def utcnow() -> datetime:
 def to_json(value: Any) -> str:
     """Canonical JSON (sorted keys, no spaces) so equal objects hash and compare equal."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def batch_frame(rows: Sequence[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
+    """Rows (dicts; a key missing from a row is NULL there) as an Arrow table for DuckDB.
+
+    Why Arrow: DuckDB reads an Arrow table's buffers directly, where a DataFrame of Python
+    strings is read object by object while holding the GIL, which stalls a generation run's
+    event loop during every batch commit. A column Arrow cannot type (mixed kinds of values)
+    falls back to pandas, which stores it as objects.
+    """
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    try:
+        return pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return pd.DataFrame(list(rows))
 
 
 def _process_command(pid: int) -> str | None:
@@ -250,8 +266,8 @@ class Store:
         ``on_conflict``: ``error`` raises on a duplicate key, ``ignore`` keeps the existing row
         (idempotent re-runs), ``replace`` overwrites it.
         """
-        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        if frame.empty:
+        frame = rows if isinstance(rows, pd.DataFrame) else batch_frame(list(rows))
+        if not len(frame):
             return 0
         self._check_table(table)
         verb = {"error": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[
@@ -269,12 +285,13 @@ class Store:
         Rows of the table that no given row matches are untouched; given rows that match nothing
         are ignored. Returns how many rows were offered.
         """
-        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        if frame.empty:
+        frame = rows if isinstance(rows, pd.DataFrame) else batch_frame(list(rows))
+        if not len(frame):
             return 0
-        for name in (table, key, *frame.columns):
+        names = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
+        for name in (table, key, *names):
             self._check_table(name)  # identifiers only: they are spliced into the SQL
-        columns = [c for c in frame.columns if c != key]
+        columns = [c for c in names if c != key]
         assignments = ", ".join(f'"{c}" = u."{c}"' for c in columns)
         with self._lock, self._registered("_icm_update", frame):
             self._conn.execute(
@@ -313,7 +330,7 @@ class Store:
                 self._conn.execute("COMMIT")
 
     @contextmanager
-    def _registered(self, name: str, frame: pd.DataFrame) -> Iterator[None]:
+    def _registered(self, name: str, frame: pd.DataFrame | pa.Table) -> Iterator[None]:
         """``frame`` visible to SQL as ``name`` inside the block.
 
         After a failed statement inside a transaction DuckDB refuses everything until ROLLBACK,

@@ -17,11 +17,11 @@ Structured-output dialects, a per-endpoint setting (``dialect``) because servers
   "response_format type must be ..."), moves to the next dialect in the order above and keeps
   it for the endpoint. The dialect actually used is recorded in each trace row.
 
-Two ways to send, by the ``client`` setting: LangChain's ChatOpenAI (default) or the openai
-SDK's own ``AsyncOpenAI.post`` with the same request body (``client=sdk``: no LangChain message
-conversion, no SDK request transform or response model; about 1 ms less CPU per call, which is
-what limits throughput at high concurrency against a fast local server). Both go through the
-same SDK client and HTTP transport, so errors are the SDK's in either case.
+Three ways to send the same request body, by the ``client`` setting: LangChain's ChatOpenAI
+(``langchain``, the default), the openai SDK's own ``AsyncOpenAI.post`` (``sdk``: no LangChain
+message conversion, no SDK request transform or response model) or aiohttp directly (``raw``,
+see openai_wire.py). CPU per call falls in that order (benchmarks/bench_generate.py), which is
+what limits throughput at high concurrency against a fast self-hosted server.
 
 Retries are the layer's job: the client is built with ``max_retries=0``.
 """
@@ -44,6 +44,7 @@ from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
 from agents.models.errors import classify, looks_like_refusal
 from agents.models.providers.http import async_http_client
+from agents.models.providers.openai_wire import RawChatClient, parse_completion, wire_messages
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
 
@@ -116,23 +117,6 @@ def to_langchain(
     return out
 
 
-def wire_messages(messages: list[Message], instruction: str | None = None) -> list[dict[str, Any]]:
-    """Our messages as Chat Completions messages, exactly as ChatOpenAI sends them."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        content: Any = m.text
-        if m.images:
-            content = [{"type": "text", "text": m.text}]
-            content += [image_block(i.data, i.media_type) for i in m.images]
-        out.append({"content": content, "role": m.role})
-    if instruction:
-        if out and out[0]["role"] == "system":
-            out[0] = {"content": f"{out[0]['content']}\n\n{instruction}", "role": "system"}
-        else:
-            out.insert(0, {"content": instruction, "role": "system"})
-    return out
-
-
 def message_text(message: AIMessage) -> str:
     """The text of an answer whether content is a string or a list of blocks."""
     if isinstance(message.content, str):
@@ -182,6 +166,7 @@ class OpenAIChatProvider:
         # shared process-wide, and connections opened in one event loop break in the next.
         self._http = async_http_client(openai, settings)
         self.client = settings.client or DEFAULT_CLIENT
+        self._raw = RawChatClient(self.endpoint, api_key or NO_KEY_PLACEHOLDER, settings.timeout_s)
         self._sdk = openai.AsyncOpenAI(
             api_key=api_key or NO_KEY_PLACEHOLDER,
             base_url=self.endpoint,
@@ -202,6 +187,7 @@ class OpenAIChatProvider:
 
     async def aclose(self) -> None:
         """Close this client's connections (the layer calls it when a run ends)."""
+        await self._raw.aclose()
         await self._http.aclose()
 
     def _format_kwargs(self, schema: type[BaseModel], dialect: str) -> dict[str, Any]:
@@ -256,7 +242,7 @@ class OpenAIChatProvider:
         body: dict[str, Any] = {
             "model": self.model,
             "stream": False,
-            "messages": wire_messages(messages, instruction),
+            "messages": wire_messages(messages, image_block, instruction),
             "temperature": params.temperature,
         }
         body["max_completion_tokens" if self._hosted else "max_tokens"] = params.max_tokens
@@ -277,26 +263,38 @@ class OpenAIChatProvider:
             dialect = self.dialect
             instruction = schema_instruction(schema) if dialect == "text" else None
             try:
-                if self.client == "sdk":
-                    return await self._send_sdk(messages, instruction, schema, params, timeout)
-                return await self._send_langchain(messages, instruction, schema, params, timeout)
-            except ProviderError:
-                raise
+                if self.client == "langchain":
+                    return await self._send_langchain(
+                        messages, instruction, schema, params, timeout
+                    )
+                return await self._send_wire(messages, instruction, schema, params, timeout)
             except Exception as exc:
-                error = classify(exc)
+                error = classify(exc)  # a ProviderError stays itself
                 if not self._rejects_dialect(error):
+                    if error is exc:
+                        raise
                     raise error from exc
-                if self.configured_dialect == "auto" and dialect != DIALECT_ORDER[-1]:
-                    self.dialect = DIALECT_ORDER[DIALECT_ORDER.index(dialect) + 1]
-                    _LEARNED_DIALECTS[(self.endpoint, self.model)] = self.dialect
+                if self._next_dialect(dialect):
                     continue
-                raise ProviderError(
-                    "unsupported",
-                    f"{self.endpoint} rejected the {dialect!r} structured-output dialect "
-                    f"({error.message}); choose another with dialect=json_schema, "
-                    "json_object_schema, tools, text or auto",
-                    status_code=error.status_code,
-                ) from exc
+                raise self._unsupported(dialect, error) from exc
+
+    def _next_dialect(self, dialect: str) -> bool:
+        """Under ``auto``, move to the next dialect (remembered for the endpoint); False when
+        the dialect was configured or none is left."""
+        if self.configured_dialect != "auto" or dialect == DIALECT_ORDER[-1]:
+            return False
+        self.dialect = DIALECT_ORDER[DIALECT_ORDER.index(dialect) + 1]
+        _LEARNED_DIALECTS[(self.endpoint, self.model)] = self.dialect
+        return True
+
+    def _unsupported(self, dialect: str, error: ProviderError) -> ProviderError:
+        return ProviderError(
+            "unsupported",
+            f"{self.endpoint} rejected the {dialect!r} structured-output dialect "
+            f"({error.message}); choose another with dialect=json_schema, "
+            "json_object_schema, tools, text or auto",
+            status_code=error.status_code,
+        )
 
     async def _send_langchain(
         self,
@@ -316,7 +314,7 @@ class OpenAIChatProvider:
         answer = await self._chat.ainvoke(to_langchain(messages, instruction), **kwargs)
         return self._response(answer, dialect)
 
-    async def _send_sdk(
+    async def _send_wire(
         self,
         messages: list[Message],
         instruction: str | None,
@@ -324,17 +322,21 @@ class OpenAIChatProvider:
         params: GenerationParams,
         timeout: float | None,
     ) -> ProviderResponse:
+        """``client=sdk`` or ``raw``: the same body as ChatOpenAI's, without LangChain."""
         dialect = self.dialect
         body = self._request_body(messages, instruction, params)
         body |= self._format_kwargs(schema, dialect)
-        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        text = await self._sdk.post(
-            "/chat/completions",
-            cast_to=str,
-            body=body,
-            options=options,  # type: ignore[arg-type]
-        )
-        return self._wire_response(text, dialect)
+        if self.client == "raw":
+            text = await self._raw.post(body, timeout)
+        else:
+            options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            text = await self._sdk.post(
+                "/chat/completions",
+                cast_to=str,
+                body=body,
+                options=options,  # type: ignore[arg-type]
+            )
+        return parse_completion(text, dialect, self.endpoint)
 
     def _rejects_dialect(self, error: ProviderError) -> bool:
         """Did a self-hosted server reject the structured-output request itself?
@@ -365,49 +367,6 @@ class OpenAIChatProvider:
         elif dialect == "tools" and answer.invalid_tool_calls:
             text = answer.invalid_tool_calls[0].get("args") or ""
         return langchain_response(answer, text, parsed, finish, dialect)
-
-    def _wire_response(self, body_text: str, dialect: str) -> ProviderResponse:
-        """The layer's response from a raw Chat Completions answer (``client=sdk``): the same
-        refusal, content-filter and tool-call handling as :meth:`_response`."""
-        try:
-            data = json.loads(body_text)
-            choice = data["choices"][0]
-            message = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProviderError(
-                "server", f"{self.endpoint} sent no chat completion: {body_text[:200]!r}"
-            ) from exc
-        finish = choice.get("finish_reason")
-        text = message.get("content") or ""
-        if message.get("refusal"):
-            refusal = message["refusal"]
-            raise ProviderError("refused", f"the model refused: {refusal}", raw_text=refusal)
-        if finish == "content_filter":
-            raise ProviderError("refused", "the content filter stopped the answer", raw_text=text)
-        parsed: dict[str, Any] | None = None
-        calls = message.get("tool_calls") or []
-        if dialect == "tools" and calls:
-            arguments = calls[0].get("function", {}).get("arguments") or ""
-            try:
-                loaded = json.loads(arguments)
-            except ValueError:
-                loaded = None
-            if isinstance(loaded, dict):
-                parsed = loaded
-                text = json.dumps(parsed, ensure_ascii=False)
-            else:
-                text = arguments
-        if parsed is None and looks_like_refusal(text):
-            raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
-        usage = data.get("usage") or {}
-        return ProviderResponse(
-            raw_text=text,
-            parsed=parsed,
-            input_tokens=usage.get("prompt_tokens"),
-            output_tokens=usage.get("completion_tokens"),
-            finish_reason=finish,
-            extra={"dialect": dialect},
-        )
 
 
 def make_openai_provider(spec: ModelSpec, settings: RoleSettings) -> OpenAIChatProvider:

@@ -1,0 +1,137 @@
+"""``generate --workers N``: one run over N processes, merged into ``--db``; nothing lost when
+the parent is interrupted or killed, and a rerun resumes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAIServer
+from fakes.icm_responder import ICMResponder
+from rich.console import Console
+from test_generate import FAST, _accepted, _generate_cmd, make_manifest, run_pipeline
+from typer.testing import CliRunner
+
+from data.policy import load_policy
+from data.store import Store
+from graphs.cli import app
+from graphs.config import load_config
+from graphs.workers import run_with_workers, workers_folder
+
+#: distinct categories: text-only requests of equal categories would be cache hits
+CATEGORIES = list(load_policy("icm_sexy").categories)[:18]
+TABLE_KEYS = (
+    ("samples", "sample_id"),
+    ("explanations", "sample_id, rule_variant"),
+    ("qa_items", "qa_id"),
+    ("stage_outputs", "output_id"),
+    ("llm_calls", "call_id"),
+)
+
+
+def _no_duplicates_and_nothing_pending(db: Path) -> None:
+    with Store.open(db, read_only=True) as store:
+        for table, key in TABLE_KEYS:
+            dupes = store.scalar(
+                f"SELECT count(*) FROM (SELECT {key} FROM {table} "
+                f"GROUP BY {key} HAVING count(*) > 1)"
+            )
+            assert dupes == 0, table
+        assert store.scalar("SELECT count(*) FROM samples") == len(CATEGORIES)
+        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
+        assert store.scalar("SELECT status FROM runs") == "finished"
+
+
+def _finished(db: Path) -> int:
+    with Store.open(db, read_only=True, wait_s=20) as store:
+        return int(store.scalar("SELECT count(*) FROM samples WHERE status <> 'pending'"))
+
+
+def test_two_workers_equal_one_process_and_a_rerun_has_nothing_left(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "in", CATEGORIES)
+    with FakeOpenAIServer(responder=ICMResponder()) as server:
+        reference = tmp_path / "ref.duckdb"
+        run_pipeline(manifest, reference, server)
+        db = tmp_path / "workers.duckdb"
+        spec = f"openai-compatible:{server.base_url}#fake-model"
+        config = load_config(
+            None,
+            {"manifest": manifest, "db": db, "rules": ["R1", "R2"], "roles": {"all": spec},
+             "role_settings": FAST, "perception": False, "concurrency": 4},
+        )  # fmt: skip
+        console = Console(file=io.StringIO())
+        summary = run_with_workers(config, 2, console)
+        assert summary.processed == len(CATEGORIES) and summary.skipped == 0
+        assert summary.counts["accepted"] == len(CATEGORIES)
+        assert summary.tokens > 0
+        again = run_with_workers(config, 2, console)
+    assert again.processed == 0 and again.skipped == len(CATEGORIES)
+    assert _accepted(db) == _accepted(reference)
+    _no_duplicates_and_nothing_pending(db)
+    folder = workers_folder(config)
+    stores = sorted(p.name for p in folder.glob("worker-*.duckdb"))
+    assert stores == ["worker-0-of-2.duckdb", "worker-1-of-2.duckdb"]
+    for store in stores:  # each worker did a share of the work, not all of it
+        assert 0 < _finished(folder / store) < len(CATEGORIES)
+
+
+def _interrupt_then_rerun(tmp_path: Path, sig: signal.Signals) -> tuple[Path, Path, int]:
+    """Start a 2-worker run, send ``sig`` to the parent mid-run, then rerun to the end."""
+    manifest = make_manifest(tmp_path / "in", CATEGORIES)
+    with FakeOpenAIServer(responder=ICMResponder(), latency_s=0.02) as server:
+        reference = tmp_path / "ref.duckdb"
+        run_pipeline(manifest, reference, server, run="killed")
+        server.reset()
+        db = tmp_path / "workers.duckdb"
+        command = [*_generate_cmd(manifest, db, server.base_url), "--workers", "2"]
+        parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while len(server.chat_requests()) < 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(parent.pid, sig)
+        _, err = parent.communicate(timeout=60)
+        code = parent.returncode
+        folder = db.parent / f"{db.name}.workers" / "killed"
+        done = sum(_finished(p) for p in folder.glob("worker-*.duckdb"))
+        assert 0 < done < len(CATEGORIES), (done, err)
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+    return db, reference, code
+
+
+def test_ctrl_c_stops_the_workers_merges_their_work_and_the_rerun_completes(tmp_path) -> None:
+    db, reference, code = _interrupt_then_rerun(tmp_path, signal.SIGINT)
+    assert code == 130
+    assert _accepted(db) == _accepted(reference)
+    _no_duplicates_and_nothing_pending(db)
+
+
+def test_workers_stop_by_themselves_when_the_parent_is_killed(tmp_path: Path) -> None:
+    # SIGKILL gives the parent no chance to stop its workers: they see their stdin close, stop
+    # as on Ctrl-C and release their stores (the rerun could not open them otherwise).
+    db, reference, code = _interrupt_then_rerun(tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert _accepted(db) == _accepted(reference)
+    _no_duplicates_and_nothing_pending(db)
+
+
+def test_workers_and_shard_together_are_refused(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:2])
+    result = CliRunner().invoke(
+        app,
+        ["generate", str(manifest), "--db", str(tmp_path / "x.duckdb"), "--workers", "2",
+         "--shard", "0/2", "--role", "all=openai-compatible:http://127.0.0.1:9/v1#m"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--workers" in result.output and "--shard" in result.output
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_workers_must_be_positive(tmp_path: Path, workers: int) -> None:
+    result = CliRunner().invoke(app, ["generate", "--workers", str(workers)])
+    assert result.exit_code == 2

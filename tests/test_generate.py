@@ -276,6 +276,29 @@ def _accepted(db: Path) -> list[tuple]:
         ]
 
 
+#: each table with the key no two of its rows may share
+UNIQUE_KEYS = (
+    ("samples", "sample_id"),
+    ("explanations", "sample_id, rule_variant"),
+    ("qa_items", "qa_id"),
+    ("stage_outputs", "output_id"),
+    ("llm_calls", "call_id"),
+)
+
+
+def assert_complete_without_duplicates(db: Path, samples: int) -> None:
+    """Every sample finished, none twice, no row of a sample repeated."""
+    with Store.open(db, read_only=True) as store:
+        for table, key in UNIQUE_KEYS:
+            dupes = store.scalar(
+                f"SELECT count(*) FROM (SELECT {key} FROM {table} "
+                f"GROUP BY {key} HAVING count(*) > 1)"
+            )
+            assert dupes == 0, table
+        assert store.scalar("SELECT count(*) FROM samples") == samples
+        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
+
+
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     # 18 distinct categories: text-only requests of equal categories would be cache hits.
     categories = list(load_policy("icm_sexy").categories)[:18]
@@ -300,16 +323,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
         subprocess.run(_generate_cmd(manifest, db, server.base_url), check=True,
                        capture_output=True, timeout=300)  # fmt: skip
     assert _accepted(db) == _accepted(reference)
-    with Store.open(db, read_only=True) as store:
-        for table, key in (("samples", "sample_id"), ("explanations", "sample_id, rule_variant"),
-                           ("qa_items", "qa_id"), ("stage_outputs", "output_id")):  # fmt: skip
-            dupes = store.scalar(
-                f"SELECT count(*) FROM (SELECT {key} FROM {table} "
-                f"GROUP BY {key} HAVING count(*) > 1)"
-            )
-            assert dupes == 0, table
-        assert store.scalar("SELECT count(*) FROM samples") == len(categories)
-        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
+    assert_complete_without_duplicates(db, len(categories))
 
 
 @pytest.mark.parametrize("send_images", [False, True])

@@ -14,7 +14,14 @@ import pytest
 from fakes import FakeOpenAIServer
 from fakes.icm_responder import ICMResponder
 from rich.console import Console
-from test_generate import FAST, _accepted, _generate_cmd, make_manifest, run_pipeline
+from test_generate import (
+    FAST,
+    _accepted,
+    _generate_cmd,
+    assert_complete_without_duplicates,
+    make_manifest,
+    run_pipeline,
+)
 from typer.testing import CliRunner
 
 from data.policy import load_policy
@@ -25,25 +32,11 @@ from graphs.workers import run_with_workers, workers_folder
 
 #: distinct categories: text-only requests of equal categories would be cache hits
 CATEGORIES = list(load_policy("icm_sexy").categories)[:18]
-TABLE_KEYS = (
-    ("samples", "sample_id"),
-    ("explanations", "sample_id, rule_variant"),
-    ("qa_items", "qa_id"),
-    ("stage_outputs", "output_id"),
-    ("llm_calls", "call_id"),
-)
 
 
 def _no_duplicates_and_nothing_pending(db: Path) -> None:
+    assert_complete_without_duplicates(db, len(CATEGORIES))
     with Store.open(db, read_only=True) as store:
-        for table, key in TABLE_KEYS:
-            dupes = store.scalar(
-                f"SELECT count(*) FROM (SELECT {key} FROM {table} "
-                f"GROUP BY {key} HAVING count(*) > 1)"
-            )
-            assert dupes == 0, table
-        assert store.scalar("SELECT count(*) FROM samples") == len(CATEGORIES)
-        assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
         assert store.scalar("SELECT status FROM runs") == "finished"
 
 

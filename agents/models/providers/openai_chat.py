@@ -42,9 +42,14 @@ from pydantic import BaseModel, SecretStr
 from agents.models.base import GenerationParams, Message, ProviderError, ProviderResponse
 from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
-from agents.models.errors import classify, looks_like_refusal
+from agents.models.errors import classify
 from agents.models.providers.http import async_http_client
-from agents.models.providers.openai_wire import RawChatClient, parse_completion, wire_messages
+from agents.models.providers.openai_wire import (
+    RawChatClient,
+    chat_response,
+    parse_completion,
+    wire_messages,
+)
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
 
@@ -132,17 +137,10 @@ def langchain_response(
     dialect: str,
 ) -> ProviderResponse:
     """The layer's response from a LangChain answer whose provider-specific refusals were
-    handled; prose that reads as a refusal where an object was due is a refusal too."""
-    if parsed is None and looks_like_refusal(text):
-        raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
+    handled (see :func:`chat_response`)."""
     usage = answer.usage_metadata or {}
-    return ProviderResponse(
-        raw_text=text,
-        parsed=parsed,
-        input_tokens=usage.get("input_tokens"),
-        output_tokens=usage.get("output_tokens"),
-        finish_reason=finish_reason,
-        extra={"dialect": dialect},
+    return chat_response(
+        text, parsed, usage.get("input_tokens"), usage.get("output_tokens"), finish_reason, dialect
     )
 
 
@@ -263,11 +261,7 @@ class OpenAIChatProvider:
             dialect = self.dialect
             instruction = schema_instruction(schema) if dialect == "text" else None
             try:
-                if self.client == "langchain":
-                    return await self._send_langchain(
-                        messages, instruction, schema, params, timeout
-                    )
-                return await self._send_wire(messages, instruction, schema, params, timeout)
+                return await self._send(messages, instruction, schema, params, timeout)
             except Exception as exc:
                 error = classify(exc)  # a ProviderError stays itself
                 if not self._rejects_dialect(error):
@@ -296,7 +290,7 @@ class OpenAIChatProvider:
             status_code=error.status_code,
         )
 
-    async def _send_langchain(
+    async def _send(
         self,
         messages: list[Message],
         instruction: str | None,
@@ -304,28 +298,19 @@ class OpenAIChatProvider:
         params: GenerationParams,
         timeout: float | None,
     ) -> ProviderResponse:
+        """One request in the current dialect, sent as the ``client`` setting says (the body on
+        the wire is the same each way)."""
         dialect = self.dialect
-        kwargs = self._param_kwargs(params, timeout)
         fmt = self._format_kwargs(schema, dialect)
-        if "response_format" in fmt:
-            kwargs["extra_body"] = kwargs.get("extra_body", {}) | fmt
-        else:
-            kwargs |= fmt
-        answer = await self._chat.ainvoke(to_langchain(messages, instruction), **kwargs)
-        return self._response(answer, dialect)
-
-    async def _send_wire(
-        self,
-        messages: list[Message],
-        instruction: str | None,
-        schema: type[BaseModel],
-        params: GenerationParams,
-        timeout: float | None,
-    ) -> ProviderResponse:
-        """``client=sdk`` or ``raw``: the same body as ChatOpenAI's, without LangChain."""
-        dialect = self.dialect
-        body = self._request_body(messages, instruction, params)
-        body |= self._format_kwargs(schema, dialect)
+        if self.client == "langchain":
+            kwargs = self._param_kwargs(params, timeout)
+            if "response_format" in fmt:
+                kwargs["extra_body"] = kwargs.get("extra_body", {}) | fmt
+            else:
+                kwargs |= fmt
+            answer = await self._chat.ainvoke(to_langchain(messages, instruction), **kwargs)
+            return self._response(answer, dialect)
+        body = self._request_body(messages, instruction, params) | fmt
         if self.client == "raw":
             text = await self._raw.post(body, timeout)
         else:

@@ -76,15 +76,30 @@ def parse_completion(body_text: str, dialect: str, endpoint: str) -> ProviderRes
             text = json.dumps(parsed, ensure_ascii=False)
         else:
             text = arguments
+    usage = data.get("usage") or {}
+    return chat_response(
+        text, parsed, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish, dialect
+    )
+
+
+def chat_response(
+    text: str,
+    parsed: dict[str, Any] | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    finish_reason: str | None,
+    dialect: str,
+) -> ProviderResponse:
+    """The layer's response to an answer; prose that reads as a refusal where an object was
+    due is a refusal (every client and provider applies the same rule)."""
     if parsed is None and looks_like_refusal(text):
         raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
-    usage = data.get("usage") or {}
     return ProviderResponse(
         raw_text=text,
         parsed=parsed,
-        input_tokens=usage.get("prompt_tokens"),
-        output_tokens=usage.get("completion_tokens"),
-        finish_reason=finish,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        finish_reason=finish_reason,
         extra={"dialect": dialect},
     )
 

@@ -85,7 +85,8 @@ def generate_command(
         list[str] | None,
         typer.Option(
             "--role-setting",
-            help="ROLE.KEY=VALUE, repeatable, e.g. all.temperature=0.7, critic.max_tokens=400.",
+            help="ROLE.KEY=VALUE, repeatable, e.g. all.temperature=0.7, critic.max_tokens=400, "
+            "all.client=raw (the lightest client for a fast OpenAI-compatible server).",
         ),
     ] = None,
     db: Annotated[

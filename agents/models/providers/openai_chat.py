@@ -54,7 +54,7 @@ from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
 
 DIALECT_ORDER: tuple[str, ...] = ("json_schema", "json_object_schema", "tools", "text")
-#: the ``client`` used when a role's settings name none (tests run every case with both)
+#: the ``client`` used when a role's settings name none (tests run every case with each client)
 DEFAULT_CLIENT = "langchain"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 

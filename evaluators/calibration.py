@@ -20,11 +20,18 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.judge import Judge, Judgment, MEQItem, judge_repeated, summarize_repeats
+from agents.judge import (
+    Judge,
+    Judgment,
+    MEQItem,
+    RepeatSummary,
+    judge_repeated,
+    summarize_repeats,
+)
 from agents.judge_schemas import MEQ_CRITERIA
 
 Split = Literal["held_out", "fit", "all"]
@@ -132,14 +139,12 @@ def criterion_stats(judge: Sequence[float], reference: Sequence[float]) -> Crite
     )
 
 
-class CalibrationReport(BaseModel):
-    """What ``icm judge calibrate`` prints and stores."""
+class JudgingTally(BaseModel):
+    """What every judge report says about coverage: items, how many were scored, what became
+    of the rest, and the spread across repeats (``icm judge calibrate`` and ``score``)."""
 
     judge_spec: str
     judge_kind: str
-    dataset_path: str
-    dataset_sha256: str
-    split: str
     n_items: int
     n_scored: int
     n_unscored: int
@@ -148,11 +153,43 @@ class CalibrationReport(BaseModel):
     status_counts: dict[str, int]
     """Every judgment by status (``repeats`` per item)."""
     repeats: int
+    repeat_std: dict[str, float] | None = None
+    """Mean over items of the per-item std across repeats (only with ``repeats`` > 1)."""
+
+
+def tally_fields(
+    judgments: Sequence[Sequence[Judgment]],
+    summaries: Sequence[RepeatSummary],
+    criteria: Sequence[str],
+) -> dict[str, Any]:
+    """The :class:`JudgingTally` fields (all but the judge's name) of per-item judgments and
+    their summaries."""
+    n_scored = sum(1 for s in summaries if s.mean is not None)
+    spreads = [s.std for s in summaries if s.std]
+    return {
+        "n_items": len(judgments),
+        "n_scored": n_scored,
+        "n_unscored": len(judgments) - n_scored,
+        "unscored_rate": (len(judgments) - n_scored) / len(judgments) if judgments else 0.0,
+        "status_counts": dict(sorted(Counter(j.status for js in judgments for j in js).items())),
+        "repeats": max((len(js) for js in judgments), default=1),
+        "repeat_std": (
+            {name: statistics.fmean(s[name] for s in spreads) for name in criteria}
+            if spreads
+            else None
+        ),
+    }
+
+
+class CalibrationReport(JudgingTally):
+    """What ``icm judge calibrate`` prints and stores."""
+
+    dataset_path: str
+    dataset_sha256: str
+    split: str
     criteria: dict[str, CriterionStats]
     meq: dict[str, float | None]
     """The paper's MEQ (mean accuracy / 100) of the judge and of the reference judge."""
-    repeat_std: dict[str, float] | None = None
-    """Mean over items of the per-item std across repeats (only with ``repeats`` > 1)."""
     reference_judge: str = "gpt-4o"
     warnings: list[str] = []
 
@@ -170,17 +207,11 @@ def build_report(
 ) -> CalibrationReport:
     """Correlate the judge (mean of its scored repeats per item) with the cases' scores."""
     summaries = [summarize_repeats(js) for js in judgments]
-    statuses = Counter(j.status for js in judgments for j in js)
     scored = [(c, s) for c, s in zip(cases, summaries, strict=True) if s.mean is not None]
     per_criterion = {}
     for name in criteria:
         pairs = [(s.mean[name], c.judge_scores[name]) for c, s in scored if name in c.judge_scores]
         per_criterion[name] = criterion_stats([p[0] for p in pairs], [p[1] for p in pairs])
-    repeats = max((len(js) for js in judgments), default=1)
-    spreads = [s.std for s in summaries if s.std]
-    repeat_std = (
-        {name: statistics.fmean(s[name] for s in spreads) for name in criteria} if spreads else None
-    )
     accuracy = per_criterion.get("accuracy")
     all_accuracy = [c.judge_scores["accuracy"] for c in cases if "accuracy" in c.judge_scores]
     judge_mean = accuracy.judge_mean if accuracy else None
@@ -193,22 +224,15 @@ def build_report(
         ),
         "reference_all_items": statistics.fmean(all_accuracy) / 100 if all_accuracy else None,
     }
-    n_unscored = len(cases) - len(scored)
     return CalibrationReport(
         judge_spec=judge_spec,
         judge_kind=judge_kind,
         dataset_path=dataset_path,
         dataset_sha256=dataset_sha256,
         split=split,
-        n_items=len(cases),
-        n_scored=len(scored),
-        n_unscored=n_unscored,
-        unscored_rate=n_unscored / len(cases) if cases else 0.0,
-        status_counts=dict(sorted(statuses.items())),
-        repeats=repeats,
         criteria=per_criterion,
         meq=meq,
-        repeat_std=repeat_std,
+        **tally_fields(judgments, summaries, criteria),
         reference_judge=(cases[0].judge_model or "gpt-4o") if cases else "gpt-4o",
     )
 

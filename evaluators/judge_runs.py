@@ -17,13 +17,12 @@ import json
 import statistics
 import sys
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.judge import (
     FreeItem,
@@ -43,7 +42,7 @@ from agents.judge_schemas import RUBRICS
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.store import Store, to_json, utcnow
-from evaluators.calibration import CalibrationReport
+from evaluators.calibration import CalibrationReport, JudgingTally, tally_fields
 from prompts import load_prompt
 
 EVIDENCE_CHARS = 600
@@ -319,26 +318,16 @@ class CriterionSummary(BaseModel):
     std: float | None
 
 
-class ScoreReport(BaseModel):
+class ScoreReport(JudgingTally):
     """What ``icm judge score`` prints and stores in the run's config."""
 
     judged_run: str
-    judge_spec: str
-    judge_kind: str
     rubric: str
-    n_items: int
-    n_scored: int
-    n_unscored: int
-    """Items with no scored judgment; left out of every mean, never counted as 0."""
-    unscored_rate: float
-    status_counts: dict[str, int]
-    repeats: int
     criteria: dict[str, CriterionSummary]
     meq: float | None = None
     """Mean accuracy / 100 (MEQ rubric only), the paper's MEQ."""
-    repeat_std: dict[str, float] | None = None
     unmatched_references: int = 0
-    warnings: list[str] = []
+    warnings: list[str] = Field(default_factory=list)
 
 
 def build_score_report(
@@ -353,7 +342,6 @@ def build_score_report(
     criteria = RUBRICS[rubric][1]
     summaries = [summarize_repeats(js) for js in per_item]
     means = [s.mean for s in summaries if s.mean is not None]
-    spreads = [s.std for s in summaries if s.std]
     per_criterion = {}
     for name in criteria:
         values = [m[name] for m in means]
@@ -368,17 +356,9 @@ def build_score_report(
         judge_spec=judge.spec,
         judge_kind=judge.kind,
         rubric=rubric,
-        n_items=len(per_item),
-        n_scored=len(means),
-        n_unscored=len(per_item) - len(means),
-        unscored_rate=(len(per_item) - len(means)) / len(per_item) if per_item else 0.0,
-        status_counts=dict(sorted(Counter(j.status for js in per_item for j in js).items())),
-        repeats=max((len(js) for js in per_item), default=1),
         criteria=per_criterion,
         meq=accuracy.mean / 100 if accuracy and accuracy.mean is not None else None,
-        repeat_std=(
-            {n: statistics.fmean(s[n] for s in spreads) for n in criteria} if spreads else None
-        ),
+        **tally_fields(per_item, summaries, criteria),
         unmatched_references=unmatched_references,
         warnings=list(warnings),
     )

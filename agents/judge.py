@@ -1,6 +1,6 @@
 """The judge role: scores moderation explanations under a rubric, through the model layer.
 
-Three rubrics (``agents.judge_schemas``): the paper's MEQ rubric (a candidate against a
+Three rubrics (``evaluators.judge_schemas``): the paper's MEQ rubric (a candidate against a
 reference: accuracy, preciseness, comprehensiveness, fluency), a reference-free rubric (verdict
 correctness under the rule variant, rule faithfulness, grounding, freedom from hallucination)
 and a pairwise comparison.
@@ -30,12 +30,12 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.judge_schemas import RUBRICS, PairwiseJudgment
 from agents.models.base import Message
 from agents.models.layer import ModelLayer
 from agents.models.settings import ModelConfig
 from agents.models.spec import parse_spec
 from data.store import Store
+from evaluators.judge_schemas import RUBRICS, PairwiseJudgment
 from prompts import load_prompt
 
 JudgmentStatus = Literal["scored", "unscored", "refused", "failed"]

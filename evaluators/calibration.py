@@ -32,7 +32,7 @@ from agents.judge import (
     judge_repeated,
     summarize_repeats,
 )
-from agents.judge_schemas import MEQ_CRITERIA
+from evaluators.judge_schemas import MEQ_CRITERIA
 
 Split = Literal["held_out", "fit", "all"]
 SPLITS: tuple[str, ...] = ("held_out", "fit", "all")

@@ -29,9 +29,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.runs_cli import compact_roles
 from data.store import Store
 from evaluators.metrics import bootstrap_ci
+from graphs.commands.runs import compact_roles
 
 GENERATING_STAGES = ("describer", "context_interpreter", "explainer", "qa_writer")
 

@@ -43,8 +43,8 @@ from pydantic import BaseModel
 from scipy import optimize, stats
 
 from agents.judge import Judgment, MEQItem, UnsupportedRubricError
-from agents.judge_schemas import MEQ_CRITERIA
 from evaluators.calibration import FIT_FRACTION, MEQCase, file_sha256, load_meq_set, select
+from evaluators.judge_schemas import MEQ_CRITERIA
 
 METRIC_SPEC = "metric:minilm"
 FIT_FILE = Path(__file__).with_name("minilm_meq_fit.json")

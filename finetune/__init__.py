@@ -11,5 +11,5 @@
 - :mod:`finetune.train`: the training loop (accelerate; one GPU, many, or a CPU);
 - :mod:`finetune.moderate`: batched verdicts, scores and explanations into the store;
 - :mod:`finetune.synthetic`: config-built models with random weights for tests and benchmarks;
-- :mod:`finetune.cli`: ``icm finetune`` and ``icm moderate``.
+- :mod:`graphs.commands.finetune`: ``icm finetune`` and ``icm moderate``.
 """

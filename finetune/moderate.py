@@ -290,7 +290,7 @@ class Moderator:
 def categories_from_manifest(path: Path, policy: Policy) -> dict[str, str]:
     """image sha256 and resolved path -> category, from a generation manifest (JSONL or CSV)."""
     from data.images import image_sha256
-    from graphs.inputs import read_manifest
+    from data.manifest import read_manifest
 
     rows = read_manifest(path, {policy.name: policy}, default_policy=policy.name)
     out: dict[str, str] = {}

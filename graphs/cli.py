@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from agents.perception.cli import perceive_command
-from data.db_cli import app as db_app
-from data.merge_cli import HELP as MERGE_HELP
-from data.merge_cli import merge_command
-from data.rules_cli import app as rules_app
-from data.runs_cli import export_command, runs_command, traces_command
-from data.viewer.cli import view_command
-from evaluators.eval_cli import audit_command, compare_command, metrics_command
-from evaluators.judge_cli import app as judge_app
-from finetune.cli import finetune_command, moderate_command
+from graphs.commands.db import app as db_app
+from graphs.commands.evaluate import audit_command, compare_command, metrics_command
+from graphs.commands.finetune import finetune_command, moderate_command
+from graphs.commands.judge import app as judge_app
+from graphs.commands.merge import HELP as MERGE_HELP
+from graphs.commands.merge import merge_command
+from graphs.commands.perceive import perceive_command
+from graphs.commands.rules import app as rules_app
+from graphs.commands.runs import export_command, runs_command, traces_command
+from graphs.commands.view import view_command
 from graphs.generate import HELP as GENERATE_HELP
 from graphs.generate import generate_command
 

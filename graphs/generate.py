@@ -27,7 +27,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the input's fault: printed as one line, exit code 2 (imported late:
     `icm --help` must not load the model layer)."""
     from agents.models.credentials import MissingCredentialsError
-    from graphs.inputs import ManifestError
+    from data.manifest import ManifestError
 
     return (ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError)
 

@@ -41,13 +41,13 @@ from agents.models.layer import ModelLayer
 from agents.models.settings import ModelConfig
 from agents.qa_writer import QACounts, verdict_questions
 from agents.schemas import LENGTH_PROFILES
+from data.manifest import ManifestRow, manifest_policies, read_manifest
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.store import Store, to_json, utcnow
 from data.store.batch import BatchWriter
-from data.viewer.snapshot import SnapshotPublisher
+from data.store.snapshot import SnapshotPublisher
 from graphs.config import GenerateConfig
-from graphs.inputs import ManifestRow, manifest_policies, read_manifest
 from graphs.pipeline import (
     GENERATION_ROLES,
     RECURSION_LIMIT,

@@ -19,7 +19,7 @@ from evaluators.consistency import (
     term_stance,
     yes_no_answer,
 )
-from evaluators.eval_cli import audit_command
+from graphs.commands.evaluate import audit_command
 
 DEV = Path(__file__).resolve().parents[2] / "shared/datasets/icm_assistant/instruct_dev.jsonl"
 runner = CliRunner()

@@ -31,7 +31,7 @@ from evaluators.embedding_judge import (
     untie,
     verdict_conflict,
 )
-from evaluators.judge_cli import app
+from graphs.commands.judge import app
 
 torch.set_num_threads(1)
 

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from data.store import Store, to_json, utcnow
 from evaluators.compare import RunLookupError, compare_runs
-from evaluators.eval_cli import compare_command
 from evaluators.plots import write_plots
+from graphs.commands.evaluate import compare_command
 from graphs.config import load_config
 from graphs.runner import GenerationRun
 

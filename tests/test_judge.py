@@ -37,8 +37,8 @@ from agents.judge import (
     summarize_repeats,
 )
 from data.store import Store, to_json, utcnow
-from evaluators.judge_cli import app
-from evaluators.judge_runs import build_score_report
+from graphs.commands.judge import app
+from graphs.judging import build_score_report
 
 torch.set_num_threads(1)
 

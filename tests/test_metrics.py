@@ -12,7 +12,6 @@ import typer
 from typer.testing import CliRunner
 
 from data.store import Store, utcnow
-from evaluators.eval_cli import metrics_command
 from evaluators.metrics import (
     Confusion,
     bootstrap_ci,
@@ -22,6 +21,7 @@ from evaluators.metrics import (
     mqa_accuracy,
     policy_flags,
 )
+from graphs.commands.evaluate import metrics_command
 
 # Hand-made predictions under icm_sexy ("sexy" is the flagged label). Per rule variant:
 #   R1: 4 scored -> tp 2 (upper_bust x2), fn 1 (middle_leg), tn 1 (upper_normal ok);

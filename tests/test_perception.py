@@ -24,7 +24,6 @@ from agents.perception.attributes import (
     map_attributes,
 )
 from agents.perception.baseline import predict
-from agents.perception.cli import perceive_command
 from agents.perception.contradictions import check_claims, find_contradictions
 from agents.perception.evidence import Box, Detection, Faces, TextLine
 from agents.perception.exposure import ExposureTool, describe_label
@@ -32,6 +31,7 @@ from agents.perception.objects import CLASS_GROUPS, group_indices, imagenet_labe
 from agents.perception.toolkit import TOOL_NAMES
 from data.policy import list_policies, load_policy
 from data.store import Store
+from graphs.commands.perceive import perceive_command
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 MANIFEST = [json.loads(line) for line in (SAMPLES / "manifest.jsonl").read_text().splitlines()]

@@ -21,8 +21,8 @@ from data.policy import (
     load_policy,
     parse_policy,
 )
-from data.rules_cli import app
 from data.yaml_lines import load_located
+from graphs.commands.rules import app
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "policies"
 RELEASED = Path(__file__).resolve().parents[2] / "shared/datasets/icm_assistant"

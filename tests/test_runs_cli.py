@@ -14,7 +14,7 @@ import typer
 from run_store import FEEDBACK, REJECT_REASON, build_store
 from typer.testing import CliRunner
 
-from data.runs_cli import compact_roles, export_command, runs_command, traces_command
+from graphs.commands.runs import compact_roles, export_command, runs_command, traces_command
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data.db_cli import app as db_app
 from data.store import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -25,6 +24,7 @@ from data.store import (
     utcnow,
 )
 from data.store.batch import BatchWriter
+from graphs.commands.db import app as db_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

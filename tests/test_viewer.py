@@ -16,15 +16,15 @@ from fastapi.testclient import TestClient
 from viewer_data import SCRIPT, bulk_db, generated_db
 
 from data.store import Store, StoreLockedError
-from data.viewer.app import create_app
-from data.viewer.export import export_report
-from data.viewer.snapshot import (
+from data.store.snapshot import (
     DataSource,
     SnapshotPublisher,
     SourceUnavailable,
     publish_snapshot,
     snapshot_path,
 )
+from graphs.viewer.app import create_app
+from graphs.viewer.export import export_report
 
 REPO = Path(__file__).resolve().parents[1]
 ESCAPED = "&lt;script&gt;window.__pwned=1&lt;/script&gt;"
@@ -162,7 +162,7 @@ _WRITER = textwrap.dedent(
     import sys
     sys.path.insert(0, {repo!r})
     from data.store import Store, StoreLockedError
-    from data.viewer.snapshot import publish_snapshot
+    from data.store.snapshot import publish_snapshot
     store = Store.open({db!r})
     store.execute("UPDATE runs SET status = 'running'")
     if {publish!r}:
@@ -278,7 +278,7 @@ def test_view_command_exports_and_refuses_a_missing_db(gen, tmp_path: Path) -> N
     import typer
     from typer.testing import CliRunner
 
-    from data.viewer.cli import view_command
+    from graphs.commands.view import view_command
 
     app = typer.Typer()
     app.command()(view_command)

@@ -25,8 +25,8 @@ from viewer_data import SCRIPT, bulk_db, generated_db, make_manifest
 
 from data.policy import load_policy
 from data.store import Store
-from data.viewer.app import create_app
-from data.viewer.export import export_report
+from graphs.viewer.app import create_app
+from graphs.viewer.export import export_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def test_viewer_during_a_running_generation_shows_progress_and_the_run_completes
     mid_run.unlink(missing_ok=True)
     with (
         # Slow enough (~20 s) that several rate-limited snapshots land mid-run on a quiet
-        # machine too: a snapshot's pause grows with its copy time (data/viewer/snapshot.py).
+        # machine too: a snapshot's pause grows with its copy time (data/store/snapshot.py).
         FakeOpenAIServer(responder=ICMResponder(), latency_s=0.2) as fake,
         serve(db) as base,
     ):

@@ -5,7 +5,7 @@ argument order; a bad image is an entry with ``error`` and ``reason``). Bad imag
 and the rest still processed; the exit code is 1 when any image failed. ``--policy`` adds the
 attribute values the evidence supports and the no-LLM baseline's verdicts.
 
-Runs standalone too: ``python -m agents.perception.cli IMAGE...``.
+Runs standalone too: ``python -m graphs.commands.perceive IMAGE...``.
 """
 
 from __future__ import annotations

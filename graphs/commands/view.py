@@ -11,10 +11,10 @@ from typing import Annotated
 import typer
 
 from data.store import DEFAULT_DB_PATH, StoreError
-from data.viewer.snapshot import snapshot_path
+from data.store.snapshot import snapshot_path
 
 DEFAULT_PORT = 8765
-DEFAULT_MAX_SAMPLES = 200  # data.viewer.export's default; the web stack is imported on use
+DEFAULT_MAX_SAMPLES = 200  # graphs.viewer.export's default; the web stack is imported on use
 
 
 def view_command(
@@ -51,7 +51,7 @@ def view_command(
         )
         raise typer.Exit(1)
     if export is not None:
-        from data.viewer.export import export_report
+        from graphs.viewer.export import export_report
 
         try:
             done = export_report(db, export, max_samples=export_samples)
@@ -66,7 +66,7 @@ def view_command(
         return
     import uvicorn
 
-    from data.viewer.app import LOOPBACK_HOSTS, create_app
+    from graphs.viewer.app import LOOPBACK_HOSTS, create_app
 
     hosts = LOOPBACK_HOSTS if host in LOOPBACK_HOSTS else [*LOOPBACK_HOSTS, host]
     if host in {"0.0.0.0", "::"}:

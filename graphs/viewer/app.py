@@ -24,10 +24,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from data.viewer import queries, reports
-from data.viewer.render import STATIC, Links, environment
-from data.viewer.snapshot import DataSource, SourceInfo, SourceUnavailable
-from data.viewer.thumbs import DISPLAY_SIDE, THUMB_SIDE, ImageCache, resolve
+from data.store.snapshot import DataSource, SourceInfo, SourceUnavailable
+from graphs.viewer import queries, reports
+from graphs.viewer.render import STATIC, Links, environment
+from graphs.viewer.thumbs import DISPLAY_SIDE, THUMB_SIDE, ImageCache, resolve
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -38,11 +38,11 @@ from agents.judge import (
     self_preference_warnings,
     summarize_repeats,
 )
-from agents.judge_schemas import RUBRICS
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.store import Store, to_json, utcnow
 from evaluators.calibration import CalibrationReport, JudgingTally, tally_fields
+from evaluators.judge_schemas import RUBRICS
 from prompts import load_prompt
 
 EVIDENCE_CHARS = 600

@@ -20,13 +20,13 @@ from typing import Any
 from urllib.parse import quote
 
 from data.store import Store
-from data.viewer import queries, reports
-from data.viewer.render import Links, environment, stylesheet
-from data.viewer.snapshot import DataSource, SourceInfo
-from data.viewer.thumbs import THUMB_SIDE, data_uri, encode, resolve
+from data.store.snapshot import DataSource, SourceInfo
+from graphs.viewer import queries, reports
+from graphs.viewer.render import Links, environment, stylesheet
+from graphs.viewer.thumbs import THUMB_SIDE, data_uri, encode, resolve
 
 EXPORT_IMAGE_SIDE = 384
-DEFAULT_MAX_SAMPLES = 200  # also in data.viewer.cli
+DEFAULT_MAX_SAMPLES = 200  # also in graphs.commands.view
 
 _PRIORITY_SQL = """
 SELECT sample_id, image_path, category, category_source, rule_variants, status, reasons_json,

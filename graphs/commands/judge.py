@@ -31,7 +31,7 @@ from evaluators.calibration import (
     report_json,
     select,
 )
-from evaluators.judge_runs import (
+from graphs.judging import (
     PairwiseReport,
     RunNotFoundError,
     ScoreReport,

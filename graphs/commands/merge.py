@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from data.runs_cli import JsonOption, fail, run_overview
 from data.store import DEFAULT_DB_PATH, Store, StoreError
 from data.store.merge import merge_store
+from graphs.commands.runs import JsonOption, fail, run_overview
 
 HELP = (
     "Merge shard stores into one; per sample, a finished result wins over a pending one.\n\n"

@@ -19,7 +19,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from data.policy import PolicyError, load_policy
-from data.runs_cli import DbOption, JsonOption, fail, open_read_only
 from data.store import DEFAULT_DB_PATH
 from evaluators.audit import AuditReport, audit_file
 from evaluators.compare import Comparison, RunLookupError, compare_runs, resolve_runs
@@ -29,6 +28,7 @@ from evaluators.metrics import (
     policy_flags,
     predictions_frame,
 )
+from graphs.commands.runs import DbOption, JsonOption, fail, open_read_only
 
 DEFAULT_COMPARE_DIR = Path("runs") / "compare"
 

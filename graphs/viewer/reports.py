@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data.store import Store
-from data.viewer.queries import loads_json
+from graphs.viewer.queries import loads_json
 
 PLOTS = ("scores", "cost_vs_quality")
 

@@ -1,6 +1,6 @@
 """What each viewer page shows, as plain dicts: the routes render them, the export reuses them.
 
-Run-level numbers and a sample's timeline come from ``data.runs_cli`` (:func:`run_overview`,
+Run-level numbers and a sample's timeline come from ``graphs.commands.runs`` (:func:`run_overview`,
 :func:`sample_trace`), so the viewer, ``icm runs`` and ``icm traces`` never disagree. The sample
 list is the one query that must scale (100k samples per run): it is filtered in SQL, counted,
 and read one page at a time (``LIMIT``/``OFFSET`` over the ``samples (run_id, status)`` index);
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from data.runs_cli import compact_roles, run_overview, sample_trace
 from data.store import Store
+from graphs.commands.runs import compact_roles, run_overview, sample_trace
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50

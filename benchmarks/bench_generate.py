@@ -44,7 +44,7 @@ from rich.console import Console  # noqa: E402
 
 import agents.models.providers.openai_chat  # noqa: E402,F401  (imported before the CPU clock starts)
 from data.policy import load_policy  # noqa: E402
-from data.store import Store  # noqa: E402
+from data.store import Store, queries  # noqa: E402
 from graphs.config import load_config  # noqa: E402
 from graphs.runner import GenerationRun  # noqa: E402
 from graphs.workers import run_with_workers  # noqa: E402
@@ -123,11 +123,9 @@ def measure(
         cpu = time.process_time() + children_cpu_s() - cpu_start
         server_end = process_cpu_s(server_pid)
         with Store.open(db, read_only=True) as store:
-            calls = store.scalar("SELECT count(*) FROM llm_calls")
-            explainer = store.scalar("SELECT count(*) FROM llm_calls WHERE role = 'explainer'")
-            busy = store.scalar(
-                "SELECT epoch(max(finished_at)) - epoch(min(started_at)) FROM llm_calls"
-            )
+            calls = queries.call_count(store)
+            explainer = queries.call_count(store, role="explainer")
+            busy = queries.call_span_s(store) or float("nan")
     samples = summary.processed
     sequential = (calls - explainer + explainer / len(rules)) / samples
     ideal = level * 60.0 / (sequential * latency_s)

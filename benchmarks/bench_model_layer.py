@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field  # noqa: E402
 from agents.models.base import Message  # noqa: E402
 from agents.models.layer import ModelLayer  # noqa: E402
 from agents.models.settings import ModelConfig  # noqa: E402
-from data.store import Store  # noqa: E402
+from data.store import Store, queries  # noqa: E402
 from tests.fakes import FakeOpenAIServer  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
@@ -117,7 +117,7 @@ async def run(calls: int, warmup: int, base_url: str, db_path: Path) -> dict[str
                 times[name].append(elapsed)
     await uncached.aclose()
     await cached.aclose()
-    trace_rows = store.scalar("SELECT count(*) FROM llm_calls")
+    trace_rows = queries.call_count(store)
     store.close()
     await raw_client.close()
     assert trace_rows == 2 * (warmup + calls) + 1, trace_rows

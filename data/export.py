@@ -29,7 +29,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.store import Store
+from data.store import Store, queries
 
 Format = Literal["llava", "sharegpt", "parquet", "hf"]
 FORMATS: tuple[Format, ...] = ("llava", "sharegpt", "parquet", "hf")
@@ -174,16 +174,16 @@ def resolve_run(store: Store, run: str) -> dict[str, Any]:
         ExportError: no such run (the message lists the runs present), or a name shared by
             several runs (the message lists their ids).
     """
-    by_id = store.rows("SELECT * FROM runs WHERE run_id = ?", [run])
+    by_id = queries.run_row(store, run)
     if by_id:
-        return by_id[0]
-    by_name = store.rows("SELECT * FROM runs WHERE name = ? ORDER BY created_at", [run])
+        return by_id
+    by_name = queries.runs_named(store, run)
     if len(by_name) == 1:
         return by_name[0]
     if by_name:
         ids = ", ".join(r["run_id"] for r in by_name)
         raise ExportError(f"several runs are named {run!r}: pass one of their ids ({ids})")
-    present = store.rows("SELECT run_id, name, kind, status FROM runs ORDER BY created_at")
+    present = queries.run_listing(store)
     if not present:
         raise ExportError(f"no run {run!r}: the store {store.path} holds no runs")
     listing = "\n".join(
@@ -253,26 +253,8 @@ def collect_records(
     run_row = resolve_run(store, run)
     run_id = run_row["run_id"]
     counts = {s: 0 for s in SAMPLE_STATUSES}
-    for row in store.rows(
-        "SELECT status, count(*) AS n FROM samples WHERE run_id = ? GROUP BY status", [run_id]
-    ):
-        counts[row["status"]] = int(row["n"])
-    status_filter = "" if include_all else "AND s.status = 'accepted'"
-    samples = store.rows(
-        f"SELECT * FROM samples s WHERE s.run_id = ? {status_filter} "
-        "ORDER BY s.created_at, s.sample_id",
-        [run_id],
-    )
-    explanations = store.rows(
-        "SELECT e.* FROM explanations e JOIN samples s USING (sample_id) "
-        f"WHERE s.run_id = ? {status_filter} ORDER BY e.sample_id, e.rule_variant",
-        [run_id],
-    )
-    qa_rows = store.rows(
-        "SELECT q.* FROM qa_items q JOIN samples s USING (sample_id) "
-        f"WHERE s.run_id = ? {status_filter} ORDER BY q.sample_id, q.position, q.qa_id",
-        [run_id],
-    )
+    counts.update(queries.status_counts(store, run_id))
+    samples, explanations, qa_rows = queries.export_rows(store, run_id, include_all=include_all)
     by_sample: dict[str, list[dict[str, Any]]] = {}
     for row in explanations:
         by_sample.setdefault(row["sample_id"], []).append(row)

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.judge import (
+from evaluators.judge_schemas import MEQ_CRITERIA
+from evaluators.judgments import (
     Judge,
     Judgment,
     MEQItem,
@@ -32,7 +33,6 @@ from agents.judge import (
     judge_repeated,
     summarize_repeats,
 )
-from evaluators.judge_schemas import MEQ_CRITERIA
 
 Split = Literal["held_out", "fit", "all"]
 SPLITS: tuple[str, ...] = ("held_out", "fit", "all")

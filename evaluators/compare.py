@@ -29,11 +29,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.store import Store
+from data.provenance import compact_roles
+from data.store import Store, queries
 from evaluators.metrics import bootstrap_ci
-from graphs.commands.runs import compact_roles
-
-GENERATING_STAGES = ("describer", "context_interpreter", "explainer", "qa_writer")
 
 
 class RunLookupError(LookupError):
@@ -64,15 +62,12 @@ def resolve_runs(store: Store, refs: list[str]) -> list[dict[str, Any]]:
     """Runs by id, name, or a prefix of the id; each reference must name exactly one run."""
     found = []
     for ref in refs:
-        rows = store.rows("SELECT * FROM runs WHERE run_id = ?", [ref])
-        rows = rows or store.rows("SELECT * FROM runs WHERE name = ? ORDER BY created_at", [ref])
-        rows = rows or store.rows(
-            "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY created_at", [ref]
-        )
+        exact = queries.run_row(store, ref)
+        rows = [exact] if exact else queries.runs_named(store, ref)
+        rows = rows or queries.runs_with_id_prefix(store, ref)
         if not rows:
             known = ", ".join(
-                f"{r['name']} ({r['run_id']})"
-                for r in store.rows("SELECT name, run_id FROM runs ORDER BY created_at LIMIT 20")
+                f"{r['name']} ({r['run_id']})" for r in queries.run_listing(store, limit=20)
             )
             raise RunLookupError(f"no run {ref!r} in {store.path} (runs: {known or 'none'})")
         if len(rows) > 1:
@@ -126,46 +121,13 @@ def _summary(values: list[float], *, seed: int) -> dict[str, Any]:
     }
 
 
-_SAMPLES_SQL = """
-SELECT count(*) AS samples,
-       count(*) FILTER (WHERE status = 'accepted') AS accepted,
-       count(*) FILTER (WHERE status = 'rejected') AS rejected,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'pending') AS pending
-FROM samples WHERE run_id = ?
-"""
-
-_RETRIES_SQL = f"""
-SELECT sample_id, sum(extra) AS retries FROM (
-    SELECT sample_id, stage, max(attempt) - 1 AS extra
-    FROM stage_outputs
-    WHERE run_id = ? AND stage IN ({", ".join(f"'{s}'" for s in GENERATING_STAGES)})
-    GROUP BY sample_id, stage
-) GROUP BY sample_id
-"""
-
-_CALLS_SQL = """
-SELECT count(*) AS calls,
-       count(*) FILTER (WHERE cache_hit) AS cache_hits,
-       coalesce(sum(input_tokens), 0) AS input_tokens,
-       coalesce(sum(output_tokens), 0) AS output_tokens,
-       sum(cost_usd) AS cost_usd,
-       avg(latency_ms) FILTER (WHERE NOT cache_hit) AS mean_latency_ms
-FROM llm_calls WHERE run_id = ?
-"""
-
-
 def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     rid = run["run_id"]
-    counts = {k: int(v) for k, v in store.rows(_SAMPLES_SQL, [rid])[0].items()}
+    counts = queries.sample_totals(store, rid)
     decided = counts["accepted"] + counts["rejected"] + counts["failed"]
-    retries = [int(r["retries"]) for r in store.rows(_RETRIES_SQL, [rid])]
-    failures = store.rows(
-        "SELECT check_name, count(*) AS n FROM critiques WHERE run_id = ? AND NOT passed "
-        "GROUP BY check_name ORDER BY n DESC, check_name",
-        [rid],
-    )
-    calls = store.rows(_CALLS_SQL, [rid])[0]
+    retries = queries.retries_per_sample(store, rid)
+    failures = queries.failed_check_counts(store, rid)
+    calls = queries.call_totals(store, rid)
     tokens_in, tokens_out = int(calls["input_tokens"]), int(calls["output_tokens"])
     cost = None if calls["cost_usd"] is None else float(calls["cost_usd"])
     latency = calls["mean_latency_ms"]
@@ -183,7 +145,7 @@ def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "acceptance_rate": counts["accepted"] / decided if decided else None,
         "retries_total": sum(retries),
         "retries_per_sample": sum(retries) / len(retries) if retries else None,
-        "critic_failures": {r["check_name"]: int(r["n"]) for r in failures},
+        "critic_failures": failures,
         "calls": int(calls["calls"]),
         "cache_hits": int(calls["cache_hits"]),
         "input_tokens": tokens_in,
@@ -207,17 +169,8 @@ def _loads(raw: str | None) -> Any:
         return raw
 
 
-_JUDGMENTS_SQL = """
-SELECT s.run_id AS run, j.judge_spec, j.status, j.scores_json,
-       coalesce(j.sample_id, j.item_id) AS sample_id, j.rule_variant, j.item_id
-FROM judgments j
-JOIN samples s ON s.sample_id = coalesce(j.sample_id, j.item_id)
-WHERE s.run_id IN (SELECT unnest(?))
-"""
-
-
 def _judgments(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
-    return store.rows(_JUDGMENTS_SQL, [run_ids])
+    return queries.judgments_of_runs(store, run_ids)
 
 
 def _item_scores(judgments: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:

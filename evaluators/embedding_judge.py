@@ -42,9 +42,9 @@ import numpy as np
 from pydantic import BaseModel
 from scipy import optimize, stats
 
-from agents.judge import Judgment, MEQItem, UnsupportedRubricError
 from evaluators.calibration import FIT_FRACTION, MEQCase, file_sha256, load_meq_set, select
 from evaluators.judge_schemas import MEQ_CRITERIA
+from evaluators.judgments import Judgment, MEQItem, UnsupportedRubricError
 
 METRIC_SPEC = "metric:minilm"
 FIT_FILE = Path(__file__).with_name("minilm_meq_fit.json")

@@ -56,7 +56,7 @@ def examples_from_store(
 ) -> tuple[list[Example], dict[str, Any]]:
     """Examples of ``runs`` (ids or names) and what was skipped, by reason."""
     from data.export import ExportError, collect_records
-    from data.store import Store
+    from data.store import Store, queries
 
     path = Path(db)
     if not path.exists():
@@ -66,13 +66,10 @@ def examples_from_store(
     with Store.open(path, read_only=True) as store:
         for run in runs:
             if run == LATEST:
-                newest = store.rows(
-                    "SELECT run_id FROM runs WHERE kind = 'generate' "
-                    "ORDER BY created_at DESC LIMIT 1"
-                )
-                if not newest:
+                newest = queries.latest_run_id(store, "generate")
+                if newest is None:
                     raise DataFileError(f"{path} has no generation run (data.runs: [latest])")
-                run = newest[0]["run_id"]
+                run = newest
             try:
                 selection = collect_records(store, run, include_all=include_all)
             except ExportError as exc:

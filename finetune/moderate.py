@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -303,12 +302,9 @@ def categories_from_manifest(path: Path, policy: Policy) -> dict[str, str]:
 
 def categories_from_store(store: Any, policy: Policy) -> dict[str, str]:
     """image sha256 -> category of the latest generation sample of this policy."""
-    rows = store.rows(
-        "SELECT image_sha256, category FROM samples WHERE policy_name = ? AND category IS NOT NULL "
-        "AND image_sha256 IS NOT NULL ORDER BY created_at",
-        [policy.name],
-    )
-    return {r["image_sha256"]: r["category"] for r in rows}
+    from data.store import queries  # duckdb loads only when a store is read
+
+    return queries.categories_by_image(store, policy.name)
 
 
 # --------------------------------------------------------------------------- store
@@ -323,7 +319,7 @@ def record(
     settings: dict[str, Any],
 ) -> tuple[str, str]:
     """Write the run row and its predictions in one transaction; returns (run_id, name)."""
-    from data.store import to_json, utcnow
+    from data.store import records, utcnow  # duckdb loads only when a store is written
 
     run_id = f"mod-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     name = run_name or run_id
@@ -349,26 +345,19 @@ def record(
                 "created_at": now,
             }
         )
-    with store.transaction():
-        store.insert(
-            "runs",
-            [
-                {
-                    "run_id": run_id,
-                    "name": name,
-                    "kind": "moderate",
-                    "status": "finished",
-                    "created_at": now,
-                    "finished_at": utcnow(),
-                    "command": " ".join(sys.argv),
-                    "config_json": to_json({"model": model, **settings}),
-                    "policy_name": policy.name,
-                    "policy_sha256": policy.sha256,
-                    "rule_variants": ",".join(rules),
-                }
-            ],
-        )
-        store.insert("predictions", rows)
+    run = records.RunRecord(
+        run_id=run_id,
+        name=name,
+        kind="moderate",
+        status="finished",
+        created_at=now,
+        finished_at=utcnow(),
+        config={"model": model, **settings},
+        policy_name=policy.name,
+        policy_sha256=policy.sha256,
+        rule_variants=",".join(rules),
+    )
+    records.record_predictions(store, run, rows)
     return run_id, name
 
 

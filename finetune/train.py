@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.store import Store, records, to_json, utcnow
 from finetune.collate import IGNORE, ChatEncoder, Collator, Example, model_inputs
 from finetune.config import FinetuneConfig
 from finetune.families import (
@@ -542,15 +543,11 @@ class Trainer:
             self.progress(f"step {step} {split} loss {loss:.4f}{lr_text} tokens {tokens}")
 
     def _store(self) -> Any:
-        from data.store import Store
-
         return Store.open(self.config.data.db)
 
     def _record_start(self, total: int) -> None:
         if not self.config.train.record:
             return
-        from data.store import to_json, utcnow
-
         record = {
             "config": self.config.to_dict(),
             "data": self.data_summary,
@@ -559,86 +556,54 @@ class Trainer:
             "versions": _versions(),
         }
         with self._store() as store:
-            store.insert(
-                "finetune_runs",
-                [
-                    {
-                        "finetune_id": self.finetune_id,
-                        "name": self.name,
-                        "base_model": self.loaded.base,
-                        "family": self.family.name,
-                        "mode": self.config.train.mode,
-                        "source_runs": ",".join(self.config.data.runs + self.config.data.files),
-                        "config_json": to_json(record),
-                        "output_dir": str(self.output_dir.resolve()),
-                        "status": "running",
-                        "started_at": utcnow(),
-                    }
-                ],
-                on_conflict="replace",
+            records.record_finetune_start(
+                store,
+                {
+                    "finetune_id": self.finetune_id,
+                    "name": self.name,
+                    "base_model": self.loaded.base,
+                    "family": self.family.name,
+                    "mode": self.config.train.mode,
+                    "source_runs": ",".join(self.config.data.runs + self.config.data.files),
+                    "config_json": to_json(record),
+                    "output_dir": str(self.output_dir.resolve()),
+                    "status": "running",
+                    "started_at": utcnow(),
+                },
             )
-            store.insert(
-                "runs",
-                [
-                    {
-                        "run_id": self.finetune_id,
-                        "name": self.name,
-                        "kind": "finetune",
-                        "status": "running",
-                        "created_at": utcnow(),
-                        "command": " ".join(sys.argv),
-                        "config_json": to_json(record),
-                        "package_versions_json": to_json(_versions()),
-                    }
-                ],
+            records.register_run(
+                store,
+                records.RunRecord(
+                    run_id=self.finetune_id,
+                    name=self.name,
+                    kind="finetune",
+                    config=record,
+                    package_versions=_versions(),
+                ),
                 on_conflict="replace",
             )
 
     def _flush_metrics(self, store: Any) -> None:
-        from data.store import utcnow
-
         rows = [
             {**row, "finetune_id": self.finetune_id, "created_at": utcnow()}
             for row in self.history[self._flushed :]
         ]
-        store.insert("finetune_metrics", rows, on_conflict="replace")
+        records.record_finetune_metrics(store, rows)
         self._flushed = len(self.history)
 
     def _record_end(self, result: TrainResult, status: str) -> None:
         if not self.config.train.record:
             return
-        from data.store import to_json, utcnow
-
         with self._store() as store:
             self._flush_metrics(store)
-            store.execute(
-                "UPDATE finetune_runs SET status = ?, metrics_json = ?, finished_at = ? "
-                "WHERE finetune_id = ?",
-                [status, to_json(result.metrics()), utcnow(), self.finetune_id],
-            )
-            store.execute(
-                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
-                [status, utcnow(), self.finetune_id],
-            )
+            records.finish_finetune(store, self.finetune_id, status, result.metrics())
 
     def _record_failure(self, exc: BaseException) -> None:
-        from data.store import to_json, utcnow
-
         try:
             with self._store() as store:
                 self._flush_metrics(store)
-                store.execute(
-                    "UPDATE finetune_runs SET status = 'failed', metrics_json = ?, finished_at = ? "
-                    "WHERE finetune_id = ?",
-                    [
-                        to_json({"error": f"{type(exc).__name__}: {exc}"}),
-                        utcnow(),
-                        self.finetune_id,
-                    ],
-                )
-                store.execute(
-                    "UPDATE runs SET status = 'failed', finished_at = ? WHERE run_id = ?",
-                    [utcnow(), self.finetune_id],
+                records.finish_finetune(
+                    store, self.finetune_id, "failed", {"error": f"{type(exc).__name__}: {exc}"}
                 )
         except Exception as inner:  # the original error matters more
             log.warning("could not record the failure in the store: %s", inner)

@@ -12,7 +12,7 @@ from graphs.commands.merge import HELP as MERGE_HELP
 from graphs.commands.merge import merge_command
 from graphs.commands.perceive import perceive_command
 from graphs.commands.rules import app as rules_app
-from graphs.commands.runs import export_command, runs_command, traces_command
+from graphs.commands.runs import export_command, runs_command, samples_command, traces_command
 from graphs.commands.view import view_command
 from graphs.generate import HELP as GENERATE_HELP
 from graphs.generate import generate_command
@@ -35,6 +35,9 @@ app.command("runs", help="List generation runs with their sample counts by statu
 app.command(
     "merge", help=MERGE_HELP, short_help="Merge shard stores (--shard i/n, one --db each) into one."
 )(merge_command)
+app.command("samples", help="List a run's sample ids with their status and one-line reason.")(
+    samples_command
+)
 app.command("traces", help="Print one sample's timeline of stages and model calls.")(traces_command)
 app.command("export", help="Export a run as LLaVA, ShareGPT, Parquet or a HF dataset.")(
     export_command

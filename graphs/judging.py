@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,24 +24,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.judge import (
-    FreeItem,
-    Judge,
-    Judgment,
-    MEQItem,
-    PairItem,
     PairOutcome,
     PairwiseSummary,
     compare_pairs,
     disagreement_rate,
     generator_specs,
     self_preference_warnings,
-    summarize_repeats,
 )
 from data.policy import load_policy
 from data.policy_models import Policy
-from data.store import Store, to_json, utcnow
+from data.provenance import git_revision, package_versions
+from data.store import Store, queries, records, to_json, utcnow
 from evaluators.calibration import CalibrationReport, JudgingTally, tally_fields
 from evaluators.judge_schemas import RUBRICS
+from evaluators.judgments import FreeItem, Judge, Judgment, MEQItem, PairItem, summarize_repeats
 from prompts import load_prompt
 
 EVIDENCE_CHARS = 600
@@ -65,33 +60,24 @@ def start_run(
     name: str | None = None,
 ) -> None:
     """Insert the judge run's row: its config, judge binding, prompt hashes and versions."""
-    from graphs.runner import git_revision, package_versions  # heavy imports, only when run
-
     templates = [f"{t}.{part}" for _, _, t in RUBRICS.values() for part in ("system", "user")]
-    store.insert(
-        "runs",
-        [
-            {
-                "run_id": run_id,
-                "name": name or run_id,
-                "kind": kind,
-                "status": "running",
-                "created_at": utcnow(),
-                "command": " ".join(sys.argv),
-                "config_json": to_json(config),
-                "role_bindings_json": to_json({"judge": {"spec": judge_spec}}),
-                "prompt_hashes_json": to_json({t: load_prompt(t).sha256 for t in templates}),
-                "git_revision": git_revision(),
-                "package_versions_json": to_json(package_versions()),
-            }
-        ],
+    records.register_run(
+        store,
+        records.RunRecord(
+            run_id=run_id,
+            name=name or run_id,
+            kind=kind,
+            config=config,
+            role_bindings={"judge": {"spec": judge_spec}},
+            prompt_hashes={t: load_prompt(t).sha256 for t in templates},
+            git_revision=git_revision(),
+            package_versions=package_versions(),
+        ),
     )
 
 
 def finish_run(store: Store, run_id: str, status: str = "finished") -> None:
-    store.execute(
-        "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, utcnow(), run_id]
-    )
+    records.finish_run(store, run_id, status)
 
 
 def judgment_rows(run_id: str, judgments: Sequence[Judgment]) -> list[dict[str, Any]]:
@@ -124,28 +110,25 @@ def judgment_rows(run_id: str, judgments: Sequence[Judgment]) -> list[dict[str, 
 
 
 def store_judgments(store: Store, run_id: str, judgments: Sequence[Judgment]) -> int:
-    return store.insert("judgments", judgment_rows(run_id, judgments), on_conflict="replace")
+    return records.record_judgments(store, judgment_rows(run_id, judgments))
 
 
 def store_calibration(store: Store, run_id: str, report: CalibrationReport) -> str:
     calibration_id = f"{run_id}-{report.split}"
-    store.insert(
-        "calibrations",
-        [
-            {
-                "calibration_id": calibration_id,
-                "run_id": run_id,
-                "judge_spec": report.judge_spec,
-                "dataset_path": report.dataset_path,
-                "dataset_sha256": report.dataset_sha256,
-                "split": report.split,
-                "n_items": report.n_items,
-                "n_unscored": report.n_unscored,
-                "report_json": report.model_dump_json(),
-                "created_at": utcnow(),
-            }
-        ],
-        on_conflict="replace",
+    records.record_calibration(
+        store,
+        {
+            "calibration_id": calibration_id,
+            "run_id": run_id,
+            "judge_spec": report.judge_spec,
+            "dataset_path": report.dataset_path,
+            "dataset_sha256": report.dataset_sha256,
+            "split": report.split,
+            "n_items": report.n_items,
+            "n_unscored": report.n_unscored,
+            "report_json": report.model_dump_json(),
+            "created_at": utcnow(),
+        },
     )
     return calibration_id
 
@@ -156,21 +139,15 @@ class RunNotFoundError(LookupError):
 
 
 def generator_bindings(store: Store, run_id: str) -> dict[str, str]:
-    rows = store.rows("SELECT role_bindings_json FROM runs WHERE run_id = ?", [run_id])
-    if not rows:
+    row = queries.run_row(store, run_id)
+    if row is None:
         raise RunNotFoundError(f"no run '{run_id}' in {store.path}")
-    return generator_specs(rows[0]["role_bindings_json"])
+    return generator_specs(row["role_bindings_json"])
 
 
 def explanation_rows(store: Store, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The run's final explanations with their sample's description, context and category."""
-    rows = store.rows(
-        "SELECT e.sample_id, e.rule_variant, e.verdict, e.expected_verdict, e.explanation, "
-        "s.policy_name, s.category, s.description, s.context, s.image_path, s.image_sha256 "
-        "FROM explanations e JOIN samples s USING (sample_id) WHERE e.run_id = ? "
-        "ORDER BY e.sample_id, e.rule_variant",
-        [run_id],
-    )
+    rows = queries.explanations_with_samples(store, run_id)
     if not rows:
         raise RunNotFoundError(f"run '{run_id}' has no explanations in {store.path}")
     return rows[:limit] if limit is not None else rows
@@ -180,10 +157,7 @@ def evidence_text(store: Store, image_sha256: str | None) -> str | None:
     """Cached detector evidence for the image, one line per tool (excerpted)."""
     if not image_sha256:
         return None
-    rows = store.rows(
-        "SELECT tool, evidence_json FROM perception_cache WHERE image_sha256 = ? ORDER BY tool",
-        [image_sha256],
-    )
+    rows = queries.perception_rows(store, image_sha256)
     lines = [f"{r['tool']}: {r['evidence_json'][:EVIDENCE_CHARS]}" for r in rows]
     return "\n".join(lines) or None
 
@@ -404,7 +378,7 @@ def run_warnings(store: Store, judge_spec: str, *runs: str) -> list[str]:
 
 def record_report(store: Store, run_id: str, report: BaseModel) -> None:
     """Keep the report with the judge run (``runs.config_json`` gains a ``report`` key)."""
-    raw = store.scalar("SELECT config_json FROM runs WHERE run_id = ?", [run_id])
-    config = json.loads(raw or "{}")
+    row = queries.run_row(store, run_id)
+    config = json.loads((row or {}).get("config_json") or "{}")
     config["report"] = json.loads(report.model_dump_json())
-    store.execute("UPDATE runs SET config_json = ? WHERE run_id = ?", [to_json(config), run_id])
+    records.set_run_config(store, run_id, config)

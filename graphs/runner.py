@@ -13,10 +13,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-import importlib.metadata
 import json
-import subprocess
-import sys
 import time
 import traceback
 from collections import Counter
@@ -44,9 +41,10 @@ from agents.schemas import LENGTH_PROFILES
 from data.manifest import ManifestRow, manifest_policies, read_manifest
 from data.policy import load_policy
 from data.policy_models import Policy
-from data.store import Store, to_json, utcnow
+from data.provenance import git_revision, package_versions
+from data.store import Store, queries, records, to_json, utcnow
 from data.store.batch import BatchWriter
-from data.store.snapshot import SnapshotPublisher
+from data.store.snapshot import SnapshotPublisher, SnapshotSink
 from graphs.config import GenerateConfig
 from graphs.pipeline import (
     GENERATION_ROLES,
@@ -59,9 +57,6 @@ from graphs.pipeline import (
 from graphs.state import SampleSpec
 from prompts import list_prompts
 
-PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "langchain-anthropic", "openai",
-            "anthropic", "aiohttp", "transformers", "torch", "duckdb", "pydantic",
-            "xgrammar")  # fmt: skip
 FINAL = ("accepted", "rejected", "failed")
 #: how often queued writes are committed; a crash loses at most this much finished work
 FLUSH_INTERVAL_S = 0.5
@@ -83,30 +78,6 @@ class RunSummary:
     tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def sample_id_for(run_id: str, row: ManifestRow, image_sha256: str | None) -> str:
@@ -134,7 +105,7 @@ class GenerationRun:
         self._layer: ModelLayer | None = None
         # Consistent copies of the store for `icm view` while this run holds the file
         # (ICM_SNAPSHOT_INTERVAL_S, default 2 s; 0 turns them off).
-        self.snapshots = SnapshotPublisher.for_store(config.db)
+        self.snapshots: SnapshotSink | None = SnapshotPublisher.for_store(config.db)
         self._writer: BatchWriter | None = None
 
     # ------------------------------------------------------------------ preparation
@@ -162,61 +133,40 @@ class GenerationRun:
     def register_run(self, store: Store, policies: dict[str, Policy]) -> None:
         """Insert the run record, or check that an existing run has the same identity."""
         identity = self.config.identity_hash()
-        existing = store.rows("SELECT config_json FROM runs WHERE run_id = ?", [self.run_id])
+        existing = queries.run_row(store, self.run_id)
         if existing:
-            stored = json.loads(existing[0]["config_json"] or "{}")
+            stored = json.loads(existing["config_json"] or "{}")
             if stored.get("identity_hash") != identity:
                 raise RunConfigError(
                     f"run '{self.run_id}' already exists in {self.config.db} with another "
                     "configuration; choose a new --run name to start a separate run"
                 )
-            store.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?",
-                [self.run_id],
-            )
+            records.reopen_run(store, self.run_id)
             return
         config_record = {
             **json.loads(self.config.model_dump_json()),
             "identity_hash": identity,
             "identity": self.config.identity(),
         }
-        store.insert(
-            "runs",
-            [
-                {
-                    "run_id": self.run_id,
-                    "name": self.config.run or self.run_id,
-                    "kind": "generate",
-                    "status": "running",
-                    "created_at": utcnow(),
-                    "command": " ".join(sys.argv),
-                    "config_json": to_json(config_record),
-                    "role_bindings_json": to_json(self.model_config.record()),
-                    "policy_name": ",".join(policies),
-                    "policy_sha256": ",".join(p.sha256 for p in policies.values()),
-                    "rule_variants": ",".join(
-                        sorted({r for p in policies.values() for r in self.rules_for(p)})
-                    ),
-                    "prompt_hashes_json": to_json({t.name: t.sha256 for t in list_prompts()}),
-                    "git_revision": git_revision(),
-                    "package_versions_json": to_json(package_versions()),
-                }
-            ],
+        records.register_run(
+            store,
+            records.RunRecord(
+                run_id=self.run_id,
+                name=self.config.run or self.run_id,
+                kind="generate",
+                config=config_record,
+                role_bindings=self.model_config.record(),
+                policy_name=",".join(policies),
+                policy_sha256=",".join(p.sha256 for p in policies.values()),
+                rule_variants=",".join(
+                    sorted({r for p in policies.values() for r in self.rules_for(p)})
+                ),
+                prompt_hashes={t.name: t.sha256 for t in list_prompts()},
+                git_revision=git_revision(),
+                package_versions=package_versions(),
+            ),
         )
-        store.insert(
-            "policies",
-            [
-                {
-                    "policy_sha256": p.sha256,
-                    "name": p.name,
-                    "path": str(p.path) if p.path else None,
-                    "content": p.path.read_text() if p.path else "",
-                    "loaded_at": utcnow(),
-                }
-                for p in policies.values()
-            ],
-            on_conflict="ignore",
-        )
+        records.record_policies(store, policies.values())
 
     def register_samples(
         self, store: Store, rows: Sequence[ManifestRow], policies: dict[str, Policy]
@@ -269,20 +219,13 @@ class GenerationRun:
                         "added_at": now,
                     }
                 )
-        with store.transaction():
-            store.insert("samples", sample_rows, on_conflict="ignore")
-            store.insert("images", image_rows, on_conflict="ignore")
+        records.register_samples(store, sample_rows, image_rows)
         return specs
 
     def select(self, store: Store, specs: list[SampleSpec]) -> tuple[list[SampleSpec], int]:
         """The samples still to do (pending, plus failed/rejected with --retry-failed) and how
         many of this shard's samples are already done (here, or in ``skip_samples``)."""
-        statuses = {
-            r["sample_id"]: r["status"]
-            for r in store.rows(
-                "SELECT sample_id, status FROM samples WHERE run_id = ?", [self.run_id]
-            )
-        }
+        statuses = queries.sample_statuses(store, self.run_id)
         redo = {"pending"} | ({"failed", "rejected"} if self.config.retry_failed else set())
         done_elsewhere = self._done_elsewhere()
         shard = self.config.shard_of()
@@ -345,8 +288,6 @@ class GenerationRun:
             out = {**out, "reasons": [*out.get("reasons", []), "graph ended without a verdict"]}
         now = utcnow()
         attempts = sum((out.get("attempts") or {}).values())
-        writer.delete("explanations", "sample_id", sample.sample_id)
-        writer.delete("qa_items", "sample_id", sample.sample_id)
         outcome = {
             "sample_id": sample.sample_id,
             "status": status,
@@ -358,11 +299,12 @@ class GenerationRun:
             "attempts": attempts,
             "updated_at": now,
         }
-        writer.update("samples", "sample_id", outcome)
         if status != "accepted":
+            records.queue_sample_outcome(writer, outcome)
             return status
-        writer.add(
-            "explanations",
+        records.queue_sample_outcome(
+            writer,
+            outcome,
             [
                 {
                     "sample_id": sample.sample_id,
@@ -376,8 +318,8 @@ class GenerationRun:
                 }
                 for rule, item in out["explanations"].items()
             ],
+            self._qa_rows(sample, policy, out, now),
         )
-        writer.add("qa_items", self._qa_rows(sample, policy, out, now))
         return status
 
     @staticmethod
@@ -445,6 +387,8 @@ class GenerationRun:
                 self.model_config, store, run_id=self.run_id, use_cache=config.use_cache,
                 flush_every=None,
             )  # fmt: skip
+            # A sample's calls commit with its stage results, in one transaction.
+            writer.attach(layer.trace_buffer)
             layer.check_credentials()
             self.register_run(store, policies)
             specs = self.register_samples(store, rows, policies)
@@ -476,7 +420,7 @@ class GenerationRun:
             # costs a few MB and gave +3 points of efficiency at 32 in flight (bench_generate).
             threshold = gc.get_threshold()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
-            flusher = asyncio.create_task(self._flush_periodically(writer, layer))
+            flusher = asyncio.create_task(self._flush_periodically(writer))
             try:
                 await self._drive(store, graph, policies, todo, summary, on_sample)
             finally:
@@ -486,10 +430,7 @@ class GenerationRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await flusher
             writer.flush()
-            store.execute(
-                "UPDATE runs SET status = 'finished', finished_at = ? WHERE run_id = ?",
-                [utcnow(), self.run_id],
-            )
+            records.finish_run(store, self.run_id)
             if self.snapshots:
                 self.snapshots.maybe_publish(store, force=True)
             summary.counts = self.counts(store)
@@ -497,11 +438,7 @@ class GenerationRun:
             return summary
         except BaseException:
             with contextlib.suppress(Exception):  # the original error matters more
-                store.execute(
-                    "UPDATE runs SET status = 'interrupted' "
-                    "WHERE run_id = ? AND status = 'running'",
-                    [self.run_id],
-                )
+                records.interrupt_run(store, self.run_id)
             raise
         finally:
             # Whatever finished before an error or Ctrl-C is kept.
@@ -526,22 +463,16 @@ class GenerationRun:
         except ProviderError as exc:
             raise RunConfigError(f"cannot start a model: {exc.message}") from exc
 
-    async def _flush_periodically(self, writer: BatchWriter, layer: ModelLayer) -> None:
+    async def _flush_periodically(self, writer: BatchWriter) -> None:
         """Commit queued stage results, outcomes and traces every ``FLUSH_INTERVAL_S``."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            await asyncio.to_thread(_flush_both, writer, layer)
+            await asyncio.to_thread(writer.flush)
             if self.snapshots:  # after a commit, off the event loop; rate-limited
                 await asyncio.to_thread(self.snapshots.maybe_publish, writer.store)
 
     def counts(self, store: Store) -> dict[str, int]:
-        rows = store.rows(
-            "SELECT status, count(*) AS n FROM samples WHERE run_id = ? GROUP BY status",
-            [self.run_id],
-        )
-        counts = {s: 0 for s in ("accepted", "rejected", "failed", "pending")}
-        counts.update({r["status"]: int(r["n"]) for r in rows})
-        return counts
+        return queries.status_counts(store, self.run_id)
 
     async def _drive(self, store, graph, policies, todo, summary, on_sample) -> None:  # type: ignore[no-untyped-def]
         tally: Counter[str] = Counter()
@@ -607,9 +538,3 @@ def _contradiction_finder() -> Any:
     except ImportError:
         return None
     return find_contradictions
-
-
-def _flush_both(writer: BatchWriter, layer: ModelLayer) -> None:
-    """Commit queued stage results and outcomes, then traces (one worker-thread hop)."""
-    writer.flush()
-    layer.flush()

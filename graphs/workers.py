@@ -32,7 +32,7 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from data.store import Store
+from data.store import Store, queries
 from data.store.merge import merge_stores
 from graphs.config import GenerateConfig, load_config
 from graphs.runner import FINAL, GenerationRun, RunConfigError, RunSummary, progress_columns
@@ -84,15 +84,10 @@ def finished_in(config: GenerateConfig) -> list[str]:
     if not config.db.exists():
         return []
     done = ("accepted",) if config.retry_failed else FINAL
-    marks = ", ".join("?" for _ in done)
     with Store.open(config.db, read_only=True, wait_s=5.0) as store:
-        if not store.scalar("SELECT count(*) FROM runs WHERE run_id = ?", [config.run_id()]):
+        if not queries.run_exists(store, config.run_id()):
             return []
-        rows = store.rows(
-            f"SELECT sample_id FROM samples WHERE run_id = ? AND status IN ({marks})",
-            [config.run_id(), *done],
-        )
-    return [r["sample_id"] for r in rows]
+        return queries.sample_ids_with_status(store, config.run_id(), done)
 
 
 def run_with_workers(config: GenerateConfig, workers: int, console: Console) -> RunSummary:

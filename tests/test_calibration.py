@@ -303,8 +303,8 @@ class _AngleEncoder:
 
 
 def test_fit_recovers_a_monotone_relation(tmp_path: Path) -> None:
-    from agents.judge import MEQItem
     from evaluators.embedding_judge import MiniLMJudge, fit_metric
+    from evaluators.judgments import MEQItem
 
     lines = []
     for n in range(60):

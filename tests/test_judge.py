@@ -22,21 +22,23 @@ from fakes.base import Action, raw, refuse, reply
 from typer.testing import CliRunner
 
 from agents.judge import (
-    FreeItem,
-    Judgment,
     LLMJudge,
-    MEQItem,
-    PairItem,
-    UnsupportedRubricError,
     compare_pairs,
     disagreement_rate,
     generator_specs,
-    judge_repeated,
     make_judge,
     self_preference_warnings,
-    summarize_repeats,
 )
 from data.store import Store, to_json, utcnow
+from evaluators.judgments import (
+    FreeItem,
+    Judgment,
+    MEQItem,
+    PairItem,
+    UnsupportedRubricError,
+    judge_repeated,
+    summarize_repeats,
+)
 from graphs.commands.judge import app
 from graphs.judging import build_score_report
 

@@ -11,10 +11,19 @@ from pathlib import Path
 
 import pytest
 import typer
-from run_store import FEEDBACK, REJECT_REASON, build_store
+from rich.console import Console
+from run_store import FAIL_REASON, FEEDBACK, REJECT_REASON, build_store
 from typer.testing import CliRunner
 
-from graphs.commands.runs import compact_roles, export_command, runs_command, traces_command
+from data.provenance import compact_roles
+from graphs.commands.runs import (
+    export_command,
+    runs_command,
+    samples_command,
+    traces_command,
+)
+from graphs.generate import _report
+from graphs.runner import RunSummary
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -23,6 +32,7 @@ runner = CliRunner()
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.command("runs")(runs_command)
+    app.command("samples")(samples_command)
     app.command("traces")(traces_command)
     app.command("export")(export_command)
     return app
@@ -98,6 +108,54 @@ def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def _timeline_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if re.match(r"\s+2025-03-01 ", line)]
+
+
+def test_samples_lists_ids_with_status_and_one_line_reason(db: Path) -> None:
+    result = _invoke("samples", "offline-demo", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "6 samples of run offline-demo (run-a):"
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert sorted(rows) == sorted(
+        ["smp-a-acc1", "smp-a-acc2", "smp-a-rej1", "smp-a-fail1", "smp-a-fail2", "smp-a-pend1"]
+    )
+    assert rows["smp-a-rej1"] == f"smp-a-rej1  rejected  {REJECT_REASON}"
+    assert rows["smp-a-fail1"] == f"smp-a-fail1  failed    {FAIL_REASON}"
+    assert rows["smp-a-acc1"].split() == ["smp-a-acc1", "accepted"]
+    assert lines[-1].startswith("one sample's timeline: icm traces SAMPLE_ID")
+
+
+def test_samples_status_filter_and_json(db: Path) -> None:
+    result = _invoke("samples", "run-a", "--status", "rejected", "--db", str(db), "--json")
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert (listing["run_id"], listing["run_name"], listing["status"]) == (
+        "run-a",
+        "offline-demo",
+        "rejected",
+    )
+    assert [(s["sample_id"], s["status"], s["reason"]) for s in listing["samples"]] == [
+        ("smp-a-rej1", "rejected", REJECT_REASON)
+    ]
+    # The ids it prints are the ones `icm traces` takes.
+    trace = _invoke("traces", listing["samples"][0]["sample_id"], "--db", str(db))
+    assert trace.exit_code == 0 and "final status: rejected" in trace.stdout
+    failed = _invoke("samples", "run-a", "-s", "failed", "--db", str(db), "--json")
+    assert [s["sample_id"] for s in json.loads(failed.stdout)["samples"]] == [
+        "smp-a-fail1",
+        "smp-a-fail2",
+    ]
+
+
+def test_samples_errors_name_the_problem(db: Path) -> None:
+    unknown = _invoke("samples", "no-such-run", "--db", str(db))
+    assert unknown.exit_code == 1
+    assert "no run 'no-such-run'" in unknown.stderr and "offline-demo (run-a)" in unknown.stderr
+    bad = _invoke("samples", "run-a", "--status", "done", "--db", str(db))
+    assert bad.exit_code == 1 and "--status 'done' is not a sample status" in bad.stderr
+    none = _invoke("samples", "gpt4o-trial", "--status", "rejected", "--db", str(db))
+    assert none.exit_code == 0
+    assert none.stdout.strip() == "run gpt4o-trial (run-b) has no rejected samples."
 
 
 def test_traces_shows_the_retry_and_its_feedback_in_time_order(db: Path) -> None:
@@ -242,3 +300,20 @@ def test_the_cli_starts_without_importing_the_heavy_libraries() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_end_of_run_hint_points_to_icm_samples(db: Path) -> None:
+    """The hint printed after a run names the command that lists sample ids, and that command
+    run as printed works (``icm runs --json`` has no sample ids)."""
+    console = Console(record=True, width=200)
+    counts = {"accepted": 2, "rejected": 1, "failed": 2, "pending": 1}
+    _report(console, RunSummary("run-a", db, counts=counts, processed=6))
+    text = console.export_text()
+    assert "runs --json" not in text
+    hinted = [line.split() for line in text.splitlines() if line.strip().startswith("icm samples")]
+    assert ["icm", "samples", "run-a", "--status", "rejected", "--db", str(db)] in hinted
+    for words in hinted:
+        args = words[1 : words.index(str(db)) + 1]
+        result = _invoke(*args)
+        assert result.exit_code == 0, result.output
+        assert "samples of run offline-demo (run-a)" in result.stdout

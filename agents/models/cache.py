@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from agents.models.base import GenerationParams, Message
 from agents.models.images import image_placeholder
-from data.store import Store, utcnow
+from data.store import Store, queries, utcnow
 
 _MEMORY_ENTRIES = 4096
 
@@ -111,8 +111,7 @@ class ResponseCache:
 
     def _known_keys(self) -> set[str]:
         if self._stored_keys is None:
-            rows = self._store.rows("SELECT cache_key FROM llm_cache") if self._store else []
-            self._stored_keys = {r["cache_key"] for r in rows}
+            self._stored_keys = queries.llm_cache_keys(self._store) if self._store else set()
         return self._stored_keys
 
     async def get(self, key: str) -> CacheEntry | None:
@@ -132,14 +131,10 @@ class ResponseCache:
 
     def _read(self, key: str) -> CacheEntry | None:
         assert self._store is not None
-        rows = self._store.rows(
-            "SELECT cache_key, provider, model, schema_name, raw_output, parsed_json, "
-            "input_tokens, output_tokens FROM llm_cache WHERE cache_key = ?",
-            [key],
-        )
-        if not rows:
+        row = queries.llm_cache_entry(self._store, key)
+        if row is None:
             return None
-        entry = CacheEntry(**rows[0])
+        entry = CacheEntry(**row)
         self._remember(entry)
         return entry
 

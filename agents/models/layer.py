@@ -96,6 +96,11 @@ class ModelLayer:
                     if key:
                         self._secrets.add(key)
 
+    @property
+    def trace_buffer(self) -> StoreWriter:
+        """The buffer of trace rows and cache entries (a ``data.store.batch.PendingSource``)."""
+        return self._writer
+
     def flush(self) -> None:
         """Write buffered trace rows and cache entries to the store."""
         self._writer.flush()

@@ -7,7 +7,7 @@ parsed output, status, error, tokens, latency, cost, cache hit. Keys never appea
 in any field we build, and every free-text field is passed through :func:`redact` in case a
 server echoed one back.
 
-DuckDB pays a commit per INSERT (milliseconds), so rows are buffered and written in batches:
+DuckDB pays a commit per insert (milliseconds), so rows are buffered and written in batches:
 when ``batch_size`` rows are waiting, when ``interval_s`` has passed since the last write, and on
 :meth:`StoreWriter.flush` (the layer flushes on close). A crash loses at most the buffered rows;
 ``batch_size=1`` writes every row at once for those who want that instead. With
@@ -26,7 +26,7 @@ from typing import Any
 
 from agents.models.cache import ResponseCache
 from agents.models.credentials import redact
-from data.store import Store
+from data.store import Store, records
 from prompts import PromptTemplate
 
 
@@ -101,11 +101,16 @@ class StoreWriter:
     def pending(self) -> int:
         return len(self._rows)
 
-    def flush(self) -> None:
-        """Write everything buffered. On failure the rows stay queued and the error propagates."""
+    def take(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """Hand over the buffered (trace rows, cache rows), or None when both are empty.
+
+        With :meth:`write` and :meth:`restore` this is a ``data.store.batch.PendingSource``:
+        the generation run attaches the writer to its batch writer, so a sample's calls commit
+        in the same transaction as the stage results written from them.
+        """
         self._last_flush = self._clock()
         if self.store is None:
-            return
+            return None
         cache_rows = self.cache.take_pending()
         for row in cache_rows:
             for name in ("raw_output", "parsed_json"):
@@ -113,15 +118,30 @@ class StoreWriter:
         with self._lock:
             rows, self._rows = self._rows, []
         if not rows and not cache_rows:
+            return None
+        return rows, cache_rows
+
+    def write(self, store: Store, taken: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> int:
+        """Insert what :meth:`take` handed over (inside the caller's transaction)."""
+        rows, cache_rows = taken
+        records.record_calls(store, rows, cache_rows)
+        return len(rows) + len(cache_rows)
+
+    def restore(self, taken: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+        """Put rows back after a failed write, ahead of newer ones."""
+        rows, cache_rows = taken
+        with self._lock:
+            self._rows = rows + self._rows
+        self.cache.requeue(cache_rows)
+
+    def flush(self) -> None:
+        """Write everything buffered. On failure the rows stay queued and the error propagates."""
+        taken = self.take()
+        if taken is None or self.store is None:
             return
         try:
             with self.store.transaction():
-                if cache_rows:
-                    self.store.insert("llm_cache", cache_rows, on_conflict="ignore")
-                if rows:
-                    self.store.insert("llm_calls", rows, on_conflict="ignore")
+                self.write(self.store, taken)
         except BaseException:
-            with self._lock:
-                self._rows = rows + self._rows
-            self.cache.requeue(cache_rows)
+            self.restore(taken)
             raise

@@ -198,21 +198,17 @@ def _timed(tool: Tool, frame: Frame) -> tuple[Any, float]:
 
 
 def _cache_read(store: Store, sha256: str) -> dict[tuple[str, str], str]:
-    rows = store.rows(
-        "SELECT tool, tool_version, evidence_json FROM perception_cache WHERE image_sha256 = ?",
-        [sha256],
-    )
+    from data.store import queries  # duckdb and pandas load only once a store is given
+
+    rows = queries.perception_rows(store, sha256)
     return {(row["tool"], row["tool_version"]): row["evidence_json"] for row in rows}
 
 
 def _cache_write(store: Store, rows: list[dict[str, Any]]) -> None:
-    from data.store import utcnow
+    from data.store import records  # duckdb and pandas load only once a store is given
 
-    now = utcnow()
     # replace: a row that could not be parsed (see above) is overwritten by the fresh result.
-    store.insert(
-        "perception_cache", [{**row, "created_at": now} for row in rows], on_conflict="replace"
-    )
+    records.record_perception(store, rows)
 
 
 # ---------------------------------------------------------------------- module-level default

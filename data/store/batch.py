@@ -7,15 +7,34 @@ samples and commits them in one transaction, a few statements per table however 
 (see :class:`BatchWriter` for the order). The caller flushes on a timer; what was not flushed
 when the process dies is lost, which for the generation run means those samples are still
 ``pending`` and run again.
+
+Other buffers attach to a writer (:meth:`BatchWriter.attach`): the model layer's trace rows
+commit in the same transaction as the stage results written from those calls, so the store
+never holds a sample's rows without the calls that produced them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from data.store.store import OnConflict, Store
+
+
+class PendingSource(Protocol):
+    """A buffer of rows that commits inside a :class:`BatchWriter`'s flush.
+
+    ``take`` hands over what is buffered (anything the source understands; falsy when empty),
+    ``write`` inserts it through the store inside the flush's transaction and returns how many
+    rows it held, and ``restore`` takes it back when that transaction fails.
+    """
+
+    def take(self) -> Any: ...
+
+    def write(self, store: Store, taken: Any) -> int: ...
+
+    def restore(self, taken: Any) -> None: ...
 
 
 class BatchWriter:
@@ -35,7 +54,12 @@ class BatchWriter:
         self._keyed: dict[tuple[str, OnConflict, str], dict[Any, Mapping[str, Any]]] = {}
         self._deletes: dict[tuple[str, str], set[Any]] = {}
         self._updates: dict[tuple[str, str, tuple[str, ...]], dict[Any, Mapping[str, Any]]] = {}
+        self._sources: list[PendingSource] = []
         self.flushes = 0
+
+    def attach(self, source: PendingSource) -> None:
+        """Commit ``source``'s rows in each flush's transaction, after this writer's own."""
+        self._sources.append(source)
 
     def add(
         self,
@@ -102,16 +126,25 @@ class BatchWriter:
             self._rows, self._keyed = {}, {}
         held = len(statements) + sum(len(v) for v in deletes.values())
         held += sum(len(v) for v in updates.values()) + sum(len(b) for _, _, b in inserts)
-        if not held:
+        taken = [(source, source.take()) for source in self._sources]
+        taken = [(source, t) for source, t in taken if t]
+        if not held and not taken:
             return 0
-        with self.store.transaction():
-            for sql, params in statements:
-                self.store.execute(sql, params)
-            for (table, column), values in deletes.items():
-                self.store.delete_where_in(table, column, sorted(values, key=str))
-            for (table, key, _), rows in updates.items():
-                self.store.update_by_key(table, key, list(rows.values()))
-            for table, on_conflict, batch in inserts:
-                self.store.insert(table, batch, on_conflict=on_conflict)
+        try:
+            with self.store.transaction():
+                for sql, params in statements:
+                    self.store.execute(sql, params)
+                for (table, column), values in deletes.items():
+                    self.store.delete_where_in(table, column, sorted(values, key=str))
+                for (table, key, _), rows in updates.items():
+                    self.store.update_by_key(table, key, list(rows.values()))
+                for table, on_conflict, batch in inserts:
+                    self.store.insert(table, batch, on_conflict=on_conflict)
+                for source, t in taken:
+                    held += source.write(self.store, t)
+        except BaseException:
+            for source, t in taken:
+                source.restore(t)
+            raise
         self.flushes += 1
         return held

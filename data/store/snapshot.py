@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
@@ -63,6 +64,17 @@ class Published:
     path: Path
     seconds: float
     size_bytes: int
+
+
+class SnapshotSink(Protocol):
+    """What a writer publishes its store's consistent copies through.
+
+    The generation run calls :meth:`maybe_publish` after its commits; :class:`SnapshotPublisher`
+    is the implementation that ``icm view`` (through :class:`DataSource`) reads from, and the
+    runner knows only this protocol, not the viewer.
+    """
+
+    def maybe_publish(self, store: Store, *, force: bool = False) -> Published | None: ...
 
 
 def publish_snapshot(

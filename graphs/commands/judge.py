@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agents.judge import Judge, Judgment, judge_repeated, make_judge
+from agents.judge import make_judge
 from agents.models.credentials import MissingCredentialsError
 from agents.models.settings import DEFAULT_SPEC
 from data.store import DEFAULT_DB_PATH, Store, StoreError
@@ -31,6 +31,7 @@ from evaluators.calibration import (
     report_json,
     select,
 )
+from evaluators.judgments import Judge, Judgment, judge_repeated
 from graphs.judging import (
     PairwiseReport,
     RunNotFoundError,

@@ -1,4 +1,4 @@
-"""``icm runs``, ``icm traces`` and ``icm export``: read a store without writing to it.
+"""``icm runs``, ``icm samples``, ``icm traces`` and ``icm export``: read a store, never write.
 
 These are plain functions, mounted at the top level by ``graphs/cli.py``. Each opens the store
 read-only, so a run can be inspected while another is finished; DuckDB still lets only one process
@@ -24,7 +24,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from data.export import DEFAULT_SUFFIX, ExportError, export_run
-from data.store import DEFAULT_DB_PATH, Store, StoreError
+from data.provenance import compact_roles
+from data.store import DEFAULT_DB_PATH, Store, StoreError, queries
 
 DEFAULT_EXPORT_DIR = Path("runs") / "exports"
 
@@ -69,53 +70,6 @@ def _loads(raw: str | None) -> Any:
 
 
 # --------------------------------------------------------------------------- icm runs
-def compact_roles(bindings: Any) -> str:
-    """``describer,explainer=openai:gpt-4o critic=anthropic:...``: roles that share a model
-    are grouped so a run's binding fits one table cell."""
-    if not isinstance(bindings, dict) or not bindings:
-        return "" if not bindings else str(bindings)
-    grouped: dict[str, list[str]] = {}
-    for role, spec in bindings.items():
-        if isinstance(spec, dict):
-            spec = spec.get("spec") or spec.get("model") or json.dumps(spec, sort_keys=True)
-        grouped.setdefault(str(spec), []).append(str(role))
-    return " ".join(f"{','.join(roles)}={spec}" for spec, roles in grouped.items())
-
-
-_RUNS_SQL = """
-SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy_name,
-       r.rule_variants, r.role_bindings_json,
-       coalesce(s.samples, 0) AS samples,
-       coalesce(s.accepted, 0) AS accepted,
-       coalesce(s.rejected, 0) AS rejected,
-       coalesce(s.failed, 0) AS failed,
-       coalesce(s.pending, 0) AS pending,
-       coalesce(c.calls, 0) AS calls,
-       coalesce(c.cache_hits, 0) AS cache_hits,
-       coalesce(c.input_tokens, 0) AS input_tokens,
-       coalesce(c.output_tokens, 0) AS output_tokens,
-       c.cost_usd
-FROM runs r
-LEFT JOIN (
-    SELECT run_id, count(*) AS samples,
-           count(*) FILTER (WHERE status = 'accepted') AS accepted,
-           count(*) FILTER (WHERE status = 'rejected') AS rejected,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
-           count(*) FILTER (WHERE status = 'pending') AS pending
-    FROM samples GROUP BY run_id
-) s USING (run_id)
-LEFT JOIN (
-    SELECT run_id, count(*) AS calls,
-           count(*) FILTER (WHERE cache_hit) AS cache_hits,
-           sum(input_tokens) AS input_tokens,
-           sum(output_tokens) AS output_tokens,
-           sum(cost_usd) AS cost_usd
-    FROM llm_calls GROUP BY run_id
-) c USING (run_id)
-ORDER BY r.created_at, r.run_id
-"""
-
-
 def run_overview(store: Store) -> list[dict[str, Any]]:
     """One dict per run: identity, binding, sample counts by status, calls, tokens and cost.
 
@@ -123,7 +77,7 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
     free.
     """
     out = []
-    for row in store.rows(_RUNS_SQL):
+    for row in queries.run_summaries(store):
         tokens_in, tokens_out = int(row["input_tokens"]), int(row["output_tokens"])
         out.append(
             {
@@ -217,6 +171,94 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+# --------------------------------------------------------------------------- icm samples
+class RunLookupError(LookupError):
+    """No run, or several, match the id, name or id prefix given."""
+
+
+def resolve_run(store: Store, ref: str) -> dict[str, Any]:
+    """The run whose id, else name, else id prefix is ``ref`` (exactly one)."""
+    exact = queries.run_row(store, ref)
+    rows = [exact] if exact else queries.runs_named(store, ref)
+    rows = rows or queries.runs_with_id_prefix(store, ref)
+    if len(rows) == 1:
+        return rows[0]
+    if rows:
+        ids = ", ".join(r["run_id"] for r in rows)
+        raise RunLookupError(f"{ref!r} names several runs ({ids}): pass a run id")
+    known = ", ".join(f"{r['name']} ({r['run_id']})" for r in queries.run_listing(store))
+    raise RunLookupError(f"no run {ref!r} in {store.path} (runs: {known or 'none'})")
+
+
+def one_line(reasons: list[Any]) -> str:
+    """A sample's reasons on one line: the first, plus how many more there are."""
+    if not reasons:
+        return ""
+    first = " ".join(str(reasons[0]).split())
+    return first + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
+
+
+def sample_listing(store: Store, ref: str, *, status: str | None = None) -> dict[str, Any]:
+    """The run's samples (only those with ``status`` when given): id, status, attempts,
+    category, image, every reason and the one-line reason."""
+    run = resolve_run(store, ref)
+    samples = []
+    for row in queries.run_samples(store, run["run_id"], status=status):
+        reasons = _loads(row["reasons_json"]) or []
+        reasons = reasons if isinstance(reasons, list) else [reasons]
+        samples.append(
+            {
+                "sample_id": row["sample_id"],
+                "status": row["status"],
+                "reason": one_line(reasons),
+                "reasons": reasons,
+                "attempts": row["attempts"],
+                "category": row["category"],
+                "image_path": row["image_path"],
+            }
+        )
+    return {"run_id": run["run_id"], "run_name": run["name"], "status": status, "samples": samples}
+
+
+def samples_command(
+    run: Annotated[str, typer.Argument(help="Run id, run name or id prefix (see `icm runs`).")],
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="Only samples with this status: accepted, rejected, failed or pending.",
+        ),
+    ] = None,
+    db: DbOption = DEFAULT_DB_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """List a run's sample ids with their status and the one-line reason (for `icm traces`)."""
+    if status is not None and status not in queries.SAMPLE_STATUSES:
+        raise fail(
+            f"--status {status!r} is not a sample status "
+            f"(one of {', '.join(queries.SAMPLE_STATUSES)})"
+        )
+    with open_read_only(db) as store:
+        try:
+            listing = sample_listing(store, run, status=status)
+        except RunLookupError as exc:
+            raise fail(str(exc)) from exc
+    if json_:
+        typer.echo(json.dumps(listing, ensure_ascii=False, default=str))
+        return
+    rows = listing["samples"]
+    which = f"{status} samples" if status else "samples"
+    if not rows:
+        typer.echo(f"run {listing['run_name']} ({listing['run_id']}) has no {which}.")
+        return
+    typer.echo(f"{len(rows)} {which} of run {listing['run_name']} ({listing['run_id']}):")
+    for row in rows:
+        reason = f"  {row['reason']}" if row["reason"] else ""
+        typer.echo(f"{row['sample_id']}  {row['status']:<8}{reason}")
+    typer.echo(f"one sample's timeline: icm traces SAMPLE_ID --db {db}")
+
+
 # --------------------------------------------------------------------------- icm traces
 class SampleLookupError(LookupError):
     """No sample, or several, match the id or prefix given."""
@@ -224,20 +266,17 @@ class SampleLookupError(LookupError):
 
 def resolve_sample(store: Store, sample_id: str) -> dict[str, Any]:
     """The sample with this id, or the one whose id starts with it."""
-    rows = store.rows("SELECT * FROM samples WHERE sample_id = ?", [sample_id])
-    if rows:
-        return rows[0]
-    rows = store.rows(
-        "SELECT * FROM samples WHERE starts_with(sample_id, ?) ORDER BY sample_id LIMIT 11",
-        [sample_id],
-    )
+    exact = queries.sample_row(store, sample_id)
+    if exact:
+        return exact
+    rows = queries.samples_with_id_prefix(store, sample_id, limit=11)
     if len(rows) == 1:
         return rows[0]
     if rows:
         shown = ", ".join(r["sample_id"] for r in rows[:10])
         more = " ..." if len(rows) > 10 else ""
         raise SampleLookupError(f"{sample_id!r} matches several samples: {shown}{more}")
-    total = store.scalar("SELECT count(*) FROM samples")
+    total = queries.sample_count(store)
     raise SampleLookupError(
         f"no sample {sample_id!r} (nor one starting with it) among the {total} samples in "
         f"{store.path}"
@@ -293,18 +332,9 @@ def sample_trace(store: Store, sample_id: str, *, full: bool = False) -> dict[st
     checks, and how it ended. A call sorts before the stage output written from it."""
     sample = resolve_sample(store, sample_id)
     sid = sample["sample_id"]
-    run = store.rows("SELECT run_id, name FROM runs WHERE run_id = ?", [sample["run_id"]])
-    stages = store.rows("SELECT * FROM stage_outputs WHERE sample_id = ?", [sid])
-    calls = store.rows(
-        "SELECT * FROM llm_calls WHERE sample_id = ? "
-        "OR call_id IN (SELECT call_id FROM stage_outputs WHERE sample_id = ?)",
-        [sid, sid],
-    )
-    critiques = store.rows(
-        "SELECT * FROM critiques WHERE sample_id = ? ORDER BY created_at, stage, attempt, "
-        "check_name",
-        [sid],
-    )
+    run = queries.run_row(store, sample["run_id"])
+    history = queries.sample_history(store, sid)
+    stages, calls, critiques = history["stages"], history["calls"], history["critiques"]
     rule_of_call = {s["call_id"]: s["rule_variant"] for s in stages if s["call_id"]}
     events = [(c["started_at"], 0, _call_event(c, rule_of_call, full)) for c in calls]
     events += [(s["created_at"], 1, _stage_event(s, full)) for s in stages]
@@ -319,7 +349,7 @@ def sample_trace(store: Store, sample_id: str, *, full: bool = False) -> dict[st
     return {
         "sample_id": sid,
         "run_id": sample["run_id"],
-        "run_name": run[0]["name"] if run else None,
+        "run_name": run["name"] if run else None,
         "policy": sample["policy_name"],
         "category": sample["category"],
         "category_source": sample["category_source"],

@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from data.store import browse
 from data.store.snapshot import DataSource, SourceInfo, SourceUnavailable
 from graphs.viewer import queries, reports
 from graphs.viewer.render import STATIC, Links, environment
@@ -135,8 +136,8 @@ def create_app(
         with source.reading() as (store, info):
             rows = queries.runs(store, q=q, status=status, sort=sort, desc=desc)
             judge = reports.judge_summary(store)
-            finetunes = store.scalar("SELECT count(*) FROM finetune_runs")
-            calibrations = store.scalar("SELECT count(*) FROM calibrations")
+            finetunes = browse.table_count(store, "finetune_runs")
+            calibrations = browse.table_count(store, "calibrations")
         params = {"q": q, "status": status, "sort": sort, "desc": desc, "refresh": refresh}
         return page("runs.html", info, runs=rows, params=params, refresh=refresh,
                     judge=judge, finetunes=finetunes, calibrations=calibrations)  # fmt: skip

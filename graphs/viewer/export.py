@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from data.store import Store
+from data.store import Store, browse
 from data.store.snapshot import DataSource, SourceInfo
 from graphs.viewer import queries, reports
 from graphs.viewer.render import Links, environment, stylesheet
@@ -27,15 +27,6 @@ from graphs.viewer.thumbs import THUMB_SIDE, data_uri, encode, resolve
 
 EXPORT_IMAGE_SIDE = 384
 DEFAULT_MAX_SAMPLES = 200  # also in graphs.commands.view
-
-_PRIORITY_SQL = """
-SELECT sample_id, image_path, category, category_source, rule_variants, status, reasons_json,
-       attempts, updated_at
-FROM samples WHERE run_id = ?
-ORDER BY CASE status WHEN 'rejected' THEN 0 WHEN 'failed' THEN 1 WHEN 'pending' THEN 2 ELSE 3
-         END, sample_id
-LIMIT ?
-"""
 
 
 class ReportLinks(Links):
@@ -115,7 +106,7 @@ def export_report(
 def _gather(store: Store, max_samples: int) -> dict[str, Any]:
     runs = queries.runs(store, sort="created", desc=False)
     for run in runs:
-        rows = store.rows(_PRIORITY_SQL, [run["run_id"], max_samples])
+        rows = browse.priority_samples(store, run["run_id"], max_samples)
         run["rows"] = queries.enrich(store, rows)
         run["details"] = [queries.sample(store, r["sample_id"]) for r in rows]
     comparison_rows, comparison = [], None

@@ -2,9 +2,9 @@
 
 Run-level numbers and a sample's timeline come from ``graphs.commands.runs`` (:func:`run_overview`,
 :func:`sample_trace`), so the viewer, ``icm runs`` and ``icm traces`` never disagree. The sample
-list is the one query that must scale (100k samples per run): it is filtered in SQL, counted,
-and read one page at a time (``LIMIT``/``OFFSET`` over the ``samples (run_id, status)`` index);
-everything else a row shows (failed checks, judge scores) is fetched for that page's ids only.
+list is the one read that must scale (100k samples per run): ``data.store.browse`` filters and
+counts it in SQL and reads one page at a time; everything else a row shows (failed checks, judge
+scores) is fetched for that page's ids only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from data.store import Store
-from graphs.commands.runs import compact_roles, run_overview, sample_trace
+from data.provenance import compact_roles
+from data.store import Store, browse, queries
+from data.store.browse import SampleFilters
+from graphs.commands.runs import run_overview, sample_trace
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -34,13 +36,6 @@ RUN_SORTS = {
     "tokens": "tokens",
     "cost": "cost_usd",
     "duration": "duration_s",
-}
-SAMPLE_SORTS = {
-    "id": "sample_id",
-    "category": "category",
-    "status": "status",
-    "attempts": "attempts",
-    "updated": "updated_at",
 }
 
 
@@ -92,54 +87,10 @@ def run(store: Store, run_id: str) -> dict[str, Any] | None:
     found = [r for r in runs(store) if r["run_id"] == run_id]
     if not found:
         return None
-    row = store.rows(
-        "SELECT command, config_json, prompt_hashes_json, git_revision, package_versions_json "
-        "FROM runs WHERE run_id = ?",
-        [run_id],
-    )[0]
-    return {**found[0], **row}
+    return {**found[0], **(browse.run_provenance(store, run_id) or {})}
 
 
 # --------------------------------------------------------------------------- samples of a run
-@dataclass(frozen=True)
-class SampleFilters:
-    """The run page's filters; empty strings mean "any"."""
-
-    status: str = ""
-    category: str = ""
-    rule: str = ""
-    check: str = ""
-    """A critic check that failed at least once for the sample (``stage:check_name``)."""
-    reason: str = ""
-    """Text contained in the sample's final reasons (rejections, failures)."""
-
-    def where(self, run_id: str) -> tuple[str, list[Any]]:
-        clauses, params = ["s.run_id = ?"], [run_id]
-        if self.status:
-            clauses.append("s.status = ?")
-            params.append(self.status)
-        if self.category:
-            clauses.append("s.category = ?")
-            params.append(self.category)
-        if self.rule:
-            clauses.append("list_contains(string_split(s.rule_variants, ','), ?)")
-            params.append(self.rule)
-        if self.check:
-            stage, _, name = self.check.partition(":")
-            clauses.append(
-                "s.sample_id IN (SELECT sample_id FROM critiques WHERE run_id = ? AND NOT passed "
-                "AND stage = ? AND check_name = ?)"
-            )
-            params += [run_id, stage, name]
-        if self.reason:
-            clauses.append("s.reasons_json ILIKE ?")
-            params.append("%" + self.reason.replace("%", r"\%").replace("_", r"\_") + "%")
-        return " AND ".join(clauses), params
-
-    def as_params(self) -> dict[str, str]:
-        return {k: v for k, v in vars(self).items() if v}
-
-
 @dataclass
 class Page:
     rows: list[dict[str, Any]]
@@ -154,23 +105,7 @@ class Page:
 
 def facets(store: Store, run_id: str) -> dict[str, list[Any]]:
     """The values the run page's filter menus offer, with counts."""
-    categories = store.rows(
-        "SELECT category AS value, count(*) AS n FROM samples WHERE run_id = ? "
-        "GROUP BY category ORDER BY category NULLS LAST",
-        [run_id],
-    )
-    rules = store.rows(
-        "SELECT unnest(string_split(rule_variants, ',')) AS value, count(*) AS n FROM samples "
-        "WHERE run_id = ? AND rule_variants IS NOT NULL AND rule_variants <> '' "
-        "GROUP BY value ORDER BY value",
-        [run_id],
-    )
-    checks = store.rows(
-        "SELECT stage || ':' || check_name AS value, count(DISTINCT sample_id) AS n "
-        "FROM critiques WHERE run_id = ? AND NOT passed GROUP BY value ORDER BY n DESC, value",
-        [run_id],
-    )
-    return {"categories": categories, "rules": rules, "checks": checks}
+    return dict(browse.facets(store, run_id))
 
 
 def samples(
@@ -185,19 +120,11 @@ def samples(
 ) -> Page:
     """One page of a run's samples with their failed checks and judge scores."""
     per_page = per_page if per_page in PAGE_SIZES else DEFAULT_PAGE_SIZE
-    where, params = filters.where(run_id)
-    total = int(store.scalar(f"SELECT count(*) FROM samples s WHERE {where}", params) or 0)
+    total = browse.count_samples(store, run_id, filters)
     pages = max(1, math.ceil(total / per_page))
     page = min(max(1, page), pages)
-    column = SAMPLE_SORTS.get(sort, "sample_id")
-    order = f"s.{column} {'DESC' if desc else 'ASC'} NULLS LAST"
-    if column != "sample_id":
-        order += ", s.sample_id"
-    rows = store.rows(
-        "SELECT s.sample_id, s.image_path, s.category, s.category_source, s.rule_variants, "
-        "s.status, s.reasons_json, s.attempts, s.updated_at FROM samples s "
-        f"WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-        [*params, per_page, (page - 1) * per_page],
+    rows = browse.sample_page(
+        store, run_id, filters, sort=sort, desc=desc, limit=per_page, offset=(page - 1) * per_page
     )
     return Page(enrich(store, rows), total, page, per_page)
 
@@ -216,35 +143,16 @@ def enrich(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _in_list(ids: list[str]) -> tuple[str, list[str]]:
-    return ", ".join("?" for _ in ids) or "NULL", ids
-
-
 def _failed_checks(store: Store, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    if not ids:
-        return {}
-    marks, params = _in_list(ids)
     out: dict[str, list[dict[str, Any]]] = {}
-    for row in store.rows(
-        "SELECT sample_id, stage, check_name, count(*) AS n, max(attempt) AS last_attempt "
-        f"FROM critiques WHERE sample_id IN ({marks}) AND NOT passed "
-        "GROUP BY ALL ORDER BY sample_id, stage, check_name",
-        params,
-    ):
+    for row in browse.failed_checks(store, ids):
         out.setdefault(row["sample_id"], []).append(row)
     return out
 
 
 def _judge_scores(store: Store, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Mean of each numeric score per (sample, rubric) over repeats, swaps and rule variants."""
-    if not ids:
-        return {}
-    marks, params = _in_list(ids)
-    rows = store.rows(
-        f"SELECT sample_id, rubric, judge_spec, status, scores_json FROM judgments "
-        f"WHERE sample_id IN ({marks}) ORDER BY sample_id, rubric",
-        params,
-    )
+    rows = browse.judgment_scores(store, ids)
     sums: dict[tuple[str, str], dict[str, list[float]]] = {}
     for row in rows:
         bucket = sums.setdefault((row["sample_id"], row["rubric"]), {})
@@ -267,7 +175,7 @@ def _judge_scores(store: Store, ids: list[str]) -> dict[str, list[dict[str, Any]
 
 # --------------------------------------------------------------------------- one sample
 def sample_exists(store: Store, sample_id: str) -> bool:
-    return bool(store.scalar("SELECT count(*) FROM samples WHERE sample_id = ?", [sample_id]))
+    return browse.sample_exists(store, sample_id)
 
 
 def sample(store: Store, sample_id: str) -> dict[str, Any] | None:
@@ -275,17 +183,8 @@ def sample(store: Store, sample_id: str) -> dict[str, Any] | None:
     if not sample_exists(store, sample_id):
         return None
     trace = sample_trace(store, sample_id, full=True)
-    row = store.rows("SELECT * FROM samples WHERE sample_id = ?", [sample_id])[0]
-    calls = {
-        c["call_id"]: c
-        for c in store.rows(
-            "SELECT call_id, messages_json, params_json, endpoint, schema_name, image_mode, "
-            "parse_attempts FROM llm_calls WHERE call_id IN "
-            "(SELECT call_id FROM llm_calls WHERE sample_id = ? "
-            "UNION SELECT call_id FROM stage_outputs WHERE sample_id = ?)",
-            [sample_id, sample_id],
-        )
-    }
+    row = queries.sample_row(store, sample_id) or {}
+    calls = {c["call_id"]: c for c in browse.call_details(store, sample_id)}
     for event in trace["timeline"]:
         event["retry"] = (event["attempt"] or 1) > 1
         if event["kind"] == "call":
@@ -300,33 +199,16 @@ def sample(store: Store, sample_id: str) -> dict[str, Any] | None:
     trace["retries"] = sum(1 for e in trace["timeline"] if e["kind"] == "stage" and e["retry"])
     trace["perception"] = [
         {**r, "evidence": loads_json(r["evidence_json"])}
-        for r in store.rows(
-            "SELECT tool, tool_version, evidence_json, created_at FROM perception_cache "
-            "WHERE image_sha256 = ? ORDER BY tool",
-            [row["image_sha256"] or ""],
-        )
+        for r in queries.perception_rows(store, row["image_sha256"] or "")
     ]
-    trace["explanations"] = store.rows(
-        "SELECT rule_variant, question, verdict, expected_verdict, explanation FROM explanations "
-        "WHERE sample_id = ? ORDER BY rule_variant",
-        [sample_id],
-    )
+    trace["explanations"] = browse.explanations(store, sample_id)
     trace["qa"] = [
         {**r, "options": loads_json(r.pop("options_json"))}
-        for r in store.rows(
-            "SELECT rule_variant, qa_type, question, options_json, answer, position FROM qa_items "
-            "WHERE sample_id = ? ORDER BY position",
-            [sample_id],
-        )
+        for r in browse.qa_items(store, sample_id)
     ]
     trace["judgments"] = [
         {**r, "scores": loads_json(r.pop("scores_json"))}
-        for r in store.rows(
-            "SELECT run_id, judge_spec, rubric, rule_variant, repeat_index, swapped, status, "
-            "scores_json, rationale FROM judgments WHERE sample_id = ? "
-            "ORDER BY rubric, rule_variant, repeat_index",
-            [sample_id],
-        )
+        for r in browse.judgments(store, sample_id)
     ]
     return trace
 
@@ -362,4 +244,4 @@ def _messages(raw: str | None) -> list[dict[str, str]]:
 
 def image_path(store: Store, sample_id: str) -> str | None:
     """The image file the store names for this sample (the only files the viewer serves)."""
-    return store.scalar("SELECT image_path FROM samples WHERE sample_id = ?", [sample_id])
+    return browse.image_path(store, sample_id)

@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from data.store import Store
+from data.store import Store, browse
+from evaluators.compare import compare_runs
+from evaluators.plots import write_plots
 from graphs.viewer.queries import loads_json
 
 PLOTS = ("scores", "cost_vs_quality")
@@ -20,8 +22,6 @@ PLOTS = ("scores", "cost_vs_quality")
 # --------------------------------------------------------------------------- compare
 def comparison(store: Store, run_ids: list[str]) -> Any:
     """``evaluators.compare.Comparison`` of the runs; raises LookupError for an unknown run."""
-    from evaluators.compare import compare_runs
-
     return compare_runs(store, run_ids)
 
 
@@ -71,8 +71,6 @@ def comparison_rows(comp: Any) -> list[tuple[str, list[str]]]:
 def comparison_plot(store: Store, run_ids: list[str], name: str) -> bytes | None:
     """PNG bytes of one comparison plot (``scores`` or ``cost_vs_quality``), None when that
     plot has nothing to show. Raises ``evaluators.plots.PlotError`` without matplotlib."""
-    from evaluators.plots import write_plots
-
     comp = comparison(store, run_ids)
     with tempfile.TemporaryDirectory(prefix="icm-view-") as tmp:
         written = write_plots(comp, Path(tmp)).get(name)
@@ -82,19 +80,8 @@ def comparison_plot(store: Store, run_ids: list[str], name: str) -> bytes | None
 # --------------------------------------------------------------------------- judge
 def judge_summary(store: Store) -> list[dict[str, Any]]:
     """Judgments grouped by judge run, judge and rubric, with mean numeric scores."""
-    groups = store.rows(
-        "SELECT j.run_id, r.name, j.judge_spec, j.rubric, count(*) AS judgments, "
-        "count(DISTINCT j.item_id) AS n_items, count(*) FILTER (WHERE j.status <> 'scored' "
-        "AND j.status <> 'ok') AS unscored, min(j.created_at) AS created_at "
-        "FROM judgments j LEFT JOIN runs r USING (run_id) GROUP BY ALL ORDER BY created_at"
-    )
-    means = store.rows(
-        "SELECT j.run_id, j.judge_spec, j.rubric, e.key AS criterion, "
-        "avg(TRY_CAST(e.value AS DOUBLE)) AS mean, count(TRY_CAST(e.value AS DOUBLE)) AS n "
-        "FROM judgments j, json_each(j.scores_json) e "
-        "WHERE j.status IN ('scored', 'ok') AND json_valid(j.scores_json) "
-        "AND json_type(j.scores_json) = 'OBJECT' GROUP BY ALL ORDER BY criterion"
-    )
+    groups = browse.judge_groups(store)
+    means = browse.judge_means(store)
     by_group: dict[tuple, dict[str, float]] = {}
     for m in means:
         if m["n"]:
@@ -109,7 +96,7 @@ def judge_summary(store: Store) -> list[dict[str, Any]]:
 def calibrations(store: Store) -> list[dict[str, Any]]:
     """Calibration reports, newest first, with their scalar figures pulled out for a table."""
     out = []
-    for row in store.rows("SELECT * FROM calibrations ORDER BY created_at DESC"):
+    for row in browse.calibrations(store):
         report = loads_json(row.pop("report_json"))
         row["report"] = report
         row["figures"] = _scalars(report) if isinstance(report, dict) else {}
@@ -133,10 +120,7 @@ def _scalars(report: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[s
 
 # --------------------------------------------------------------------------- fine-tune
 def finetune_runs(store: Store) -> list[dict[str, Any]]:
-    rows = store.rows(
-        "SELECT f.*, (SELECT count(*) FROM finetune_metrics m WHERE m.finetune_id = "
-        "f.finetune_id) AS points FROM finetune_runs f ORDER BY started_at DESC"
-    )
+    rows = browse.finetune_runs(store)
     for row in rows:
         row["metrics"] = loads_json(row.pop("metrics_json"))
         row["config"] = loads_json(row.pop("config_json"))
@@ -151,11 +135,7 @@ SPLIT_COLOURS = {"train": "#1f6feb", "eval": "#d9480f", "validation": "#d9480f"}
 def loss_curve(store: Store, finetune_id: str) -> dict[str, Any] | None:
     """Loss against step, one polyline per split, as SVG coordinates (drawn server side: the
     pages carry no script)."""
-    points = store.rows(
-        "SELECT split, step, loss FROM finetune_metrics WHERE finetune_id = ? AND loss IS NOT "
-        "NULL AND isfinite(loss) ORDER BY split, step",
-        [finetune_id],
-    )
+    points = browse.loss_points(store, finetune_id)
     if not points:
         return None
     steps = [p["step"] for p in points]

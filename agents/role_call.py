@@ -56,6 +56,15 @@ async def ask_role(
         Message(role="system", text=system.render(**variables)),
         Message(role="user", text=user.render(**variables), images=tuple(images)),
     ]
+    extra: dict[str, Any] = {}
+    if images and variables.get("has_image"):
+        # what the layer sends instead if the endpoint answers that its model takes no images:
+        # the prompt for a model that cannot see (it leans on the detector evidence)
+        blind = {**variables, "has_image": False}
+        extra["text_only"] = [
+            Message(role="system", text=system.render(**blind)),
+            Message(role="user", text=user.render(**blind)),
+        ]
     return await layer.call(
         role=role,
         schema=schema,
@@ -64,4 +73,5 @@ async def ask_role(
         sample_id=sample_id,
         stage=stage,
         attempt=attempt,
+        **extra,
     )

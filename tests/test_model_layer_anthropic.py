@@ -92,7 +92,7 @@ def test_refusal_stop_reason_is_refused_and_not_cached(
     fake_keys, anthropic_server, llm_store, no_sleep
 ):
     anthropic_server.push(refuse(""), refuse("I can't help with that request."))
-    layer = make_layer(anthropic_server, llm_store, no_sleep)
+    layer = make_layer(anthropic_server, llm_store, no_sleep, "refusal_retries=0")
     first, second = ask(layer), ask(layer)
     assert first.status == second.status == "refused"
     assert "stop_reason=refusal" in first.error and first.value is None
@@ -103,7 +103,7 @@ def test_refusal_stop_reason_is_refused_and_not_cached(
 
 def test_prose_refusal_instead_of_a_tool_call_is_refused(fake_keys, anthropic_server, no_sleep):
     anthropic_server.push(reply("I'm sorry, but I can't help with that.", as_tool=False))
-    result = ask(make_layer(anthropic_server, None, no_sleep))
+    result = ask(make_layer(anthropic_server, None, no_sleep, "refusal_retries=0"))
     assert result.status == "refused"
     assert result.raw_text == "I'm sorry, but I can't help with that."
 

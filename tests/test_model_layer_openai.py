@@ -184,7 +184,7 @@ def test_text_only_model_gets_no_image_and_the_trace_says_so(
 ):
     image = prepare_image(_png(), max_side=512)
     spec = f"openai-compatible:{openai_server.base_url}#qwen2.5-7b"
-    layer = make_layer(spec, llm_store, no_sleep)
+    layer = make_layer(spec, llm_store, no_sleep, "send_images=false")
     assert ask(layer, [Message("user", "Is this image ok?", (image,))]).ok
     assert openai_server.chat_requests()[0].body["messages"] == [
         {"role": "user", "content": "Is this image ok?"}
@@ -322,7 +322,8 @@ def test_refusals_end_as_refused_and_are_never_cached(
     fake_keys, openai_server, llm_store, no_sleep, action
 ):
     openai_server.push(action, action)
-    layer = make_layer(openai_spec(openai_server), llm_store, no_sleep)
+    # no refusal retries here: each call is one request (retries: test_model_layer_refusals.py)
+    layer = make_layer(openai_spec(openai_server), llm_store, no_sleep, "refusal_retries=0")
     first, second = ask(layer), ask(layer)
     assert first.status == second.status == "refused"
     assert first.value is None and first.error.startswith("refused:")
@@ -338,7 +339,9 @@ def test_refusal_falls_back_to_the_configured_model(
 ):
     openai_server.push(refuse("I can't help with that."))
     fallback = f"anthropic:claude-haiku-4-5?base_url={anthropic_server.base_url}"
-    layer = make_layer(openai_spec(openai_server), llm_store, no_sleep, f"fallback={fallback}")
+    layer = make_layer(
+        openai_spec(openai_server), llm_store, no_sleep, f"fallback={fallback}", "refusal_retries=0"
+    )
     result = ask(layer)
     assert result.ok and result.model_spec == fallback and result.fallback_from
     assert len(anthropic_server.chat_requests()) == 1

@@ -373,7 +373,7 @@ def test_warm_up_builds_each_bound_client_once_before_any_call(monkeypatch):
             "openai-compatible:http://127.0.0.1:9/v1#a",
             "openai-compatible:http://127.0.0.1:9/v1#b",
         ]
-        assert await layer.sees_images("describer") is False
+        assert await layer.sees_images("describer") is True  # send_images=auto: sent at first
         assert len(made) == 2  # the call path reuses the warmed client
         await layer.aclose()
 

@@ -22,6 +22,7 @@ ErrorKind = Literal[
     "auth",  # 401/403: fail fast
     "refused",  # the model or its content filter declined: never cached
     "unsupported",  # the endpoint cannot do what was asked (e.g. a structured-output dialect)
+    "images_unsupported",  # the endpoint's model takes no images: the layer asks text-only
 ]
 
 RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server", "timeout", "connection"})

@@ -140,6 +140,10 @@ def classify(exc: BaseException) -> ProviderError:
     response = getattr(exc, "response", None)  # httpx or httpx2 (the SDKs' fork) response
     if status is None:
         status = getattr(response, "status_code", None)
+    if isinstance(status, int) and status < 400:
+        # a 2xx whose body could not be read (cut off mid-JSON, say): a server fault worth
+        # retrying, not a bad request (the SDK raises APIResponseValidationError for it)
+        return ProviderError("server", f"unreadable answer (HTTP {status}): {exc}"[:500])
     if isinstance(status, int):
         headers = getattr(response, "headers", None)
         return http_error(status, headers, getattr(exc, "body", None), str(exc))

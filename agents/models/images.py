@@ -79,6 +79,16 @@ def image_placeholder(image: ImageInput) -> dict[str, object]:
     }
 
 
+#: the trace's ``image_mode`` of an attempt asked again without its images because the endpoint
+#: answered that its model takes none (``send_images=auto``)
+IMAGE_MODE_TEXT_RETRY = "text-only retry (endpoint takes no images)"
+
+
+def without_images(messages: list[Message]) -> list[Message]:
+    """The messages with their images dropped (text unchanged)."""
+    return [Message(m.role, m.text) if m.images else m for m in messages]
+
+
 #: smaller copies remembered for roles with a lower ``image_max_side`` (bounded: long runs)
 RESIZED_MEMO_LIMIT = 256
 

@@ -5,8 +5,10 @@ provider: bind the role to its model (config), prepare images (resize to the rol
 none for text-only models, noted in the trace), look up the cache, pace the request (concurrency,
 requests and tokens per minute), send it, retry what is worth retrying (429 after Retry-After,
 5xx/timeouts/connection errors with exponential backoff; 400/401/403 fail fast), validate the
-answer with pydantic and re-ask on a validation failure, fall back to another model on a refusal,
-and record one trace row per model asked.
+answer with pydantic and re-ask on a validation failure (a truncated or malformed answer
+included), ask again after a refusal (``refusal_retries``, at a non-zero temperature) and then
+the role's fallback model, ask text-only when an endpoint answers that its model takes no images,
+and record one trace row per attempt.
 
 A call ends in exactly one of four statuses, and only ``ok`` carries a value:
 ``ok``, ``parse_failed`` (raw text kept), ``refused`` (never cached), ``failed`` (error kept).
@@ -21,21 +23,26 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from agents.models.base import GenerationParams, ImageInput, Message, Provider, ProviderError
 from agents.models.cache import CacheEntry, ResponseCache, cache_key, messages_for_record
 from agents.models.credentials import read_key
-from agents.models.images import fit_images
+from agents.models.images import IMAGE_MODE_TEXT_RETRY, fit_images, without_images
 from agents.models.parsing import reask_messages, validate_answer
 from agents.models.pricing import Price, resolve_price
 from agents.models.providers import make_provider
 from agents.models.rate_limit import RateLimiter
 from agents.models.result import CallResult, Status
 from agents.models.retry import Attempts, Sleep, request_with_retries
-from agents.models.settings import ModelConfig, RoleBinding, RoleSettings
+from agents.models.settings import (
+    REFUSAL_RETRY_TEMPERATURE,
+    ModelConfig,
+    RoleBinding,
+    RoleSettings,
+)
 from agents.models.trace import StoreWriter, prompt_identity
 from data.store import Store, to_json, utcnow
 from prompts import PromptTemplate
@@ -49,6 +56,18 @@ class _LoopState:
 
     providers: dict[tuple[str, RoleSettings], Provider]
     limiters: dict[tuple[str, str], RateLimiter]
+
+
+@dataclass(frozen=True)
+class _Ask(Generic[T]):
+    """One ``ModelLayer.call`` as every attempt of it (retry, fallback, text-only) sends it."""
+
+    role: str
+    schema: type[T]
+    messages: list[Message]
+    prompt_hash: str | None
+    trace: dict[str, Any]
+    text_only: list[Message] | None
 
 
 class ModelLayer:
@@ -140,8 +159,17 @@ class ModelLayer:
         sample_id: str | None = None,
         stage: str | None = None,
         attempt: int = 1,
+        text_only: list[Message] | None = None,
     ) -> CallResult[T]:
-        """Ask the model bound to ``role`` for a ``schema`` object; model errors never raise."""
+        """Ask the model bound to ``role`` for a ``schema`` object; model errors never raise.
+
+        A refusal is asked again ``refusal_retries`` times (same request, the role's
+        temperature or :data:`REFUSAL_RETRY_TEMPERATURE` when that is 0), then the role's
+        ``fallback`` model once; only then the call ends ``refused``. ``text_only``: the same
+        request rendered for a model that cannot see (no images), sent when the endpoint
+        answers that its model takes no images (default: ``messages`` without their images).
+        Every attempt is its own trace row.
+        """
         binding = self.config.for_role(role)
         prompt_id, prompt_hash = prompt_identity(prompt)
         trace = {
@@ -154,35 +182,71 @@ class ModelLayer:
             "schema_name": schema.__name__,
             "attempt": attempt,
         }
-        result = await self._call_binding(binding, role, schema, messages, prompt_hash, trace)
+        ask = _Ask(role, schema, messages, prompt_hash, trace, text_only)
+        result = await self._with_image_fallback(binding, ask, {})
+        refused = 0
+        while result.status == "refused" and refused < binding.settings.refusal_retries:
+            refused += 1
+            hotter = binding.settings.temperature or REFUSAL_RETRY_TEMPERATURE
+            extra = {"refusal_retry": refused, "retry_of": result.call_id}
+            result = await self._with_image_fallback(binding, ask, extra, temperature=hotter)
         fallback = self._fallback(binding)
         if result.status == "refused" and fallback is not None:
-            trace["fallback_for"] = result.call_id
-            second = await self._call_binding(fallback, role, schema, messages, prompt_hash, trace)
+            refused += 1
+            extra = {"fallback_for": result.call_id}
+            second = await self._with_image_fallback(fallback, ask, extra)
             second.fallback_from = result.call_id
-            return second
+            result = second
+        if result.status == "refused" and refused:
+            result.error = f"{result.error} (refused {refused + 1} times)"
+        result.refusals = refused + (result.status == "refused")
         return result
+
+    async def _with_image_fallback(
+        self,
+        binding: RoleBinding,
+        ask: _Ask[T],
+        extra: dict[str, Any],
+        *,
+        temperature: float | None = None,
+    ) -> CallResult[T]:
+        """One attempt; when the endpoint answers that its model takes no images, the same
+        attempt again text-only (its trace row says ``image_mode``: text-only retry)."""
+        result = await self._call_binding(binding, ask, ask.messages, extra, temperature)
+        if result.error_kind != "images_unsupported":
+            return result
+        text = ask.text_only if ask.text_only is not None else without_images(ask.messages)
+        extra = {**extra, "images_rejected": result.call_id}
+        return await self._call_binding(
+            binding, ask, text, extra, temperature, image_mode=IMAGE_MODE_TEXT_RETRY
+        )
 
     # ------------------------------------------------------------------ one binding
     async def _call_binding(
         self,
         binding: RoleBinding,
-        role: str,
-        schema: type[T],
+        ask: _Ask[T],
         messages: list[Message],
-        prompt_hash: str | None,
-        trace: dict[str, Any],
+        extra: dict[str, Any],
+        temperature: float | None = None,
+        *,
+        image_mode: str | None = None,
     ) -> CallResult[T]:
         started, started_at = time.perf_counter(), utcnow()
+        role, schema, prompt_hash, trace = ask.role, ask.schema, ask.prompt_hash, ask.trace
         settings = binding.settings
         state = self._loop_state()
         provider = self._provider(state, binding, role)
         params = GenerationParams(
-            settings.temperature, settings.max_tokens, settings.top_p, settings.seed
+            settings.temperature if temperature is None else temperature,
+            settings.max_tokens,
+            settings.top_p,
+            settings.seed,
         )
-        sent, image_mode = fit_images(
+        sent, fitted_mode = fit_images(
             messages, provider.supports_images, settings.image_max_side, self._resized
         )
+        image_mode = image_mode or fitted_mode
         dialect = getattr(provider, "configured_dialect", None)
         key = cache_key(
             provider=binding.spec.provider,
@@ -196,7 +260,7 @@ class ModelLayer:
             attempt=trace["attempt"],
         )
         row: dict[str, Any] = {
-            **{k: v for k, v in trace.items() if k != "fallback_for"},
+            **trace,
             "call_id": uuid.uuid4().hex,
             "provider": binding.spec.provider,
             "model": binding.spec.model,
@@ -210,7 +274,8 @@ class ModelLayer:
             "image_max_side": settings.image_max_side,
             "timeout_s": settings.timeout_s,
             "spec": binding.spec.spec,
-            "fallback_for": trace.get("fallback_for"),
+            "fallback_for": extra.get("fallback_for"),
+            **{k: v for k, v in extra.items() if k != "fallback_for"},
         }
         if self.use_cache:
             entry = await self._cache.get(key)
@@ -269,9 +334,14 @@ class ModelLayer:
         meta["waits_s"] = attempts.waits_s
 
         def result(
-            status: Status, value: T | None, raw: str | None, error: str | None
+            status: Status,
+            value: T | None,
+            raw: str | None,
+            error: str | None,
+            kind: str | None = None,
         ) -> CallResult[T]:
             return CallResult(
+                error_kind=kind,
                 status=status,
                 value=value,
                 raw_text=raw,
@@ -306,7 +376,8 @@ class ModelLayer:
             except ProviderError as err:
                 meta["requests"] = attempts.requests
                 status: Status = "refused" if err.kind == "refused" else "failed"
-                return result(status, None, err.raw_text, f"{err.kind}: {err.message}"), messages
+                error = f"{err.kind}: {err.message}"
+                return result(status, None, err.raw_text, error, err.kind), messages
             answered = True
             meta["requests"] = attempts.requests
             meta["dialect_used"] = response.extra.get("dialect")

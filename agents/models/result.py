@@ -18,9 +18,9 @@ Status = Literal["ok", "parse_failed", "refused", "failed"]
 class CallResult(Generic[T]):
     """One ``ModelLayer.call``: the value when ``ok``, otherwise why not, plus its accounting.
 
-    ``call_id`` is the ``llm_calls`` row of the model that answered (after a refusal fallback,
-    the fallback's row; ``fallback_from`` names the refused one). On a cache hit tokens and
-    cost are 0: nothing was sent and nothing paid.
+    ``call_id`` is the ``llm_calls`` row of the last attempt (after refusal retries or a
+    refusal fallback, that attempt's row; ``fallback_from`` names the refused one). On a cache
+    hit tokens and cost are 0: nothing was sent and nothing paid.
     """
 
     status: Status
@@ -38,6 +38,11 @@ class CallResult(Generic[T]):
     requests: int = 0
     parse_attempts: int = 0
     fallback_from: str | None = None
+    error_kind: str | None = None
+    """The classified error of a ``failed``/``refused`` call (``rate_limited``, ``refused``,
+    ``images_unsupported``...); None for ``ok`` and ``parse_failed``."""
+    refusals: int = 0
+    """How many attempts of this call were refused (retries and fallback included)."""
 
     @property
     def ok(self) -> bool:

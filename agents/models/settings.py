@@ -32,8 +32,13 @@ ROLES: tuple[str, ...] = (
 
 DEFAULT_SPEC = "local:smollm2"
 
+#: the temperature of a refusal retry when the role's is 0 (low: the answer should stay close to
+#: what the model would write deterministically, but not be the same refusal again)
+REFUSAL_RETRY_TEMPERATURE = 0.3
+
 Dialect = Literal["auto", "json_schema", "json_object_schema", "tools", "text"]
 HttpTransport = Literal["aiohttp", "httpx"]
+SendImages = bool | Literal["auto"]
 ChatClient = Literal["langchain", "sdk", "raw"]
 
 
@@ -88,8 +93,12 @@ class RoleSettings(BaseModel):
     """Randomise backoff waits (full jitter); tests turn it off."""
     image_max_side: int = Field(1024, ge=16)
     """Images are resized so their longest side is at most this many pixels."""
-    send_images: bool | None = None
-    """None = provider default (hosted APIs yes, openai-compatible no, in-process: the model)."""
+    send_images: SendImages | None = None
+    """Whether the model is sent the image. None = the provider's default: hosted APIs yes,
+    in-process models when they have a vision tower, ``openai-compatible`` ``auto``. ``auto``
+    sends the image and, when the endpoint answers that its model takes no images (vLLM,
+    llama.cpp and Ollama each say so in their own words), asks again text-only and remembers
+    that for the endpoint and model; ``true`` always sends it, ``false`` never does."""
     base_url: str | None = None
     """API URL of a hosted provider (a proxy, a regional endpoint, the tests' fake server)."""
     api_key_env: str | None = None
@@ -106,8 +115,13 @@ class RoleSettings(BaseModel):
     the SDK's request transform. ``raw``: aiohttp directly, no SDK. Each step saves CPU per call
     (about 1 and 0.5 ms), which decides throughput against a fast self-hosted server at high
     concurrency (benchmarks/bench_generate.py)."""
+    refusal_retries: int = Field(2, ge=0)
+    """Times a refusal (or a content-filter stop) is asked again before the fallback model (if
+    any) is asked and the call ends ``refused``. A retry sends the same request at the role's
+    temperature, or at :data:`REFUSAL_RETRY_TEMPERATURE` when that is 0 (a deterministic
+    model would refuse the same way again). Every attempt is a trace row; none is cached."""
     fallback: str | None = None
-    """Spec to ask instead when this model refuses (or its content filter stops it)."""
+    """Spec to ask instead when this model still refuses after ``refusal_retries``."""
     price_input_per_mtok: float | None = Field(None, ge=0.0)
     price_output_per_mtok: float | None = Field(None, ge=0.0)
 

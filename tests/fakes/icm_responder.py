@@ -142,25 +142,49 @@ class ICMResponder:
         return {}
 
 
+#: the issue-16 fault mix: 10 % 429, 10 % 500, 10 % truncated JSON, 5 % refusals
+ISSUE_16_FAULTS = {"429": 0.10, "500": 0.10, "malformed": 0.10, "refusal": 0.05}
+
+
 @dataclass
 class ChaosResponder:
-    """Wraps a responder: with probability ``p`` answers 429, 500, malformed JSON or a refusal."""
+    """Wraps a responder: answers 429, 500, malformed (truncated) JSON or a refusal at random.
+
+    ``p``: the probability of a fault, its kind drawn uniformly; or ``faults``: the probability
+    of each kind (``{"429": 0.1, "refusal": 0.05, ...}``), which overrides ``p``.
+    """
 
     inner: Any
     p: float = 0.3
     seed: int = 0
+    faults: dict[str, float] | None = None
     _rng: random.Random = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     injected: Counter[str] = field(default_factory=Counter)
+    answered: int = 0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        kinds = ["429", "500", "malformed", "refusal"]
+        self._table = self.faults or {kind: self.p / len(kinds) for kind in kinds}
+        unknown = set(self._table) - set(kinds)
+        if unknown or sum(self._table.values()) > 1:
+            raise ValueError(f"bad fault table {self._table}")
+
+    def _draw(self) -> str | None:
+        roll = self._rng.random()
+        for kind, probability in self._table.items():
+            if roll < probability:
+                return kind
+            roll -= probability
+        return None
 
     def __call__(self, body: dict[str, Any]) -> Action:
         with self._lock:
-            roll = self._rng.random()
-            kind = self._rng.choice(["429", "500", "malformed", "refusal"])
-        if roll >= self.p:
+            kind = self._draw()
+            if kind is None:
+                self.answered += 1
+        if kind is None:
             return self.inner(body)
         self.injected[kind] += 1
         if kind == "429":
@@ -168,5 +192,48 @@ class ChaosResponder:
         if kind == "500":
             return error(500, "upstream exploded")
         if kind == "malformed":
-            return reply("{this is not json")
+            return reply('{"description": "A person stand', finish_reason="length")
         return refuse()
+
+
+@dataclass
+class GatedResponder:
+    """Wraps a responder; once :meth:`arm` ed, answers ``open_for`` requests, then holds every
+    further request until :meth:`release`.
+
+    Tests that interrupt a run mid-way synchronise on :attr:`holding` (set when the first held
+    request arrives) instead of sleeping: from then on no sample can finish, so "some samples
+    done, not all" holds however slow or loaded the machine is.
+    """
+
+    inner: Any
+    holding: threading.Event = field(default_factory=threading.Event)
+    _open: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _left: int | None = None
+
+    def __post_init__(self) -> None:
+        self._open.set()
+
+    def arm(self, open_for: int) -> None:
+        """Answer ``open_for`` more requests, then hold the rest."""
+        with self._lock:
+            self._left = open_for
+            self.holding.clear()
+            self._open.clear()
+
+    def release(self) -> None:
+        """Let every held and later request through (the gate stays open until re-armed)."""
+        with self._lock:
+            self._left = None
+        self._open.set()
+
+    def __call__(self, body: dict[str, Any]) -> Action:
+        with self._lock:
+            hold = self._left is not None and self._left <= 0
+            if self._left is not None and self._left > 0:
+                self._left -= 1
+        if hold:
+            self.holding.set()
+            self._open.wait()
+        return self.inner(body)

@@ -3,7 +3,9 @@
 Speaks the wire format the openai SDK parses: ``choices[].message`` with ``content``,
 ``tool_calls`` or ``refusal``, ``finish_reason``, and ``usage``. Errors use OpenAI's
 ``{"error": {"message", "type", "code"}}`` body. ``llamacpp=True`` imitates the llama.cpp
-server, which answers 500 to a ``json_schema`` response format.
+server, which answers 500 to a ``json_schema`` response format. ``text_only="vllm"`` (or
+``"llamacpp"``, ``"ollama"``) imitates that server serving a model that takes no images: a
+request with an image part gets the server's own error (see :data:`TEXT_ONLY_ERRORS`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,46 @@ _ERROR_TYPES = {
     403: "permission_denied",
     404: "not_found_error",
     429: "rate_limit_exceeded",
+}
+#: (status, body) each self-hosted server answers to an image sent to a text-only model; the
+#: messages are the servers' own (sources cited in agents/models/providers/openai_chat.py)
+TEXT_ONLY_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    # vLLM's OpenAI server: ValueError from MultiModalRegistry.create_processor -> 400
+    "vllm": (
+        400,
+        {
+            "error": {
+                "message": "fake-model is not a multimodal model",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        },
+    ),
+    # llama.cpp's llama-server without --mmproj: a 500 server_error
+    "llamacpp": (
+        500,
+        {
+            "error": {
+                "code": 500,
+                "message": "image input is not supported - hint: if this is unexpected, "
+                "you may need to provide the mmproj",
+                "type": "server_error",
+            }
+        },
+    ),
+    # Ollama's OpenAI-compatible endpoint relaying the runner's ErrNoVisionModel
+    "ollama": (
+        500,
+        {
+            "error": {
+                "message": "this model is missing data required for image input",
+                "type": "api_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    ),
 }
 _TEXT_SCHEMA = re.compile(r"JSON schema:\n(\{.*\})\s*$", re.S)
 
@@ -45,14 +87,28 @@ def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def has_image(body: dict[str, Any]) -> bool:
+    """Does any message of a Chat Completions request carry an image part?"""
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list) and any(p.get("type") == "image_url" for p in content):
+            return True
+    return False
+
+
 class FakeOpenAIServer(FakeServer):
     """Base URL for clients: :attr:`base_url` (``.../v1``)."""
 
     chat_path = "/v1/chat/completions"
 
-    def __init__(self, *, llamacpp: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, llamacpp: bool = False, text_only: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        if text_only is not None and text_only not in TEXT_ONLY_ERRORS:
+            raise ValueError(f"text_only must be one of {sorted(TEXT_ONLY_ERRORS)}")
         self.llamacpp = llamacpp
+        self.text_only = text_only
         self._counter = 0
 
     @property
@@ -64,6 +120,9 @@ class FakeOpenAIServer(FakeServer):
         return reply(example_from_schema(schema) if schema else {})
 
     def render(self, action: Action, body: dict[str, Any]):
+        if self.text_only is not None and has_image(body):
+            status, payload = TEXT_ONLY_ERRORS[self.text_only]
+            return json_response(status, payload)
         fmt = body.get("response_format") or {}
         if self.llamacpp and fmt.get("type") not in (None, "text", "json_object"):
             message = (

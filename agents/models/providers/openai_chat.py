@@ -23,6 +23,13 @@ message conversion, no SDK request transform or response model) or aiohttp direc
 see openai_wire.py). CPU per call falls in that order (benchmarks/bench_generate.py), which is
 what limits throughput at high concurrency against a fast self-hosted server.
 
+Images (``send_images``): hosted OpenAI always gets them. ``openai-compatible:`` defaults to
+``auto``: the image is sent (the paper's own set-up is a vision model behind vLLM's server) and,
+when the endpoint answers that its model takes no images, the request fails with the
+non-retryable kind ``images_unsupported`` and the endpoint and model are remembered as text-only
+(like the dialect probe), so the layer asks again without the image and every later call of the
+process goes text-only straight away. ``true`` always sends images, ``false`` never does.
+
 Retries are the layer's job: the client is built with ``max_retries=0``.
 """
 
@@ -65,10 +72,44 @@ _DIALECT_REJECTION = re.compile(
     r"response_format|json_schema|json_object|schema|tool|function", re.I
 )
 
+#: (endpoint, model) pairs whose server answered that the model takes no images
+_TEXT_ONLY_MODELS: set[tuple[str, str]] = set()
+
+#: How each self-hosted server says "this model takes no images" (matched in the error text,
+#: whatever the status: llama.cpp and Ollama's runner answer 500, vLLM 400):
+_IMAGES_REJECTED = re.compile(
+    "|".join(
+        (
+            # vLLM: vllm/multimodal/registry.py (vllm-project/vllm), MultiModalRegistry.
+            # create_processor: raise ValueError(f"{model_name} is not a multimodal model"),
+            # answered by the OpenAI server as 400 BadRequestError.
+            r"is not a multimodal model",
+            # llama.cpp server: tools/server (ggml-org/llama.cpp), oaicompat_chat_params_parse:
+            # "image input is not supported - hint: if this is unexpected, you may need to
+            # provide the mmproj" (older builds: "image input is not supported by this server",
+            # issue ggml-org/llama.cpp#13566), answered as 500 server_error.
+            r"image input is not supported",
+            # Ollama: model/model.go (ollama/ollama), ErrNoVisionModel = errors.New("this model
+            # is missing data required for image input"); and server/images.go's capability
+            # check, errCapabilities ("does not support") + errCapabilityVision ("vision").
+            r"missing data required for image input",
+            r"does not support vision",
+        )
+    ),
+    re.I,
+)
+
 
 def forget_learned_dialects() -> None:
-    """Drop what ``auto`` learned (tests reuse loopback ports across fake servers)."""
+    """Drop what ``auto`` learned, dialects and text-only models (tests reuse loopback ports
+    across fake servers)."""
     _LEARNED_DIALECTS.clear()
+    _TEXT_ONLY_MODELS.clear()
+
+
+def rejects_images(error: ProviderError) -> bool:
+    """Did the server answer that its model takes no images (see ``_IMAGES_REJECTED``)?"""
+    return error.kind in ("bad_request", "server") and bool(_IMAGES_REJECTED.search(error.message))
 
 
 def schema_name(schema: type[BaseModel]) -> str:
@@ -153,7 +194,9 @@ class OpenAIChatProvider:
         base_url = spec.base_url or settings.base_url
         self.endpoint = base_url or OPENAI_BASE_URL
         hosted = spec.provider == "openai"
-        self.supports_images = settings.send_images if settings.send_images is not None else hosted
+        self.send_images = settings.send_images
+        if self.send_images is None:
+            self.send_images = True if hosted else "auto"
         self.configured_dialect = settings.dialect or ("json_schema" if hosted else "auto")
         if self.configured_dialect == "auto":
             self.dialect = _LEARNED_DIALECTS.get((self.endpoint, self.model), DIALECT_ORDER[0])
@@ -182,6 +225,13 @@ class OpenAIChatProvider:
             use_responses_api=False,
         )
         self._format_cache: dict[tuple[type[BaseModel], str], dict[str, Any]] = {}
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether images are sent now: under ``auto``, until the endpoint said it takes none."""
+        if self.send_images == "auto":
+            return (self.endpoint, self.model) not in _TEXT_ONLY_MODELS
+        return bool(self.send_images)
 
     async def aclose(self) -> None:
         """Close this client's connections (the layer calls it when a run ends)."""
@@ -264,6 +314,12 @@ class OpenAIChatProvider:
                 return await self._send(messages, instruction, schema, params, timeout)
             except Exception as exc:
                 error = classify(exc)  # a ProviderError stays itself
+                if self._images_rejected(error, messages):
+                    raise ProviderError(
+                        "images_unsupported",
+                        f"{self.endpoint} ({self.model}) takes no images: {error.message}",
+                        status_code=error.status_code,
+                    ) from exc
                 if not self._rejects_dialect(error):
                     if error is exc:
                         raise
@@ -271,6 +327,17 @@ class OpenAIChatProvider:
                 if self._next_dialect(dialect):
                     continue
                 raise self._unsupported(dialect, error) from exc
+
+    def _images_rejected(self, error: ProviderError, messages: list[Message]) -> bool:
+        """Under ``auto``, a request with images that the server refused because its model takes
+        none: remembered for the endpoint and model (checked before the retry policy sees the
+        error, since llama.cpp's 500 would otherwise be retried as a server fault)."""
+        if self.send_images != "auto" or not any(m.images for m in messages):
+            return False
+        if not rejects_images(error):
+            return False
+        _TEXT_ONLY_MODELS.add((self.endpoint, self.model))
+        return True
 
     def _next_dialect(self, dialect: str) -> bool:
         """Under ``auto``, move to the next dialect (remembered for the endpoint); False when

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from data.policy_models import (
     Attribute,
+    AttributeEntry,
     Category,
     Policy,
     PolicyDocument,
@@ -32,7 +33,7 @@ from data.yaml_lines import KeyPath, LocatedYaml, format_path
 
 _ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "verdicts": Verdict,
-    "attributes": Attribute,
+    "attributes": AttributeEntry,
     "categories": Category,
     "rules": RuleVariant,
 }
@@ -111,9 +112,20 @@ def build_policy(
             "base_rule": data.get("base_rule"),
             "notes": data.get("notes"),
             **sections,
+            "attributes": _attributes(sections["attributes"]),
         }
     )
     return policy, []
+
+
+def _attributes(section: object) -> dict[str, Attribute]:
+    """The attributes section (already checked) as `Attribute`s: value descriptions and their
+    synonyms apart, so `values` stays value name -> description for every reader."""
+    assert isinstance(section, dict)
+    return {
+        name: Attribute.from_entry(AttributeEntry.model_validate(body))
+        for name, body in section.items()
+    }
 
 
 def _check_verdict_labels(out: _Collector, verdicts: object, term: object) -> None:
@@ -148,10 +160,11 @@ def _check_categories(out: _Collector, attributes: object, categories: object) -
             product[attribute] = value
             if known is None:
                 continue
+            values = known.get(attribute)
             if attribute not in known:
                 out.add(path, _unknown("attribute", attribute, known, list_all=True))
-            elif known[attribute] is not None and value not in known[attribute]:
-                out.add(path, _unknown("value", value, known[attribute], list_all=True))
+            elif values is not None and value not in values:
+                out.add(path, _unknown("value", value, values, list_all=True))
         if len(product) != len(fixed) or not product:
             continue
         signature = frozenset(product.items())

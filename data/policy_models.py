@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_PHRASE = re.compile(r"^[^\W_](?:[^\W_]|['\- ])*(?<! )$")
 
 
 def _text(value: str) -> str:
@@ -67,12 +68,85 @@ class Verdict(_Model):
     description: Text
 
 
+def _phrase(value: str) -> str:
+    if not _PHRASE.match(value) or value != value.lower():
+        raise ValueError(
+            f"{value!r} is not a phrase (lower-case words, digits, spaces, ' and -; "
+            "no surrounding spaces)"
+        )
+    return value
+
+
+def _distinct(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"synonym {value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+Phrase = Annotated[str, AfterValidator(_phrase)]
+"""A synonym: words a text may use to mention an attribute value, e.g. `a person` or `woman`."""
+
+
+class AttributeValue(_Model):
+    """One value of an attribute as written in the policy file: what it means in an image, and
+    the words a text may use to mention it (checked by the critic's `attributes_mentioned`).
+
+    The file may give a value as a bare description string (no synonyms) or as a mapping
+    ``{description: ..., synonyms: [...]}``; a synonym is matched by its words' lemmas, so
+    `woman` also finds `women` and `bare leg` finds `bare legs`.
+    """
+
+    description: Text
+    synonyms: Annotated[list[Phrase], AfterValidator(_distinct)] | None = None
+    """None (the bare-string form, or the field left out): the value's name words count as
+    its mention. An empty list: nothing has to be mentioned (e.g. a `none` value)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_description(cls, data: object) -> object:
+        return {"description": data} if isinstance(data, str) else data
+
+
+class AttributeEntry(_Model):
+    """An attribute as written in the policy file; the loader turns it into `Attribute`."""
+
+    description: Text
+    values: dict[Identifier, AttributeValue] = Field(min_length=1)
+
+
 class Attribute(_Model):
     """An axis of the attribute space, e.g. `region` with values upper, middle, lower, whole."""
 
     description: Text
     values: dict[Identifier, Text] = Field(min_length=1)
     """Value name -> what it means in an image."""
+    synonyms: dict[Identifier, list[str]] = Field(default_factory=dict)
+    """Value name -> the phrases that count as mentioning it, for the values whose entry in
+    the file lists `synonyms` (an empty list included)."""
+
+    @classmethod
+    def from_entry(cls, entry: AttributeEntry) -> Attribute:
+        return cls(
+            description=entry.description,
+            values={name: value.description for name, value in entry.values.items()},
+            synonyms={
+                name: list(value.synonyms)
+                for name, value in entry.values.items()
+                if value.synonyms is not None
+            },
+        )
+
+    def mentions(self, value: str) -> list[str]:
+        """Phrases that count as mentioning ``value``: the policy's synonyms when its entry
+        lists them (the author decides, so list the value's own words too; an empty list means
+        nothing has to be mentioned), else the words of the value's name (``bite_lip`` -> bite,
+        lip; short joiners like ``and`` left out)."""
+        if value in self.synonyms:
+            return list(self.synonyms[value])
+        return [w for w in value.split("_") if len(w) >= 3 and w != "and"]
 
 
 class Category(_Model):

@@ -36,6 +36,7 @@ from data.policy_models import Policy
 from data.store import utcnow
 from data.store.batch import BatchWriter
 from evaluators.consistency import Check
+from evaluators.text_checks import with_garbage_checks
 from graphs.state import SampleSpec, SampleState
 
 RECURSION_LIMIT = 200
@@ -329,8 +330,14 @@ def build_graph(deps: PipelineDeps) -> Any:
         sample = state["sample"]
         attempt, attempts = _bump(state, "critic")
         policy = policy_of(state)
-        checks = deterministic_checks(
-            policy, dict(state), contradiction_finder=deps.contradiction_finder
+        # The garbage checks (looping, two labels, JSON residue, key elements, Q-A fragments,
+        # synonym-aware attribute mentions) run with the critic's own deterministic checks.
+        checks = with_garbage_checks(
+            policy,
+            dict(state),
+            deterministic_checks(
+                policy, dict(state), contradiction_finder=deps.contradiction_finder
+            ),
         )
         deps.recorder.checks(state, attempt, checks, "deterministic")
         update: dict[str, Any] = {"attempts": attempts}

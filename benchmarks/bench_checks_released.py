@@ -1,0 +1,116 @@
+"""How often the garbage checks (``evaluators.text_checks``) reject the released ICM-Instruct
+records: their false-rejection rate on text that is mostly good.
+
+Each record's explanation is read by ``no_looping_text``, ``no_json_fragments`` and
+``states_one_label``, its Q-A and multiple choice by ``qa_well_formed``, and its explanation
+by ``attributes_mentioned`` against its category (the released data has no separate
+description; a miss there measures the policy's synonym lists, not a defect). Key elements are
+not in the released data, so ``key_elements_in_description`` is not measured here.
+
+Run from the repository root::
+
+    python benchmarks/bench_checks_released.py                  # ../shared/... by default
+    python benchmarks/bench_checks_released.py --file other.jsonl --policy icm_sexy --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FILE = ROOT.parent / "shared" / "datasets" / "icm_assistant" / "instruct_dev.jsonl"
+
+
+def measure(path: Path, policy_name: str, examples: int) -> dict[str, object]:
+    sys.path.insert(0, str(ROOT))
+    from data.policy import load_policy
+    from evaluators.audit import BadLine, read_records
+    from evaluators.text_checks import released_record_checks
+
+    policy = load_policy(policy_name)
+    records = 0
+    bad_lines = []
+    rejected: Counter[str] = Counter()
+    applied: Counter[str] = Counter()
+    any_rejected = 0
+    any_text_rejected = 0
+    shown: dict[str, list[str]] = {}
+    for number, item in read_records(path):
+        if isinstance(item, BadLine):
+            bad_lines.append(f"{path}:{item.line}: {item.message}")
+            continue
+        records += 1
+        checks = released_record_checks(
+            policy,
+            category=item.category,
+            explanation=item.explanation,
+            qa=[(q.type, q.question, q.answer) for q in item.qa],
+            mc=[(m.question, m.choices, m.answer) for m in item.mc],
+        )
+        failed = [c for c in checks if not c.passed]
+        for check in checks:
+            applied[check.name] += 1
+        for check in failed:
+            rejected[check.name] += 1
+            bucket = shown.setdefault(check.name, [])
+            if len(bucket) < examples:
+                bucket.append(f"line {number} ({item.image}): {check.message[:300]}")
+        any_rejected += bool(failed)
+        any_text_rejected += any(c.name != "attributes_mentioned" for c in failed)
+    per_check = {
+        name: {
+            "records": applied[name],
+            "rejected": rejected[name],
+            "rate": round(rejected[name] / applied[name], 4) if applied[name] else 0.0,
+        }
+        for name in sorted(applied)
+    }
+    return {
+        "file": str(path),
+        "policy": policy_name,
+        "records": records,
+        "bad_lines": bad_lines,
+        "per_check": per_check,
+        "rejected_by_any_text_check": any_text_rejected,
+        "rejected_by_any_check": any_rejected,
+        "examples": shown,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--file", type=Path, default=DEFAULT_FILE,
+                        help="ICM-Instruct JSONL (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--policy", default="icm_sexy", help="policy name or path")
+    parser.add_argument("--examples", type=int, default=3, help="rejections shown per check")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    if not args.file.is_file():
+        parser.error(f"{args.file}: no such file (pass --file)")
+    result = measure(args.file, args.policy, args.examples)
+    n = int(result["records"])  # type: ignore[call-overload]
+    print(f"{result['file']}: {n} records, policy {result['policy']}")
+    for line in result["bad_lines"]:  # type: ignore[attr-defined]
+        print(f"  unreadable: {line}")
+    print(f"  {'check':<30} {'rejected':>9} {'rate':>7}")
+    for name, row in result["per_check"].items():  # type: ignore[attr-defined]
+        print(f"  {name:<30} {row['rejected']:>5}/{row['records']:<3} {row['rate']:>7.1%}")
+    text = int(result["rejected_by_any_text_check"])  # type: ignore[call-overload]
+    every = int(result["rejected_by_any_check"])  # type: ignore[call-overload]
+    print(f"  any check but attributes_mentioned: {text}/{n} = {text / max(n, 1):.1%}")
+    print(f"  any check:                          {every}/{n} = {every / max(n, 1):.1%}")
+    for name, lines in result["examples"].items():  # type: ignore[attr-defined]
+        print(f"\n{name}:")
+        for line in lines:
+            print(f"  {line}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

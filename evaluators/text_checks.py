@@ -1,0 +1,476 @@
+"""Deterministic checks that catch garbage text: looping output, a text that states two verdict
+labels, JSON or schema residue in prose, key elements that are not in the description, Q-A
+answers that are empty, punctuation or fragments, and attribute mentions read through the
+policy's synonyms and word lemmas.
+
+Small local models under constrained decoding write all of these (the offline demo's SmolLM2
+wrote "The image is sexy, citing the description, citing the description, ..." and a What
+answer ``No'}], ``), and none of them is caught by the label checks of
+:mod:`evaluators.consistency`. Every check here is a pure function returning a named
+:class:`Check` whose message says what to change, in words fed back to the stage's model.
+
+They are tuned to reject nothing a capable model writes: the benchmark
+``benchmarks/bench_checks_released.py`` measures their rejection rate on the released
+ICM-Instruct records (mostly good text). :func:`with_garbage_checks` adds them to the critic's
+checks over a pipeline state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from data.policy_models import Policy
+from evaluators.consistency import Check
+from evaluators.lemmas import STOPWORDS, contains_phrase, content_lemmas, lemma, words
+
+# ----------------------------------------------------------------------------- looping text
+
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _tandem_copies(k: int) -> int:
+    """Copies in a row of a k-word run that make a loop: 4 of one word ("very very very
+    very"), 3 of a short phrase, 2 of a run as long as a clause."""
+    return 4 if k == 1 else 3 if k <= 4 else 2
+
+
+def find_loop(text: str) -> str | None:
+    """A description of the looping in ``text``, or None.
+
+    Three shapes: a run of words repeated back to back (``citing the description, citing the
+    description, ...``); the same sentence of five or more words written twice; one run of
+    eight words written three times anywhere, or of five words five times.
+    """
+    tokens = words(text)
+    n = len(tokens)
+    for k in range(1, min(12, n // 2) + 1):
+        need = _tandem_copies(k)
+        i = 0
+        while i + k * need <= n:
+            copies = 1
+            while tokens[i + copies * k : i + (copies + 1) * k] == tokens[i : i + k]:
+                copies += 1
+            if copies >= need:
+                return f"repeats '{' '.join(tokens[i : i + k])}' {copies} times in a row"
+            i += 1
+    seen: set[tuple[str, ...]] = set()
+    for sentence in _SENTENCES.split(text):
+        key = tuple(words(sentence))
+        if len(key) >= 5 and key in seen:
+            return f"writes the sentence '{sentence.strip()}' twice"
+        seen.add(key)
+    for size, most in ((8, 3), (5, 5)):
+        grams = Counter(tuple(tokens[i : i + size]) for i in range(n - size + 1))
+        gram, times = grams.most_common(1)[0] if grams else ((), 0)
+        if times >= most:
+            return f"writes '{' '.join(gram)}' {times} times"
+    return None
+
+
+def check_no_looping(stage: str, text: str, where: str) -> Check:
+    """Looping output (a small model stuck repeating itself) is never data."""
+    loop = find_loop(text)
+    msg = f"{where} {loop} (looping output); say each point once" if loop else ""
+    return Check("no_looping_text", stage, loop is None, msg)
+
+
+# ----------------------------------------------------------------------------- two labels
+
+_HEDGE = re.compile(
+    r"\b(if|whether|although|though|while|whereas|unless|even|might|could|would|may|some|"
+    r"someone|others?|rather than|instead of)\b",
+    re.IGNORECASE,
+)
+_STATING = re.compile(
+    r"\b(image|picture|photo|photograph|it|this|scene|content)\b.*"
+    r"\b(is|are|was|be|seems?|appears?|looks?|remains?|considered|deemed|rated|classified|"
+    r"judged|labell?ed)\b(\W+[\w'-]+){0,3}\W*$",
+    re.IGNORECASE,
+)
+_VERDICT_LINE = re.compile(r"\b(verdict|conclusion|label|answer)\s*:\s*$", re.IGNORECASE)
+_NEGATED = re.compile(r"\b(not|never|neither|nor|hardly)\b|n't\b", re.IGNORECASE)
+_BREAK = re.compile(r"[,;:()\u2014]|\s-\s|\b(but|and|yet|so|because|however)\b", re.IGNORECASE)
+_SIDE_BY_SIDE = re.compile(r"^\s*([,/;|]|-|or|and|vs\.?)?\s*$", re.IGNORECASE)
+_SENTENCE_START = re.compile(r"[.!?\n]")
+
+
+@dataclass(frozen=True)
+class LabelStatement:
+    """A place where a text states a verdict label: ``affirmed`` False for "is not <label>"."""
+
+    label: str
+    affirmed: bool
+    start: int
+
+
+def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
+    """Occurrences of the labels, sorted; one inside a longer label's occurrence (``sexy`` in
+    ``not sexy``) is left out."""
+    lowered = text.lower()
+    spans = [
+        (m.start(), m.end(), label)
+        for label in set(labels)
+        for m in re.finditer(r"\b" + re.escape(label.lower()) + r"\b", lowered)
+    ]
+    kept = [
+        (s, e, label)
+        for s, e, label in spans
+        if not any(s2 <= s and e <= e2 and (s2, e2) != (s, e) for s2, e2, _ in spans)
+    ]
+    return sorted(kept)
+
+
+def label_statements(text: str, labels: Iterable[str]) -> list[LabelStatement]:
+    """The labels the text states of the image, in order.
+
+    A label is stated when its clause (the text since the last comma, colon, ``but``...) has
+    the image (or "it", "this", "the scene") as subject and a copula a few words before the
+    label ("the image is therefore not sexy"), or when it follows ``Verdict:`` or
+    ``Conclusion:``. A clause that hedges ("might be seen as sexy", "although it is sexy to
+    some") states nothing, and nor does a label used as an adjective ("a sexy atmosphere").
+    """
+    out = []
+    for start, _end, label in label_spans(text, labels):
+        sentence_start = max((m.end() for m in _SENTENCE_START.finditer(text, 0, start)), default=0)
+        before = text[sentence_start:start]
+        breaks = list(_BREAK.finditer(before))
+        clause = before[breaks[-1].end() :] if breaks else before
+        if _VERDICT_LINE.search(before):
+            out.append(LabelStatement(label, True, start))
+        elif _STATING.search(clause) and not _HEDGE.search(clause):
+            out.append(LabelStatement(label, not _NEGATED.search(clause), start))
+    return out
+
+
+def stated_labels(text: str, labels: Sequence[str]) -> list[str]:
+    """Distinct labels the text affirms, in order of first statement. With exactly two labels
+    a denial affirms the other one ("is not considered sexy" states "not sexy")."""
+    found: list[str] = []
+    for statement in label_statements(text, labels):
+        label: str | None = statement.label
+        if not statement.affirmed:
+            others = [other for other in labels if other != statement.label]
+            label = others[0] if len(labels) == 2 else None
+        if label is not None and label not in found:
+            found.append(label)
+    return found
+
+
+def side_by_side_labels(text: str, labels: Iterable[str]) -> tuple[str, str] | None:
+    """Two different labels next to each other ("sexy, not sexy", "sexy/not sexy", "sexy or
+    not sexy"), outside a "whether"/"if" clause."""
+    spans = label_spans(text, labels)
+    for (s1, e1, a), (s2, _e2, b) in itertools.pairwise(spans):
+        if a != b and _SIDE_BY_SIDE.match(text[e1:s2]):
+            sentence_start = max(
+                (m.end() for m in _SENTENCE_START.finditer(text, 0, s1)), default=0
+            )
+            if not re.search(r"\b(whether|if)\b", text[sentence_start:s1], re.IGNORECASE):
+                return a, b
+    return None
+
+
+def check_states_one_label(stage: str, text: str, labels: Sequence[str], where: str) -> Check:
+    """A text must not state two verdict labels: that is a model that has not decided (or is
+    looping through the label list), and a training pair that teaches both.
+
+    A text whose only label is its conclusion passes; so does one that states no label.
+    """
+    pair = side_by_side_labels(text, labels)
+    if pair:
+        msg = f"{where} states '{pair[0]}' and '{pair[1]}' side by side; state one verdict"
+        return Check("states_one_label", stage, False, msg)
+    stated = stated_labels(text, labels)
+    if len(stated) > 1:
+        both = " and ".join(f"'{label}'" for label in stated)
+        msg = f"{where} states both {both}; state one verdict, once"
+        return Check("states_one_label", stage, False, msg)
+    return Check("states_one_label", stage, True)
+
+
+# ----------------------------------------------------------------------------- JSON residue
+
+_SCHEMA_WORDS = (
+    "minLength|maxLength|minItems|maxItems|minimum|maximum|additionalProperties|"
+    "patternProperties|uniqueItems|anyOf|oneOf|allOf|exclusiveMinimum|exclusiveMaximum"
+)
+_JSON_RESIDUE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"[{}]"), "a brace"),
+    (re.compile(r"[\"'`]\s*[\]}]|[\[{]\s*[\"'`]"), "a quote against a bracket"),
+    (re.compile(r"[\"']\w+[\"']\s*:"), "a quoted JSON key"),
+    (re.compile(r"\b(" + _SCHEMA_WORDS + r")\b|\$(schema|ref|defs)\b"), "a JSON-schema keyword"),
+    (
+        re.compile(r"\b(properties|required|enum|items|type|const)[\"']?\s*:", re.IGNORECASE),
+        "a JSON-schema keyword",
+    ),
+    (
+        re.compile(r"\b(key_elements|proposed_category|audience_cues|multiple_choice|yes_no)\b"),
+        "a field name of the output schema",
+    ),
+)
+# ``minimum``/``maximum`` are English words: only their camelCase neighbours are listed above
+# as bare words, these two count only when quoted.
+_PLAIN_ENGLISH = {"minimum", "maximum"}
+
+
+def json_residue(text: str) -> str | None:
+    """What JSON or schema residue the text contains, quoted, or None."""
+    for pattern, what in _JSON_RESIDUE:
+        for match in pattern.finditer(text):
+            found = match.group(0)
+            if found.lower() in _PLAIN_ENGLISH:
+                continue
+            return f"{what} ('{found.strip()}')"
+    return None
+
+
+def check_no_json(stage: str, text: str, where: str) -> Check:
+    """Prose must not carry JSON syntax or schema keywords: a model that copies the schema
+    into its answer has not answered."""
+    residue = json_residue(text)
+    msg = f"{where} contains {residue}; write plain sentences, no JSON" if residue else ""
+    return Check("no_json_fragments", stage, residue is None, msg)
+
+
+# ----------------------------------------------------------------------------- key elements
+
+
+def key_element_problem(element: str, description_lemmas: Sequence[str]) -> str | None:
+    """Why a key element is not a phrase of the description, or None.
+
+    Word level, lemma matched: every content word of the element must occur in the
+    description ("bare shoulders" passes "her shoulders are bare"); a JSON-schema keyword or
+    a field name never does.
+    """
+    residue = json_residue(element)
+    if residue:
+        return f"'{element}' is {residue.split(' (')[0]}"
+    lemmas = content_lemmas(element)
+    if not lemmas:
+        return f"'{element}' has no words"
+    known = set(description_lemmas)
+    absent = [w for w, lem in zip(_content_words(element), lemmas, strict=True) if lem not in known]
+    if absent:
+        return f"'{element}' is not in the description (no '{absent[0]}')"
+    return None
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in words(text) if w not in STOPWORDS]
+
+
+def check_key_elements(elements: Sequence[str], description: str) -> Check:
+    """Key elements must be phrases of the description they summarise."""
+    lemmas = content_lemmas(description)
+    problems = [p for e in elements if (p := key_element_problem(e, lemmas))]
+    msg = (
+        "key elements must be short phrases taken from the description: " + "; ".join(problems)
+        if problems
+        else ""
+    )
+    return Check("key_elements_in_description", "describer", not problems, msg)
+
+
+# ----------------------------------------------------------------------------- Q-A answers
+
+_BARE_YES_NO = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)
+_DANGLING = frozenset((
+    "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "is", "are",
+    "was", "were", "because", "that", "which", "than", "into", "onto",
+))  # fmt: skip
+_OPEN_WORD = re.compile(r"^\W*(what|how|which|where|who|whom|whose|why|when|describe)\b", re.I)
+
+
+def answer_problem(answer: str, *, open_question: bool) -> str | None:
+    """Why a Q-A text is not usable: empty, punctuation only, JSON residue; for the answer to
+    an open question (``open_question``: one that asks what, how, which...) also a bare
+    yes/no ("What is visible? No.") or a sentence that breaks off ("It shows the")."""
+    if not re.search(r"[A-Za-z0-9]", answer):
+        return "is empty or only punctuation"
+    residue = json_residue(answer)
+    if residue:
+        return f"contains {residue}"
+    if open_question and _BARE_YES_NO.match(answer):
+        return "answers an open question with a bare yes/no"
+    tokens = words(answer)
+    if open_question and tokens and tokens[-1] in _DANGLING and len(tokens) > 1:
+        return f"breaks off after '{tokens[-1]}'"
+    return None
+
+
+def qa_problems(qa: Mapping[str, Any]) -> list[str]:
+    """Problems of a Q-A set in the pipeline's shape (``yes_no``, ``multiple_choice``,
+    ``what``, ``how`` lists of items with ``question`` and ``answer``/``options``)."""
+    problems = []
+    for kind in ("yes_no", "multiple_choice", "what", "how"):
+        for item in qa.get(kind) or []:
+            question = str(item.get("question", ""))
+            why = answer_problem(question, open_question=False)
+            if why:
+                problems.append(f"the question '{question}' {why}")
+            options = item.get("options") or [] if kind == "multiple_choice" else []
+            for option in (str(o) for o in options):
+                why = answer_problem(option, open_question=False)
+                if why:
+                    problems.append(f"an option of '{question}' ('{option}') {why}")
+            if kind in ("what", "how"):
+                answer = str(item.get("answer", ""))
+                why = answer_problem(answer, open_question=bool(_OPEN_WORD.match(question)))
+                if why:
+                    problems.append(f"the {kind} answer '{answer}' to '{question}' {why}")
+    return problems
+
+
+def check_qa_well_formed(qa: Mapping[str, Any]) -> Check:
+    """Every question, option and open answer must be a complete, plain text."""
+    problems = qa_problems(qa)
+    return Check("qa_well_formed", "qa_writer", not problems, "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------- attributes
+
+
+def attribute_mentions(policy: Policy, category: str) -> dict[str, list[str]]:
+    """``attribute=value`` -> the phrases that count as mentioning it, for each attribute the
+    category fixes (from the policy's synonyms; see ``Attribute.mentions``)."""
+    fixed = policy.categories[category].attributes
+    return {f"{a}={v}": policy.attributes[a].mentions(v) for a, v in fixed.items()}
+
+
+def missing_attributes(text: str, mentions: Mapping[str, Sequence[str]]) -> list[str]:
+    """The ``attribute=value`` keys none of whose phrases the text contains (lemma matched,
+    stopwords ignored: "a woman biting her lip" contains "bite lip" and "women")."""
+    lemmas = content_lemmas(text)
+    every = [lemma(w) for w in words(text)]
+    return [
+        key
+        for key, phrases in mentions.items()
+        if phrases and not any(_mentions(lemmas, every, phrase) for phrase in phrases)
+    ]
+
+
+_SLACK = 2
+"""Other content words allowed inside a matched phrase: "lift skirt" matches "lifting up the
+hem of her skirt" (up, hem)."""
+
+
+def _mentions(lemmas: Sequence[str], every: Sequence[str], phrase: str) -> bool:
+    """A phrase of content words is matched with stopwords ignored on both sides; a phrase
+    made only of stopwords ("she") is matched word for word."""
+    content = content_lemmas(phrase)
+    if content:
+        return contains_phrase(lemmas, content, slack=_SLACK)
+    return contains_phrase(every, [lemma(w) for w in words(phrase)])
+
+
+def check_attributes_mentioned(
+    text: str, mentions: Mapping[str, Sequence[str]], stage: str = "describer"
+) -> Check:
+    """Each annotated attribute value must be mentioned by one of its phrases."""
+    missing = missing_attributes(text, mentions)
+    parts = []
+    for key in missing:
+        shown = ", ".join(mentions[key][:6])
+        parts.append(f"{key} (e.g. {shown})")
+    msg = "the text never mentions the annotated " + "; ".join(parts) if missing else ""
+    return Check("attributes_mentioned", stage, not missing, msg)
+
+
+# ----------------------------------------------------------------------------- a whole sample
+
+
+def garbage_checks(policy: Policy, state: Mapping[str, Any]) -> list[Check]:
+    """Every check above over a pipeline state (the critic's input): the description and key
+    elements (unless the description was given), the context, each rule's explanation, the
+    Q-A set."""
+    checks: list[Check] = []
+    sample = state.get("sample")
+    given = sample is not None and getattr(sample, "given_description", None) is not None
+    description = state.get("description") or ""
+    category = state.get("category")
+    if description and not given:
+        checks.append(check_no_looping("describer", description, "the description"))
+        checks.append(check_no_json("describer", description, "the description"))
+        if state.get("key_elements"):
+            checks.append(check_key_elements(state["key_elements"], description))
+        if category:
+            checks.append(
+                check_attributes_mentioned(description, attribute_mentions(policy, category))
+            )
+    context = state.get("context")
+    if context:
+        checks.append(check_no_looping("context_interpreter", context, "the context"))
+        checks.append(check_no_json("context_interpreter", context, "the context"))
+    labels = list(policy.verdicts)
+    for rule, item in (state.get("explanations") or {}).items():
+        text = item["explanation"]
+        where = f"under {rule} the explanation"
+        checks.append(check_no_looping("explainer", text, where))
+        checks.append(check_no_json("explainer", text, where))
+        checks.append(check_states_one_label("explainer", text, labels, where))
+    qa = state.get("qa")
+    if qa:
+        checks.append(check_qa_well_formed(qa))
+    return checks
+
+
+def with_garbage_checks(
+    policy: Policy, state: Mapping[str, Any], checks: Sequence[Check]
+) -> list[Check]:
+    """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
+    one of the same name and stage there: ``attributes_mentioned`` reads the policy's
+    synonyms and lemmas instead of words cut from the value's description."""
+    extra = garbage_checks(policy, state)
+    replaced = {(c.name, c.stage) for c in extra}
+    return [c for c in checks if (c.name, c.stage) not in replaced] + extra
+
+
+# ----------------------------------------------------------------------------- released data
+
+
+def released_qa(
+    qa: Iterable[tuple[str, str, str]], mc: Iterable[tuple[str, Sequence[str], str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Released ICM-Instruct Q-A (``(type, question, answer)``; ``type`` is ``Yes/No``,
+    ``What`` or ``How``) and multiple choice (``(question, choices, answer)``) in the
+    pipeline's Q-A shape, for :func:`check_qa_well_formed`."""
+    out: dict[str, list[dict[str, Any]]] = {"yes_no": [], "multiple_choice": [], "what": [],
+                                            "how": []}  # fmt: skip
+    for kind, question, answer in qa:
+        key = kind.lower().replace(" ", "").replace("/", "_").replace("yesno", "yes_no")
+        out.setdefault(key if key in out else "what", []).append(
+            {"question": question, "answer": answer}
+        )
+    for question, choices, answer in mc:
+        out["multiple_choice"].append({"question": question, "options": list(choices),
+                                       "answer": answer})  # fmt: skip
+    return out
+
+
+def released_record_checks(
+    policy: Policy,
+    *,
+    category: str | None,
+    explanation: str,
+    qa: Iterable[tuple[str, str, str]],
+    mc: Iterable[tuple[str, Sequence[str], str]],
+) -> list[Check]:
+    """The checks that apply to a released record: the explanation's (looping, JSON, two
+    labels), the Q-A set's, and ``attributes_mentioned`` over the explanation (the released
+    data has no separate description, so this one measures the synonym lists, not a defect)."""
+    where = "the explanation"
+    checks = [
+        check_no_looping("explainer", explanation, where),
+        check_no_json("explainer", explanation, where),
+        check_states_one_label("explainer", explanation, list(policy.verdicts), where),
+        check_qa_well_formed(released_qa(qa, mc)),
+    ]
+    if category in policy.categories:
+        mentions = attribute_mentions(policy, category)
+        checks.append(check_attributes_mentioned(explanation, mentions, "explainer"))
+    return checks

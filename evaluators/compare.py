@@ -33,7 +33,10 @@ from data.runs_cli import compact_roles
 from data.store import Store
 from evaluators.metrics import bootstrap_ci
 
-GENERATING_STAGES = ("describer", "context_interpreter", "explainer", "qa_writer")
+#: the one stage_outputs stage that is not a generation stage: the critic's attempt counter
+#: counts its passes, not retries. Every other stage (whatever the registry holds: evaluators
+#: sit below the agents and do not import it) counts.
+CRITIC_STAGE = "critic"
 
 
 class RunLookupError(LookupError):
@@ -139,7 +142,7 @@ _RETRIES_SQL = f"""
 SELECT sample_id, sum(extra) AS retries FROM (
     SELECT sample_id, stage, max(attempt) - 1 AS extra
     FROM stage_outputs
-    WHERE run_id = ? AND stage IN ({", ".join(f"'{s}'" for s in GENERATING_STAGES)})
+    WHERE run_id = ? AND stage <> '{CRITIC_STAGE}'
     GROUP BY sample_id, stage
 ) GROUP BY sample_id
 """

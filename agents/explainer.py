@@ -1,4 +1,4 @@
-"""The explainer: for one rule variant, why the image is (not) <term> for that audience.
+"""The explainer, for one rule variant: why the image is (not) <term> for that audience.
 
 It runs once per selected rule variant, concurrently; the rule table's verdict for the sample's
 category is in its prompt, and the deterministic critic checks the verdict it returns.

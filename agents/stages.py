@@ -60,7 +60,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        """``explainer:R1`` / ``describer``: the ``stage`` a call's trace row is filed under
+        """``<stage>:<rule>`` or ``<stage>``: the ``stage`` a call's trace row is filed under
         (a label for people and the viewer, never read back as control data)."""
         return f"{self.stage}:{self.rule}" if self.rule else self.stage
 

@@ -4,8 +4,10 @@ The deterministic checks (``evaluators.consistency``) catch what can be proven: 
 differs from the rule table, yes/no answers that contradict the verdict, malformed
 multiple-choice items, annotated attributes never mentioned, refusal text, detector evidence
 contradicted. Only a sample that passes them is shown to the LLM critic, which looks for
-hallucination and contradiction between stages. Either way the result names the earliest stage
-to redo and the feedback to give it.
+hallucination and contradiction between stages. Either way :func:`decide` names the earliest
+stage to redo (in the registry's chain order) and the feedback to give it, as typed
+:class:`~agents.stages.Target` values: a per-rule stage's failing rule variants come from the
+checks themselves (:class:`RuleCheck`), never from their message text.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import Critique
+from agents.schemas import CritiqueValue, critique_model
+from agents.stages import CRITIC, StageRegistry, Target, default_registry
 from data.policy_models import Policy
 from evaluators.consistency import (
     Check,
@@ -29,28 +33,48 @@ from evaluators.consistency import (
     check_yes_no_agreement,
 )
 
-STAGE_ORDER = ("describer", "context_interpreter", "explainer", "qa_writer")
 _STOP = {"with", "from", "that", "this", "only", "usually", "down", "little", "some", "their"}
 
 #: (explanation text, evidence) -> contradiction messages; supplied by the perception toolkit
 ContradictionFinder = Callable[[str, dict[str, Any]], list[str]]
 
 
+@dataclass(frozen=True)
+class RuleCheck(Check):
+    """A check about one rule variant's output: its target names the rule as a value."""
+
+    rule: str | None = None
+
+
+def target_of(check: Check) -> Target:
+    """The stage (and rule variant, when the check knows it) a failed check sends back."""
+    return Target(check.stage, check.rule if isinstance(check, RuleCheck) else None)
+
+
+def about_rule(rule: str, check: Check) -> RuleCheck:
+    """``check`` tagged with the rule variant whose output it judged."""
+    return RuleCheck(check.name, check.stage, check.passed, check.message, rule)
+
+
 @dataclass
-class Verdict:
-    """What the critic decided: pass, or which stage to redo with what feedback."""
+class CriticDecision:
+    """What the critic decided: pass, or which stage to redo with what feedback.
+
+    (Not to be confused with a moderation verdict: this is the critic's accept/redo call.)
+    """
 
     checks: list[Check]
     passed: bool
     stage: str | None = None
     feedback: str = ""
     rules: list[str] = field(default_factory=list)
-    """For the explainer: the rule variants whose explanations failed."""
+    """For a per-rule stage: the rule variants whose outputs failed (empty: not known, so
+    every rule variant is redone)."""
 
 
-def attribute_words(policy: Policy, category: str) -> dict[str, list[str]]:
+def attribute_words(policy: Policy, category: str) -> dict[str, Sequence[str]]:
     """Words that count as mentioning each annotated attribute value."""
-    words: dict[str, list[str]] = {}
+    words: dict[str, Sequence[str]] = {}
     for attribute, value in policy.categories[category].attributes.items():
         description = policy.attributes[attribute].values[value]
         found = [w for w in value.split("_") if len(w) >= 3 and w != "and"]
@@ -85,14 +109,15 @@ def deterministic_checks(
             checks.append(check_no_refusal("context_interpreter", state["context"]))
     for rule, item in state.get("explanations", {}).items():
         others = [label for label in policy.verdicts if label != item["verdict"]]
-        checks.append(check_verdict_matches_rule(rule, item["verdict"], item["expected"]))
-        checks.append(
-            check_explanation_states_verdict(rule, item["explanation"], item["verdict"], others)
-        )
-        checks.append(check_no_refusal("explainer", item["explanation"]))
+        per_rule = [
+            check_verdict_matches_rule(rule, item["verdict"], item["expected"]),
+            check_explanation_states_verdict(rule, item["explanation"], item["verdict"], others),
+            check_no_refusal("explainer", item["explanation"]),
+        ]
         if contradiction_finder and state.get("evidence"):
             for message in contradiction_finder(item["explanation"], state["evidence"]):
-                checks.append(Check("evidence_consistent", "explainer", False, message))
+                per_rule.append(Check("evidence_consistent", "explainer", False, message))
+        checks.extend(about_rule(rule, c) for c in per_rule)
     if contradiction_finder and state.get("evidence") and description and not given:
         for message in contradiction_finder(description, state["evidence"]):
             checks.append(Check("evidence_consistent", "describer", False, message))
@@ -111,15 +136,20 @@ def deterministic_checks(
     return checks
 
 
-def decide(checks: Sequence[Check]) -> Verdict:
-    """Pick the earliest failing stage; later stages are regenerated after it anyway."""
+def decide(checks: Sequence[Check], registry: StageRegistry | None = None) -> CriticDecision:
+    """Pick the earliest failing stage; later stages are regenerated after it anyway.
+
+    A failed check naming a stage the registry does not know raises ``ValueError`` naming it.
+    """
+    registry = registry or default_registry()
     failed = [c for c in checks if not c.passed]
     if not failed:
-        return Verdict(list(checks), True)
-    stage = min(failed, key=lambda c: STAGE_ORDER.index(c.stage)).stage
-    messages = [c.message for c in failed if c.stage == stage]
-    rules = sorted({m.split("under ")[1].split()[0] for m in messages if "under R" in m})
-    return Verdict(list(checks), False, stage, "; ".join(messages), rules)
+        return CriticDecision(list(checks), True)
+    stage = min(failed, key=lambda c: registry.position(c.stage)).stage
+    at_stage = [c for c in failed if c.stage == stage]
+    messages = [c.message for c in at_stage]
+    rules = sorted({t.rule for t in map(target_of, at_stage) if t.rule is not None})
+    return CriticDecision(list(checks), False, stage, "; ".join(messages), rules)
 
 
 def qa_lines(qa: dict[str, Any]) -> list[str]:
@@ -132,9 +162,19 @@ def qa_lines(qa: dict[str, Any]) -> list[str]:
     return lines
 
 
+def critique_schema(registry: StageRegistry | None = None) -> type[CritiqueValue]:
+    """The LLM critic's output model: its problems may name any registered stage."""
+    return critique_model((registry or default_registry()).names)
+
+
 async def llm_critique(
-    layer: LayerLike, state: dict[str, Any], *, sample_id: str, attempt: int
-) -> Any:
+    layer: LayerLike,
+    state: dict[str, Any],
+    *,
+    sample_id: str,
+    attempt: int,
+    registry: StageRegistry | None = None,
+) -> CallResult[CritiqueValue]:
     """Ask the critic model for hallucinations and contradictions between stages."""
     variables = {
         "evidence": state.get("evidence_text"),
@@ -145,21 +185,24 @@ async def llm_critique(
     }
     return await ask_role(
         layer,
-        role="critic",
-        schema=Critique,
+        role=CRITIC,
+        schema=critique_schema(registry),
         variables=variables,
         sample_id=sample_id,
-        stage="critic",
+        stage=CRITIC,
         attempt=attempt,
     )
 
 
-def critique_to_checks(critique: Critique) -> list[Check]:
-    """The LLM critic's problems as failed checks (source ``llm``), or one passed check."""
+def critique_to_checks(
+    critique: CritiqueValue, registry: StageRegistry | None = None
+) -> list[Check]:
+    """The LLM critic's problems as failed checks (source ``llm``), or one passed check.
+
+    "Inconsistent" without a named problem sends the sample back to the first stage."""
     if critique.consistent and not critique.problems:
-        return [Check("llm_critique", "critic", True)]
+        return [Check("llm_critique", CRITIC, True)]
     if not critique.problems:
-        return [
-            Check("llm_critique", "describer", False, "the critic found the stages inconsistent")
-        ]
+        first = (registry or default_registry()).names[0]
+        return [Check("llm_critique", first, False, "the critic found the stages inconsistent")]
     return [Check("llm_critique", p.stage, False, p.issue) for p in critique.problems]

@@ -1,7 +1,8 @@
 """The describer: the explicit description of an image (what is visibly there).
 
 Seeded by the category's explicit-description sentence (the paper's seed) and grounded in the
-perception evidence, which is all a text-only model gets to "see".
+perception evidence, which is all a text-only model gets to "see". Without an annotation the
+describer also proposes the category (``category_source = "proposed"``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,32 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.models.base import ImageInput
+from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import FULL, Lengths, description_model, description_with_proposal_model
+from agents.schemas import (
+    FULL,
+    DescriptionValue,
+    Lengths,
+    ProposalValue,
+    description_model,
+    description_with_proposal_model,
+)
+from agents.stages import Inputs, StageCall, StageSpec
 from data.policy_models import Policy
 
 
 def category_attributes_text(policy: Policy, category: str) -> str:
     """``region=upper, exposure=leg`` for prompts and checks."""
     return ", ".join(f"{k}={v}" for k, v in policy.categories[category].attributes.items())
+
+
+def description_schema(
+    policy: Policy, lengths: Lengths, category: str | None
+) -> type[DescriptionValue]:
+    """The plain description, or (without an annotation) description plus proposed category."""
+    if category:
+        return description_model(lengths)
+    return description_with_proposal_model(tuple(policy.categories), lengths)
 
 
 async def describe(
@@ -31,13 +50,9 @@ async def describe(
     sample_id: str,
     attempt: int,
     lengths: Lengths = FULL,
-) -> Any:
+) -> CallResult[DescriptionValue]:
     """Ask for a description; without an annotation the schema also asks for a category."""
-    schema = (
-        description_model(lengths)
-        if category
-        else description_with_proposal_model(tuple(policy.categories), lengths)
-    )
+    schema = description_schema(policy, lengths, category)
     sees = bool(images) and await layer.sees_images("describer")
     variables = {
         "has_image": sees,
@@ -59,3 +74,45 @@ async def describe(
         stage="describer",
         attempt=attempt,
     )
+
+
+async def _ask(call: StageCall, inputs: Inputs) -> CallResult[DescriptionValue]:
+    sample = inputs["sample"]
+    return await describe(
+        call.layer,
+        call.policy,
+        category=sample.category,
+        evidence_text=inputs.get("evidence_text"),
+        images=call.images(),
+        feedback=call.feedback,
+        sample_id=call.sample_id,
+        attempt=call.attempt,
+        lengths=call.lengths,
+    )
+
+
+def _write(value: DescriptionValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
+    update: dict[str, Any] = {
+        "description": value.description,
+        "key_elements": list(value.key_elements),
+    }
+    if inputs["sample"].category is None and isinstance(value, ProposalValue):
+        update |= {"category": value.proposed_category, "category_source": "proposed"}
+    return update
+
+
+STAGE = StageSpec(
+    name="describer",
+    order=10,
+    reads=("sample", "evidence_text"),
+    # also ``category`` and ``category_source`` when it proposes one (never reset: an
+    # annotated category stays, a proposed one is proposed again on a redo)
+    writes={"description": None, "key_elements": []},
+    schema=lambda call, inputs: description_schema(
+        call.policy, call.lengths, inputs["sample"].category
+    ),
+    ask=_ask,
+    write=_write,
+    summary="describer",
+    describes_image=True,
+)

@@ -3,26 +3,22 @@
 The model writes the configured number of yes/no, multiple-choice, what and how items (the
 paper's 3/3/2/2 by default). One yes/no question per selected rule variant about the verdict is
 added from the rule table itself (``verdict_questions``): its answer is known, so it is written
-by the table, not guessed by a model.
+by the table, not guessed by a model. The model writes about the sample's first rule variant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple
 from typing import Any
 
 from agents.explainer import rule_question
+from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import FULL, Lengths, qa_model
+from agents.schemas import FULL, Lengths, QACounts, QAValue, qa_model
+from agents.stages import Inputs, StageCall, StageSpec
 from data.policy_models import Policy
 
-
-@dataclass(frozen=True)
-class QACounts:
-    yes_no: int = 3
-    multiple_choice: int = 3
-    what: int = 2
-    how: int = 2
+__all__ = ["STAGE", "QACounts", "verdict_questions", "write_qa"]
 
 
 def verdict_questions(policy: Policy, rules: list[str], verdicts: dict[str, str]) -> list[dict]:
@@ -48,7 +44,7 @@ async def write_qa(
     sample_id: str,
     attempt: int,
     lengths: Lengths = FULL,
-) -> Any:
+) -> CallResult[QAValue]:
     variables = {
         "term": policy.term,
         "rule_id": rule,
@@ -72,3 +68,42 @@ async def write_qa(
         stage="qa_writer",
         attempt=attempt,
     )
+
+
+def _rule(inputs: Inputs) -> str:
+    return str(inputs["sample"].rules[0])
+
+
+async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
+    rule = _rule(inputs)
+    explanation = inputs["explanations"][rule]
+    return await write_qa(
+        call.layer,
+        call.policy,
+        rule=rule,
+        description=inputs.get("description") or "",
+        explanation=explanation["explanation"],
+        verdict=explanation["verdict"],
+        counts=call.qa_counts,
+        feedback=call.feedback,
+        sample_id=call.sample_id,
+        attempt=call.attempt,
+        lengths=call.lengths,
+    )
+
+
+def _write(value: QAValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
+    return {"qa": value.model_dump(), "qa_rule": _rule(inputs)}
+
+
+STAGE = StageSpec(
+    name="qa_writer",
+    order=40,
+    reads=("sample", "description", "explanations"),
+    writes={"qa": None, "qa_rule": None},
+    schema=lambda call, inputs: qa_model(*astuple(call.qa_counts), call.lengths),
+    ask=_ask,
+    write=_write,
+    summary="Q-A writer",
+    about_rule=_rule,
+)

@@ -13,24 +13,27 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from agents.models.base import ImageInput, Message
+from agents.models.result import CallResult
 from prompts import PromptTemplate, load_prompt
 
 T = TypeVar("T", bound=BaseModel)
 
 
-class CallResultLike(Protocol):
-    status: str
-    value: Any
-    raw_text: str | None
-    error: str | None
-    call_id: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cost_usd: float | None
-
-
 class LayerLike(Protocol):
-    async def call(self, **kwargs: Any) -> Any: ...
+    """What a role needs of the model layer; ``agents.models.ModelLayer`` is one, and tests
+    pass a scripted one (no HTTP)."""
+
+    async def call(
+        self,
+        *,
+        role: str,
+        schema: type[T],
+        messages: list[Message],
+        prompt: PromptTemplate | Sequence[PromptTemplate] | None = None,
+        sample_id: str | None = None,
+        stage: str | None = None,
+        attempt: int = 1,
+    ) -> CallResult[T]: ...
 
     async def sees_images(self, role: str) -> bool: ...
 
@@ -49,7 +52,7 @@ async def ask_role(
     sample_id: str | None,
     stage: str,
     attempt: int,
-) -> Any:
+) -> CallResult[T]:
     """Render ``role``'s templates with ``variables`` and ask the model bound to ``role``."""
     system, user = role_templates(role)
     messages = [

@@ -5,7 +5,11 @@ by: a small local model under grammar-constrained decoding cannot ramble past th
 model is told the same limits. :class:`Lengths` holds them; ``FULL`` suits hosted models (the
 released ICM-Instruct explanations run to ~1,200 characters), ``SHORT`` keeps the offline demo
 on two CPU cores within minutes. Models whose fields depend on the policy (verdict labels,
-category keys) or on the lengths are built by the cached ``*_model`` functions.
+category keys) or on the lengths are built by the cached ``*_model`` functions; each builds on
+a typed base (``DescriptionValue``, ``ExplanationValue``, ...) that names the fields code reads,
+so a role's ``CallResult[ExplanationValue]`` is checked statically while the bounds stay dynamic.
+The bases carry no docstring: the JSON schema a model is shown is exactly that of the dynamic
+model.
 """
 
 from __future__ import annotations
@@ -36,8 +40,53 @@ SHORT = Lengths(description=350, element=40, context_field=120, explanation=450,
 LENGTH_PROFILES: dict[str, Lengths] = {"full": FULL, "short": SHORT}
 
 
+@dataclass(frozen=True)
+class QACounts:
+    """How many items of each kind the Q-A writer writes (the paper's 3/3/2/2)."""
+
+    yes_no: int = 3
+    multiple_choice: int = 3
+    what: int = 2
+    how: int = 2
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Typed bases of the dynamic models (no docstrings: they would enter the JSON schema).
+class DescriptionValue(_Out):
+    description: str
+    key_elements: list[str]
+
+
+class ProposalValue(DescriptionValue):
+    proposed_category: str
+
+
+class ContextValue(_Out):
+    setting: str
+    atmosphere: str
+    intent: str
+    audience_cues: str
+
+
+class ExplanationValue(_Out):
+    explanation: str
+    verdict: str
+
+
+class QAValue(_Out):
+    yes_no: list[Any]
+    multiple_choice: list[Any]
+    what: list[Any]
+    how: list[Any]
+
+
+def _model(name: str, base: Any, **fields: Any) -> Any:
+    """``create_model`` with the fields given as plain values (mypy cannot type dynamic
+    ``Literal[...]`` or ``list[Annotated]`` field specs; the result's type is its base)."""
+    return create_model(name, __base__=base, **fields)
 
 
 def _text(limit: int, description: str, min_length: int = 3) -> Any:
@@ -45,12 +94,12 @@ def _text(limit: int, description: str, min_length: int = 3) -> Any:
 
 
 @cache
-def description_model(lengths: Lengths = FULL) -> type[BaseModel]:
+def description_model(lengths: Lengths = FULL) -> type[DescriptionValue]:
     """The describer's explicit description: what is visibly in the image."""
     element = Annotated[str, Field(min_length=2, max_length=lengths.element)]
-    return create_model(
+    return _model(
         "Description",
-        __base__=_Out,
+        DescriptionValue,
         description=_text(
             lengths.description,
             "What the image shows: people, clothing, exposure, pose, actions, objects, text. "
@@ -69,12 +118,12 @@ def description_model(lengths: Lengths = FULL) -> type[BaseModel]:
 
 
 @cache
-def context_model(lengths: Lengths = FULL) -> type[BaseModel]:
+def context_model(lengths: Lengths = FULL) -> type[ContextValue]:
     """The context interpreter's implicit description: what the image suggests."""
     n = lengths.context_field
-    return create_model(
+    return _model(
         "Context",
-        __base__=_Out,
+        ContextValue,
         setting=_text(n, "Where the scene takes place."),
         atmosphere=_text(n, "The mood or atmosphere the image conveys."),
         intent=_text(n, "The apparent purpose of the image or its poses."),
@@ -85,11 +134,11 @@ def context_model(lengths: Lengths = FULL) -> type[BaseModel]:
 
 
 @cache
-def explanation_model(labels: tuple[str, ...], lengths: Lengths = FULL) -> type[BaseModel]:
+def explanation_model(labels: tuple[str, ...], lengths: Lengths = FULL) -> type[ExplanationValue]:
     """The explainer's output: an explanation ending in a verdict from ``labels``."""
-    return create_model(
+    return _model(
         "Explanation",
-        __base__=_Out,
+        ExplanationValue,
         explanation=_text(
             lengths.explanation,
             "Why the verdict holds for this audience, citing what is seen; the last sentence "
@@ -103,11 +152,12 @@ def explanation_model(labels: tuple[str, ...], lengths: Lengths = FULL) -> type[
 @cache
 def description_with_proposal_model(
     categories: tuple[str, ...], lengths: Lengths = FULL
-) -> type[BaseModel]:
+) -> type[ProposalValue]:
     """For images without an annotation: the description plus a proposed category."""
-    return create_model(
+    base = description_model(lengths)
+    return _model(
         "DescriptionWithProposal",
-        __base__=description_model(lengths),
+        (base, ProposalValue),
         proposed_category=(
             Literal[categories],  # type: ignore[valid-type]
             Field(description="The policy category that best matches what is visible."),
@@ -118,15 +168,13 @@ def description_with_proposal_model(
 @cache
 def qa_model(
     n_yes_no: int, n_mc: int, n_what: int, n_how: int, lengths: Lengths = FULL
-) -> type[BaseModel]:
+) -> type[QAValue]:
     """The Q-A writer's output with exactly the configured number of items of each kind."""
     question = _text(lengths.question, "A question answerable from the texts.", min_length=8)
-    yes_no = create_model(
-        "YesNoItem", __base__=_Out, question=question, answer=(Literal["Yes", "No"], ...)
-    )
-    choice = create_model(
+    yes_no = _model("YesNoItem", _Out, question=question, answer=(Literal["Yes", "No"], ...))
+    choice = _model(
         "MultipleChoiceItem",
-        __base__=_Out,
+        _Out,
         question=question,
         options=(
             list[Annotated[str, Field(min_length=1, max_length=lengths.option)]],  # type: ignore[valid-type]
@@ -138,16 +186,16 @@ def qa_model(
         ),
         answer=(Literal["A", "B", "C", "D"], Field(description="Letter of the correct option.")),
     )
-    open_item = create_model(
-        "OpenItem", __base__=_Out, question=question, answer=_text(lengths.answer, "The answer.")
+    open_item = _model(
+        "OpenItem", _Out, question=question, answer=_text(lengths.answer, "The answer.")
     )
 
     def items(kind: type[BaseModel], n: int) -> tuple[object, object]:
         return (list[kind], Field(min_length=n, max_length=n))  # type: ignore[valid-type]
 
-    return create_model(
+    return _model(
         "QASet",
-        __base__=_Out,
+        QAValue,
         yes_no=items(yes_no, n_yes_no),
         multiple_choice=items(choice, n_mc),
         what=items(open_item, n_what),
@@ -155,21 +203,41 @@ def qa_model(
     )
 
 
-class CriticProblem(_Out):
-    stage: Literal["describer", "context_interpreter", "explainer", "qa_writer"]
-    issue: str = Field(min_length=5, max_length=300)
+class ProblemValue(_Out):
+    stage: str
+    issue: str
 
 
-class Critique(_Out):
-    """The LLM critic's judgement of a whole sample."""
+class CritiqueValue(_Out):
+    consistent: bool
+    problems: list[ProblemValue]
 
-    consistent: bool = Field(
-        description="True when the stages agree with each other and with the evidence."
+
+@cache
+def critique_model(stages: tuple[str, ...]) -> type[CritiqueValue]:
+    """The LLM critic's output; a problem names one of ``stages`` (those it may send back)."""
+    problem = _model(
+        "CriticProblem",
+        ProblemValue,
+        stage=(Literal[stages], ...),  # type: ignore[valid-type]
+        issue=(str, Field(min_length=5, max_length=300)),
     )
-    problems: list[CriticProblem] = Field(
-        default_factory=list,
-        max_length=4,
-        description="Hallucinations or contradictions found; empty when consistent.",
+    return _model(
+        "Critique",
+        CritiqueValue,
+        __doc__="The LLM critic's judgement of a whole sample.",
+        consistent=(
+            bool,
+            Field(description="True when the stages agree with each other and with the evidence."),
+        ),
+        problems=(
+            list[problem],  # type: ignore[valid-type]
+            Field(
+                default_factory=list,
+                max_length=4,
+                description="Hallucinations or contradictions found; empty when consistent.",
+            ),
+        ),
     )
 
 

@@ -19,8 +19,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import typer
 from rich.console import Console
 
+from agents.stages import CRITIC, default_registry
 from data.policy_models import PolicyError
 from data.store import StoreError
+
+#: the help text names the registered stages (agents/stages.py), so a new stage shows up here
+STAGES = default_registry()
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -34,8 +38,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
-    "Stages: describer -> context interpreter -> explainer (per rule variant) -> Q-A writer -> "
-    "critic, with critic-driven retries.\n\n"
+    f"Stages: {STAGES.help_chain()}, with critic-driven retries.\n\n"
     "Without arguments: the offline demo on the bundled samples, every role on local:smollm2 "
     "(SmolLM2-135M-Instruct under grammar-constrained decoding). A 135M model shows the "
     "pipeline working; it cannot write good moderation explanations. Bind real models with "
@@ -76,8 +79,8 @@ def generate_command(
         list[str] | None,
         typer.Option(
             "--role",
-            help="ROLE=SPEC, repeatable. Roles: describer, context_interpreter, explainer, "
-            "qa_writer, critic, or all. SPEC: openai:MODEL, anthropic:MODEL, "
+            help=f"ROLE=SPEC, repeatable. Roles: {', '.join((*STAGES.names, CRITIC))}, or all. "
+            "SPEC: openai:MODEL, anthropic:MODEL, "
             "openai-compatible:URL#MODEL, hf:PATH, local:smollm2.",
         ),
     ] = None,

@@ -1,37 +1,43 @@
-"""The generation graph: describer -> context interpreter -> explainer -> Q-A writer -> critic,
-with the critic's conditional edges sending a failing stage back for another attempt.
+"""The generation graph: the registered stages in chain order (describer -> context interpreter
+-> explainer per rule variant -> Q-A writer), then the critic, whose conditional edges send a
+failing stage back for another attempt.
 
 One compiled graph serves every sample; each sample runs as its own thread of state. Retries
 are edges, not loops in code: the critic writes ``next_stage`` and the router follows it, so
 LangGraph's trace of the run shows each retry as a step. Attempts are bounded per stage; a
 stage that still fails after ``max_stage_retries`` retries ends the sample as ``rejected`` with
 the critic's reasons.
+
+The graph is built from the stage registry (``agents.stages``): every node is one of the
+top-level functions below (:func:`stage_node`, :func:`per_rule_node`, :func:`critic_node`) bound
+to a stage's declaration and the run's :class:`PipelineDeps`, so each can be called, and
+tested, on its own over a constructed state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langgraph.graph import END, START, StateGraph
 
-from agents.context_interpreter import context_text, interpret
 from agents.critic import (
     ContradictionFinder,
+    CriticDecision,
     critique_to_checks,
     decide,
     deterministic_checks,
     llm_critique,
 )
-from agents.describer import describe
-from agents.explainer import explain, rule_question
 from agents.models.base import ImageInput
-from agents.qa_writer import QACounts, write_qa
+from agents.models.result import CallResult
 from agents.role_call import LayerLike
-from agents.schemas import FULL, Lengths
+from agents.schemas import FULL, Lengths, QACounts
+from agents.stages import CRITIC, StageCall, StageRegistry, StageSpec, Target, default_registry
 from data.policy_models import Policy
 from data.store import utcnow
 from data.store.batch import BatchWriter
@@ -40,14 +46,16 @@ from evaluators.text_checks import with_garbage_checks
 from graphs.state import SampleSpec, SampleState
 
 RECURSION_LIMIT = 200
-STAGES_BEFORE_EXPLAINER = ("describer", "context_interpreter")
-#: the roles a generation run asks models (the critic only when its LLM critique is on)
-GENERATION_ROLES = ("describer", "context_interpreter", "explainer", "qa_writer", "critic")
+
+
+def generation_roles(registry: StageRegistry | None = None) -> tuple[str, ...]:
+    """The roles a generation run asks models (the critic only when its LLM critique is on)."""
+    return (*(registry or default_registry()).names, CRITIC)
 
 
 class StageRecorder(Protocol):
     def stage(self, state: SampleState, stage: str, rule: str | None, attempt: int,
-              result: Any, feedback: str | None) -> None: ...  # fmt: skip
+              result: CallResult[Any], feedback: str | None) -> None: ...  # fmt: skip
     def checks(self, state: SampleState, attempt: int, checks: Sequence[Check],
                source: str) -> None: ...  # fmt: skip
 
@@ -57,7 +65,8 @@ class StoreRecorder:
     """Queues each stage result for the run's next batched commit (every fraction of a second).
 
     Row ids are derived from (sample, stage, rule, attempt): a sample re-run after a crash
-    overwrites the rows of its interrupted attempt instead of adding duplicates.
+    overwrites the rows of its interrupted attempt instead of adding duplicates. The ``stage``
+    column holds the registered stage's name (or ``critic``).
     """
 
     writer: BatchWriter
@@ -66,9 +75,17 @@ class StoreRecorder:
     def _id(*parts: object) -> str:
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
 
-    def stage(self, state, stage, rule, attempt, result, feedback) -> None:  # type: ignore[no-untyped-def]
+    def stage(
+        self,
+        state: SampleState,
+        stage: str,
+        rule: str | None,
+        attempt: int,
+        result: CallResult[Any],
+        feedback: str | None,
+    ) -> None:
         sample = state["sample"]
-        value = getattr(result, "value", None)
+        value = result.value
         self.writer.add(
             "stage_outputs",
             [
@@ -92,7 +109,9 @@ class StoreRecorder:
             key="output_id",
         )
 
-    def checks(self, state, attempt, checks, source) -> None:  # type: ignore[no-untyped-def]
+    def checks(
+        self, state: SampleState, attempt: int, checks: Sequence[Check], source: str
+    ) -> None:
         sample = state["sample"]
         now = utcnow()
         rows = [
@@ -126,15 +145,17 @@ class PipelineDeps:
     llm_critic: bool = True
     contradiction_finder: ContradictionFinder | None = None
     lengths: Lengths = FULL
+    registry: StageRegistry = field(default_factory=default_registry)
 
 
+# ----------------------------------------------------------------------------- bookkeeping
 def _bump(state: SampleState, stage: str) -> tuple[int, dict[str, int]]:
     attempts = dict(state.get("attempts") or {})
     attempts[stage] = attempts.get(stage, 0) + 1
     return attempts[stage], attempts
 
 
-def _tally(state: SampleState, results: Sequence[Any]) -> dict[str, Any]:
+def _tally(state: SampleState, results: Sequence[CallResult[Any]]) -> dict[str, Any]:
     tokens = state.get("tokens", 0) + sum(
         (r.input_tokens or 0) + (r.output_tokens or 0) for r in results
     )
@@ -142,191 +163,224 @@ def _tally(state: SampleState, results: Sequence[Any]) -> dict[str, Any]:
     return {"tokens": tokens, "cost_usd": cost}
 
 
-def _begin(
-    state: SampleState, stage: str
-) -> tuple[int, dict[str, int], dict[str, str], str | None]:
-    """A stage's attempt number, the new attempt counts, and the feedback meant for it
-    (removed from the sample's pending feedback, which is returned too)."""
-    attempt, attempts = _bump(state, stage)
-    feedback = dict(state.get("feedback") or {})
-    return attempt, attempts, feedback, feedback.pop(stage, None)
-
-
 def _progress(
-    state: SampleState, attempts: dict[str, int], feedback: dict[str, str], results: Sequence[Any]
+    state: SampleState,
+    attempts: dict[str, int],
+    feedback: dict[Target, str],
+    results: Sequence[CallResult[Any]],
 ) -> dict[str, Any]:
     """The update every stage returns: attempts, remaining feedback, tokens and cost so far."""
     return {"attempts": attempts, "feedback": feedback, **_tally(state, results)}
 
 
-def _failure(stage: str, result: Any) -> dict[str, Any]:
+def _failure(where: str, result: CallResult[Any]) -> dict[str, Any]:
     detail = result.error or (result.raw_text or "")[:200]
-    return {"status": "failed", "reasons": [f"{stage}: {result.status}: {detail}"]}
+    return {"status": "failed", "reasons": [f"{where}: {result.status}: {detail}"]}
+
+
+def policy_of(state: SampleState, deps: PipelineDeps) -> Policy:
+    return deps.policies[state["sample"].policy]
+
+
+def inputs_of(spec: StageSpec, state: SampleState) -> dict[str, Any]:
+    """The state keys ``spec`` declares it reads (and only those)."""
+    view: Mapping[str, Any] = state
+    return {key: view.get(key) for key in spec.reads}
+
+
+def stage_call(
+    deps: PipelineDeps, state: SampleState, attempt: int, feedback: str | None, rule: str | None
+) -> StageCall:
+    sample = state["sample"]
+    return StageCall(
+        layer=deps.layer,
+        policy=policy_of(state, deps),
+        sample_id=sample.sample_id,
+        attempt=attempt,
+        feedback=feedback,
+        rule=rule,
+        lengths=deps.lengths,
+        qa_counts=deps.qa_counts,
+        images=lambda: deps.load_images(sample),
+    )
+
+
+# ----------------------------------------------------------------------------- nodes
+async def stage_node(spec: StageSpec, state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
+    """One attempt of a single-call stage: ask with the feedback meant for it, record, tally,
+    and write its declared outputs (or the failure)."""
+    attempt, attempts = _bump(state, spec.name)
+    feedback = dict(state.get("feedback") or {})
+    given = feedback.pop(Target(spec.name), None)
+    inputs = inputs_of(spec, state)
+    call = stage_call(deps, state, attempt, given, None)
+    result = await spec.ask(call, inputs)
+    deps.recorder.stage(state, spec.name, spec.about_rule(inputs), attempt, result, given)
+    update = _progress(state, attempts, feedback, [result])
+    if result.status != "ok":
+        return update | _failure(spec.name, result)
+    return update | spec.write(result.value, call, inputs)
+
+
+def rules_to_run(spec: StageSpec, state: SampleState) -> list[str]:
+    """A per-rule stage's rule variants this attempt: those the critic sent back, else those
+    without an output yet, else all of them."""
+    rules = state["sample"].rules
+    feedback = state.get("feedback") or {}
+    done: Mapping[str, Any] = typing.cast(Mapping[str, Any], state).get(_collects(spec)) or {}
+    retry = [r for r in rules if Target(spec.name, r) in feedback]
+    return retry or [r for r in rules if r not in done] or list(rules)
+
+
+def _collects(spec: StageSpec) -> str:
+    """The one state key a per-rule stage writes (rule -> item)."""
+    return next(iter(spec.writes))
+
+
+async def per_rule_node(spec: StageSpec, state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
+    """One attempt of a per-rule stage: its rule variants asked concurrently, each with its own
+    feedback; every result is recorded before a failure ends the sample."""
+    attempt, attempts = _bump(state, spec.name)
+    rules = rules_to_run(spec, state)
+    feedback = dict(state.get("feedback") or {})
+    notes = {rule: feedback.pop(Target(spec.name, rule), None) for rule in rules}
+    inputs = inputs_of(spec, state)
+    calls = {rule: stage_call(deps, state, attempt, notes[rule], rule) for rule in rules}
+    results = await asyncio.gather(*(spec.ask(calls[rule], inputs) for rule in rules))
+    update = _progress(state, attempts, feedback, results)
+    key = _collects(spec)
+    items = dict(typing.cast(Mapping[str, Any], state).get(key) or {})
+    failure: dict[str, Any] | None = None
+    for rule, result in zip(rules, results, strict=True):
+        deps.recorder.stage(state, spec.name, rule, attempt, result, notes[rule])
+        if result.status != "ok":
+            failure = failure or _failure(f"{spec.name} {rule}", result)
+        elif failure is None:
+            items[rule] = spec.write(result.value, calls[rule], inputs)
+    if failure is not None:
+        return update | failure
+    return update | {key: items}
+
+
+async def run_stage(spec: StageSpec, state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
+    """The node of ``spec``: per rule variant or a single call."""
+    if spec.per_rule:
+        return await per_rule_node(spec, state, deps)
+    return await stage_node(spec, state, deps)
+
+
+def redo_stage(stage: str, sample: SampleSpec, registry: StageRegistry) -> str | None:
+    """The stage a redo of ``stage`` actually goes to: itself, or for a sample with a given
+    description (whose image stages never run) the first later stage that runs. None when no
+    registered stage can be redone (a failure of the critic's own)."""
+    if stage not in registry:
+        return None
+    has_description = sample.given_description is not None
+    if registry.get(stage).runs_for(has_description):
+        return stage
+    for spec in registry.after(stage):
+        if spec.runs_for(has_description):
+            return spec.name
+    return None
+
+
+def route(
+    decision: CriticDecision, state: SampleState, attempts: Mapping[str, int], deps: PipelineDeps
+) -> dict[str, Any]:
+    """Turn the critic's decision into the sample's next step: accepted, rejected (retry
+    budget spent), or a redo with typed feedback; the redone stage's later stages are reset to
+    their not-yet-run values so they are rebuilt from it."""
+    if decision.passed:
+        return {"status": "accepted", "next_stage": None, "reasons": []}
+    registry = deps.registry
+    sample = state["sample"]
+    reasons = [f"{c.stage}: {c.message}" for c in decision.checks if not c.passed]
+    stage = redo_stage(decision.stage or registry.names[0], sample, registry)
+    if stage is None or attempts.get(stage, 0) > deps.max_stage_retries:
+        return {"status": "rejected", "next_stage": None, "reasons": reasons}
+    spec = registry.get(stage)
+    feedback = dict(state.get("feedback") or {})
+    if spec.per_rule:
+        named = decision.rules if decision.stage == stage else []
+        for rule in named or list(sample.rules):
+            feedback[Target(stage, rule)] = decision.feedback
+    else:
+        feedback[Target(stage)] = decision.feedback
+    update: dict[str, Any] = {"next_stage": stage, "feedback": feedback, "reasons": reasons}
+    has_description = sample.given_description is not None
+    fresh = registry.initial_outputs()
+    for later in registry.after(stage):
+        if later.runs_for(has_description):
+            update |= {key: fresh[key] for key in later.writes}
+    return update
+
+
+async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
+    """Deterministic checks; when they pass (and the LLM critique is on) the LLM critique;
+    then :func:`route` on whichever decided."""
+    sample = state["sample"]
+    attempt, attempts = _bump(state, CRITIC)
+    policy = policy_of(state, deps)
+    plain = typing.cast(dict[str, Any], state)
+    checks = deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder)
+    deps.recorder.checks(state, attempt, checks, "deterministic")
+    update: dict[str, Any] = {"attempts": attempts}
+    if any(not c.passed for c in checks) or not deps.llm_critic:
+        return update | route(decide(checks, deps.registry), state, attempts, deps)
+    result = await llm_critique(
+        deps.layer, plain, sample_id=sample.sample_id, attempt=attempt, registry=deps.registry
+    )
+    deps.recorder.stage(state, CRITIC, None, attempt, result, None)
+    update |= _tally(state, [result])
+    if result.status != "ok" or result.value is None:
+        return update | _failure(CRITIC, result)
+    llm_checks = critique_to_checks(result.value, deps.registry)
+    deps.recorder.checks(state, attempt, llm_checks, "llm")
+    return update | route(decide(llm_checks, deps.registry), state, attempts, deps)
+
+
+# ----------------------------------------------------------------------------- routing
+def first_node(state: SampleState, registry: StageRegistry) -> str:
+    """The node a sample starts at (the first stage that runs for it)."""
+    return registry.chain(state["sample"].given_description is not None)[0]
+
+
+def successor(node: str, has_description: bool, registry: StageRegistry) -> str:
+    """The node after ``node`` in a sample's chain."""
+    chain = registry.chain(has_description)
+    return chain[chain.index(node) + 1]
+
+
+def after_critic(state: SampleState) -> str:
+    """END once the sample is decided, else the stage the critic sent it back to."""
+    if state.get("status") in ("accepted", "rejected", "failed"):
+        return END
+    return state.get("next_stage") or END
+
+
+def state_schema(registry: StageRegistry) -> type:
+    """:class:`SampleState`, plus any key a registered stage writes that it does not declare
+    (LangGraph keeps only declared keys)."""
+    hints = typing.get_type_hints(SampleState)
+    extra = {k: Any for spec in registry for k in spec.writes if k not in hints}
+    if not extra:
+        return SampleState
+    make: Any = typing.TypedDict  # the functional form, with keys known only at run time
+    return typing.cast(type, make("SampleStateWithStages", {**hints, **extra}, total=False))
 
 
 def build_graph(deps: PipelineDeps) -> Any:
-    """Compile the generation graph over ``deps``."""
-
-    def policy_of(state: SampleState) -> Policy:
-        return deps.policies[state["sample"].policy]
-
-    async def run_stage(
-        state: SampleState,
-        stage: str,
-        ask: Callable[[int, str | None], Awaitable[Any]],
-        rule: str | None = None,
-    ) -> tuple[dict[str, Any], Any]:
-        """One attempt of a single-call stage: ask (attempt, feedback), record, tally.
-
-        Returns the state update and the call's result; a failed call already has its
-        failure in the update.
-        """
-        attempt, attempts, feedback, given = _begin(state, stage)
-        result = await ask(attempt, given)
-        deps.recorder.stage(state, stage, rule, attempt, result, given)
-        update = _progress(state, attempts, feedback, [result])
-        if result.status != "ok":
-            update |= _failure(stage, result)
-        return update, result
-
-    async def describer(state: SampleState) -> dict[str, Any]:
-        sample = state["sample"]
-        update, result = await run_stage(
-            state,
-            "describer",
-            lambda attempt, given: describe(
-                deps.layer,
-                policy_of(state),
-                category=sample.category,
-                evidence_text=state.get("evidence_text"),
-                images=deps.load_images(sample),
-                feedback=given,
-                sample_id=sample.sample_id,
-                attempt=attempt,
-                lengths=deps.lengths,
-            ),
-        )
-        if result.status != "ok":
-            return update
-        value = result.value
-        update |= {"description": value.description, "key_elements": list(value.key_elements)}
-        if sample.category is None:
-            update |= {"category": value.proposed_category, "category_source": "proposed"}
-        return update
-
-    async def context_interpreter(state: SampleState) -> dict[str, Any]:
-        sample = state["sample"]
-        update, result = await run_stage(
-            state,
-            "context_interpreter",
-            lambda attempt, given: interpret(
-                deps.layer,
-                policy_of(state),
-                category=state.get("category"),
-                description=state["description"] or "",
-                feedback=given,
-                sample_id=sample.sample_id,
-                attempt=attempt,
-                lengths=deps.lengths,
-            ),
-        )
-        if result.status != "ok":
-            return update
-        return update | {"context": context_text(result.value.model_dump())}
-
-    async def explainer(state: SampleState) -> dict[str, Any]:
-        sample = state["sample"]
-        policy = policy_of(state)
-        attempt, attempts = _bump(state, "explainer")
-        feedback = dict(state.get("feedback") or {})
-        explanations = dict(state.get("explanations") or {})
-        retry_rules = [r for r in sample.rules if f"explainer:{r}" in feedback]
-        rules = (
-            retry_rules or [r for r in sample.rules if r not in explanations] or list(sample.rules)
-        )
-        category = state["category"]
-        notes = {rule: feedback.pop(f"explainer:{rule}", None) for rule in rules}
-        results = await asyncio.gather(
-            *(
-                explain(
-                    deps.layer,
-                    policy,
-                    rule=rule,
-                    category=category,
-                    description=state["description"] or "",
-                    context=state.get("context"),
-                    feedback=notes[rule],
-                    sample_id=sample.sample_id,
-                    attempt=attempt,
-                    lengths=deps.lengths,
-                )
-                for rule in rules
-            )
-        )
-        update = _progress(state, attempts, feedback, results)
-        for rule, result in zip(rules, results, strict=True):
-            deps.recorder.stage(state, "explainer", rule, attempt, result, notes[rule])
-            if result.status != "ok":
-                return update | _failure(f"explainer {rule}", result)
-            explanations[rule] = {
-                "explanation": result.value.explanation,
-                "verdict": result.value.verdict,
-                "expected": policy.verdict(category, rule),
-                "question": rule_question(policy, rule),
-            }
-        return update | {"explanations": explanations}
-
-    async def qa_writer(state: SampleState) -> dict[str, Any]:
-        sample = state["sample"]
-        rule = sample.rules[0]
-        explanation = state["explanations"][rule]
-        update, result = await run_stage(
-            state,
-            "qa_writer",
-            lambda attempt, given: write_qa(
-                deps.layer,
-                policy_of(state),
-                rule=rule,
-                description=state["description"] or "",
-                explanation=explanation["explanation"],
-                verdict=explanation["verdict"],
-                counts=deps.qa_counts,
-                feedback=given,
-                sample_id=sample.sample_id,
-                attempt=attempt,
-                lengths=deps.lengths,
-            ),
-            rule=rule,
-        )
-        if result.status != "ok":
-            return update
-        return update | {"qa": result.value.model_dump(), "qa_rule": rule}
-
-    def route(
-        checks: Sequence[Check], state: SampleState, attempts: dict[str, int]
-    ) -> dict[str, Any]:
-        verdict = decide(checks)
-        if verdict.passed:
-            return {"status": "accepted", "next_stage": None, "reasons": []}
-        stage = verdict.stage or "describer"
-        if state["sample"].given_description is not None and stage in STAGES_BEFORE_EXPLAINER:
-            stage = "explainer"  # text-only samples keep their given description
-        reasons = [f"{c.stage}: {c.message}" for c in checks if not c.passed]
-        if attempts.get(stage, 0) > deps.max_stage_retries:
-            return {"status": "rejected", "next_stage": None, "reasons": reasons}
-        feedback = dict(state.get("feedback") or {})
-        if stage == "explainer":
-            for rule in verdict.rules or list(state["sample"].rules):
-                feedback[f"explainer:{rule}"] = verdict.feedback
-        else:
-            feedback[stage] = verdict.feedback
-        # Later stages are rebuilt from the redone one.
-        update: dict[str, Any] = {"next_stage": stage, "feedback": feedback, "reasons": reasons}
-        if stage in ("describer", "context_interpreter"):
-            update["explanations"] = {}
-        return update | {"qa": None}
+    """Compile the generation graph over ``deps.registry``'s stages."""
+    registry = deps.registry
+    graph: Any = StateGraph(state_schema(registry))  # its schema is known only at run time
+    # Each node and router is a thin binding of the top-level functions above. Routers are
+    # coroutines: LangGraph runs a plain function given as an edge on a worker thread when
+    # the graph runs async, a thread hop per edge per sample.
+    for spec in registry:
+        graph.add_node(spec.name, _bind_stage(spec, deps))
 
     async def critic(state: SampleState) -> dict[str, Any]:
+<<<<<<< HEAD
         sample = state["sample"]
         attempt, attempts = _bump(state, "critic")
         policy = policy_of(state)
@@ -353,61 +407,68 @@ def build_graph(deps: PipelineDeps) -> Any:
         llm_checks = critique_to_checks(result.value)
         deps.recorder.checks(state, attempt, llm_checks, "llm")
         return update | route(llm_checks, state, attempts)
+=======
+        return await critic_node(state, deps)
+>>>>>>> h13reg
 
-    # Routers are coroutines: LangGraph runs a plain function given as an edge on a worker
-    # thread when the graph runs async, a thread hop per edge per sample.
     async def start(state: SampleState) -> str:
-        if state["sample"].given_description is not None:
-            return "explainer"
-        return "describer"
+        return first_node(state, registry)
 
-    def after(next_node: str) -> Callable[[SampleState], Awaitable[str]]:
-        async def router(state: SampleState) -> str:
-            return END if state.get("status") == "failed" else next_node
+    async def after_critic_router(state: SampleState) -> str:
+        return after_critic(state)
 
-        return router
-
-    async def after_critic(state: SampleState) -> str:
-        if state.get("status") in ("accepted", "rejected", "failed"):
-            return END
-        return state["next_stage"] or END
-
-    graph = StateGraph(SampleState)
-    graph.add_node("describer", describer)
-    graph.add_node("context_interpreter", context_interpreter)
-    graph.add_node("explainer", explainer)
-    graph.add_node("qa_writer", qa_writer)
-    graph.add_node("critic", critic)
-    graph.add_conditional_edges(START, start, ["describer", "explainer"])
-    graph.add_conditional_edges(
-        "describer", after("context_interpreter"), ["context_interpreter", END]
-    )
-    graph.add_conditional_edges("context_interpreter", after("explainer"), ["explainer", END])
-    graph.add_conditional_edges("explainer", after("qa_writer"), ["qa_writer", END])
-    graph.add_conditional_edges("qa_writer", after("critic"), ["critic", END])
-    graph.add_conditional_edges(
-        "critic",
-        after_critic,
-        ["describer", "context_interpreter", "explainer", "qa_writer", END],
-    )
+    graph.add_node(CRITIC, critic)
+    chains = {flag: registry.chain(flag) for flag in (False, True)}
+    graph.add_conditional_edges(START, start, sorted({c[0] for c in chains.values()}))
+    for spec in registry:
+        nexts = {
+            flag: successor(spec.name, flag, registry)
+            for flag in chains
+            if spec.name in chains[flag]
+        }
+        graph.add_conditional_edges(
+            spec.name, _bind_router(nexts), [*sorted(set(nexts.values())), END]
+        )
+    graph.add_conditional_edges(CRITIC, after_critic_router, [*registry.names, END])
     return graph.compile()
 
 
+def _bind_stage(
+    spec: StageSpec, deps: PipelineDeps
+) -> Callable[[SampleState], typing.Awaitable[dict[str, Any]]]:
+    async def node(state: SampleState) -> dict[str, Any]:
+        return await run_stage(spec, state, deps)
+
+    return node
+
+
+def _bind_router(nexts: Mapping[bool, str]) -> Callable[[SampleState], typing.Awaitable[str]]:
+    """END after a failure, else the next node of the sample's chain."""
+
+    async def router(state: SampleState) -> str:
+        if state.get("status") == "failed":
+            return END
+        return nexts[state["sample"].given_description is not None]
+
+    return router
+
+
 def initial_state(
-    sample: SampleSpec, evidence: dict[str, Any] | None, evidence_text: str | None
+    sample: SampleSpec,
+    evidence: dict[str, Any] | None,
+    evidence_text: str | None,
+    registry: StageRegistry | None = None,
 ) -> SampleState:
-    """The state a sample enters the graph with."""
-    state: SampleState = {
+    """The state a sample enters the graph with: every stage's outputs not yet written."""
+    outputs = (registry or default_registry()).initial_outputs()
+    state: dict[str, Any] = {
+        **outputs,
         "sample": sample,
         "evidence": evidence,
         "evidence_text": evidence_text,
         "category": sample.category,
         "category_source": sample.category_source,
         "description": sample.given_description,
-        "context": None,
-        "explanations": {},
-        "qa": None,
-        "qa_rule": None,
         "attempts": {},
         "feedback": {},
         "next_stage": None,
@@ -416,4 +477,4 @@ def initial_state(
         "tokens": 0,
         "cost_usd": 0.0,
     }
-    return state
+    return typing.cast(SampleState, state)

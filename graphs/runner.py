@@ -47,11 +47,11 @@ from data.store.batch import BatchWriter
 from data.store.snapshot import SnapshotPublisher, SnapshotSink
 from graphs.config import GenerateConfig
 from graphs.pipeline import (
-    GENERATION_ROLES,
     RECURSION_LIMIT,
     PipelineDeps,
     StoreRecorder,
     build_graph,
+    generation_roles,
     initial_state,
 )
 from graphs.state import SampleSpec
@@ -278,7 +278,7 @@ class GenerationRun:
         evidence = perceive(Path(sample.image_path), store=store)
         return evidence.model_dump(mode="json"), evidence.as_text()
 
-    def finalize(
+    def queue_outcome(
         self, writer: BatchWriter, sample: SampleSpec, policy: Policy, out: dict[str, Any]
     ) -> str:
         """Queue the sample's outcome; it commits with the next batch, replacing an earlier one."""
@@ -456,7 +456,7 @@ class GenerationRun:
     async def _warm_up(self, layer: ModelLayer, n_todo: int) -> None:
         """Build every role's client (load local models) before the first sample starts."""
         config = self.config
-        roles = [r for r in GENERATION_ROLES if r != "critic" or config.llm_critic]
+        roles = [r for r in generation_roles() if r != "critic" or config.llm_critic]
         try:
             with self.console.status(f"starting models for {n_todo} samples", spinner="dots"):
                 await layer.warm_up(roles)
@@ -500,7 +500,7 @@ class GenerationRun:
         try:
             if sample.image_sha256 is None and sample.given_description is None:
                 out = {"status": "failed", "reasons": [f"image not found: {sample.image_path}"]}
-                return self.finalize(self._writer, sample, policy, out)
+                return self.queue_outcome(self._writer, sample, policy, out)
             # Detectors and image decoding/resizing are CPU-bound: keep them off the event loop
             # so API calls keep flowing (one thread hop for both).
             evidence, evidence_text = await asyncio.to_thread(self._prepare, store, sample)
@@ -513,7 +513,7 @@ class GenerationRun:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
         summary.tokens += int(out.get("tokens", 0) or 0)
         summary.cost_usd += float(out.get("cost_usd", 0.0) or 0.0)
-        return self.finalize(self._writer, sample, policy, out)
+        return self.queue_outcome(self._writer, sample, policy, out)
 
 
 def progress_columns() -> tuple[ProgressColumn, ...]:

@@ -1,7 +1,9 @@
 """The state one sample carries through the generation graph (one LangGraph thread per sample).
 
 Nodes return partial updates; every key is replaced, never merged, so nodes copy the dicts they
-change (``attempts``, ``feedback``, ``explanations``) before returning them.
+change (``attempts``, ``feedback``, ``explanations``) before returning them. The stage outputs
+(``description`` ... ``qa_rule``) are those the registered stages declare in ``writes``
+(``agents.stages``); a sample starts with their not-yet-run values.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
-Stage = Literal["describer", "context_interpreter", "explainer", "qa_writer", "critic"]
-STAGES: tuple[Stage, ...] = ("describer", "context_interpreter", "explainer", "qa_writer", "critic")
+from agents.stages import Target
+
 SampleStatus = Literal["pending", "accepted", "rejected", "failed"]
 
 
@@ -49,8 +51,8 @@ class SampleState(TypedDict, total=False):
     qa: dict[str, Any] | None
     qa_rule: str | None
     attempts: dict[str, int]
-    feedback: dict[str, str]
-    """stage (or ``explainer:<rule>``) -> critic feedback for its next attempt"""
+    feedback: dict[Target, str]
+    """(stage, rule variant or None) -> the critic's feedback for that stage's next attempt"""
     next_stage: str | None
     status: SampleStatus
     reasons: list[str]

@@ -22,7 +22,6 @@ from agents.models.layer import ModelLayer
 from agents.models.result import CallResult, Status
 from agents.models.settings import (
     DEFAULT_SPEC,
-    ROLES,
     ModelConfig,
     RoleBinding,
     RoleSettings,
@@ -32,7 +31,6 @@ from agents.models.spec import ModelSpec, parse_spec
 
 __all__ = [
     "DEFAULT_SPEC",
-    "ROLES",
     "CallResult",
     "GenerationParams",
     "ImageError",

@@ -18,17 +18,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.models.spec import ModelSpec, parse_spec
+from agents.stages import default_registry
 
-#: every role that asks a model for something; extend here when a new agent role is added
-ROLES: tuple[str, ...] = (
-    "describer",
-    "context_interpreter",
-    "explainer",
-    "qa_writer",
-    "critic",
-    "judge",
-    "rule_decomposer",
-)
+
+def model_roles() -> tuple[str, ...]:
+    """Every role that asks a model for something: the registered generation stages (each
+    declared once, in its role's module: agents/stages.py), the critic and the judge.
+
+    Computed on first use, not at import: the role modules import this package."""
+    return default_registry().model_roles()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ROLES":  # the role list, as ``ROLES`` (derived: see model_roles)
+        return model_roles()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULT_SPEC = "local:smollm2"
 
@@ -180,8 +185,8 @@ def _split_assignment(text: str, what: str) -> tuple[str, str]:
 
 
 def _check_role(role: str) -> None:
-    if role != "all" and role not in ROLES:
-        raise ValueError(f"unknown role {role!r} (roles: all, {', '.join(ROLES)})")
+    if role != "all" and role not in model_roles():
+        raise ValueError(f"unknown role {role!r} (roles: all, {', '.join(model_roles())})")
 
 
 class ModelConfig(BaseModel):
@@ -198,7 +203,7 @@ class ModelConfig(BaseModel):
 
     def resolved(self) -> dict[str, RoleBinding]:
         """Every known role with the binding it will use."""
-        return {role: self.for_role(role) for role in ROLES} | dict(self.bindings)
+        return {role: self.for_role(role) for role in model_roles()} | dict(self.bindings)
 
     def record(self) -> dict[str, Any]:
         """The binding as stored with a run (``runs.role_bindings_json``)."""
@@ -246,7 +251,7 @@ class ModelConfig(BaseModel):
         default_spec = roles.get("all", DEFAULT_SPEC)
         default = RoleBinding.create(default_spec, common)
         bindings: dict[str, RoleBinding] = {}
-        for role in ROLES:
+        for role in model_roles():
             if role in roles or role in per_role or "all" in roles:
                 role_settings = common.merged(per_role.get(role, {}))
                 bindings[role] = RoleBinding.create(roles.get(role, default_spec), role_settings)

@@ -15,7 +15,10 @@ import pandas as pd
 from data.store.store import Store
 
 SAMPLE_STATUSES = ("accepted", "rejected", "failed", "pending")
-GENERATING_STAGES = ("describer", "context_interpreter", "explainer", "qa_writer")
+#: the one stage_outputs stage that is not a generation stage: the critic's attempt counter
+#: counts its passes, not retries. Every other stage (whatever the stage registry holds: the
+#: store sits below the agents and does not import it) counts as generating.
+CRITIC_STAGE = "critic"
 """Stages that generate text (the critic only checks: its rounds are not retries)."""
 
 
@@ -241,9 +244,9 @@ def retries_per_sample(store: Store, run_id: str) -> list[int]:
     rows = store.rows(
         "SELECT sample_id, sum(extra) AS retries FROM ("
         "SELECT sample_id, stage, max(attempt) - 1 AS extra FROM stage_outputs "
-        "WHERE run_id = ? AND list_contains(?, stage) GROUP BY sample_id, stage"
+        "WHERE run_id = ? AND stage <> ? GROUP BY sample_id, stage"
         ") GROUP BY sample_id",
-        [run_id, list(GENERATING_STAGES)],
+        [run_id, CRITIC_STAGE],
     )
     return [int(r["retries"]) for r in rows]
 

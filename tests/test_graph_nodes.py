@@ -1,0 +1,335 @@
+"""The generation graph's nodes one at a time, over constructed states and a scripted model
+layer (no HTTP): the describer, the explainer per rule variant, the critic's decision and its
+routing, including a policy whose rule ids are not R1..R4."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from scripted_layer import Ask, ListRecorder, ScriptedLayer, plausible, rule_of
+
+from agents.critic import CriticDecision, RuleCheck, about_rule, decide, deterministic_checks
+from agents.explainer import MissingCategoryError
+from agents.stages import CRITIC, Target, default_registry
+from data.policy import load_policy
+from data.policy_models import Policy
+from evaluators.consistency import Check, check_verdict_matches_rule
+from graphs.pipeline import (
+    PipelineDeps,
+    after_critic,
+    critic_node,
+    first_node,
+    initial_state,
+    route,
+    run_stage,
+    successor,
+)
+from graphs.state import SampleSpec, SampleState
+
+POLICY = load_policy("icm_sexy")
+CATEGORY = "middle_leg"  # R1: sexy, R2: not sexy
+RULES = ("R1", "R2")
+STAGES = default_registry()
+
+
+def renamed_rules(policy: Policy, names: dict[str, str]) -> Policy:
+    """The same policy with its rule variants under other ids (``kids`` instead of ``R1``)."""
+    rules = {new: policy.rules[old] for old, new in names.items()}
+    return policy.model_copy(update={"name": "renamed", "rules": rules})
+
+
+def sample(**overrides: Any) -> SampleSpec:
+    fields: dict[str, Any] = {
+        "sample_id": "s1",
+        "run_id": "run",
+        "policy": "icm_sexy",
+        "rules": RULES,
+        "category": CATEGORY,
+        **overrides,
+    }
+    return SampleSpec(**fields)
+
+
+def deps_for(layer: ScriptedLayer, **overrides: Any) -> PipelineDeps:
+    return PipelineDeps(
+        layer=layer,
+        policies={"icm_sexy": POLICY},
+        recorder=ListRecorder(),
+        load_images=lambda spec: (),
+        **overrides,
+    )
+
+
+def state_for(spec: SampleSpec, **values: Any) -> SampleState:
+    state = initial_state(spec, None, None)
+    state.update(values)  # type: ignore[typeddict-item]
+    return state
+
+
+def explanation(policy: Policy, rule: str, verdict: str | None = None) -> dict[str, str]:
+    expected = policy.verdict(CATEGORY, rule)
+    verdict = verdict or expected
+    return {
+        "explanation": f"The audience decides it. The image is {verdict}.",
+        "verdict": verdict,
+        "expected": expected,
+        "question": f"Under rule {rule}?",
+    }
+
+
+# ----------------------------------------------------------------------------- describer
+def test_describer_writes_its_declared_outputs_and_takes_its_feedback() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    deps = deps_for(layer)
+    state = state_for(sample(), feedback={Target("describer"): "mention the legs"})
+    update = asyncio.run(run_stage(STAGES.get("describer"), state, deps))
+
+    assert update["description"].startswith("A person stands outdoors")
+    assert update["key_elements"] == ["person", "daylight"]
+    assert "category" not in update  # annotated: the describer proposes nothing
+    assert update["feedback"] == {}  # consumed by this attempt
+    assert update["attempts"] == {"describer": 1}
+    assert update["tokens"] == 15 and update["cost_usd"] == pytest.approx(0.001)
+    (call,) = layer.calls
+    assert call.role == "describer" and call.stage == "describer" and call.attempt == 1
+    assert "mention the legs" in call.user
+    recorded = deps.recorder.stage_log  # type: ignore[attr-defined]
+    assert recorded == [
+        {"stage": "describer", "rule": None, "attempt": 1, "status": "ok",
+         "feedback": "mention the legs"}
+    ]  # fmt: skip
+
+
+def test_describer_proposes_a_category_for_an_unannotated_image() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    state = state_for(sample(category=None, category_source="proposed"))
+    update = asyncio.run(run_stage(STAGES.get("describer"), state, deps_for(layer)))
+    assert update["category"] == CATEGORY and update["category_source"] == "proposed"
+    assert "proposed_category" in layer.calls[0].schema.model_fields
+
+
+def test_a_refused_describer_fails_the_sample_with_its_status() -> None:
+    layer = ScriptedLayer(lambda ask: "refused")
+    update = asyncio.run(run_stage(STAGES.get("describer"), state_for(sample()), deps_for(layer)))
+    assert update["status"] == "failed"
+    assert update["reasons"] == ["describer: refused: scripted refused"]
+    assert "description" not in update
+
+
+# ----------------------------------------------------------------------------- explainer
+def test_explainer_asks_every_rule_variant_with_the_rule_tables_expectation() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    state = state_for(sample(), description="A person in daylight, legs visible.")
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state, deps_for(layer)))
+
+    assert sorted(layer.stages()) == ["explainer:R1", "explainer:R2"]
+    assert {r: e["verdict"] for r, e in update["explanations"].items()} == {
+        "R1": "sexy",
+        "R2": "not sexy",
+    }
+    assert all(e["expected"] == e["verdict"] for e in update["explanations"].values())
+    assert update["tokens"] == 30  # both calls tallied
+
+
+def test_explainer_redoes_only_the_rules_sent_back_each_with_its_own_feedback() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    kept = explanation(POLICY, "R1")
+    state = state_for(
+        sample(),
+        description="A person in daylight.",
+        explanations={"R1": kept, "R2": explanation(POLICY, "R2", verdict="sexy")},
+        feedback={Target("explainer", "R2"): "under R2 the verdict must be 'not sexy'"},
+        attempts={"explainer": 1, "critic": 1},
+    )
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state, deps_for(layer)))
+
+    assert layer.stages() == ["explainer:R2"]
+    assert layer.calls[0].attempt == 2
+    assert "must be 'not sexy'" in layer.calls[0].user
+    assert update["explanations"]["R1"] is kept
+    assert update["explanations"]["R2"]["verdict"] == "not sexy"
+    assert update["feedback"] == {}
+
+
+def test_explainer_records_every_rule_before_one_failure_ends_the_sample() -> None:
+    base = plausible(POLICY, CATEGORY, RULES)
+
+    def script(ask: Ask) -> Any:
+        return "parse_failed" if ask.stage == "explainer:R1" else base(ask)
+
+    deps = deps_for(ScriptedLayer(script))
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state_for(sample()), deps))
+    assert update["status"] == "failed"
+    assert update["reasons"][0].startswith("explainer R1: parse_failed")
+    assert "explanations" not in update
+    statuses = {r["rule"]: r["status"] for r in deps.recorder.stage_log}  # type: ignore[attr-defined]
+    assert statuses == {"R1": "parse_failed", "R2": "ok"}
+
+
+def test_explainer_without_a_category_says_so() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    state = state_for(sample(category=None), description="A person.")
+    with pytest.raises(MissingCategoryError, match="s1: the explainer needs a category"):
+        asyncio.run(run_stage(STAGES.get("explainer"), state, deps_for(layer)))
+    assert layer.calls == []
+
+
+def test_explainer_works_for_rule_ids_that_are_not_r_numbers() -> None:
+    policy = renamed_rules(POLICY, {"R1": "kids", "R2": "adults_eu"})
+    layer = ScriptedLayer(plausible(policy, CATEGORY, ("kids", "adults_eu")))
+    spec = sample(policy="renamed", rules=("kids", "adults_eu"))
+    deps = PipelineDeps(layer=layer, policies={"renamed": policy}, recorder=ListRecorder(),
+                        load_images=lambda s: ())  # fmt: skip
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state_for(spec), deps))
+    assert sorted(update["explanations"]) == ["adults_eu", "kids"]
+
+
+# ----------------------------------------------------------------------------- critic: decide
+def failed(stage: str, name: str = "x", rule: str | None = None) -> Check:
+    check = Check(name, stage, False, f"{name} failed")
+    return about_rule(rule, check) if rule else check
+
+
+def test_decide_picks_the_earliest_failing_stage_in_registry_order() -> None:
+    checks = [failed("qa_writer"), failed("explainer", rule="R2"), Check("ok", "describer", True)]
+    decision = decide(checks)
+    assert isinstance(decision, CriticDecision) and not decision.passed
+    assert decision.stage == "explainer" and decision.rules == ["R2"]
+    assert decision.feedback == "x failed"
+    assert decide([Check("ok", "describer", True)]).passed
+
+
+def test_decide_takes_rules_from_the_checks_not_their_wording() -> None:
+    """Rule ids that are not R<n>: the old message parsing found none and redid every rule."""
+    policy = renamed_rules(POLICY, {"R1": "kids", "R2": "adults_eu", "R3": "adults_asia"})
+    state: dict[str, Any] = {
+        "sample": sample(policy="renamed", rules=("kids", "adults_eu", "adults_asia")),
+        "description": "A person stands outdoors in daylight; visible: middle leg bare skin.",
+        "explanations": {
+            "kids": explanation(policy, "kids"),
+            "adults_eu": explanation(policy, "adults_eu", verdict="sexy"),
+            "adults_asia": explanation(policy, "adults_asia"),
+        },
+    }
+    checks = deterministic_checks(policy, state)
+    decision = decide(checks)
+    assert decision.stage == "explainer"
+    assert decision.rules == ["adults_eu"]
+    assert "under adults_eu the verdict must be 'not sexy'" in decision.feedback
+
+
+def test_decide_names_a_stage_the_registry_does_not_know() -> None:
+    with pytest.raises(ValueError, match="stage 'summariser', which is not registered"):
+        decide([failed("summariser")])
+
+
+def test_every_check_about_an_explanation_carries_its_rule() -> None:
+    state: dict[str, Any] = {
+        "sample": sample(),
+        "description": "A person.",
+        "explanations": {"R1": explanation(POLICY, "R1"), "R2": explanation(POLICY, "R2")},
+    }
+    explainer_checks = [c for c in deterministic_checks(POLICY, state) if c.stage == "explainer"]
+    assert explainer_checks and all(isinstance(c, RuleCheck) for c in explainer_checks)
+    assert {c.rule for c in explainer_checks} == {"R1", "R2"}  # type: ignore[attr-defined]
+    check = check_verdict_matches_rule("R1", "sexy", "sexy")
+    assert about_rule("R1", check).passed and about_rule("R1", check).name == check.name
+
+
+# ----------------------------------------------------------------------------- critic: route
+def test_route_sends_failing_rules_back_with_typed_feedback_and_resets_later_stages() -> None:
+    deps = deps_for(ScriptedLayer(lambda ask: {}))
+    state = state_for(sample(), qa={"yes_no": []}, qa_rule="R1")
+    decision = decide([failed("explainer", "verdict_matches_rule", rule="R2")])
+    update = route(decision, state, {"explainer": 1, "critic": 1}, deps)
+    assert update["next_stage"] == "explainer"
+    assert update["feedback"] == {Target("explainer", "R2"): "verdict_matches_rule failed"}
+    assert update["qa"] is None and update["qa_rule"] is None  # rebuilt after the redo
+    assert "explanations" not in update  # the other rule's explanation is kept
+    assert update["reasons"] == ["explainer: verdict_matches_rule failed"]
+
+
+def test_route_without_known_rules_redoes_every_rule_variant() -> None:
+    deps = deps_for(ScriptedLayer(lambda ask: {}))
+    update = route(decide([failed("explainer")]), state_for(sample()), {"explainer": 1}, deps)
+    assert set(update["feedback"]) == {Target("explainer", "R1"), Target("explainer", "R2")}
+
+
+def test_route_redoing_the_describer_resets_every_later_output() -> None:
+    deps = deps_for(ScriptedLayer(lambda ask: {}))
+    state = state_for(sample(), context="c", explanations={"R1": explanation(POLICY, "R1")})
+    update = route(decide([failed("describer")]), state, {"describer": 1}, deps)
+    assert update["next_stage"] == "describer"
+    assert update["feedback"] == {Target("describer"): "x failed"}
+    assert update["context"] is None and update["explanations"] == {} and update["qa"] is None
+
+
+def test_route_sends_a_sample_with_a_given_description_to_the_first_stage_that_runs() -> None:
+    deps = deps_for(ScriptedLayer(lambda ask: {}))
+    spec = sample(given_description="Given text.")
+    state = state_for(spec, explanations={"R1": explanation(POLICY, "R1")})
+    update = route(decide([failed("describer")]), state, {"explainer": 1}, deps)
+    assert update["next_stage"] == "explainer"
+    assert set(update["feedback"]) == {Target("explainer", "R1"), Target("explainer", "R2")}
+    assert "description" not in update  # the given description is never reset
+
+
+def test_route_accepts_and_rejects_after_the_retry_budget() -> None:
+    deps = deps_for(ScriptedLayer(lambda ask: {}), max_stage_retries=2)
+    state = state_for(sample())
+    accepted = route(decide([Check("ok", "describer", True)]), state, {}, deps)
+    assert accepted == {"status": "accepted", "next_stage": None, "reasons": []}
+    rejected = route(decide([failed("qa_writer")]), state, {"qa_writer": 3}, deps)
+    assert rejected["status"] == "rejected" and rejected["reasons"] == ["qa_writer: x failed"]
+    assert route(decide([failed("qa_writer")]), state, {"qa_writer": 2}, deps)["next_stage"] == (
+        "qa_writer"
+    )
+
+
+def test_critic_node_routes_deterministic_failures_without_asking_the_llm() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    deps = deps_for(layer)
+    state = state_for(
+        sample(),
+        description="A person stands outdoors in daylight; visible: middle leg bare skin.",
+        explanations={"R1": explanation(POLICY, "R1"), "R2": explanation(POLICY, "R2", "sexy")},
+        attempts={"explainer": 1},
+    )
+    update = asyncio.run(critic_node(state, deps))
+    assert layer.calls == []  # a provable failure is not shown to the LLM critic
+    assert update["next_stage"] == "explainer"
+    assert set(update["feedback"]) == {Target("explainer", "R2")}
+    assert update["attempts"] == {"explainer": 1, CRITIC: 1}
+    (attempt, source, checks) = deps.recorder.check_log[0]  # type: ignore[attr-defined]
+    assert (attempt, source) == (1, "deterministic") and any(not c.passed for c in checks)
+
+
+def test_critic_node_turns_the_llm_critiques_problem_into_a_redo() -> None:
+    def script(ask: Ask) -> Any:
+        assert ask.role == "critic"
+        return {"consistent": False, "problems": [{"stage": "qa_writer", "issue": "repeats"}]}
+
+    deps = deps_for(ScriptedLayer(script))
+    good = {r: explanation(POLICY, r) for r in RULES}
+    state = state_for(
+        sample(),
+        description="A person stands outdoors in daylight; visible: middle leg bare skin.",
+        explanations=good,
+    )
+    update = asyncio.run(critic_node(state, deps))
+    assert update["next_stage"] == "qa_writer"
+    assert update["feedback"] == {Target("qa_writer"): "repeats"}
+
+
+# ----------------------------------------------------------------------------- routers
+def test_routers_follow_the_registry_chain() -> None:
+    plain, given = state_for(sample()), state_for(sample(given_description="Given."))
+    assert first_node(plain, STAGES) == "describer"
+    assert first_node(given, STAGES) == "explainer"
+    assert successor("describer", False, STAGES) == "context_interpreter"
+    assert successor("qa_writer", False, STAGES) == CRITIC
+    assert after_critic({**plain, "next_stage": "explainer"}) == "explainer"  # type: ignore[typeddict-item]
+    assert after_critic({**plain, "status": "accepted"}) == "__end__"  # type: ignore[typeddict-item]
+    assert rule_of(Ask("explainer", "explainer:R2", 1, dict, [], None), RULES) == "R2"  # type: ignore[arg-type]

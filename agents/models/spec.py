@@ -6,7 +6,7 @@ Accepted forms (``?key=value&...`` options are allowed after the model in every 
     anthropic:<model>                       anthropic:claude-sonnet-4-5
     openai-compatible:<base_url>#<model>    openai-compatible:http://127.0.0.1:8000/v1#qwen2.5-7b
     hf:<local path>                         hf:/models/llava-tiny
-    local:<name>                            local:smollm2
+    local:<name>                            local:smollm2, local:qwen2.5-1.5b
 
 Options are role settings written inline, so one CLI argument can say everything about an
 endpoint, e.g. ``openai-compatible:http://127.0.0.1:8080/v1#smollm2?dialect=json_object_schema``
@@ -26,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field
 PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "openai-compatible", "hf", "local")
 
 #: names accepted after ``local:`` (models that ship inside PyPI packages)
-LOCAL_MODELS: frozenset[str] = frozenset({"smollm2"})
+LOCAL_MODELS: frozenset[str] = frozenset({"smollm2", "qwen2.5-1.5b"})
 
 ACCEPTED_FORMS = (
     "openai:<model>, anthropic:<model>, openai-compatible:<base_url>#<model>, "
-    "hf:<local path>, local:smollm2 (options may follow the model as ?key=value&key=value)"
+    "hf:<local path>, local:smollm2, local:qwen2.5-1.5b "
+    "(options may follow the model as ?key=value&key=value)"
 )
 
 

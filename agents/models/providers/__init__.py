@@ -32,7 +32,7 @@ FACTORIES: dict[str, str] = {
     "openai-compatible": "agents.models.providers.openai_chat:make_openai_provider",
     "anthropic": "agents.models.providers.anthropic_chat:make_anthropic_provider",
     "hf": "agents.models.providers.local_transformers:make_hf_provider",
-    "local": "agents.models.providers.local_transformers:make_local_provider",
+    "local": "agents.models.providers.local:make_local_provider",
 }
 
 #: providers whose models run in this process: no API key, no network, cost 0

@@ -98,6 +98,14 @@ class LocalTransformersProvider:
         except Exception as exc:  # an in-process failure repeats when retried: fail fast
             raise ProviderError("bad_request", f"{type(exc).__name__}: {exc}") from exc
 
+    def warm(self) -> None:
+        """Load the model now (the run's warm-up step), on the model's own thread."""
+        self._worker.submit(self._warm).result()
+
+    def _warm(self) -> None:
+        apply_thread_setting()
+        self._load()
+
     def _complete(
         self,
         messages: list[Message],

@@ -1,0 +1,147 @@
+"""A GGUF model in llama.cpp, in this process, as a provider: ``local:qwen2.5-1.5b``.
+
+The answer is decoded under a grammar llama.cpp builds from the call's JSON schema
+(``response_format={"type": "json_object", "schema": ...}``), so it is always a prefix of a
+schema-valid object; the layer still validates it with pydantic and reports ``parse_failed``
+(raw text kept) when it does not validate, e.g. cut off at ``max_tokens``. The schema also goes
+into the prompt, compact, so the model knows what each field means (the same instruction the
+transformers models get). Calls run on the model's own worker thread under its lock; a call's
+``timeout`` bounds its generation, counted from when it gets the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.models.base import GenerationParams, Message, ProviderError, ProviderResponse
+from agents.models.constrained import prompt_schema
+from agents.models.llamacpp_loading import (
+    QWEN_KEY,
+    QWEN_NAME,
+    LlamaModel,
+    check_qwen,
+    load_qwen,
+    model_worker,
+    qwen_endpoint,
+)
+from agents.models.providers.local_transformers import render_chat
+from agents.models.settings import RoleSettings
+from agents.models.spec import ModelSpec
+
+
+class _DeadlinePassed(Exception):
+    """Raised inside llama.cpp's sampling loop to end a generation that ran out of time."""
+
+
+class LlamaCppProvider:
+    """A llama.cpp model in this process, behind the :class:`Provider` protocol (text only)."""
+
+    def __init__(self, *, model: str, endpoint: str, key: str, load: Any) -> None:
+        self.provider = "local"
+        self.model = model
+        self.endpoint: str | None = endpoint
+        self.supports_images = False
+        self._worker = model_worker(key)
+        self._load = load
+
+    async def complete(
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        params: GenerationParams,
+        timeout: float | None,
+    ) -> ProviderResponse:
+        """Generate one grammar-constrained answer; every failure is a ProviderError."""
+        if any(m.images for m in messages):
+            raise ProviderError("unsupported", f"local:{self.model} takes no images")
+        loop = asyncio.get_running_loop()
+        job = functools.partial(self._complete, messages, schema, params, timeout)
+        try:
+            return await loop.run_in_executor(self._worker, job)
+        except ProviderError:
+            raise
+        except _DeadlinePassed as exc:
+            raise ProviderError("timeout", str(exc)) from exc
+        except Exception as exc:  # an in-process failure repeats when retried: fail fast
+            raise ProviderError("bad_request", f"{type(exc).__name__}: {exc}") from exc
+
+    def warm(self) -> None:
+        """Load the model now (the run's warm-up step), on the model's thread."""
+        self._worker.submit(self._load).result()
+
+    def _complete(
+        self,
+        messages: list[Message],
+        schema: type[BaseModel],
+        params: GenerationParams,
+        timeout: float | None,
+    ) -> ProviderResponse:
+        local: LlamaModel = self._load()
+        chat = render_chat(messages, prompt_schema(schema), with_images=False)
+        with local.lock:
+            started = time.perf_counter()
+            deadline = time.monotonic() + timeout if timeout else None
+            raw = local.llama.create_chat_completion(
+                messages=chat,
+                response_format={"type": "json_object", "schema": schema.model_json_schema()},
+                temperature=params.temperature,
+                top_p=params.top_p if params.top_p is not None else 1.0,
+                top_k=0 if params.temperature > 0 else 1,
+                min_p=0.0,
+                repeat_penalty=1.0,  # llama-cpp-python's 1.1 default penalises JSON's own syntax
+                max_tokens=params.max_tokens,
+                seed=params.seed,
+                logits_processor=[_deadline_check(deadline, timeout)] if deadline else None,
+            )
+            elapsed = time.perf_counter() - started
+        return _response(raw, elapsed)
+
+
+def _deadline_check(deadline: float, timeout: float | None) -> Any:
+    def check(input_ids: Any, scores: Any) -> Any:
+        if time.monotonic() > deadline:
+            raise _DeadlinePassed(f"generation passed its {timeout:g} s timeout")
+        return scores
+
+    return check
+
+
+def _response(raw: dict[str, Any], elapsed: float) -> ProviderResponse:
+    """The provider response from llama-cpp-python's OpenAI-shaped completion dict."""
+    choices = raw.get("choices") or []
+    if not choices:
+        raise ProviderError("server", "llama.cpp returned no choices")
+    choice = choices[0]
+    usage = raw.get("usage") or {}
+    output_tokens = usage.get("completion_tokens")
+    extra: dict[str, Any] = {"decoder": "llama.cpp+json-schema-grammar"}
+    extra["generation_s"] = round(elapsed, 3)
+    if output_tokens and elapsed > 0:
+        extra["tokens_per_s"] = round(output_tokens / elapsed, 2)
+    return ProviderResponse(
+        raw_text=(choice.get("message") or {}).get("content") or "",
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=output_tokens,
+        finish_reason=choice.get("finish_reason"),
+        extra=extra,
+    )
+
+
+def make_qwen_provider(spec: ModelSpec, settings: RoleSettings) -> LlamaCppProvider:
+    """``local:qwen2.5-1.5b``: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M) in llama.cpp, text only.
+
+    Checks here that the extra is installed (a clear error at binding time); the weights are
+    joined, verified and loaded on the first call or the run's warm-up, on the model's thread.
+    """
+    if spec.model != QWEN_NAME:
+        raise ProviderError("unsupported", f"{spec.spec}: this provider serves {QWEN_KEY} only")
+    if settings.send_images:
+        raise ProviderError("unsupported", f"{spec.spec}: send_images=true but it is a text model")
+    check_qwen()
+    endpoint = qwen_endpoint()
+    return LlamaCppProvider(model=spec.model, endpoint=endpoint, key=QWEN_KEY, load=load_qwen)

@@ -1,0 +1,232 @@
+"""What ``generate`` shows a person while it runs and when it ends.
+
+While it runs: each preparation step as it happens (manifest checked, models loaded, with their
+times), then one progress line that moves with every model call, not only when a sample ends
+(samples done, accepted/rejected/failed, calls and how many came from the cache, tokens so far,
+the last call's stage and tokens, elapsed time and ETA). A slow local model spends a minute or
+more on one sample; a bar that only moves per sample looks stuck.
+
+When it ends: every sample's status with the one-line reason, one accepted record printed in
+full in the LLaVA form ``icm export`` writes, where the exports go, and whether the calls were
+served from the cache ("14 calls from cache, 0 tokens spent").
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from data.export import collect_records, llava_record
+from data.runs_cli import default_export_path
+from data.store import Store
+from data.store.outcomes import SampleOutcome, sample_outcomes
+
+#: a reason longer than this is cut in the per-sample list (``icm traces`` shows it whole)
+REASON_WIDTH = 110
+_MARKS = {"accepted": "[green]✓ accepted[/]", "rejected": "[yellow]✗ rejected[/]",
+          "failed": "[red]✗ failed  [/]", "pending": "[dim]… pending [/]"}  # fmt: skip
+
+
+@dataclass
+class CallTally:
+    """Model calls of this invocation, counted as they finish (from any thread)."""
+
+    calls: int = 0
+    cached: int = 0
+    tokens: int = 0
+    last: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, stage: str, result: Any) -> None:
+        tokens_in = int(getattr(result, "input_tokens", 0) or 0)
+        tokens_out = int(getattr(result, "output_tokens", 0) or 0)
+        cached = bool(getattr(result, "cache_hit", False))
+        seconds = float(getattr(result, "latency_ms", 0.0) or 0.0) / 1000
+        with self._lock:
+            self.calls += 1
+            self.cached += cached
+            self.tokens += tokens_in + tokens_out
+            if cached:
+                self.last = f"{stage}: from cache"
+            else:
+                speed = f", {tokens_out / seconds:.1f} tok/s" if seconds > 0 and tokens_out else ""
+                self.last = f"{stage}: {tokens_in}+{tokens_out} tok in {seconds:.1f} s{speed}"
+
+
+class ReportingRecorder:
+    """A stage recorder that also tells the progress display about every model call.
+
+    It forwards each record to the store's recorder unchanged (nothing is recorded twice).
+    """
+
+    def __init__(self, inner: Any, reporter: RunReporter) -> None:
+        self._inner = inner
+        self._reporter = reporter
+
+    def stage(self, state, stage, rule, attempt, result, feedback) -> None:  # type: ignore[no-untyped-def]
+        self._inner.stage(state, stage, rule, attempt, result, feedback)
+        self._reporter.on_call(stage, result)
+
+    def checks(self, state, attempt, checks, source) -> None:  # type: ignore[no-untyped-def]
+        self._inner.checks(state, attempt, checks, source)
+
+
+def progress_columns() -> tuple[ProgressColumn, ...]:
+    """done/total, outcomes, calls (cached), tokens, the last call, elapsed, ETA."""
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn(
+            "[green]{task.fields[accepted]} ok[/] [yellow]{task.fields[rejected]} rej[/] "
+            "[red]{task.fields[failed]} fail[/]  {task.fields[calls]} calls "
+            "({task.fields[cached]} cached)  {task.fields[tokens]} tok  "
+            "${task.fields[cost]:.4f}"
+        ),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[last]}"),
+    )
+
+
+class RunReporter:
+    """Steps before the samples, then the live progress line; counts calls for the summary."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tally = CallTally()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._outcomes = {"accepted": 0, "rejected": 0, "failed": 0}
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[list[str]]:
+        """Show ``what`` with a spinner while it runs, then one line with its time and any
+        details the caller appended to the yielded list."""
+        started = time.perf_counter()
+        details: list[str] = []
+        with self.console.status(f"{what} …", spinner="dots"):
+            yield details
+        said = f": {'; '.join(details)}" if details else ""
+        self.console.print(
+            f"[green]✓[/] {escape(what)}{escape(said)} ({time.perf_counter() - started:.1f} s)",
+            highlight=False,
+        )
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    @contextmanager
+    def samples(self, run_id: str, total: int) -> Iterator[None]:
+        """The live progress line for ``total`` samples."""
+        with Progress(*progress_columns(), console=self.console, transient=False) as progress:
+            self._progress = progress
+            self._task = progress.add_task(
+                run_id, total=total, accepted=0, rejected=0, failed=0, calls=0, cached=0,
+                tokens=0, cost=0.0, last="waiting for the first model call",
+            )  # fmt: skip
+            try:
+                yield
+            finally:
+                self._progress, self._task = None, None
+
+    def on_call(self, stage: str, result: Any) -> None:
+        self.tally.add(stage, result)
+        self._refresh()
+
+    def on_sample(self, status: str, cost_usd: float) -> None:
+        if status in self._outcomes:
+            self._outcomes[status] += 1
+        self._refresh(advance=1, cost=cost_usd)
+
+    def _refresh(self, advance: int = 0, cost: float | None = None) -> None:
+        if self._progress is None or self._task is None:
+            return
+        t = self.tally
+        extra = {} if cost is None else {"cost": cost}
+        self._progress.update(
+            self._task, advance=advance, calls=t.calls, cached=t.cached, tokens=t.tokens,
+            last=t.last, **self._outcomes, **extra,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the end
+def cache_line(calls: int, cached: int, tokens: int) -> str:
+    """How this invocation's calls were served, e.g. ``14 calls from cache, 0 tokens spent``."""
+    if calls and cached == calls:
+        return f"{cached} calls from cache, {tokens} tokens spent"
+    return f"{calls} model calls ({cached} from cache), {tokens} tokens spent"
+
+
+def one_line_reason(outcome: SampleOutcome) -> str:
+    """The first recorded reason, cut to one line (``+N more`` when there are others)."""
+    if not outcome.reasons:
+        return "passed every check" if outcome.status == "accepted" else "no reason recorded"
+    first = " ".join(outcome.reasons[0].split())
+    if len(first) > REASON_WIDTH:
+        first = first[: REASON_WIDTH - 1] + "…"
+    more = len(outcome.reasons) - 1
+    return f"{first} (+{more} more)" if more else first
+
+
+def print_final_report(console: Console, summary: Any) -> None:
+    """Per-sample outcomes, one accepted record in full, exports and cache use (see module)."""
+    db = Path(summary.db)
+    with Store.open(db, read_only=True) as store:
+        outcomes = sample_outcomes(store, summary.run_id)
+        records = collect_records(store, summary.run_id).records
+    console.print(f"\n[bold]samples[/] ({len(outcomes)}):")
+    for outcome in outcomes:
+        name = Path(outcome.image_path).name if outcome.image_path else outcome.sample_id
+        mark = _MARKS.get(outcome.status, outcome.status)
+        console.print(
+            f"  {mark}  {escape(name):<24} {escape(one_line_reason(outcome))}", highlight=False
+        )
+    for bad in getattr(summary, "bad_rows", None) or []:
+        console.print(f"  [red]bad manifest row[/] (--skip-bad-rows): {escape(bad)}")
+    if records:
+        record = records[0]
+        console.print(
+            f"\n[bold]one accepted record[/] (sample {record.sample_id}, rule {record.rule}; "
+            "as `icm export --format llava` writes it):"
+        )
+        console.print(
+            escape(json.dumps(llava_record(record), indent=2, ensure_ascii=False)),
+            highlight=False,
+        )
+    else:
+        console.print("\nno accepted record to show")
+    export = default_export_path(summary.run_id, "llava")
+    console.print(
+        f"\nexports: icm export {summary.run_id} --format llava --db {db}   (writes {export}; "
+        "--format sharegpt, parquet or hf for the others)"
+    )
+    calls = int(getattr(summary, "calls", 0) or 0)
+    if calls:
+        console.print(
+            cache_line(calls, int(getattr(summary, "cached_calls", 0) or 0), summary.tokens)
+        )
+    elif summary.processed == 0:
+        console.print(
+            f"nothing to do: all {summary.skipped} samples are already done "
+            "(--retry-failed redoes rejected and failed ones)"
+        )

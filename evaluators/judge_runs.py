@@ -163,12 +163,16 @@ def generator_bindings(store: Store, run_id: str) -> dict[str, str]:
 
 
 def explanation_rows(store: Store, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The run's final explanations with their sample's description, context and category."""
+    """The run's final explanations with their sample's description, context and category.
+
+    Accepted samples only: rejected and failed samples keep their last explanations too (for
+    export --all and the viewer), but a judging run scores the run's output.
+    """
     rows = store.rows(
         "SELECT e.sample_id, e.rule_variant, e.verdict, e.expected_verdict, e.explanation, "
         "s.policy_name, s.category, s.description, s.context, s.image_path, s.image_sha256 "
         "FROM explanations e JOIN samples s USING (sample_id) WHERE e.run_id = ? "
-        "ORDER BY e.sample_id, e.rule_variant",
+        "AND s.status = 'accepted' ORDER BY e.sample_id, e.rule_variant",
         [run_id],
     )
     if not rows:

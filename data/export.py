@@ -477,7 +477,7 @@ def _merge_dataset_info(out: Path, entries: dict[str, Any]) -> Path:
 
 def _write_hf(out: Path, table: pa.Table) -> None:
     try:
-        from datasets import Dataset, Features
+        from datasets import Dataset, DatasetInfo, Features
     except ImportError as exc:  # an optional dependency: only this format needs it
         raise ExportError(
             "the hf format needs the Hugging Face `datasets` package: pip install datasets"
@@ -487,8 +487,11 @@ def _write_hf(out: Path, table: pa.Table) -> None:
             shutil.rmtree(out)  # a previous export: replace it whole, no stale shards
         elif out.is_file() or any(out.iterdir()):
             raise ExportError(f"{out} exists and is not a saved dataset: choose another --out")
-    features = Features.from_arrow_schema(TABLE_SCHEMA)
-    Dataset.from_list(table.to_pylist(), features=features).save_to_disk(str(out))
+    # From the typed Arrow table, not ``from_list``: a list of no rows carries no columns and
+    # ``datasets`` refuses the features. With no rows, one (empty) shard is asked for, since the
+    # default of zero shards saves a folder ``load_from_disk`` cannot read back.
+    dataset = Dataset(table, info=DatasetInfo(features=Features.from_arrow_schema(TABLE_SCHEMA)))
+    dataset.save_to_disk(str(out), num_shards=None if table.num_rows else 1)
 
 
 def export_run(

@@ -312,9 +312,10 @@ class GenerationRun:
             "attempts": attempts,
             "updated_at": now,
         }
-        if status != "accepted":
-            records.queue_sample_outcome(writer, outcome)
-            return status
+        # Every sample keeps the last explanations and Q-A it reached, whatever its status (the
+        # sample row says which): `icm export --all` and the viewer show what a rejected or
+        # failed sample said. Readers that want only accepted work filter on samples.status.
+        explanations = out.get("explanations") or {}
         records.queue_sample_outcome(
             writer,
             outcome,
@@ -329,19 +330,23 @@ class GenerationRun:
                     "explanation": item["explanation"],
                     "created_at": now,
                 }
-                for rule, item in out["explanations"].items()
+                for rule, item in explanations.items()
             ],
-            self._qa_rows(sample, policy, out, now),
+            self._qa_rows(sample, policy, out, now, accepted=status == "accepted"),
         )
         return status
 
     @staticmethod
-    def _qa_rows(sample: SampleSpec, policy: Policy, out: dict[str, Any], now: Any) -> list[dict]:
-        qa, rule = out["qa"], out["qa_rule"]
+    def _qa_rows(
+        sample: SampleSpec, policy: Policy, out: dict[str, Any], now: Any, *, accepted: bool
+    ) -> list[dict]:
+        """The Q-A writer's items, then (accepted samples only) one rule-table verdict question
+        per rule: a sample that was not accepted keeps only what its Q-A writer said."""
+        qa, rule = out.get("qa") or {}, out.get("qa_rule")
         items: list[dict[str, Any]] = []
         for kind, qa_type in (("yes_no", "yes_no"), ("multiple_choice", "multiple_choice"),
                               ("what", "what"), ("how", "how")):  # fmt: skip
-            for item in qa[kind]:
+            for item in qa.get(kind) or []:
                 if qa_type == "yes_no":
                     answer = f"{item['answer']}."
                     options = None
@@ -352,8 +357,9 @@ class GenerationRun:
                     answer, options = item["answer"], None
                 items.append({"qa_type": qa_type, "question": item["question"], "answer": answer,
                               "options": options, "rule": rule})  # fmt: skip
-        verdicts = {r: e["verdict"] for r, e in out["explanations"].items()}
-        items += verdict_questions(policy, list(sample.rules), verdicts)
+        if accepted:
+            verdicts = {r: e["verdict"] for r, e in out["explanations"].items()}
+            items += verdict_questions(policy, list(sample.rules), verdicts)
         return [
             {
                 "qa_id": f"{sample.sample_id}-{n:02d}",

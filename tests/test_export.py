@@ -226,6 +226,11 @@ def test_run_with_nothing_accepted_writes_valid_empty_files(db: Path, tmp_path: 
         export_run(store, "gpt4o-trial", "parquet", tmp_path / "e.parquet")
         frame = pd.read_parquet(tmp_path / "e.parquet")
         assert frame.empty and {"id", "qa", "conversations"} <= set(frame.columns)
+        datasets = pytest.importorskip("datasets")
+        hf = export_run(store, "gpt4o-trial", "hf", tmp_path / "e.hf")
+        loaded = datasets.load_from_disk(str(tmp_path / "e.hf"))
+        assert hf.records == 0 and loaded.num_rows == 0
+        assert list(loaded.features) == list(frame.columns)
 
 
 def test_selection_counts_every_status_and_carries_reasons(store: Store) -> None:

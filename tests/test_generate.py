@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fakes import FakeOpenAIServer
 from fakes.icm_responder import ChaosResponder, ICMResponder
@@ -131,7 +132,7 @@ def test_accepts_retries_and_rejects_with_traces(tmp_path: Path, server, respond
         # Accepted samples: one explanation per rule, verdicts equal the rule table.
         rows = store.rows(
             "SELECT s.category, e.rule_variant, e.verdict, e.expected_verdict FROM explanations e "
-            "JOIN samples s USING (sample_id)"
+            "JOIN samples s USING (sample_id) WHERE s.status = 'accepted'"
         )
         assert len(rows) == 10
         assert all(r["verdict"] == r["expected_verdict"] for r in rows)
@@ -240,7 +241,6 @@ def test_chaos_every_sample_ends_with_a_reason(tmp_path: Path) -> None:
 
 def test_exports_of_a_generated_run(tmp_path: Path, server) -> None:
     import datasets
-    import pandas as pd
 
     db = tmp_path / "icm.duckdb"
     summary = run_pipeline(make_manifest(tmp_path / "in"), db, server)
@@ -259,6 +259,37 @@ def test_exports_of_a_generated_run(tmp_path: Path, server) -> None:
     frame = pd.read_parquet(tmp_path / "x.parquet")
     assert len(frame) == 10
     assert len(datasets.load_from_disk(str(tmp_path / "x.hf"))) == 10
+
+
+def test_export_all_shows_what_a_rejected_sample_said(tmp_path: Path, server) -> None:
+    """Rejected samples keep their last explanations and Q-A: --all exports them, with status."""
+    db = tmp_path / "icm.duckdb"
+    summary = run_pipeline(make_manifest(tmp_path / "in"), db, server, max_stage_retries=1)
+    with Store.open(db, read_only=True) as store:
+        export_run(store, summary.run_id, "llava", tmp_path / "a.llava.json", include_all=True)
+        export_run(store, summary.run_id, "parquet", tmp_path / "a.parquet", include_all=True)
+        accepted_only = export_run(store, summary.run_id, "llava", tmp_path / "x.llava.json")
+        last = store.rows(
+            "SELECT o.rule_variant, o.output_json FROM stage_outputs o JOIN samples s "
+            "USING (sample_id) WHERE s.category = 'upper_bust' AND o.stage = 'explainer' "
+            "QUALIFY o.attempt = max(o.attempt) OVER (PARTITION BY o.rule_variant)"
+        )
+    assert accepted_only.records == 10  # rejected samples stay out of a plain export
+    frame = pd.read_parquet(tmp_path / "a.parquet")
+    assert len(frame) == 12  # 5 accepted + 1 rejected sample, x 2 rules
+    bust = frame[frame["category"] == "upper_bust"].sort_values("rule")
+    assert list(bust["status"]) == ["rejected", "rejected"]
+    assert list(bust["rule"]) == ["R1", "R2"]
+    # Exactly what the explainer's last attempt said, wrong verdict included.
+    said = {r["rule_variant"]: json.loads(r["output_json"]) for r in last}
+    for row in bust.itertuples():
+        assert row.explanation == said[row.rule]["explanation"]
+        assert row.verdict == said[row.rule]["verdict"] != row.expected_verdict
+        # The Q-A writer writes for the first rule; no synthesised verdict question is added.
+        assert (len(row.qa) > 0) == (row.rule == "R1")
+        assert not any(q["question"].startswith("Under rule") for q in row.qa)
+    meta = [json.loads(line) for line in (tmp_path / "a.llava.meta.jsonl").read_text().splitlines()]
+    assert sorted(m["status"] for m in meta if m["category"] == "upper_bust") == ["rejected"] * 2
 
 
 def _generate_cmd(manifest: Path, db: Path, url: str) -> list[str]:

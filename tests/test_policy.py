@@ -107,6 +107,46 @@ def test_bare_legs_flip_between_rules_as_in_the_paper_teaser():
         assert all(policy.ruling(key, rule).provenance == "paper" for rule in policy.rules)
 
 
+# The paper's teaser (Fig. 1a) fixes the crossing of the four rule variants.
+TEASER_AUDIENCES = {
+    "R1": ("under 13", "conservative"),
+    "R2": ("under 13", "open"),
+    "R3": ("13 and over", "conservative"),
+    "R4": ("13 and over", "open"),
+}
+# Principle (2) of the policy's notes: mild suggestive behaviour and attire are flagged for
+# children everywhere and, for 13+, only in a conservative culture (pout and tongue: never for 13+).
+AGE_DECIDED = ("sexy_kiss", "pout", "tongue", "bite_lip", "stockings", "wet", "male_sexy")
+
+
+def test_rule_audiences_are_the_teaser_crossing():
+    policy = load_policy("icm_sexy")
+    for rule, (age, culture) in TEASER_AUDIENCES.items():
+        audience = policy.rules[rule].audience
+        assert (audience.age_group, audience.culture) == (age, culture), rule
+    shown = json.loads(invoke("show", "icm_sexy", "--json").output)["rules"]
+    assert {r: (v["age_group"], v["culture"]) for r, v in shown.items()} == TEASER_AUDIENCES
+
+
+def test_open_culture_columns_follow_the_policy_principle():
+    policy = load_policy("icm_sexy")
+    for key in AGE_DECIDED:
+        assert policy.verdict(key, "R2") == "sexy", key  # children, open culture
+        assert policy.verdict(key, "R4") == "not sexy", key  # 13+, open culture
+        assert policy.verdict(key, "R1") == "sexy", key
+        expected_r3 = "not sexy" if key in ("pout", "tongue") else "sexy"
+        assert policy.verdict(key, "R3") == expected_r3, key
+    # Everything else is decided by culture (or is sexy for every audience): a child audience
+    # and a 13+ audience of the same culture get the same verdict.
+    for key in set(policy.categories) - set(AGE_DECIDED) - {"pout", "tongue"}:
+        assert policy.verdict(key, "R2") == policy.verdict(key, "R4"), key
+    # A younger audience is never judged more leniently within one culture.
+    for key in policy.categories:
+        for young, old in (("R1", "R3"), ("R2", "R4")):
+            if policy.verdict(key, old) == "sexy":
+                assert policy.verdict(key, young) == "sexy", (key, young)
+
+
 def test_low_exposure_is_never_sexy_and_rules_differ():
     policy = load_policy("icm_sexy")
     normals = [key for key in policy.categories if key.endswith("_normal")]

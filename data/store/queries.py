@@ -199,13 +199,17 @@ def export_rows(
 def explanations_with_samples(
     store: Store, run_id: str, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """The run's final explanations with their sample's policy, category, description, context
-    and image, by sample and rule variant."""
+    """The run's final explanations of its accepted samples, with their sample's policy,
+    category, description, context and image, by sample and rule variant.
+
+    Accepted samples only: rejected and failed samples keep their last explanations too (for
+    export --all and the viewer), but a judging run scores the run's output.
+    """
     sql = (
         "SELECT e.sample_id, e.rule_variant, e.verdict, e.expected_verdict, e.explanation, "
         "s.policy_name, s.category, s.description, s.context, s.image_path, s.image_sha256 "
         "FROM explanations e JOIN samples s USING (sample_id) WHERE e.run_id = ? "
-        "ORDER BY e.sample_id, e.rule_variant"
+        "AND s.status = 'accepted' ORDER BY e.sample_id, e.rule_variant"
     )
     if limit is None:
         return store.rows(sql, [run_id])

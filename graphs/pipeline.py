@@ -31,15 +31,31 @@ from agents.explainer import explain, rule_question
 from agents.models.base import ImageInput
 from agents.qa_writer import QACounts, write_qa
 from agents.role_call import LayerLike
-from agents.schemas import FULL, Lengths
+from agents.schemas import (
+    FULL,
+    Lengths,
+    context_model,
+    description_with_proposal_model,
+    explanation_model,
+    qa_model,
+)
 from data.policy_models import Policy
 from data.store import utcnow
 from data.store.batch import BatchWriter
 from evaluators.consistency import Check
-from evaluators.text_checks import with_garbage_checks
+from evaluators.text_checks import schema_texts, with_garbage_checks
 from graphs.state import SampleSpec, SampleState
 
 RECURSION_LIMIT = 200
+#: the roles' output-schema field descriptions, which no generated text may copy
+SCHEMA_TEXTS = schema_texts(
+    (
+        description_with_proposal_model(("category",)),
+        context_model(FULL),
+        explanation_model(("label", "other label")),
+        qa_model(1, 1, 1, 1),
+    )
+)
 STAGES_BEFORE_EXPLAINER = ("describer", "context_interpreter")
 #: the roles a generation run asks models (the critic only when its LLM critique is on)
 GENERATION_ROLES = ("describer", "context_interpreter", "explainer", "qa_writer", "critic")
@@ -338,6 +354,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             deterministic_checks(
                 policy, dict(state), contradiction_finder=deps.contradiction_finder
             ),
+            SCHEMA_TEXTS,
         )
         deps.recorder.checks(state, attempt, checks, "deterministic")
         update: dict[str, Any] = {"attempts": attempts}

@@ -35,6 +35,11 @@ from evaluators.lemmas import STOPWORDS, contains_phrase, content_lemmas, lemma,
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+def _clip(text: str, limit: int = 100) -> str:
+    """A quote short enough for feedback to a model."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def _tandem_copies(k: int) -> int:
     """Copies in a row of a k-word run that make a loop: 4 of one word ("very very very
     very"), 3 of a short phrase, 2 of a run as long as a clause."""
@@ -64,7 +69,7 @@ def find_loop(text: str) -> str | None:
     for sentence in _SENTENCES.split(text):
         key = tuple(words(sentence))
         if len(key) >= 5 and key in seen:
-            return f"writes the sentence '{sentence.strip()}' twice"
+            return f"writes the sentence '{_clip(sentence.strip())}' twice"
         seen.add(key)
     for size, most in ((8, 3), (5, 5)):
         grams = Counter(tuple(tokens[i : i + size]) for i in range(n - size + 1))

@@ -337,8 +337,8 @@ def check_key_elements(elements: Sequence[str], description: str) -> Check:
 
 _BARE_YES_NO = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)
 _DANGLING = frozenset((
-    "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "is", "are",
-    "was", "were", "because", "that", "which", "than", "into", "onto",
+    "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "because",
+    "than", "into", "onto",
 ))  # fmt: skip
 _OPEN_WORD = re.compile(r"\b(what|how|which|where|who|whom|whose|why|when|describe)\b", re.I)
 _YES_NO_FORM = re.compile(

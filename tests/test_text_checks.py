@@ -25,6 +25,7 @@ from evaluators.lemmas import contains_phrase, content_lemmas, lemma
 from evaluators.text_checks import (
     attribute_mentions,
     check_attributes_mentioned,
+    check_states_one_label,
     garbage_checks,
     label_statements,
     stated_labels,
@@ -613,3 +614,23 @@ def test_released_records_rejection_rate(tmp_path: Path) -> None:
     assert result["rejected_by_any_text_check"] / 420 <= 0.08
     loops = result["examples"]["no_looping_text"]
     assert any("upper_bust_202207201106173963_v2.JPEG" in line for line in loops)
+
+
+def test_released_explanations_with_a_code_written_conclusion() -> None:
+    """If the conclusion sentence is written by code from the rule table, states_one_label
+    must accept every released explanation followed by its own label, and catch most of them
+    followed by the other label (the rest state no label in a sentence of their own)."""
+    if not RELEASED.exists():
+        pytest.skip(f"released ICM-Instruct dev data not found at {RELEASED}")
+    labels = list(load_policy("icm_sexy").verdicts)
+    records = [json.loads(line) for line in RELEASED.read_text(encoding="utf-8").splitlines()]
+    agreeing = caught = 0
+    for record in records:
+        other = next(label for label in labels if label != record["label"])
+        for label in (record["label"], other):
+            text = f"{record['explanation'].rstrip()} Conclusion: The picture is {label}."
+            passed = check_states_one_label("explainer", text, labels, "it").passed
+            agreeing += label == record["label"] and not passed
+            caught += label == other and not passed
+    assert agreeing == 0
+    assert caught >= 0.7 * len(records)

@@ -19,31 +19,44 @@ import argparse
 import json
 import sys
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT.parent / "shared" / "datasets" / "icm_assistant" / "instruct_dev.jsonl"
 
 
-def measure(path: Path, policy_name: str, examples: int) -> dict[str, object]:
+@dataclass
+class Measurement:
+    """Rejections per check over one file; ``per_check`` rows: records, rejected, rate."""
+
+    file: str
+    policy: str
+    records: int = 0
+    bad_lines: list[str] = field(default_factory=list)
+    per_check: dict[str, dict[str, float]] = field(default_factory=dict)
+    rejected_by_any_text_check: int = 0
+    """Records failing any check but ``attributes_mentioned`` (which reads the explanation as
+    if it were a description, see the module docstring)."""
+    rejected_by_any_check: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+
+def measure(path: Path, policy_name: str, examples: int) -> Measurement:
     sys.path.insert(0, str(ROOT))
     from data.policy import load_policy
     from evaluators.audit import BadLine, read_records
     from evaluators.text_checks import released_record_checks
 
     policy = load_policy(policy_name)
-    records = 0
-    bad_lines = []
+    out = Measurement(file=str(path), policy=policy_name)
     rejected: Counter[str] = Counter()
     applied: Counter[str] = Counter()
-    any_rejected = 0
-    any_text_rejected = 0
-    shown: dict[str, list[str]] = {}
     for number, item in read_records(path):
         if isinstance(item, BadLine):
-            bad_lines.append(f"{path}:{item.line}: {item.message}")
+            out.bad_lines.append(f"{path}:{item.line}: {item.message}")
             continue
-        records += 1
+        out.records += 1
         checks = released_record_checks(
             policy,
             category=item.category,
@@ -52,16 +65,15 @@ def measure(path: Path, policy_name: str, examples: int) -> dict[str, object]:
             mc=[(m.question, m.choices, m.answer) for m in item.mc],
         )
         failed = [c for c in checks if not c.passed]
-        for check in checks:
-            applied[check.name] += 1
+        applied.update(c.name for c in checks)
         for check in failed:
             rejected[check.name] += 1
-            bucket = shown.setdefault(check.name, [])
-            if len(bucket) < examples:
+            bucket = out.examples.setdefault(check.name, []) if examples > 0 else None
+            if bucket is not None and len(bucket) < examples:
                 bucket.append(f"line {number} ({item.image}): {check.message[:300]}")
-        any_rejected += bool(failed)
-        any_text_rejected += any(c.name != "attributes_mentioned" for c in failed)
-    per_check = {
+        out.rejected_by_any_check += bool(failed)
+        out.rejected_by_any_text_check += any(c.name != "attributes_mentioned" for c in failed)
+    out.per_check = {
         name: {
             "records": applied[name],
             "rejected": rejected[name],
@@ -69,16 +81,7 @@ def measure(path: Path, policy_name: str, examples: int) -> dict[str, object]:
         }
         for name in sorted(applied)
     }
-    return {
-        "file": str(path),
-        "policy": policy_name,
-        "records": records,
-        "bad_lines": bad_lines,
-        "per_check": per_check,
-        "rejected_by_any_text_check": any_text_rejected,
-        "rejected_by_any_check": any_rejected,
-        "examples": shown,
-    }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,23 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.file.is_file():
         parser.error(f"{args.file}: no such file (pass --file)")
     result = measure(args.file, args.policy, args.examples)
-    n = int(result["records"])  # type: ignore[call-overload]
-    print(f"{result['file']}: {n} records, policy {result['policy']}")
-    for line in result["bad_lines"]:  # type: ignore[attr-defined]
+    n = result.records
+    print(f"{result.file}: {n} records, policy {result.policy}")
+    for line in result.bad_lines:
         print(f"  unreadable: {line}")
     print(f"  {'check':<30} {'rejected':>9} {'rate':>7}")
-    for name, row in result["per_check"].items():  # type: ignore[attr-defined]
+    for name, row in result.per_check.items():
         print(f"  {name:<30} {row['rejected']:>5}/{row['records']:<3} {row['rate']:>7.1%}")
-    text = int(result["rejected_by_any_text_check"])  # type: ignore[call-overload]
-    every = int(result["rejected_by_any_check"])  # type: ignore[call-overload]
+    text, every = result.rejected_by_any_text_check, result.rejected_by_any_check
     print(f"  any check but attributes_mentioned: {text}/{n} = {text / max(n, 1):.1%}")
     print(f"  any check:                          {every}/{n} = {every / max(n, 1):.1%}")
-    for name, lines in result["examples"].items():  # type: ignore[attr-defined]
+    for name, lines in result.examples.items():
         print(f"\n{name}:")
         for line in lines:
             print(f"  {line}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     return 0
 
 

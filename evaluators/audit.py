@@ -34,6 +34,13 @@ Kinds of finding, each from a check in :mod:`evaluators.consistency`:
   item answered yes or no. MQA scores yes/no items by the answer's first character, so both
   corrupt the metric.
 - ``refusal``: refusal text in the explanation or an answer (``check_no_refusal``).
+- ``looping_text``: the explanation repeats itself: a run of words back to back, a sentence
+  written twice (``check_no_looping`` of :mod:`evaluators.text_checks`).
+- ``states_two_labels``: the explanation states two verdict labels ("sexy, not sexy"; "the
+  image is sexy ... the image is not sexy") (``check_states_one_label``).
+- ``json_in_text``: JSON syntax or schema keywords in the explanation (``check_no_json``).
+- ``malformed_qa``: a question, option or open answer that is empty, only punctuation, JSON
+  residue, a question without "?", or an answer that breaks off (``check_qa_well_formed``).
 - ``unknown_label``: the label is none of the policy's verdicts (the label checks are skipped).
 
 A line that is not a valid record is reported as ``file:line: why`` and counted; the audit goes
@@ -62,6 +69,13 @@ from evaluators.consistency import (
     people_missing,
     yes_no_answer,
 )
+from evaluators.text_checks import (
+    check_no_json,
+    check_no_looping,
+    check_qa_well_formed,
+    check_states_one_label,
+    released_qa,
+)
 
 KINDS: tuple[str, ...] = (
     "yes_no_contradicts_label",
@@ -73,6 +87,10 @@ KINDS: tuple[str, ...] = (
     "people_not_in_explanation",
     "qa_type_mismatch",
     "refusal",
+    "looping_text",
+    "states_two_labels",
+    "json_in_text",
+    "malformed_qa",
     "unknown_label",
 )
 """Every kind of finding, in report order."""
@@ -231,6 +249,7 @@ def audit_record(record: InstructRecord, line: int, policy: Policy) -> list[Find
     findings += _people_findings(record, found)
     findings += _type_findings(record, found)
     findings += _refusal_findings(record, found)
+    findings += _garbage_findings(record, policy, found)
     order = {kind: n for n, kind in enumerate(KINDS)}
     return sorted(findings, key=lambda f: order[f.kind])
 
@@ -367,4 +386,24 @@ def _refusal_findings(record: InstructRecord, found: Found) -> list[Finding]:
         check = check_no_refusal("explainer" if not question else "qa_writer", text)
         if not check.passed:
             out.append(found("refusal", question, text, check.message))
+    return out
+
+
+def _garbage_findings(record: InstructRecord, policy: Policy, found: Found) -> list[Finding]:
+    """The garbage checks of :mod:`evaluators.text_checks` that read released records."""
+    text, where = record.explanation, "the explanation"
+    checks = [
+        ("looping_text", check_no_looping("explainer", text, where)),
+        ("states_two_labels", check_states_one_label("explainer", text, list(policy.verdicts),
+                                                      where)),
+        ("json_in_text", check_no_json("explainer", text, where)),
+    ]  # fmt: skip
+    out = [found(kind, "", text, check.message) for kind, check in checks if not check.passed]
+    qa = released_qa(
+        [(q.type, q.question, q.answer) for q in record.qa],
+        [(m.question, m.choices, m.answer) for m in record.mc],
+    )
+    check = check_qa_well_formed(qa)
+    if not check.passed:
+        out.append(found("malformed_qa", "", "", check.message))
     return out

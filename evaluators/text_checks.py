@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from data.policy_models import Policy
 from evaluators.consistency import Check
 from evaluators.lemmas import STOPWORDS, contains_phrase, content_lemmas, lemma, words
@@ -31,6 +33,11 @@ from evaluators.lemmas import STOPWORDS, contains_phrase, content_lemmas, lemma,
 # ----------------------------------------------------------------------------- looping text
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    """A quote short enough for feedback to a model."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def _tandem_copies(k: int) -> int:
@@ -62,7 +69,7 @@ def find_loop(text: str) -> str | None:
     for sentence in _SENTENCES.split(text):
         key = tuple(words(sentence))
         if len(key) >= 5 and key in seen:
-            return f"writes the sentence '{sentence.strip()}' twice"
+            return f"writes the sentence '{_clip(sentence.strip())}' twice"
         seen.add(key)
     for size, most in ((8, 3), (5, 5)):
         grams = Counter(tuple(tokens[i : i + size]) for i in range(n - size + 1))
@@ -229,12 +236,55 @@ def json_residue(text: str) -> str | None:
     return None
 
 
-def check_no_json(stage: str, text: str, where: str) -> Check:
-    """Prose must not carry JSON syntax or schema keywords: a model that copies the schema
-    into its answer has not answered."""
+def schema_texts(models: Iterable[type[BaseModel]]) -> list[str]:
+    """The field descriptions of output models' JSON schemas (what a model sees of them),
+    for :func:`schema_echo`. Models are passed in: this layer does not know the roles."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            text = node.get("description")
+            if isinstance(text, str) and text not in found:
+                found.append(text)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for model in models:
+        walk(model.model_json_schema())
+    return found
+
+
+_ECHO_WORDS = 6
+"""Shortest schema description that counts as copied: "Where the scene takes place" (5
+words) may be written in good prose, "The mood or atmosphere the image conveys" is not."""
+
+
+def schema_echo(text: str, schema: Iterable[str]) -> str | None:
+    """The first schema description the text copies word for word, or None."""
+    tokens = words(text)
+    for description in schema:
+        wanted = words(description)
+        if len(wanted) >= _ECHO_WORDS and contains_phrase(tokens, wanted):
+            return description
+    return None
+
+
+def check_no_json(stage: str, text: str, where: str, schema: Iterable[str] = ()) -> Check:
+    """Prose must not carry JSON syntax or schema keywords, nor copy the output schema's field
+    descriptions ("The mood or atmosphere the image conveys."): a model that copies the
+    schema into its answer has not answered."""
     residue = json_residue(text)
-    msg = f"{where} contains {residue}; write plain sentences, no JSON" if residue else ""
-    return Check("no_json_fragments", stage, residue is None, msg)
+    if residue:
+        msg = f"{where} contains {residue}; write plain sentences, no JSON"
+        return Check("no_json_fragments", stage, False, msg)
+    echo = schema_echo(text, schema)
+    if echo:
+        msg = f"{where} copies the output schema's field description '{echo}'; answer it instead"
+        return Check("no_json_fragments", stage, False, msg)
+    return Check("no_json_fragments", stage, True)
 
 
 # ----------------------------------------------------------------------------- key elements
@@ -265,9 +315,16 @@ def _content_words(text: str) -> list[str]:
 
 
 def check_key_elements(elements: Sequence[str], description: str) -> Check:
-    """Key elements must be phrases of the description they summarise."""
+    """Key elements must be distinct phrases of the description they summarise."""
     lemmas = content_lemmas(description)
     problems = [p for e in elements if (p := key_element_problem(e, lemmas))]
+    times = Counter(" ".join(content_lemmas(e)) or e.strip().lower() for e in elements)
+    shown: set[str] = set()
+    for element in elements:
+        key = " ".join(content_lemmas(element)) or element.strip().lower()
+        if times[key] > 1 and key not in shown:
+            shown.add(key)
+            problems.append(f"'{element}' is listed {times[key]} times")
     msg = (
         "key elements must be short phrases taken from the description: " + "; ".join(problems)
         if problems
@@ -280,49 +337,69 @@ def check_key_elements(elements: Sequence[str], description: str) -> Check:
 
 _BARE_YES_NO = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)
 _DANGLING = frozenset((
-    "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "is", "are",
-    "was", "were", "because", "that", "which", "than", "into", "onto",
+    "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "because",
+    "than", "into", "onto",
 ))  # fmt: skip
-_OPEN_WORD = re.compile(r"^\W*(what|how|which|where|who|whom|whose|why|when|describe)\b", re.I)
+_OPEN_WORD = re.compile(r"\b(what|how|which|where|who|whom|whose|why|when|describe)\b", re.I)
+_YES_NO_FORM = re.compile(
+    r"^\W*(is|are|was|were|does|do|did|can|could|has|have|had|will|would|should|may|might)\b",
+    re.IGNORECASE,
+)
 
 
-def answer_problem(answer: str, *, open_question: bool) -> str | None:
-    """Why a Q-A text is not usable: empty, punctuation only, JSON residue; for the answer to
-    an open question (``open_question``: one that asks what, how, which...) also a bare
-    yes/no ("What is visible? No.") or a sentence that breaks off ("It shows the")."""
-    if not re.search(r"[A-Za-z0-9]", answer):
+def text_problem(text: str) -> str | None:
+    """Why a question, option or answer is not a usable text: empty, only punctuation, or
+    carrying JSON residue (``No'}], ``)."""
+    if not re.search(r"[^\W_]", text):
         return "is empty or only punctuation"
-    residue = json_residue(answer)
-    if residue:
-        return f"contains {residue}"
-    if open_question and _BARE_YES_NO.match(answer):
-        return "answers an open question with a bare yes/no"
+    residue = json_residue(text)
+    return f"contains {residue}" if residue else None
+
+
+def is_open_question(question: str) -> bool:
+    """Asks what, how, which... and is not phrased as a yes/no question ("Is it what ...")."""
+    return bool(_OPEN_WORD.search(question)) and not _YES_NO_FORM.match(question)
+
+
+def fragment_problem(answer: str) -> str | None:
+    """Why the answer to an open question is a fragment: it breaks off on a word that must be
+    followed by more ("It shows the", "A woman with")."""
     tokens = words(answer)
-    if open_question and tokens and tokens[-1] in _DANGLING and len(tokens) > 1:
+    if len(tokens) > 1 and tokens[-1] in _DANGLING:
         return f"breaks off after '{tokens[-1]}'"
     return None
 
 
-def qa_problems(qa: Mapping[str, Any]) -> list[str]:
-    """Problems of a Q-A set in the pipeline's shape (``yes_no``, ``multiple_choice``,
-    ``what``, ``how`` lists of items with ``question`` and ``answer``/``options``)."""
-    problems = []
+def _items(qa: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
     for kind in ("yes_no", "multiple_choice", "what", "how"):
         for item in qa.get(kind) or []:
-            question = str(item.get("question", ""))
-            why = answer_problem(question, open_question=False)
+            yield kind, item
+
+
+def qa_problems(qa: Mapping[str, Any]) -> list[str]:
+    """Unusable texts in a Q-A set in the pipeline's shape (``yes_no``, ``multiple_choice``,
+    ``what``, ``how`` lists of items with ``question`` and ``answer``/``options``): empty,
+    punctuation or JSON residue anywhere; a question without '?'; an open answer that breaks
+    off."""
+    problems = []
+    for kind, item in _items(qa):
+        question = str(item.get("question", ""))
+        why = text_problem(question)
+        if why is None and not question.rstrip().endswith("?"):
+            why = "is not a question (no '?')"
+        if why:
+            problems.append(f"the question '{question}' {why}")
+        for option in (str(o) for o in item.get("options") or []):
+            why = text_problem(option)
             if why:
-                problems.append(f"the question '{question}' {why}")
-            options = item.get("options") or [] if kind == "multiple_choice" else []
-            for option in (str(o) for o in options):
-                why = answer_problem(option, open_question=False)
-                if why:
-                    problems.append(f"an option of '{question}' ('{option}') {why}")
-            if kind in ("what", "how"):
-                answer = str(item.get("answer", ""))
-                why = answer_problem(answer, open_question=bool(_OPEN_WORD.match(question)))
-                if why:
-                    problems.append(f"the {kind} answer '{answer}' to '{question}' {why}")
+                problems.append(f"an option of '{question}' ('{option}') {why}")
+        if kind in ("what", "how"):
+            answer = str(item.get("answer", ""))
+            why = text_problem(answer) or (
+                fragment_problem(answer) if is_open_question(question) else None
+            )
+            if why:
+                problems.append(f"the {kind} answer '{answer}' to '{question}' {why}")
     return problems
 
 
@@ -330,6 +407,28 @@ def check_qa_well_formed(qa: Mapping[str, Any]) -> Check:
     """Every question, option and open answer must be a complete, plain text."""
     problems = qa_problems(qa)
     return Check("qa_well_formed", "qa_writer", not problems, "; ".join(problems))
+
+
+def kind_problems(qa: Mapping[str, Any]) -> list[str]:
+    """What and How items that are yes/no items in disguise: a yes/no question ("Is the image
+    sexy?" as a What item), or an open question answered with a bare yes or no."""
+    problems = []
+    for kind, item in _items(qa):
+        if kind not in ("what", "how"):
+            continue
+        question, answer = str(item.get("question", "")), str(item.get("answer", ""))
+        if _YES_NO_FORM.match(question) and not _OPEN_WORD.search(question):
+            problems.append(f"the {kind} item '{question}' asks a yes/no question")
+        elif is_open_question(question) and _BARE_YES_NO.match(answer):
+            problems.append(f"the {kind} question '{question}' is answered '{answer.strip()}'")
+    return problems
+
+
+def check_qa_fits_kind(qa: Mapping[str, Any]) -> Check:
+    """What/How items must ask and answer open questions: MQA scores yes/no items by the
+    answer's first character, and a yes/no pair filed as What teaches nothing open."""
+    problems = kind_problems(qa)
+    return Check("qa_fits_item_kind", "qa_writer", not problems, "; ".join(problems))
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -384,10 +483,13 @@ def check_attributes_mentioned(
 # ----------------------------------------------------------------------------- a whole sample
 
 
-def garbage_checks(policy: Policy, state: Mapping[str, Any]) -> list[Check]:
+def garbage_checks(
+    policy: Policy, state: Mapping[str, Any], schema: Sequence[str] = ()
+) -> list[Check]:
     """Every check above over a pipeline state (the critic's input): the description and key
     elements (unless the description was given), the context, each rule's explanation, the
-    Q-A set."""
+    Q-A set. ``schema``: the output schemas' field descriptions (:func:`schema_texts`), which
+    a prose field must not copy."""
     checks: list[Check] = []
     sample = state.get("sample")
     given = sample is not None and getattr(sample, "given_description", None) is not None
@@ -395,7 +497,7 @@ def garbage_checks(policy: Policy, state: Mapping[str, Any]) -> list[Check]:
     category = state.get("category")
     if description and not given:
         checks.append(check_no_looping("describer", description, "the description"))
-        checks.append(check_no_json("describer", description, "the description"))
+        checks.append(check_no_json("describer", description, "the description", schema))
         if state.get("key_elements"):
             checks.append(check_key_elements(state["key_elements"], description))
         if category:
@@ -405,27 +507,28 @@ def garbage_checks(policy: Policy, state: Mapping[str, Any]) -> list[Check]:
     context = state.get("context")
     if context:
         checks.append(check_no_looping("context_interpreter", context, "the context"))
-        checks.append(check_no_json("context_interpreter", context, "the context"))
+        checks.append(check_no_json("context_interpreter", context, "the context", schema))
     labels = list(policy.verdicts)
     for rule, item in (state.get("explanations") or {}).items():
         text = item["explanation"]
         where = f"under {rule} the explanation"
         checks.append(check_no_looping("explainer", text, where))
-        checks.append(check_no_json("explainer", text, where))
+        checks.append(check_no_json("explainer", text, where, schema))
         checks.append(check_states_one_label("explainer", text, labels, where))
     qa = state.get("qa")
     if qa:
         checks.append(check_qa_well_formed(qa))
+        checks.append(check_qa_fits_kind(qa))
     return checks
 
 
 def with_garbage_checks(
-    policy: Policy, state: Mapping[str, Any], checks: Sequence[Check]
+    policy: Policy, state: Mapping[str, Any], checks: Sequence[Check], schema: Sequence[str] = ()
 ) -> list[Check]:
     """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
     one of the same name and stage there: ``attributes_mentioned`` reads the policy's
     synonyms and lemmas instead of words cut from the value's description."""
-    extra = garbage_checks(policy, state)
+    extra = garbage_checks(policy, state, schema)
     replaced = {(c.name, c.stage) for c in extra}
     return [c for c in checks if (c.name, c.stage) not in replaced] + extra
 
@@ -468,8 +571,9 @@ def released_record_checks(
         check_no_looping("explainer", explanation, where),
         check_no_json("explainer", explanation, where),
         check_states_one_label("explainer", explanation, list(policy.verdicts), where),
-        check_qa_well_formed(released_qa(qa, mc)),
     ]
+    pairs = released_qa(qa, mc)
+    checks += [check_qa_well_formed(pairs), check_qa_fits_kind(pairs)]
     if category in policy.categories:
         mentions = attribute_mentions(policy, category)
         checks.append(check_attributes_mentioned(explanation, mentions, "explainer"))

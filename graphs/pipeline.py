@@ -36,16 +36,33 @@ from agents.critic import (
 from agents.models.base import ImageInput
 from agents.models.result import CallResult
 from agents.role_call import LayerLike
-from agents.schemas import FULL, Lengths, QACounts
+from agents.schemas import (
+    FULL,
+    Lengths,
+    QACounts,
+    context_model,
+    description_with_proposal_model,
+    explanation_model,
+    qa_model,
+)
 from agents.stages import CRITIC, StageCall, StageRegistry, StageSpec, Target, default_registry
 from data.policy_models import Policy
 from data.store import utcnow
 from data.store.batch import BatchWriter
 from evaluators.consistency import Check
-from evaluators.text_checks import with_garbage_checks
+from evaluators.text_checks import schema_texts, with_garbage_checks
 from graphs.state import SampleSpec, SampleState
 
 RECURSION_LIMIT = 200
+#: the roles' output-schema field descriptions, which no generated text may copy
+SCHEMA_TEXTS = schema_texts(
+    (
+        description_with_proposal_model(("category",)),
+        context_model(FULL),
+        explanation_model(("label", "other label")),
+        qa_model(1, 1, 1, 1),
+    )
+)
 
 
 def generation_roles(registry: StageRegistry | None = None) -> tuple[str, ...]:
@@ -328,6 +345,7 @@ async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
         policy,
         plain,
         deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder),
+        SCHEMA_TEXTS,
     )
     deps.recorder.checks(state, attempt, checks, "deterministic")
     update: dict[str, Any] = {"attempts": attempts}

@@ -93,6 +93,10 @@ def test_dev_split_counts(dev_report: AuditReport) -> None:
         "people_not_in_explanation": 21,
         "qa_type_mismatch": 32,
         "refusal": 0,
+        "looping_text": 1,
+        "states_two_labels": 0,
+        "json_in_text": 0,
+        "malformed_qa": 1,
         "unknown_label": 0,
     }
     assert dev_report.records_affected()["repeated_question"] == 45
@@ -190,6 +194,17 @@ LINES = [
     json.dumps({"image": "nolabel.jpg", "explanation": "x"}),
     json.dumps({"id": "1", "image": "a.jpg", "conversations": [{"from": "human", "value": "?"}]}),
     "",
+    # 16: the explanation writes one sentence twice
+    _record("looping.jpg", "sexy", "A woman in a bikini poses on the sand. A woman in a bikini "
+            "poses on the sand. The image is sexy."),
+    # 17: the explanation states both labels
+    _record("two_labels.jpg", "not sexy", "A person in a coat. The image is sexy, not sexy.",
+            category="upper_normal"),
+    # 18: schema residue in the explanation
+    _record("json.jpg", "sexy", SEXY + ' {"type": "string"}'),
+    # 19: an open answer that breaks off
+    _record("malformed.jpg", "sexy", SEXY, qa=[_qa("What", "What is she holding?",
+                                                  "A towel with the")]),
 ]  # fmt: skip
 EXPECTED_RECORD = {
     "yes_no_contradicts_label": "yes_no.jpg",
@@ -201,6 +216,10 @@ EXPECTED_RECORD = {
     "people_not_in_explanation": "people.jpg",
     "qa_type_mismatch": "type.jpg",
     "refusal": "refusal.jpg",
+    "looping_text": "looping.jpg",
+    "states_two_labels": "two_labels.jpg",
+    "json_in_text": "json.jpg",
+    "malformed_qa": "malformed.jpg",
     "unknown_label": "label.jpg",
 }
 
@@ -215,7 +234,7 @@ def synthetic(tmp_path: Path) -> Path:
 def test_each_defect_kind_once_and_bad_lines_named(synthetic: Path) -> None:
     report = audit_file(synthetic, load_policy("icm_sexy"))
     assert set(EXPECTED_RECORD) == set(KINDS)
-    assert report.records == 10
+    assert report.records == 14
     assert report.counts() == dict.fromkeys(KINDS, 1)
     assert {f.kind: f.record for f in report.findings} == EXPECTED_RECORD
     assert [b.line for b in report.bad_lines] == [11, 12, 13, 14]
@@ -235,7 +254,7 @@ def test_cli_prints_examples_and_errors(synthetic: Path) -> None:
     assert f"{synthetic}:11: not JSON" in result.stderr
     assert f"{synthetic}:14: a LLaVA conversation record" in result.stderr
     out = result.stdout
-    assert "10 records" in out and "4 bad lines" in out
+    assert "14 records" in out and "4 bad lines" in out
     assert "people.jpg (line 7)" in out
     assert "Q: What is the man holding?" in out
     assert "why: names man, which the explanation never mentions" in out
@@ -246,7 +265,7 @@ def test_cli_json_counts(synthetic: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["counts"] == dict.fromkeys(KINDS, 1)
-    assert data["records"] == 10 and data["bad_lines"] == 4
+    assert data["records"] == 14 and data["bad_lines"] == 4
     assert data["examples"] == {}
 
 

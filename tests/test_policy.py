@@ -296,6 +296,18 @@ BROKEN = [
     ),
     ("unknown_verdict_label", 33, "rules.R1.verdicts.lower_leg.verdict", "label 'sxy'"),
     ("unknown_category", 42, "rules.R2.verdicts.upper_leg", "unknown category 'upper_leg'"),
+    (
+        "bad_synonym",
+        19,
+        "attributes.exposure.values.leg.synonyms[1]",
+        "'Bare Thighs' is not a phrase",
+    ),
+    (
+        "duplicate_synonym",
+        19,
+        "attributes.exposure.values.leg.synonyms",
+        "synonym 'thigh' is listed twice",
+    ),
 ]
 
 
@@ -363,3 +375,14 @@ def test_yaml_reader_keeps_lines_and_rejects_what_pyyaml_would_hide():
     assert doc.lines[("a", "c", 1)] == 5
     assert doc.line_of(("a", "c", "missing")) == 3
     assert [(p.line, p.path) for p in doc.problems] == [(6, ("a", "b")), (7, ())]
+
+
+def test_attribute_values_take_a_description_or_description_and_synonyms():
+    text = (FIXTURES / "bad_synonym.yaml").read_text(encoding="utf-8")
+    policy = parse_policy(text.replace("Bare Thighs", "bare thighs"), name="fixture")
+    exposure = policy.attributes["exposure"]
+    assert exposure.values == {"leg": "bare legs", "normal": "covered"}
+    assert exposure.mentions("leg") == ["leg", "bare thighs", "shorts"]
+    assert exposure.mentions("normal") == ["normal"]  # bare string: the value's name words
+    region = policy.attributes["region"]
+    assert region.synonyms == {} and region.mentions("upper") == ["upper"]

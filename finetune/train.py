@@ -54,6 +54,7 @@ from torch import nn
 from data.store import Store, records, to_json, utcnow
 from finetune.collate import IGNORE, ChatEncoder, Collator, Example, model_inputs
 from finetune.config import FinetuneConfig
+from finetune.data import build_datasets
 from finetune.families import (
     Family,
     expected_image_tokens,
@@ -273,8 +274,6 @@ class Trainer:
         t = config.train
         self.output_dir = Path(t.output_dir)
         if train_examples is None:
-            from finetune.data import build_datasets
-
             bundle = build_datasets(config.data, mode=t.mode, seed=t.seed)
             train_examples, val_examples, self.data_summary = (
                 bundle.train,

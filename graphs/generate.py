@@ -19,19 +19,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import typer
 from rich.console import Console
 
-from data.policy_models import PolicyError
-from data.store import StoreError
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that are the input's fault: printed as one line, exit code 2 (imported late:
-    `icm --help` must not load the model layer)."""
-    from agents.models.credentials import MissingCredentialsError
-    from data.manifest import ManifestError
-
-    return (ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError)
-
-
 HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
     "Stages: describer -> context interpreter -> explainer (per rule variant) -> Q-A writer -> "
@@ -143,7 +130,8 @@ def generate_command(
         bool | None, typer.Option("--no-perception", help="Do not run the perception detectors.")
     ] = None,
 ) -> None:
-    from graphs.config import DEMO_CONFIG, load_config
+    # Imported on use: `icm --help` must not load the model layer.
+    from graphs.config import DEMO_CONFIG, load_config, user_errors
     from graphs.runner import GenerationRun
 
     console = Console(stderr=True)
@@ -182,7 +170,7 @@ def generate_command(
             console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
         cfg = load_config(config, overrides)
         if workers > 1:
-            from graphs.workers import run_with_workers
+            from graphs.workers import run_with_workers  # only with --workers
 
             summary = run_with_workers(cfg, workers, console)
         else:

@@ -534,7 +534,7 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
 
 def _contradiction_finder() -> Any:
     try:
-        from agents.perception.contradictions import find_contradictions
+        from agents.perception.contradictions import find_contradictions  # optional extra
     except ImportError:
         return None
     return find_contradictions

@@ -83,7 +83,7 @@ def perceive_command(
 
 
 def _policy(name: str, errors: Console) -> Any:
-    from data.policy import PolicyError, load_policy
+    from data.policy import PolicyError, load_policy  # imported on use: --help stays fast
 
     try:
         return load_policy(name)
@@ -93,7 +93,7 @@ def _policy(name: str, errors: Console) -> Any:
 
 
 def _store(path: Path, errors: Console) -> Any:
-    from data.store import Store, StoreError
+    from data.store import Store, StoreError  # imported on use: --help stays fast
 
     try:
         return Store.open(path)
@@ -103,7 +103,7 @@ def _store(path: Path, errors: Console) -> Any:
 
 
 def _policy_view(evidence: Evidence, policy: Any) -> dict[str, Any]:
-    from agents.perception.baseline import predict
+    from agents.perception.baseline import predict  # imported on use: --help stays fast
 
     prediction = predict(evidence, policy)
     return {

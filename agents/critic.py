@@ -48,9 +48,9 @@ class Verdict:
     """For the explainer: the rule variants whose explanations failed."""
 
 
-def attribute_words(policy: Policy, category: str) -> dict[str, list[str]]:
+def attribute_words(policy: Policy, category: str) -> dict[str, Sequence[str]]:
     """Words that count as mentioning each annotated attribute value."""
-    words: dict[str, list[str]] = {}
+    words: dict[str, Sequence[str]] = {}
     for attribute, value in policy.categories[category].attributes.items():
         description = policy.attributes[attribute].values[value]
         found = [w for w in value.split("_") if len(w) >= 3 and w != "and"]

@@ -30,7 +30,17 @@ class CallResultLike(Protocol):
 
 
 class LayerLike(Protocol):
-    async def call(self, **kwargs: Any) -> Any: ...
+    async def call(
+        self,
+        *,
+        role: str,
+        schema: type[T],
+        messages: list[Message],
+        prompt: PromptTemplate | Sequence[PromptTemplate] | None = None,
+        sample_id: str | None = None,
+        stage: str | None = None,
+        attempt: int = 1,
+    ) -> Any: ...
 
     async def sees_images(self, role: str) -> bool: ...
 

@@ -150,8 +150,8 @@ def _check_categories(out: _Collector, attributes: object, categories: object) -
                 continue
             if attribute not in known:
                 out.add(path, _unknown("attribute", attribute, known, list_all=True))
-            elif known[attribute] is not None and value not in known[attribute]:
-                out.add(path, _unknown("value", value, known[attribute], list_all=True))
+            elif (values := known[attribute]) is not None and value not in values:
+                out.add(path, _unknown("value", value, values, list_all=True))
         if len(product) != len(fixed) or not product:
             continue
         signature = frozenset(product.items())

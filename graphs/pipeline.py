@@ -65,7 +65,7 @@ class StoreRecorder:
     def _id(*parts: object) -> str:
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
 
-    def stage(self, state, stage, rule, attempt, result, feedback) -> None:  # type: ignore[no-untyped-def]
+    def stage(self, state, stage, rule, attempt, result, feedback) -> None:
         sample = state["sample"]
         value = getattr(result, "value", None)
         self.writer.add(
@@ -91,7 +91,7 @@ class StoreRecorder:
             key="output_id",
         )
 
-    def checks(self, state, attempt, checks, source) -> None:  # type: ignore[no-untyped-def]
+    def checks(self, state, attempt, checks, source) -> None:
         sample = state["sample"]
         now = utcnow()
         rows = [
@@ -244,6 +244,7 @@ def build_graph(deps: PipelineDeps) -> Any:
             retry_rules or [r for r in sample.rules if r not in explanations] or list(sample.rules)
         )
         category = state["category"]
+        assert category is not None, "the describer sets the category before the explainer runs"
         notes = {rule: feedback.pop(f"explainer:{rule}", None) for rule in rules}
         results = await asyncio.gather(
             *(

@@ -20,6 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -299,7 +300,8 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
             return image.convert("RGB")
     if mode in ("P", "PA", "LA", "La", "RGBA", "RGBa"):
         rgba = image.convert("RGBA")
-        if rgba.getextrema()[3][0] < 255:
+        alpha = cast("tuple[tuple[int, int], ...]", rgba.getextrema())[3]
+        if alpha[0] < 255:
             notes.append("transparency composited on white")
         background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -160,10 +160,9 @@ def _check_categories(out: _Collector, attributes: object, categories: object) -
             product[attribute] = value
             if known is None:
                 continue
-            values = known.get(attribute)
             if attribute not in known:
                 out.add(path, _unknown("attribute", attribute, known, list_all=True))
-            elif values is not None and value not in values:
+            elif (values := known[attribute]) is not None and value not in values:
                 out.add(path, _unknown("value", value, values, list_all=True))
         if len(product) != len(fixed) or not product:
             continue

@@ -210,7 +210,11 @@ def build_report(
     scored = [(c, s) for c, s in zip(cases, summaries, strict=True) if s.mean is not None]
     per_criterion = {}
     for name in criteria:
-        pairs = [(s.mean[name], c.judge_scores[name]) for c, s in scored if name in c.judge_scores]
+        pairs = [
+            (s.mean[name], c.judge_scores[name])
+            for c, s in scored
+            if s.mean is not None and name in c.judge_scores
+        ]
         per_criterion[name] = criterion_stats([p[0] for p in pairs], [p[1] for p in pairs])
     accuracy = per_criterion.get("accuracy")
     all_accuracy = [c.judge_scores["accuracy"] for c in cases if "accuracy" in c.judge_scores]

@@ -60,7 +60,7 @@ class Comparison:
 
 def resolve_runs(store: Store, refs: list[str]) -> list[dict[str, Any]]:
     """Runs by id, name, or a prefix of the id; each reference must name exactly one run."""
-    found = []
+    found: list[dict[str, Any]] = []
     for ref in refs:
         exact = queries.run_row(store, ref)
         rows = [exact] if exact else queries.runs_named(store, ref)

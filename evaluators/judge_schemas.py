@@ -7,7 +7,7 @@ kept as ``unscored`` rather than clipped into a number nobody gave.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,9 @@ def _score(meaning: str) -> Any:
 
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    if TYPE_CHECKING:  # every rubric declares it first, in its own place in the schema
+        rationale: str
 
 
 class MEQJudgment(_Out):

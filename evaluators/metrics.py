@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.policy import load_policy
 from data.store import queries
 
 GROUPINGS: dict[str, tuple[str, ...]] = {
@@ -105,8 +106,6 @@ def policy_flags(policy_names: Iterable[str]) -> FlaggedLookup:
     Raises ``PolicyError`` for a policy that cannot be loaded: without it the flagged label is
     unknown, and guessing it would silently invert the metrics.
     """
-    from data.policy import load_policy
-
     policies = {name: load_policy(name) for name in set(policy_names)}
 
     def lookup(policy: str, label: str) -> bool | None:

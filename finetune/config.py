@@ -26,6 +26,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from data.yaml_lines import YamlSyntaxError, load_located
+
 CONFIG_FILE = "finetune_config.json"
 
 Mode = Literal["sft", "mixed", "continuous"]
@@ -183,8 +185,6 @@ class FinetuneConfig:
         return config
 
     def apply_yaml(self, path: Path) -> None:
-        from data.yaml_lines import YamlSyntaxError, load_located
-
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

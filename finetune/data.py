@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.export import ExportError, collect_records
+from data.images import image_sha256
+from data.store import Store, queries
 from finetune.collate import Example
 from finetune.config import DataArguments
 
@@ -55,9 +58,6 @@ def examples_from_store(
     db: str | Path, runs: list[str], *, include_all: bool = False
 ) -> tuple[list[Example], dict[str, Any]]:
     """Examples of ``runs`` (ids or names) and what was skipped, by reason."""
-    from data.export import ExportError, collect_records
-    from data.store import Store, queries
-
     path = Path(db)
     if not path.exists():
         raise DataFileError(f"no database at {path}: run `icm generate` first or set data.db")
@@ -247,8 +247,6 @@ def _file_group(image: str | None, record_id: str) -> str:
     if image is None:
         return f"text:{record_id}"
     try:
-        from data.images import image_sha256
-
         return image_sha256(image)
     except (ImportError, ValueError):
         return str(Path(image).resolve())

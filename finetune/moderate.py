@@ -31,8 +31,12 @@ from typing import Any, Literal
 
 import torch
 
-from data.images import ImageLoadError, load_image
+from agents.explainer import rule_question as explainer_rule_question
+from data.images import ImageLoadError, image_sha256, load_image
+from data.manifest import read_manifest
+from data.policy import load_policy
 from data.policy_models import Policy
+from data.store import Store, queries, records, utcnow
 from finetune.loading import Loaded, load_for_inference
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -95,9 +99,7 @@ class ModerationSummary:
 
 # --------------------------------------------------------------------------- helpers
 def rule_question(policy: Policy, rule: str) -> str:
-    from agents.explainer import rule_question as question
-
-    return question(policy, rule)
+    return explainer_rule_question(policy, rule)
 
 
 def score_question(policy: Policy, rule: str, question: Question) -> str:
@@ -288,8 +290,6 @@ class Moderator:
 # --------------------------------------------------------------------------- categories
 def categories_from_manifest(path: Path, policy: Policy) -> dict[str, str]:
     """image sha256 and resolved path -> category, from a generation manifest (JSONL or CSV)."""
-    from data.images import image_sha256
-    from data.manifest import read_manifest
 
     rows = read_manifest(path, {policy.name: policy}, default_policy=policy.name)
     out: dict[str, str] = {}
@@ -302,8 +302,6 @@ def categories_from_manifest(path: Path, policy: Policy) -> dict[str, str]:
 
 def categories_from_store(store: Any, policy: Policy) -> dict[str, str]:
     """image sha256 -> category of the latest generation sample of this policy."""
-    from data.store import queries  # duckdb loads only when a store is read
-
     return queries.categories_by_image(store, policy.name)
 
 
@@ -319,8 +317,6 @@ def record(
     settings: dict[str, Any],
 ) -> tuple[str, str]:
     """Write the run row and its predictions in one transaction; returns (run_id, name)."""
-    from data.store import records, utcnow  # duckdb loads only when a store is written
-
     run_id = f"mod-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     name = run_name or run_id
     now = utcnow()
@@ -380,8 +376,6 @@ def moderate_images(
 ) -> ModerationSummary:
     """Moderate ``images`` and (with ``db``) record the predictions; the summary has accuracy
     where expected verdicts are known."""
-    from data.policy import load_policy
-
     started = time.perf_counter()
     loaded_policy = load_policy(policy)
     chosen = rules or [loaded_policy.base_rule or next(iter(loaded_policy.rules))]
@@ -393,8 +387,6 @@ def moderate_images(
         categories.update(categories_from_manifest(Path(manifest), loaded_policy))
     store = None
     if db is not None:
-        from data.store import Store
-
         store = Store.open(db)
     try:
         if store is not None and not manifest:

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from finetune.families import ImageOnlyQwen2VLProcessor, ImageOnlySmolVLMProcessor, save_processor
+
 SYNTHETIC_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
 
 SPECIAL_TOKENS = (
@@ -258,8 +260,6 @@ def _llava_next(family: str, size: str, tokenizer: PreTrainedTokenizerFast) -> t
 def _qwen2_vl(family: str, size: str, tokenizer: PreTrainedTokenizerFast) -> tuple[Any, Any]:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from finetune.families import ImageOnlyQwen2VLProcessor
-
     names = {
         "image_token_id": "<|image_pad|>",
         "video_token_id": "<|video_pad|>",
@@ -361,8 +361,6 @@ def _idefics3(family: str, size: str, tokenizer: PreTrainedTokenizerFast) -> tup
     except (ImportError, TypeError, ValueError, AttributeError):
         if family != "smolvlm":
             raise
-        from finetune.families import ImageOnlySmolVLMProcessor
-
         processor = ImageOnlySmolVLMProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -378,8 +376,6 @@ def save(model: PreTrainedModel, processor: Any, folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    from finetune.families import save_processor
-
     save_processor(processor, folder)
     (folder / "synthetic.json").write_text(
         json.dumps({"note": "config-built, random weights (finetune.synthetic)"}), encoding="utf-8"

@@ -38,6 +38,9 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from agents.models import local_loading
+from agents.models.base import ProviderError
+
 ICM_TINY = "icm-tiny"
 VISION_MODEL_TYPE = "icm_efficientnet_lite0"
 IMAGE_TOKEN = "<image>"
@@ -185,9 +188,6 @@ def smollm2_checkpoint() -> Path:
     converts into a temporary folder each time (~20 s).
     """
     import tempfile
-
-    from agents.models import local_loading
-    from agents.models.base import ProviderError
 
     try:
         folder, version = local_loading.smollm2_source()

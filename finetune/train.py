@@ -54,6 +54,7 @@ from torch import nn
 from data.store import Store, records, to_json, utcnow
 from finetune.collate import IGNORE, ChatEncoder, Collator, Example, model_inputs
 from finetune.config import FinetuneConfig
+from finetune.data import build_datasets
 from finetune.families import (
     Family,
     expected_image_tokens,
@@ -150,7 +151,7 @@ def _is_projector(name: str, family: Family) -> bool:
     return any(name == p or name.startswith(p + ".") for p in family.projector)
 
 
-def hf_model(model: nn.Module) -> nn.Module:
+def hf_model(model: nn.Module) -> Any:
     """The transformers model inside a peft wrapper (or the model itself)."""
     get = getattr(model, "get_base_model", None)
     return get() if callable(get) else model
@@ -273,8 +274,6 @@ class Trainer:
         t = config.train
         self.output_dir = Path(t.output_dir)
         if train_examples is None:
-            from finetune.data import build_datasets
-
             bundle = build_datasets(config.data, mode=t.mode, seed=t.seed)
             train_examples, val_examples, self.data_summary = (
                 bundle.train,
@@ -336,7 +335,8 @@ class Trainer:
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         t = self.config.train
-        lora_params, full_params = [], []
+        lora_params: list[nn.Parameter] = []
+        full_params: list[nn.Parameter] = []
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
@@ -383,7 +383,9 @@ class Trainer:
         optimizer = self._optimizer(self.model)
         scheduler = self._scheduler(optimizer, total)
         loss_module, optimizer = acc.prepare(loss_module, optimizer)
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "train_seconds": 0.0}
+        state: dict[str, Any] = {
+            "step": 0, "epoch": 0, "batch_in_epoch": 0, "tokens": 0, "train_seconds": 0.0
+        }  # fmt: skip
         if t.resume_from:
             state = self._resume(t.resume_from, optimizer, scheduler)
         if self.is_main:

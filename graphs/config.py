@@ -16,8 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.models.credentials import MissingCredentialsError
 from agents.models.settings import DELIVERY_SETTINGS
-from data.store import DEFAULT_DB_PATH
+from data.manifest import ManifestError
+from data.policy_models import PolicyError
+from data.store import DEFAULT_DB_PATH, StoreError
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
 #: what ``python graphs/generate.py`` runs with no manifest, config or --role
@@ -146,3 +149,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> GenerateConfig:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ValueError(f"{where}invalid configuration: {problems}") from exc
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the input's fault: ``icm generate`` and its workers print them as one
+    line and exit with code 2."""
+    return (ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError)

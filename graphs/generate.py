@@ -20,21 +20,9 @@ import typer
 from rich.console import Console
 
 from agents.stages import CRITIC, default_registry
-from data.policy_models import PolicyError
-from data.store import StoreError
 
 #: the help text names the registered stages (agents/stages.py), so a new stage shows up here
 STAGES = default_registry()
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that are the input's fault: printed as one line, exit code 2 (imported late:
-    `icm --help` must not load the model layer)."""
-    from agents.models.credentials import MissingCredentialsError
-    from data.manifest import ManifestError
-
-    return (ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError)
-
 
 HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
@@ -156,7 +144,8 @@ def generate_command(
         bool | None, typer.Option("--no-perception", help="Do not run the perception detectors.")
     ] = None,
 ) -> None:
-    from graphs.config import DEMO_CONFIG, load_config
+    # Imported on use: `icm --help` must not load the model layer.
+    from graphs.config import DEMO_CONFIG, load_config, user_errors
     from graphs.runner import GenerationRun
 
     console = Console(stderr=True)
@@ -196,7 +185,7 @@ def generate_command(
             console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
         cfg = load_config(config, overrides)
         if workers > 1:
-            from graphs.workers import run_with_workers
+            from graphs.workers import run_with_workers  # only with --workers
 
             summary = run_with_workers(cfg, workers, console)
         else:

@@ -272,6 +272,7 @@ class GenerationRun:
             return ()
         if sample.sample_id not in self._images:
             side = self.model_config.for_role("describer").settings.image_max_side
+            assert sample.image_path is not None  # a sample with a hash has a path
             self._images[sample.sample_id] = (prepare_image(Path(sample.image_path), side),)
         return self._images[sample.sample_id]
 
@@ -288,6 +289,7 @@ class GenerationRun:
             from agents.perception.toolkit import perceive  # optional extra
         except ImportError:
             return None, None
+        assert sample.image_path is not None  # a sample with a hash has a path
         evidence = perceive(Path(sample.image_path), store=store)
         return evidence.model_dump(mode="json"), evidence.as_text()
 
@@ -567,7 +569,7 @@ class GenerationRun:
     def counts(self, store: Store) -> dict[str, int]:
         return queries.status_counts(store, self.run_id)
 
-    async def _drive(self, store, graph, policies, todo, summary, on_sample) -> None:  # type: ignore[no-untyped-def]
+    async def _drive(self, store, graph, policies, todo, summary, on_sample) -> None:
         semaphore = asyncio.Semaphore(self.config.concurrency)
         with self.reporter.samples(self.run_id, len(todo)):
 
@@ -581,11 +583,14 @@ class GenerationRun:
 
             await asyncio.gather(*(one(s) for s in todo))
 
-    async def _one(self, store, graph, policy, sample, summary) -> str:  # type: ignore[no-untyped-def]
+    async def _one(self, store, graph, policy, sample, summary) -> str:
+        writer = self._writer
+        assert writer is not None, "_one runs inside run(), which sets the writer"
+        out: dict[str, Any]
         try:
             if sample.image_sha256 is None and sample.given_description is None:
                 out = {"status": "failed", "reasons": [f"image not found: {sample.image_path}"]}
-                return self.queue_outcome(self._writer, sample, policy, out)
+                return self.queue_outcome(writer, sample, policy, out)
             # Detectors and image decoding/resizing are CPU-bound: keep them off the event loop
             # so API calls keep flowing (one thread hop for both).
             evidence, evidence_text = await asyncio.to_thread(self._prepare, store, sample)
@@ -598,7 +603,7 @@ class GenerationRun:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
         summary.tokens += int(out.get("tokens", 0) or 0)
         summary.cost_usd += float(out.get("cost_usd", 0.0) or 0.0)
-        return self.queue_outcome(self._writer, sample, policy, out)
+        return self.queue_outcome(writer, sample, policy, out)
 
 
 def progress_columns() -> tuple[ProgressColumn, ...]:
@@ -619,7 +624,7 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
 
 def _contradiction_finder() -> Any:
     try:
-        from agents.perception.contradictions import find_contradictions
+        from agents.perception.contradictions import find_contradictions  # optional extra
     except ImportError:
         return None
     return find_contradictions

@@ -34,7 +34,7 @@ from rich.progress import Progress
 
 from data.store import Store, queries
 from data.store.merge import merge_stores
-from graphs.config import GenerateConfig, load_config
+from graphs.config import GenerateConfig, load_config, user_errors
 from graphs.runner import FINAL, GenerationRun, RunConfigError, RunSummary, progress_columns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,8 +238,6 @@ def _tail(path: Path, lines: int = 15) -> str:
 def worker_main(config_path: Path) -> int:
     """Run one shard from its YAML configuration, reporting progress as JSON lines on stdout."""
     import asyncio
-
-    from graphs.generate import user_errors
 
     config = load_config(config_path, {})
     console = Console(stderr=True, force_terminal=False, width=120)

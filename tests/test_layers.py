@@ -115,3 +115,50 @@ def test_every_icm_command_module_lives_in_graphs_commands() -> None:
     assert sources <= {"graphs.generate"} | {
         f"graphs.commands.{p.stem}" for p in (ROOT / "graphs" / "commands").glob("*.py")
     }, sources
+
+
+def _function_level_imports() -> list[tuple[Path, int]]:
+    """(file, line) of each import of a project module inside a function body."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for func in ast.walk(tree):
+                if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for node in ast.walk(func):
+                    if isinstance(node, ast.Import):
+                        names = [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                        names = [node.module]
+                    else:
+                        continue
+                    if any(name.split(".")[0] in ALLOWED for name in names):
+                        found.append((path, node.lineno))
+    return sorted(set(found))
+
+
+def _explained(lines: list[str], lineno: int) -> bool:
+    """A comment on the import, on another import of its group, or on the line above it."""
+    n = lineno - 1
+    while n >= 0:
+        text = lines[n].strip()
+        if "#" in text:
+            return True
+        if not text.startswith(("import ", "from ")) and text != "":
+            return False
+        n -= 1
+    return False
+
+
+def test_function_level_imports_say_why() -> None:
+    """Imports inside functions exist only to keep `icm --help` fast (or for an optional
+    extra), never to dodge a cycle; each one carries a comment that says so."""
+    imports = _function_level_imports()
+    assert imports, "the scan found no function-level import at all"
+    bare = []
+    for path, lineno in imports:
+        lines = path.read_text().splitlines()
+        if not _explained(lines, lineno):
+            bare.append(f"{path.relative_to(ROOT)}:{lineno}: {lines[lineno - 1].strip()}")
+    assert not bare, "function-level imports without a reason:\n" + "\n".join(bare)

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from agents.models.cache import ResponseCache
+from agents.models.trace import StoreWriter
 from data.store import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -306,6 +308,43 @@ def test_a_failed_flush_rolls_back_everything(tmp_path: Path) -> None:
         with pytest.raises(Exception, match=r"(?i)duplicate|constraint"):
             writer.flush()
         assert store.scalar("SELECT count(*) FROM samples") == 0
+
+
+def _call_row(call_id: str, sample_id: str) -> dict:
+    return {
+        "call_id": call_id,
+        "sample_id": sample_id,
+        "provider": "offline",
+        "model": "m",
+        "status": "ok",
+        "started_at": utcnow(),
+    }
+
+
+def test_a_samples_rows_and_its_calls_commit_in_one_transaction(tmp_path: Path) -> None:
+    """The model layer's trace buffer attached to the run's writer: one flush commits the
+    stage output and the call it came from together, and a failure keeps neither (the traces
+    are queued again for the next flush)."""
+    with Store.open(tmp_path / "t.duckdb") as store:
+        writer = BatchWriter(store)
+        traces = StoreWriter(store, ResponseCache(store), set(), batch_size=None)
+        writer.attach(traces)
+        writer.add("samples", [_sample_row(1)])
+        traces.add(_call_row("c1", "s1"))
+        assert writer.flush() == 2
+        assert store.scalar("SELECT count(*) FROM llm_calls") == 1
+        assert writer.flush() == 0  # nothing queued on either side
+
+        writer.add("samples", [_sample_row(1)])  # duplicate key: this flush fails
+        traces.add(_call_row("c2", "s1"))
+        with pytest.raises(Exception, match=r"(?i)duplicate|constraint"):
+            writer.flush()
+        assert store.scalar("SELECT count(*) FROM llm_calls") == 1
+        assert traces.pending == 1  # restored, not lost
+        writer.add("samples", [_sample_row(2)])
+        assert writer.flush() == 2
+        ids = [r["call_id"] for r in store.rows("SELECT call_id FROM llm_calls ORDER BY 1")]
+        assert ids == ["c1", "c2"]
 
 
 def test_batches_go_in_as_arrow_and_odd_columns_still_land(tmp_path: Path) -> None:

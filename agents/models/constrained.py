@@ -176,9 +176,11 @@ class GrammarBackend:
     def text(self, token_ids: list[int]) -> str:
         """Token ids back to text exactly: no special tokens, no "clean-up" of spaces (which
         would rewrite ``" ,"`` inside the model's strings)."""
-        return self.tokenizer.decode(
+        text = self.tokenizer.decode(
             token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text
 
     def allowed_tokens(self, bitmask: torch.Tensor) -> np.ndarray:
         """Token ids a filled bitmask allows (one set bit per allowed token)."""
@@ -239,7 +241,8 @@ def decode(
     out: list[int] = []
     forced_total = 0
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
+        config: Any = model.config  # a transformers config (Module.__getattr__ types it loosely)
+        cache = DynamicCache(config=config)
         feed = input_ids
         while True:
             if deadline is not None and time.monotonic() > deadline:

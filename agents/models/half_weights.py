@@ -25,6 +25,8 @@ HALF_MAX_ROWS = 4
 class HalfWeightLinear(nn.Module):
     """A linear layer holding fp16 weights; see the module docstring for when it multiplies how."""
 
+    weight_half: torch.Tensor  # a registered buffer (Module.__getattr__ would type it loosely)
+
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features = linear.in_features

@@ -255,6 +255,8 @@ def load_smollm2() -> LocalModel:
 def _load_smollm2() -> LocalModel:
     folder, version = smollm2_source()
     converted = converted_dir(folder, version)
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
     if converted is not None and (converted / _MARKER).is_file():
         tokenizer = AutoTokenizer.from_pretrained(converted, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(

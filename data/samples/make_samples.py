@@ -321,7 +321,7 @@ def _drawing_bytes(drawing: Drawing) -> bytes:
 
 def _expected(policy_name: str, category: str) -> dict[str, str]:
     sys.path.insert(0, str(REPO_ROOT))
-    from data.policy import load_policy
+    from data.policy import load_policy  # importable once the line above ran (a script)
 
     policy = load_policy(policy_name)
     if category not in policy.categories:

@@ -1,10 +1,11 @@
 """Typed writes: every row a command adds to the store goes through one function here.
 
 One :func:`register_run` / :func:`finish_run` pair serves every kind of run (generate, judge,
-calibrate, finetune, moderate), so a ``runs`` row means the same thing whoever wrote it. The
-other functions write one kind of record each (policies, samples, a sample's outcome, judgments,
-calibrations, fine-tune progress, predictions, perception evidence). Callers never spell a table
-or a column: the schema is known here and in :mod:`data.store.schema` only.
+calibrate, pairwise, finetune, moderate), so a ``runs`` row means the same thing whoever wrote
+it. The other functions write one kind of record each (policies, samples, a sample's outcome,
+stage outputs, critiques, calls, judgments, calibrations, fine-tune progress, predictions,
+perception evidence): callers hand over rows, and which table they land in, how a re-run's row
+replaces an earlier one and what commits together is decided here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class RunRecord:
     run_id: str
     name: str
     kind: str
-    """``generate``, ``judge``, ``calibrate``, ``finetune`` or ``moderate``."""
+    """``generate``, ``judge``, ``calibrate``, ``pairwise``, ``finetune`` or ``moderate``."""
     config: Mapping[str, Any] | None = None
     status: str = "running"
     command: str = field(default_factory=_command_line)

@@ -72,7 +72,7 @@ def compare_command(
             raise fail(str(exc)) from exc
     written: dict[str, Path | None] = {}
     if plots:
-        from evaluators.plots import PlotError, write_plots
+        from evaluators.plots import PlotError, write_plots  # only with --plots
 
         try:
             written = write_plots(comparison, out)

@@ -76,6 +76,7 @@ def finetune_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
+    # Imported on use: fine-tuning loads torch and transformers, `icm --help` must not.
     from finetune.config import ConfigError, FinetuneConfig
     from finetune.data import DataFileError, build_datasets
     from finetune.families import FamilyError
@@ -153,6 +154,7 @@ def moderate_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
+    # Imported on use: moderation loads torch and transformers, `icm --help` must not.
     from data.policy import PolicyError
     from data.store import StoreError
     from finetune.families import FamilyError

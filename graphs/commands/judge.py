@@ -430,6 +430,7 @@ def fit_metric_command(
     json_: JsonOption = False,
 ) -> None:
     """Refit metric:minilm on the set's fixed ``fit`` part; report held-out Spearman."""
+    # Imported on use: the metric loads scipy and sentence-transformers.
     from evaluators.embedding_judge import FIT_FILE, fit_metric
 
     fitted = fit_metric(set_path)

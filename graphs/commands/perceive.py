@@ -18,9 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agents.perception.baseline import predict
 from agents.perception.evidence import Evidence
 from agents.perception.toolkit import Toolkit
 from data.images import ImageLoadError
+from data.policy import PolicyError, load_policy
+from data.store import Store, StoreError
 
 
 def perceive_command(
@@ -83,8 +86,6 @@ def perceive_command(
 
 
 def _policy(name: str, errors: Console) -> Any:
-    from data.policy import PolicyError, load_policy
-
     try:
         return load_policy(name)
     except PolicyError as exc:
@@ -93,8 +94,6 @@ def _policy(name: str, errors: Console) -> Any:
 
 
 def _store(path: Path, errors: Console) -> Any:
-    from data.store import Store, StoreError
-
     try:
         return Store.open(path)
     except StoreError as exc:
@@ -103,8 +102,6 @@ def _store(path: Path, errors: Console) -> Any:
 
 
 def _policy_view(evidence: Evidence, policy: Any) -> dict[str, Any]:
-    from agents.perception.baseline import predict
-
     prediction = predict(evidence, policy)
     return {
         "policy": policy.name,

@@ -51,7 +51,7 @@ def view_command(
         )
         raise typer.Exit(1)
     if export is not None:
-        from graphs.viewer.export import export_report
+        from graphs.viewer.export import export_report  # the web stack loads on use
 
         try:
             done = export_report(db, export, max_samples=export_samples)
@@ -64,6 +64,7 @@ def view_command(
             f"{done.samples} samples{note}; read from the {done.source.kind} {done.source.path}"
         )
         return
+    # The web stack loads on use: `icm --help` stays fast.
     import uvicorn
 
     from graphs.viewer.app import LOOPBACK_HOSTS, create_app

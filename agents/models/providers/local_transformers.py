@@ -144,7 +144,7 @@ def render_chat(
         target = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if target is None:
         raise ProviderError("bad_request", "no system or user message to ask with")
-    chat = []
+    chat: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         text = f"{message.text}\n\n{instruction}" if i == target else message.text
         if with_images:
@@ -237,6 +237,7 @@ def _complete_image_text(
     deadline: float | None,
 ) -> ProviderResponse:
     processor = local.processor
+    assert processor is not None  # image-text models are loaded with their processor
     text = _apply_template(processor, chat, tokenize=False)
     images = [_pil(image.data) for m in messages for image in m.images]
     inputs = processor(text=[text], images=images or None, return_tensors="pt")
@@ -256,7 +257,8 @@ def _complete_image_text(
     if sample and params.seed is not None:
         torch.manual_seed(params.seed)
     with torch.inference_mode():
-        output = local.model.generate(
+        model: Any = local.model  # generate() is typed on a mixin PreTrainedModel lacks
+        output = model.generate(
             **inputs,
             generation_config=config,
             logits_processor=[logits_processor(compiled)],

@@ -38,8 +38,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import openai
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -59,6 +59,9 @@ from agents.models.providers.openai_wire import (
 )
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from openai._types import RequestOptions  # the SDK names the type only here
 
 DIALECT_ORDER: tuple[str, ...] = ("json_schema", "json_object_schema", "tools", "text")
 #: the ``client`` used when a role's settings name none (tests run every case with each client)
@@ -179,7 +182,7 @@ def langchain_response(
 ) -> ProviderResponse:
     """The layer's response from a LangChain answer whose provider-specific refusals were
     handled (see :func:`chat_response`)."""
-    usage = answer.usage_metadata or {}
+    usage: Mapping[str, Any] = answer.usage_metadata or {}
     return chat_response(
         text, parsed, usage.get("input_tokens"), usage.get("output_tokens"), finish_reason, dialect
     )
@@ -381,12 +384,9 @@ class OpenAIChatProvider:
         if self.client == "raw":
             text = await self._raw.post(body, timeout)
         else:
-            options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            options: RequestOptions = {} if timeout is None else {"timeout": timeout}
             text = await self._sdk.post(
-                "/chat/completions",
-                cast_to=str,
-                body=body,
-                options=options,  # type: ignore[arg-type]
+                "/chat/completions", cast_to=str, body=body, options=options
             )
         return parse_completion(text, dialect, self.endpoint)
 

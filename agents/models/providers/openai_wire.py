@@ -134,7 +134,9 @@ class RawChatClient:
                     decoded: Any = json.loads(text)
                 except ValueError:
                     decoded = None
-                raise http_error(reply.status, reply.headers, decoded, text[:300] or reply.reason)
+                raise http_error(
+                    reply.status, reply.headers, decoded, text[:300] or reply.reason or ""
+                )
         return text
 
     async def aclose(self) -> None:

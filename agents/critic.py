@@ -31,6 +31,7 @@ from evaluators.consistency import (
     check_no_refusal,
     check_verdict_matches_rule,
     check_yes_no_agreement,
+    last_label_in,
 )
 
 _STOP = {"with", "from", "that", "this", "only", "usually", "down", "little", "some", "their"}
@@ -87,6 +88,42 @@ def attribute_words(policy: Policy, category: str) -> dict[str, Sequence[str]]:
     return words
 
 
+def check_argument_agrees(
+    rule: str, argument: str, verdict: str, other_labels: Sequence[str]
+) -> Check:
+    """With the verdict fixed by the rule table, the argument needs no verdict sentence of its
+    own (code writes the conclusion), but the last label it names, if any, must be that one."""
+    last = last_label_in(argument, {verdict, *other_labels})
+    ok = last is None or last == verdict
+    msg = (
+        ""
+        if ok
+        else f"under {rule} the verdict must be '{verdict}', but the argument ends on '{last}'"
+    )
+    return Check("argument_agrees_with_verdict", "explainer", ok, msg)
+
+
+def explanation_checks(policy: Policy, rule: str, item: dict[str, Any]) -> list[Check]:
+    """The checks of one rule variant's explanation item.
+
+    A rule-table verdict (``verdict_source = "rule_table"``) is right by construction: what can
+    still be wrong is an argument that argues for another label. A model verdict (a proposed
+    category, or an item without a source) must equal the table's and be stated by the text.
+    """
+    verdict = item["verdict"]
+    others = [label for label in policy.verdicts if label != verdict]
+    argument = item.get("argument") or item["explanation"]
+    if item.get("verdict_source") == "rule_table":
+        stated = check_argument_agrees(rule, argument, verdict, others)
+    else:
+        stated = check_explanation_states_verdict(rule, argument, verdict, others)
+    return [
+        check_verdict_matches_rule(rule, verdict, item["expected"]),
+        stated,
+        check_no_refusal("explainer", argument),
+    ]
+
+
 def deterministic_checks(
     policy: Policy,
     state: dict[str, Any],
@@ -108,12 +145,7 @@ def deterministic_checks(
         if state.get("context"):
             checks.append(check_no_refusal("context_interpreter", state["context"]))
     for rule, item in state.get("explanations", {}).items():
-        others = [label for label in policy.verdicts if label != item["verdict"]]
-        per_rule = [
-            check_verdict_matches_rule(rule, item["verdict"], item["expected"]),
-            check_explanation_states_verdict(rule, item["explanation"], item["verdict"], others),
-            check_no_refusal("explainer", item["explanation"]),
-        ]
+        per_rule = explanation_checks(policy, rule, item)
         if contradiction_finder and state.get("evidence"):
             for message in contradiction_finder(item["explanation"], state["evidence"]):
                 per_rule.append(Check("evidence_consistent", "explainer", False, message))

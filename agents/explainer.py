@@ -1,19 +1,33 @@
 """The explainer, for one rule variant: why the image is (not) <term> for that audience.
 
-It runs once per selected rule variant, concurrently; the rule table's verdict for the sample's
-category is in its prompt, and the deterministic critic checks the verdict it returns.
+It runs once per selected rule variant, concurrently. The verdict comes from the rule table,
+not from the model: the category annotation and the rule variant fix it, the explainer writes
+the argument for it (its schema has no verdict field), and the record's conclusion sentence
+("Conclusion: The picture is <verdict>.") is written here, by code. A sample whose category the
+describer proposed (``category_source = "proposed"``) keeps a model verdict, constrained to the
+policy's labels and checked against the table by the critic; its item says
+``verdict_source = "model"``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from agents.describer import category_attributes_text
 from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
-from agents.schemas import FULL, ExplanationValue, Lengths, explanation_model
+from agents.schemas import (
+    FULL,
+    ArgumentValue,
+    ExplanationValue,
+    Lengths,
+    argument_model,
+    explanation_model,
+)
 from agents.stages import Inputs, StageCall, StageSpec, Target
 from data.policy_models import Policy
+
+VerdictSource = Literal["rule_table", "model"]
 
 
 class MissingCategoryError(ValueError):
@@ -29,6 +43,26 @@ def rule_question(policy: Policy, rule: str) -> str:
     )
 
 
+def conclusion(verdict: str) -> str:
+    """The record's last sentence, written by code from the verdict."""
+    return f"Conclusion: The picture is {verdict}."
+
+
+def verdict_source(category_source: str | None) -> VerdictSource:
+    """Where a sample's verdicts come from: the rule table, unless the category itself was
+    proposed by a model (then the explainer's verdict is the model's too)."""
+    return "model" if category_source == "proposed" else "rule_table"
+
+
+def explainer_schema(
+    policy: Policy, lengths: Lengths, source: VerdictSource
+) -> type[ArgumentValue]:
+    """The argument alone when the table fixes the verdict; argument plus verdict otherwise."""
+    if source == "rule_table":
+        return argument_model(lengths)
+    return explanation_model(tuple(policy.verdicts), lengths)
+
+
 async def explain(
     layer: LayerLike,
     policy: Policy,
@@ -41,7 +75,9 @@ async def explain(
     sample_id: str,
     attempt: int,
     lengths: Lengths = FULL,
-) -> CallResult[ExplanationValue]:
+    source: VerdictSource = "rule_table",
+) -> CallResult[ArgumentValue]:
+    """Ask for the argument under ``rule`` (and, for a ``model`` verdict source, the verdict)."""
     variant = policy.rules[rule]
     ruling = policy.ruling(category, rule)
     variables = {
@@ -59,11 +95,12 @@ async def explain(
         "context": context,
         "question": rule_question(policy, rule),
         "feedback": feedback,
+        "table_verdict": source == "rule_table",
     }
     return await ask_role(
         layer,
         role="explainer",
-        schema=explanation_model(tuple(policy.verdicts), lengths),
+        schema=explainer_schema(policy, lengths, source),
         variables=variables,
         sample_id=sample_id,
         stage=Target("explainer", rule).label,
@@ -82,7 +119,7 @@ def _category(inputs: Inputs) -> str:
     return str(category)
 
 
-async def _ask(call: StageCall, inputs: Inputs) -> CallResult[ExplanationValue]:
+async def _ask(call: StageCall, inputs: Inputs) -> CallResult[ArgumentValue]:
     if call.rule is None:
         raise ValueError("the explainer runs per rule variant: StageCall.rule is required")
     return await explain(
@@ -96,16 +133,29 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[ExplanationValue]:
         sample_id=call.sample_id,
         attempt=call.attempt,
         lengths=call.lengths,
+        source=verdict_source(inputs.get("category_source")),
     )
 
 
-def _write(value: ExplanationValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
-    """The item stored under the rule in ``explanations``."""
+def _write(value: ArgumentValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
+    """The item stored under the rule in ``explanations``: the model's argument, the verdict
+    (the table's, or the model's for a proposed category) and the conclusion written by code."""
     assert call.rule is not None  # per-rule stage: the node always sets it
+    expected = call.policy.verdict(_category(inputs), call.rule)
+    source = verdict_source(inputs.get("category_source"))
+    if source == "model":
+        if not isinstance(value, ExplanationValue):
+            raise TypeError(f"explainer under {call.rule}: a model verdict needs a verdict field")
+        verdict = value.verdict
+    else:
+        verdict = expected
+    argument = value.explanation.strip()
     return {
-        "explanation": value.explanation,
-        "verdict": value.verdict,
-        "expected": call.policy.verdict(_category(inputs), call.rule),
+        "explanation": f"{argument} {conclusion(verdict)}",
+        "argument": argument,
+        "verdict": verdict,
+        "verdict_source": source,
+        "expected": expected,
         "question": rule_question(call.policy, call.rule),
     }
 
@@ -113,9 +163,11 @@ def _write(value: ExplanationValue, call: StageCall, inputs: Inputs) -> dict[str
 STAGE = StageSpec(
     name="explainer",
     order=30,
-    reads=("sample", "category", "description", "context"),
+    reads=("sample", "category", "category_source", "description", "context"),
     writes={"explanations": {}},
-    schema=lambda call, inputs: explanation_model(tuple(call.policy.verdicts), call.lengths),
+    schema=lambda call, inputs: explainer_schema(
+        call.policy, call.lengths, verdict_source(inputs.get("category_source"))
+    ),
     ask=_ask,
     write=_write,
     summary="explainer (per rule variant)",

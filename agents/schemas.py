@@ -71,8 +71,11 @@ class ContextValue(_Out):
     audience_cues: str
 
 
-class ExplanationValue(_Out):
+class ArgumentValue(_Out):
     explanation: str
+
+
+class ExplanationValue(ArgumentValue):
     verdict: str
 
 
@@ -146,6 +149,22 @@ def explanation_model(labels: tuple[str, ...], lengths: Lengths = FULL) -> type[
             min_length=40,
         ),
         verdict=(Literal[labels], Field(description="The verdict under the rule.")),  # type: ignore[valid-type]
+    )
+
+
+@cache
+def argument_model(lengths: Lengths = FULL) -> type[ArgumentValue]:
+    """The explainer's output when the rule table fixes the verdict: the argument for it only
+    (no verdict field, no concluding verdict sentence: code writes the conclusion)."""
+    return _model(
+        "Argument",
+        ArgumentValue,
+        explanation=_text(
+            lengths.explanation,
+            "Why the rule table's verdict holds for this audience, citing what is seen. "
+            "No concluding verdict sentence: the conclusion is added from the rule table.",
+            min_length=40,
+        ),
     )
 
 

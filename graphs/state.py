@@ -47,7 +47,9 @@ class SampleState(TypedDict, total=False):
     key_elements: list[str]
     context: str | None
     explanations: dict[str, dict[str, str]]
-    """rule -> {"explanation", "verdict", "expected", "question"}"""
+    """rule -> {"explanation" (argument + the conclusion written by code), "argument" (the
+    model's text), "verdict", "verdict_source" ("rule_table", or "model" for a proposed
+    category), "expected" (the table's verdict), "question"}"""
     qa: dict[str, Any] | None
     qa_rule: str | None
     attempts: dict[str, int]

@@ -129,11 +129,13 @@ def plausible(policy: Policy, category: str, rules: Sequence[str]) -> Script:
             }
         if ask.role == "explainer":
             verdict = policy.verdict(category, rule_of(ask, rules))
-            return {
+            answer = {
                 "explanation": "The audience and the visible attributes decide the case, as the "
                 f"description shows. The image is {verdict}.",
-                "verdict": verdict,
             }
+            if "verdict" in ask.schema.model_fields:  # a model verdict (proposed category)
+                answer["verdict"] = verdict
+            return answer
         if ask.role == "qa_writer":
             return qa_answer(ask)
         if ask.role == "critic":

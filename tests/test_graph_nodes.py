@@ -32,6 +32,8 @@ POLICY = load_policy("icm_sexy")
 CATEGORY = "middle_leg"  # R1: sexy, R2: not sexy
 RULES = ("R1", "R2")
 STAGES = default_registry()
+#: passes the describer's checks for CATEGORY
+DESCRIPTION = "A person stands outdoors in daylight; visible: middle leg bare skin."
 
 
 def renamed_rules(policy: Policy, names: dict[str, str]) -> Policy:
@@ -206,7 +208,7 @@ def test_decide_takes_rules_from_the_checks_not_their_wording() -> None:
     policy = renamed_rules(POLICY, {"R1": "kids", "R2": "adults_eu", "R3": "adults_asia"})
     state: dict[str, Any] = {
         "sample": sample(policy="renamed", rules=("kids", "adults_eu", "adults_asia")),
-        "description": "A person stands outdoors in daylight; visible: middle leg bare skin.",
+        "description": DESCRIPTION,
         "explanations": {
             "kids": explanation(policy, "kids"),
             "adults_eu": explanation(policy, "adults_eu", verdict="sexy"),
@@ -293,7 +295,7 @@ def test_critic_node_routes_deterministic_failures_without_asking_the_llm() -> N
     deps = deps_for(layer)
     state = state_for(
         sample(),
-        description="A person stands outdoors in daylight; visible: middle leg bare skin.",
+        description=DESCRIPTION,
         explanations={"R1": explanation(POLICY, "R1"), "R2": explanation(POLICY, "R2", "sexy")},
         attempts={"explainer": 1},
     )
@@ -315,7 +317,7 @@ def test_critic_node_turns_the_llm_critiques_problem_into_a_redo() -> None:
     good = {r: explanation(POLICY, r) for r in RULES}
     state = state_for(
         sample(),
-        description="A person stands outdoors in daylight; visible: middle leg bare skin.",
+        description=DESCRIPTION,
         explanations=good,
     )
     update = asyncio.run(critic_node(state, deps))
@@ -333,3 +335,68 @@ def test_routers_follow_the_registry_chain() -> None:
     assert after_critic({**plain, "next_stage": "explainer"}) == "explainer"  # type: ignore[typeddict-item]
     assert after_critic({**plain, "status": "accepted"}) == "__end__"  # type: ignore[typeddict-item]
     assert rule_of(Ask("explainer", "explainer:R2", 1, dict, [], None), RULES) == "R2"  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- table verdicts
+def test_the_rule_table_fixes_the_verdict_and_code_writes_the_conclusion() -> None:
+    layer = ScriptedLayer(plausible(POLICY, CATEGORY, RULES))
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state_for(sample()), deps_for(layer)))
+    assert all("verdict" not in c.schema.model_fields for c in layer.calls)  # argument only
+    assert "Do not end with a verdict sentence of your own" in layer.calls[0].messages[0].text
+    r1, r2 = update["explanations"]["R1"], update["explanations"]["R2"]
+    assert (r1["verdict"], r2["verdict"]) == ("sexy", "not sexy")
+    assert r1["verdict_source"] == r2["verdict_source"] == "rule_table"
+    assert r1["explanation"] == r1["argument"] + " Conclusion: The picture is sexy."
+    assert r2["explanation"].endswith("Conclusion: The picture is not sexy.")
+
+
+def test_an_argument_for_another_label_is_sent_back_though_the_verdict_is_fixed() -> None:
+    def script(ask: Ask) -> Any:  # R2 (table: "not sexy") argued as "sexy"
+        return {"explanation": "Her pose and the bare leg decide it for this audience. The image "
+                "is sexy."}  # fmt: skip
+
+    layer = ScriptedLayer(script)
+    spec = sample(rules=("R2",))
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state_for(spec), deps_for(layer)))
+    item = update["explanations"]["R2"]
+    assert item["verdict"] == "not sexy"  # the table's, whatever the model argued
+    state: dict[str, Any] = {
+        "sample": spec,
+        "description": DESCRIPTION,
+        "explanations": {"R2": item},
+    }
+    decision = decide(deterministic_checks(POLICY, state))
+    assert decision.stage == "explainer" and decision.rules == ["R2"]
+    assert decision.feedback == (
+        "under R2 the verdict must be 'not sexy', but the argument ends on 'sexy'"
+    )
+
+
+def test_an_argument_without_a_verdict_sentence_passes() -> None:
+    item = {"argument": "The audience and the visible attributes decide the case here.",
+            "explanation": "... Conclusion: The picture is sexy.", "verdict": "sexy",
+            "verdict_source": "rule_table", "expected": "sexy", "question": "?"}  # fmt: skip
+    state: dict[str, Any] = {"sample": sample(rules=("R1",)), "description": "x",
+                             "explanations": {"R1": item}}  # fmt: skip
+    explainer_checks = [c for c in deterministic_checks(POLICY, state) if c.stage == "explainer"]
+    assert explainer_checks and all(c.passed for c in explainer_checks)
+
+
+def test_a_proposed_category_keeps_a_model_verdict_marked_as_such() -> None:
+    def script(ask: Ask) -> Any:  # the model's verdict differs from the table's under R1
+        return {"explanation": "The audience decides it; the leg is covered. The image is not "
+                "sexy.", "verdict": "not sexy"}  # fmt: skip
+
+    layer = ScriptedLayer(script)
+    spec = sample(category=None, category_source="proposed", rules=("R1",))
+    state = state_for(spec, category=CATEGORY, category_source="proposed")
+    update = asyncio.run(run_stage(STAGES.get("explainer"), state, deps_for(layer)))
+    assert "verdict" in layer.calls[0].schema.model_fields
+    item = update["explanations"]["R1"]
+    assert (item["verdict"], item["verdict_source"], item["expected"]) == (
+        "not sexy", "model", "sexy"
+    )  # fmt: skip
+    assert item["explanation"].endswith("Conclusion: The picture is not sexy.")
+    checked = {**state, "description": DESCRIPTION, "explanations": {"R1": item}}
+    decision = decide(deterministic_checks(POLICY, checked))  # type: ignore[arg-type]
+    assert "under R1 the verdict must be 'sexy', not 'not sexy'" in decision.feedback

@@ -93,14 +93,20 @@ class ICMResponder:
 
     def _explainer(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
         expected = re.search(r'are judged "([^"]+)"', user).group(1)  # type: ignore[union-attr]
-        labels = schema["properties"]["verdict"]["enum"]
+        # With a rule-table verdict the schema has no verdict field: the labels are in the prompt.
+        listed = re.search(r"Verdict labels: (.*)\.\n", user).group(1)  # type: ignore[union-attr]
+        labels = schema["properties"].get("verdict", {}).get("enum") or re.findall(
+            r'"([^"]+)"', listed
+        )
         verdict = next(label for label in labels if label != expected) if bad else expected
         rule = re.search(r"Rule (\w+):", user).group(1)  # type: ignore[union-attr]
-        return {
+        out = {
             "explanation": f"Under rule {rule} the audience and the visible attributes decide "
             f"the case; the description supports this reading. The image is {verdict}.",
-            "verdict": verdict,
         }
+        if "verdict" in schema["properties"]:
+            out["verdict"] = verdict
+        return out
 
     def _qa_writer(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
         props = schema["properties"]

@@ -1,8 +1,9 @@
 """``icm runs``, ``icm traces`` and ``icm export``: read a store without writing to it.
 
 These are plain functions, mounted at the top level by ``graphs/cli.py``. Each opens the store
-read-only, so a run can be inspected while another is finished; DuckDB still lets only one process
-open a file, so while a generation writes, the lock message says which process holds it.
+read-only; while a generation run writes it (DuckDB lets one process open a file), they read the
+snapshot the run publishes beside it and print "data as of <time>" on stderr
+(:func:`data.store.reading.open_for_reading`).
 
 The data each command shows is gathered by a function that returns plain dicts
 (:func:`run_overview`, :func:`sample_trace`), so scripts and tests read the same numbers the
@@ -25,6 +26,8 @@ from rich.table import Table
 
 from data.export import DEFAULT_SUFFIX, ExportError, export_run
 from data.store import DEFAULT_DB_PATH, Store, StoreError
+from data.store.outcome import REFUSED_SQL, failure_kind, outcome_label
+from data.store.reading import as_of_note, open_for_reading
 
 DEFAULT_EXPORT_DIR = Path("runs") / "exports"
 
@@ -43,9 +46,13 @@ def fail(message: str) -> typer.Exit:
 
 
 def open_read_only(db: Path) -> Store:
-    """Open read-only, turning a missing file or a held lock into a one-line error, exit 1."""
+    """Open read-only, or the writer's snapshot while a run holds the file (saying so on
+    stderr); a missing file or a lock with no snapshot yet is a one-line error, exit 1."""
     try:
-        return Store.open(db, read_only=True)
+        store, as_of = open_for_reading(db)
+        if as_of is not None:
+            typer.echo(as_of_note(as_of), err=True)
+        return store
     except FileNotFoundError as exc:
         raise fail(
             f"no database at {db}: run `icm generate` first, or pass --db with the path of one"
@@ -82,13 +89,14 @@ def compact_roles(bindings: Any) -> str:
     return " ".join(f"{','.join(roles)}={spec}" for spec, roles in grouped.items())
 
 
-_RUNS_SQL = """
+_RUNS_SQL = f"""
 SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy_name,
        r.rule_variants, r.role_bindings_json,
        coalesce(s.samples, 0) AS samples,
        coalesce(s.accepted, 0) AS accepted,
        coalesce(s.rejected, 0) AS rejected,
        coalesce(s.failed, 0) AS failed,
+       coalesce(s.refused, 0) AS refused,
        coalesce(s.pending, 0) AS pending,
        coalesce(c.calls, 0) AS calls,
        coalesce(c.cache_hits, 0) AS cache_hits,
@@ -101,6 +109,7 @@ LEFT JOIN (
            count(*) FILTER (WHERE status = 'accepted') AS accepted,
            count(*) FILTER (WHERE status = 'rejected') AS rejected,
            count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE {REFUSED_SQL}) AS refused,
            count(*) FILTER (WHERE status = 'pending') AS pending
     FROM samples GROUP BY run_id
 ) s USING (run_id)
@@ -140,6 +149,7 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
                 "accepted": int(row["accepted"]),
                 "rejected": int(row["rejected"]),
                 "failed": int(row["failed"]),
+                "refused": int(row["refused"]),  # of the failed: the model declined
                 "pending": int(row["pending"]),
                 "calls": int(row["calls"]),
                 "cache_hits": int(row["cache_hits"]),
@@ -186,14 +196,19 @@ def _run_block(run: dict[str, Any]) -> str:
             f"  policy {run['policy'] or '-'}  rules {run['rules'] or '-'}",
             f"  models {compact_roles(run['roles']) or '-'}",
             f"  samples {run['accepted']} accepted, {run['rejected']} rejected, "
-            f"{run['failed']} failed, {run['pending']} pending",
+            f"{_failed(run)} failed, {run['pending']} pending",
             f"  calls {calls}  tokens {run['tokens']:,}  cost {_cost(run['cost_usd'])}",
         ]
     )
 
 
+def _failed(run: dict[str, Any]) -> str:
+    """``3`` or ``3 (2 refused)``: refused samples are failed ones whose model declined."""
+    return f"{run['failed']} ({run['refused']} refused)" if run["refused"] else str(run["failed"])
+
+
 def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, caption="samples: accepted/rejected/failed/pending")
+    table = Table(title=title, caption="samples: accepted/rejected/failed (refused)/pending")
     for column in ("run", "status", "created", "policy"):
         table.add_column(column, no_wrap=True)
     table.add_column("models", overflow="fold")
@@ -209,7 +224,7 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
             run["created_at"] or "",
             escape(f"{run['policy'] or '-'}\n{run['rules'] or ''}"),
             escape(compact_roles(run["roles"]).replace(" ", "\n")),
-            f"{run['accepted']}/{run['rejected']}/{run['failed']}/{run['pending']}",
+            f"{run['accepted']}/{run['rejected']}/{_failed(run)}/{run['pending']}",
             calls,
             f"{run['tokens']:,}",
             _cost(run["cost_usd"]),
@@ -339,6 +354,9 @@ def sample_trace(store: Store, sample_id: str, *, full: bool = False) -> dict[st
             for c in critiques
         ],
         "status": sample["status"],
+        "failure": failure_kind(
+            sample["status"], reasons if isinstance(reasons, list) else [reasons]
+        ),
         "attempts": sample["attempts"],
         "reasons": reasons if isinstance(reasons, list) else [reasons],
     }
@@ -404,7 +422,8 @@ def render_trace(trace: dict[str, Any], *, full: bool = False) -> str:
             f"  {c['stage']} attempt {c['attempt']}  {verdict}  {c['check_name']} "
             f"({c['source']}){message}"
         )
-    lines += ["", f"final status: {trace['status']}  (attempts recorded: {trace['attempts'] or 0})"]
+    shown = outcome_label(trace["status"], trace["reasons"])
+    lines += ["", f"final status: {shown}  (attempts recorded: {trace['attempts'] or 0})"]
     lines += [f"  - {reason}" for reason in trace["reasons"]]
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from data.runs_cli import compact_roles, run_overview, sample_trace
 from data.store import Store
+from data.store.outcome import failure_kind
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -211,6 +212,7 @@ def enrich(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         reasons = loads_json(row.pop("reasons_json")) or []
         row["reasons"] = reasons if isinstance(reasons, list) else [reasons]
+        row["failure"] = failure_kind(row.get("status"), row["reasons"])
         row["failed_checks"] = failed.get(row["sample_id"], [])
         row["judge"] = scores.get(row["sample_id"], [])
     return rows

@@ -108,15 +108,22 @@ def plot_cost_vs_quality(comparison: Comparison, path: Path) -> Path:
     against judged quality with its 95 % interval (or acceptance rate, with no judge scores)."""
     runs = comparison.runs
     colours = _colours(len(runs))
-    use_cost = all(r["cost_per_accepted_usd"] is not None for r in runs)
+    costs = [r["cost_per_accepted_usd"] for r in runs]
+    recorded = any(c for c in costs)  # 0 everywhere (offline models, no prices) is no record
+    use_cost = recorded and all(c is not None for c in costs)
     x_key, x_label = (
         ("cost_per_accepted_usd", "cost per accepted sample (USD)")
         if use_cost
-        else ("tokens_per_accepted", "tokens per accepted sample (cost unknown for some runs)")
+        else (
+            "tokens_per_accepted",
+            "tokens per accepted sample "
+            + ("(cost unknown for some runs)" if recorded else "(no costs recorded)"),
+        )
     )
     criterion = _quality_criterion(comparison)
     fig = _figure(7.5, 5.0 + 0.45 * sum(_legend_label(r).count("\n") + 1 for r in runs) / 2)
     ax = fig.subplots()
+    plotted = 0
     for run, colour in zip(runs, colours, strict=True):
         x = run[x_key]
         if x is None:
@@ -136,6 +143,15 @@ def plot_cost_vs_quality(comparison: Comparison, path: Path) -> Path:
                 continue
             ax.plot([x], [y], "o", ms=9, color=colour, label=_legend_label(run))
         ax.annotate(_label(run), (x, y), textcoords="offset points", xytext=(8, 6))
+        plotted += 1
+    if not plotted:  # an empty frame (and matplotlib's "no artists" warning) tells nobody anything
+        why = "no costs recorded" if not recorded else "no run has a cost per accepted sample"
+        detail = "and no accepted samples to count tokens for" if not recorded else ""
+        ax.text(0.5, 0.55, why, ha="center", va="center", fontsize=14, transform=ax.transAxes)
+        ax.text(0.5, 0.45, detail, ha="center", va="center", fontsize=9, transform=ax.transAxes)
+        ax.set_axis_off()
+        ax.set_title("Cost vs quality")
+        return _save(fig, path)
     if criterion is not None:
         ax.set_ylabel(f"judge {criterion} score, mean with bootstrap 95 % CI")
         title = f"Cost vs quality (judge: {comparison.judge_spec})"

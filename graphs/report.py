@@ -35,7 +35,7 @@ from rich.progress import (
 )
 
 from data.export import collect_records, llava_record
-from data.runs_cli import default_export_path
+from graphs.commands.runs import default_export_path
 from data.store import Store
 from data.store.outcomes import SampleOutcome, sample_outcomes
 

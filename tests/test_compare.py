@@ -19,7 +19,7 @@ from run_store import build_store
 from typer.testing import CliRunner
 
 from data.store import Store, to_json, utcnow
-from evaluators.compare import RunLookupError, compare_runs
+from evaluators.compare import Comparison, RunLookupError, compare_runs
 from evaluators.plots import write_plots
 from graphs.commands.evaluate import compare_command
 from graphs.config import load_config
@@ -245,3 +245,46 @@ def test_run_references(built: Path, tmp_path: Path) -> None:
             compare_runs(store, ["offline-demo"])
         by_prefix = compare_runs(store, ["run-a", "run-b", "run-a"])
     assert [r["run_id"] for r in by_prefix.runs] == ["run-a", "run-b"]
+
+
+def _plot_run(name: str, cost: float | None, tokens: float | None, rate: float | None) -> dict:
+    return {
+        "run_id": name, "name": name, "roles_compact": "all=openai-compatible:m",
+        "cost_per_accepted_usd": cost, "tokens_per_accepted": tokens,
+        "acceptance_rate": rate, "scores": {},
+    }  # fmt: skip
+
+
+def _drawn_texts(monkeypatch, tmp_path: Path, runs: list[dict]) -> tuple[list[str], str]:
+    """The texts and x label of the cost plot of ``runs``, drawn with warnings as errors."""
+    import warnings
+
+    from evaluators import plots
+
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(
+        plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path)
+    )
+    comparison = Comparison(runs=runs, judge_spec=None, judge_specs=[], criteria=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the empty plot used to warn "No artists with labels"
+        path = plots.plot_cost_vs_quality(comparison, tmp_path / "cost.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    [fig] = figures
+    [ax] = fig.axes
+    return [t.get_text() for t in ax.texts], ax.get_xlabel()
+
+
+def test_cost_plot_with_nothing_to_plot_says_no_costs_recorded(monkeypatch, tmp_path: Path):
+    # every sample failed (no accepted ones) and nothing was priced
+    runs = [_plot_run("a", None, None, 0.0), _plot_run("b", None, None, None)]
+    texts, _ = _drawn_texts(monkeypatch, tmp_path, runs)
+    assert "no costs recorded" in texts
+
+
+def test_zero_costs_plot_tokens_and_say_no_costs_recorded(monkeypatch, tmp_path: Path):
+    runs = [_plot_run("a", 0.0, 900.0, 0.5), _plot_run("b", 0.0, 1200.0, 0.75)]
+    texts, xlabel = _drawn_texts(monkeypatch, tmp_path, runs)
+    assert xlabel == "tokens per accepted sample (no costs recorded)"
+    assert texts == ["a", "b"]  # both runs are points, labelled

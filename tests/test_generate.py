@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fakes import FakeOpenAIServer
-from fakes.icm_responder import ChaosResponder, ICMResponder
+from fakes.icm_responder import ChaosResponder, GatedResponder, ICMResponder
 from PIL import Image
 
 from data.export import export_run
@@ -335,29 +335,52 @@ def assert_complete_without_duplicates(db: Path, samples: int) -> None:
         assert store.scalar("SELECT count(*) FROM samples WHERE status = 'pending'") == 0
 
 
+def finished_in_snapshot(db: Path) -> int:
+    """Finished samples in the snapshot a running generation published (0 before the first)."""
+    from data.store.snapshot import open_snapshot, snapshot_path
+
+    if not snapshot_path(db).exists():
+        return 0
+    with open_snapshot(snapshot_path(db)) as store:
+        return int(store.scalar("SELECT count(*) FROM samples WHERE status != 'pending'"))
+
+
+def wait_for(condition, what: str, timeout_s: float = 300.0) -> None:
+    """Until ``condition()`` holds (an event in another process: a row committed); the timeout
+    only bounds a hang, it never paces the test."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     # 18 distinct categories: text-only requests of equal categories would be cache hits.
     categories = list(load_policy("icm_sexy").categories)[:18]
     manifest = make_manifest(tmp_path / "in", categories)
-    with FakeOpenAIServer(responder=ICMResponder(), latency_s=0.02) as server:
+    gate = GatedResponder(ICMResponder())
+    with FakeOpenAIServer(responder=gate) as server:
         reference = tmp_path / "ref.duckdb"
         subprocess.run(_generate_cmd(manifest, reference, server.base_url), check=True,
-                       capture_output=True, timeout=300)  # fmt: skip
+                       capture_output=True, timeout=600)  # fmt: skip
         server.reset()
         db = tmp_path / "killed.duckdb"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ICM_SNAPSHOT_INTERVAL_S": "0.2"}
+        gate.arm(open_for=70)  # then no sample can finish: the kill lands mid-run
         child = subprocess.Popen(_generate_cmd(manifest, db, server.base_url), env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.monotonic() + 120
-        while len(server.chat_requests()) < 70 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        try:
+            assert gate.holding.wait(300), "the run never reached the held requests"
+            wait_for(lambda: finished_in_snapshot(db) > 0, "a finished sample to be committed")
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        finally:
+            gate.release()
         with Store.open(db, read_only=True) as store:
             done = store.scalar("SELECT count(*) FROM samples WHERE status != 'pending'")
         assert 0 < done < len(categories), "kill should land mid-run"
         subprocess.run(_generate_cmd(manifest, db, server.base_url), check=True,
-                       capture_output=True, timeout=300)  # fmt: skip
+                       capture_output=True, timeout=600)  # fmt: skip
     assert _accepted(db) == _accepted(reference)
     assert_complete_without_duplicates(db, len(categories))
 

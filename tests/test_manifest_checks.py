@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from data.manifest import ManifestError
 from data.store import Store
 from graphs.config import load_config
-from data.manifest import ManifestError
 from graphs.runner import GenerationRun
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import SleepRecorder, run_closing
-from fakes import FakeOpenAIServer, error
+from fakes import FakeOpenAIServer, error, refuse
 from fakes.openai_server import TEXT_ONLY_ERRORS, has_image
 from PIL import Image
 from pydantic import BaseModel
@@ -155,3 +155,13 @@ def test_other_errors_are_not_taken_for_a_text_only_model(fake_keys, openai_serv
     assert result.status == "failed" and len(openai_server.chat_requests()) == 1
     assert describe(layer_for(openai_server, None, no_sleep), "s-2").ok
     assert has_image(openai_server.chat_requests()[1].body)  # still sends images
+
+
+def test_a_refusal_retry_after_the_text_only_retry_stays_text_only(fake_keys, no_sleep):
+    with FakeOpenAIServer(text_only="llamacpp") as server:
+        # the first scripted action is used up by the rejected image request
+        server.push(refuse(), refuse())
+        assert describe(layer_for(server, None, no_sleep), "s-1").ok
+        sent = [r.body for r in server.chat_requests()]
+    assert [has_image(b) for b in sent] == [True, False, False]
+    assert [b["messages"][1]["content"] for b in sent[1:]] == [blind("s-1")] * 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -24,7 +25,7 @@ from fakes.icm_responder import ICMResponder
 from viewer_data import SCRIPT, bulk_db, generated_db, make_manifest
 
 from data.policy import load_policy
-from data.store import Store
+from data.store import Store, utcnow
 from graphs.viewer.app import create_app
 from graphs.viewer.export import export_report
 
@@ -240,3 +241,41 @@ def test_a_run_of_10000_samples_shows_its_first_screen_within_a_second(
         json.dumps({"runs": timings, "median_load_ms": load, "median_dom_ms": dom}, indent=1)
     )
     assert load < 1000, timings
+
+
+def test_the_runs_page_fits_1280_px_or_scrolls_its_table(browser, tmp_path: Path) -> None:
+    """Nothing is cut off at 1280 px: the page is no wider than the window, and the runs
+    table's last column is on screen or reached by scrolling the table itself."""
+    db = tmp_path / "wide.duckdb"
+    shutil.copy(generated_db().db, db)
+    # a run as researchers name them, bound to self-hosted endpoints with long URLs
+    bindings = {
+        role: {"spec": f"openai-compatible:http://gpu-node-{n}.cluster.example:8000/v1#"
+               f"Qwen/Qwen2-VL-7B-Instruct-AWQ-{role}"}
+        for n, role in enumerate(["describer", "context_interpreter", "explainer", "critic"])
+    }  # fmt: skip
+    with Store.open(db) as store:
+        store.insert("runs", [{
+            "run_id": "run-" + "9f" * 12, "name": "qwen2vl-7b-awq_vs_llava-1.6-34b_ablation-R1-R4",
+            "kind": "generate", "status": "interrupted", "created_at": utcnow(),
+            "role_bindings_json": json.dumps(bindings), "policy_name": "icm_sexy",
+            "rule_variants": "R1,R2,R3,R4",
+        }])  # fmt: skip
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        with serve(db) as base:
+            page.goto(base + "/")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1280, f"the page is {width} px wide"
+            page.evaluate(
+                "(() => { const s = document.querySelector('.table-scroll');"
+                " s.scrollLeft = s.scrollWidth; })()"
+            )
+            last = page.locator("table.runs thead th").last
+            box = last.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 1280 + 0.5, box
+            assert "duration" in last.inner_text()
+            shot(page, "runs-1280")
+    finally:
+        context.close()

@@ -7,12 +7,11 @@ import io
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from fakes import FakeOpenAIServer
-from fakes.icm_responder import ICMResponder
+from fakes.icm_responder import GatedResponder, ICMResponder
 from rich.console import Console
 from test_generate import (
     FAST,
@@ -41,7 +40,8 @@ def _no_duplicates_and_nothing_pending(db: Path) -> None:
 
 
 def _finished(db: Path) -> int:
-    with Store.open(db, read_only=True, wait_s=20) as store:
+    # a worker still saving after an interrupt holds its store: wait for it to let go
+    with Store.open(db, read_only=True, wait_s=120) as store:
         return int(store.scalar("SELECT count(*) FROM samples WHERE status <> 'pending'"))
 
 
@@ -73,26 +73,39 @@ def test_two_workers_equal_one_process_and_a_rerun_has_nothing_left(tmp_path: Pa
         assert 0 < _finished(folder / store) < len(CATEGORIES)
 
 
+#: requests the fake answers before it holds the rest: enough for several samples to finish
+#: (each needs 7+ calls, at most 4 are in flight), far fewer than the run needs (~130)
+OPEN_FOR = 60
+#: upper bound on waiting for an event; a wait that hits it fails the test, it never paces it
+EVENT_TIMEOUT_S = 300
+
+
 def _interrupt_then_rerun(tmp_path: Path, sig: signal.Signals) -> tuple[Path, Path, int]:
-    """Start a 2-worker run, send ``sig`` to the parent mid-run, then rerun to the end."""
+    """Start a 2-worker run, send ``sig`` to the parent once the fake server holds requests
+    (some samples finished, none can finish any more), then rerun to the end."""
     manifest = make_manifest(tmp_path / "in", CATEGORIES)
-    with FakeOpenAIServer(responder=ICMResponder(), latency_s=0.02) as server:
+    gate = GatedResponder(ICMResponder())
+    with FakeOpenAIServer(responder=gate) as server:
         reference = tmp_path / "ref.duckdb"
         run_pipeline(manifest, reference, server, run="killed")
         server.reset()
         db = tmp_path / "workers.duckdb"
         command = [*_generate_cmd(manifest, db, server.base_url), "--workers", "2"]
+        gate.arm(open_for=OPEN_FOR)
         parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while len(server.chat_requests()) < 60 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(parent.pid, sig)
-        _, err = parent.communicate(timeout=60)
+        try:
+            assert gate.holding.wait(EVENT_TIMEOUT_S), "the run never reached the held requests"
+            os.kill(parent.pid, sig)
+            _, err = parent.communicate(timeout=EVENT_TIMEOUT_S)
+        finally:
+            gate.release()
+            if parent.poll() is None:
+                parent.kill()
         code = parent.returncode
         folder = db.parent / f"{db.name}.workers" / "killed"
         done = sum(_finished(p) for p in folder.glob("worker-*.duckdb"))
         assert 0 < done < len(CATEGORIES), (done, err)
-        rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr
     return db, reference, code
 

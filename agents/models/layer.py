@@ -212,7 +212,10 @@ class ModelLayer:
     ) -> CallResult[T]:
         """One attempt; when the endpoint answers that its model takes no images, the same
         attempt again text-only (its trace row says ``image_mode``: text-only retry)."""
-        result = await self._call_binding(binding, ask, ask.messages, extra, temperature)
+        messages = ask.messages
+        if ask.text_only is not None and not await self._binding_sees(binding, ask.role):
+            messages = ask.text_only  # learned during this call (a refusal retry after it)
+        result = await self._call_binding(binding, ask, messages, extra, temperature)
         if result.error_kind != "images_unsupported":
             return result
         text = ask.text_only if ask.text_only is not None else without_images(ask.messages)
@@ -452,6 +455,9 @@ class ModelLayer:
                     raise ProviderError(exc.kind, f"role {role}: {exc.message}") from exc
                 why = f"{binding.spec.spec}: {type(exc).__name__}: {exc}"
                 raise ProviderError("bad_request", f"role {role}: {why}") from exc
+
+    async def _binding_sees(self, binding: RoleBinding, role: str) -> bool:
+        return bool(self._provider(self._loop_state(), binding, role).supports_images)
 
     async def sees_images(self, role: str) -> bool:
         """Whether the model bound to ``role`` is sent images (prompts must not promise one

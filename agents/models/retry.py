@@ -3,7 +3,9 @@
 - 429: wait what ``Retry-After`` / ``retry-after-ms`` says (capped by ``retry_after_cap_s``), or
   back off when the server gave no hint;
 - 5xx, timeouts, connection errors: exponential backoff, with full jitter unless turned off;
-- 400/401/403/404, refusals, unsupported dialects: no retry, the error goes straight back.
+- 400/401/403/404, refusals, unsupported dialects, images a text-only model cannot take: no
+  retry here, the error goes straight back (the layer asks again after a refusal, with the
+  ``refusal_retries`` policy, and text-only after ``images_unsupported``).
 
 Every request first passes the role's limiter (concurrency, requests and tokens per minute).
 The sleep function and random source are injected, so tests never wait.

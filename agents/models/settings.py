@@ -56,6 +56,7 @@ DELIVERY_SETTINGS = frozenset(
         "requests_per_minute",
         "tokens_per_minute",
         "max_retries",
+        "refusal_retries",  # more attempts after refusals: --retry-failed resumes the run
         "retry_after_cap_s",
         "backoff_base_s",
         "backoff_max_s",

@@ -2,8 +2,11 @@
 
 One row per call to a model binding: role, model, endpoint, prompt ids and hash, the messages
 with images as ``{"image_sha256", "media_type", ...}`` placeholders (never bytes or base64), the
-generation parameters and how the request went (dialect, requests made, waits), raw output,
-parsed output, status, error, tokens, latency, cost, cache hit. Keys never appear: they are not
+generation parameters and how the request went (dialect, requests made, waits, refusal retry
+and fallback links), ``image_mode`` (``native``, ``none (text-only model)``, or ``text-only
+retry (endpoint takes no images)``), raw output, parsed output, status, error, tokens, latency,
+cost, cache hit. Every attempt of a call (a refusal retry, a fallback, a text-only retry) is a
+row of its own. Keys never appear: they are not
 in any field we build, and every free-text field is passed through :func:`redact` in case a
 server echoed one back.
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from data.store.outcome import REFUSED_SQL
 from data.store.store import Store
 
 SAMPLE_STATUSES = ("accepted", "rejected", "failed", "pending")
@@ -64,13 +65,14 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
     return store.rows(_RUN_SUMMARIES_SQL)
 
 
-_RUN_SUMMARIES_SQL = """
+_RUN_SUMMARIES_SQL = f"""
 SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy_name,
        r.rule_variants, r.role_bindings_json,
        coalesce(s.samples, 0) AS samples,
        coalesce(s.accepted, 0) AS accepted,
        coalesce(s.rejected, 0) AS rejected,
        coalesce(s.failed, 0) AS failed,
+       coalesce(s.refused, 0) AS refused,
        coalesce(s.pending, 0) AS pending,
        coalesce(c.calls, 0) AS calls,
        coalesce(c.cache_hits, 0) AS cache_hits,
@@ -83,6 +85,7 @@ LEFT JOIN (
            count(*) FILTER (WHERE status = 'accepted') AS accepted,
            count(*) FILTER (WHERE status = 'rejected') AS rejected,
            count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE {REFUSED_SQL}) AS refused,
            count(*) FILTER (WHERE status = 'pending') AS pending
     FROM samples GROUP BY run_id
 ) s USING (run_id)
@@ -228,12 +231,13 @@ def categories_by_image(store: Store, policy_name: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- comparison
 def sample_totals(store: Store, run_id: str) -> dict[str, int]:
-    """samples, accepted, rejected, failed, pending of one run."""
+    """samples, accepted, rejected, failed (of which ``refused``), pending of one run."""
     row = store.rows(
         "SELECT count(*) AS samples, "
         "count(*) FILTER (WHERE status = 'accepted') AS accepted, "
         "count(*) FILTER (WHERE status = 'rejected') AS rejected, "
         "count(*) FILTER (WHERE status = 'failed') AS failed, "
+        f"count(*) FILTER (WHERE {REFUSED_SQL}) AS refused, "
         "count(*) FILTER (WHERE status = 'pending') AS pending "
         "FROM samples WHERE run_id = ?",
         [run_id],

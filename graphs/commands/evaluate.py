@@ -115,6 +115,7 @@ def comparison_table(comparison: Comparison) -> Table:
         "acc/rej/fail/pending",
         [f"{r['accepted']}/{r['rejected']}/{r['failed']}/{r['pending']}" for r in runs],
     )
+    row("of failed: refused", [str(r["refused"]) for r in runs])
     row("acceptance rate", [_num(r["acceptance_rate"], ".1%") for r in runs])
     row("retries per sample", [_num(r["retries_per_sample"], ".2f") for r in runs])
     row("critic failures", [_failures(r["critic_failures"]) for r in runs])

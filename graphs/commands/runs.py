@@ -1,8 +1,9 @@
 """``icm runs``, ``icm samples``, ``icm traces`` and ``icm export``: read a store, never write.
 
 These are plain functions, mounted at the top level by ``graphs/cli.py``. Each opens the store
-read-only, so a run can be inspected while another is finished; DuckDB still lets only one process
-open a file, so while a generation writes, the lock message says which process holds it.
+read-only; while a generation run writes it (DuckDB lets one process open a file), they read the
+snapshot the run publishes beside it and print "data as of <time>" on stderr
+(:func:`data.store.reading.open_for_reading`).
 
 The data each command shows is gathered by a function that returns plain dicts
 (:func:`run_overview`, :func:`sample_trace`), so scripts and tests read the same numbers the
@@ -26,6 +27,8 @@ from rich.table import Table
 from data.export import DEFAULT_SUFFIX, ExportError, export_run
 from data.provenance import compact_roles
 from data.store import DEFAULT_DB_PATH, Store, StoreError, queries
+from data.store.outcome import failure_kind, outcome_label
+from data.store.reading import as_of_note, open_for_reading
 
 DEFAULT_EXPORT_DIR = Path("runs") / "exports"
 
@@ -44,9 +47,13 @@ def fail(message: str) -> typer.Exit:
 
 
 def open_read_only(db: Path) -> Store:
-    """Open read-only, turning a missing file or a held lock into a one-line error, exit 1."""
+    """Open read-only, or the writer's snapshot while a run holds the file (saying so on
+    stderr); a missing file or a lock with no snapshot yet is a one-line error, exit 1."""
     try:
-        return Store.open(db, read_only=True)
+        store, as_of = open_for_reading(db)
+        if as_of is not None:
+            typer.echo(as_of_note(as_of), err=True)
+        return store
     except FileNotFoundError as exc:
         raise fail(
             f"no database at {db}: run `icm generate` first, or pass --db with the path of one"
@@ -94,6 +101,7 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
                 "accepted": int(row["accepted"]),
                 "rejected": int(row["rejected"]),
                 "failed": int(row["failed"]),
+                "refused": int(row["refused"]),  # of the failed: the model declined
                 "pending": int(row["pending"]),
                 "calls": int(row["calls"]),
                 "cache_hits": int(row["cache_hits"]),
@@ -140,14 +148,19 @@ def _run_block(run: dict[str, Any]) -> str:
             f"  policy {run['policy'] or '-'}  rules {run['rules'] or '-'}",
             f"  models {compact_roles(run['roles']) or '-'}",
             f"  samples {run['accepted']} accepted, {run['rejected']} rejected, "
-            f"{run['failed']} failed, {run['pending']} pending",
+            f"{_failed(run)} failed, {run['pending']} pending",
             f"  calls {calls}  tokens {run['tokens']:,}  cost {_cost(run['cost_usd'])}",
         ]
     )
 
 
+def _failed(run: dict[str, Any]) -> str:
+    """``3`` or ``3 (2 refused)``: refused samples are failed ones whose model declined."""
+    return f"{run['failed']} ({run['refused']} refused)" if run["refused"] else str(run["failed"])
+
+
 def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, caption="samples: accepted/rejected/failed/pending")
+    table = Table(title=title, caption="samples: accepted/rejected/failed (refused)/pending")
     for column in ("run", "status", "created", "policy"):
         table.add_column(column, no_wrap=True)
     table.add_column("models", overflow="fold")
@@ -163,7 +176,7 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
             run["created_at"] or "",
             escape(f"{run['policy'] or '-'}\n{run['rules'] or ''}"),
             escape(compact_roles(run["roles"]).replace(" ", "\n")),
-            f"{run['accepted']}/{run['rejected']}/{run['failed']}/{run['pending']}",
+            f"{run['accepted']}/{run['rejected']}/{_failed(run)}/{run['pending']}",
             calls,
             f"{run['tokens']:,}",
             _cost(run["cost_usd"]),
@@ -369,6 +382,9 @@ def sample_trace(store: Store, sample_id: str, *, full: bool = False) -> dict[st
             for c in critiques
         ],
         "status": sample["status"],
+        "failure": failure_kind(
+            sample["status"], reasons if isinstance(reasons, list) else [reasons]
+        ),
         "attempts": sample["attempts"],
         "reasons": reasons if isinstance(reasons, list) else [reasons],
     }
@@ -434,7 +450,8 @@ def render_trace(trace: dict[str, Any], *, full: bool = False) -> str:
             f"  {c['stage']} attempt {c['attempt']}  {verdict}  {c['check_name']} "
             f"({c['source']}){message}"
         )
-    lines += ["", f"final status: {trace['status']}  (attempts recorded: {trace['attempts'] or 0})"]
+    shown = outcome_label(trace["status"], trace["reasons"])
+    lines += ["", f"final status: {shown}  (attempts recorded: {trace['attempts'] or 0})"]
     lines += [f"  - {reason}" for reason in trace["reasons"]]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from typing import Any
 from data.provenance import compact_roles
 from data.store import Store, browse, queries
 from data.store.browse import SampleFilters
+from data.store.outcome import failure_kind
 from graphs.commands.runs import run_overview, sample_trace
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -138,6 +139,7 @@ def enrich(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         reasons = loads_json(row.pop("reasons_json")) or []
         row["reasons"] = reasons if isinstance(reasons, list) else [reasons]
+        row["failure"] = failure_kind(row.get("status"), row["reasons"])
         row["failed_checks"] = failed.get(row["sample_id"], [])
         row["judge"] = scores.get(row["sample_id"], [])
     return rows

@@ -8,6 +8,8 @@ categories misbehave at chosen stages, to exercise critic rejections, retries an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import threading
@@ -27,8 +29,9 @@ def _messages(body: dict[str, Any]) -> tuple[str, str]:
             content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
         if message.get("role") == "system":
             system += content or ""
-        elif message.get("role") == "user":
-            user = content or ""  # the last user message
+        elif message.get("role") == "user" and not user:
+            # the task's message: a re-ask after a bad answer only appends "answer again"
+            user = content or ""
     return system, user
 
 
@@ -158,16 +161,23 @@ class ChaosResponder:
 
     ``p``: the probability of a fault, its kind drawn uniformly; or ``faults``: the probability
     of each kind (``{"429": 0.1, "refusal": 0.05, ...}``), which overrides ``p``.
+
+    ``by_request=True`` draws from the request itself (its body and how often that body was
+    seen, salted by ``seed``) instead of one random stream: which request gets which fault then
+    does not depend on the order concurrent samples reach the server, so a run's outcome is
+    the same on every machine, loaded or not.
     """
 
     inner: Any
     p: float = 0.3
     seed: int = 0
     faults: dict[str, float] | None = None
+    by_request: bool = False
     _rng: random.Random = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     injected: Counter[str] = field(default_factory=Counter)
     answered: int = 0
+    _seen: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -177,8 +187,16 @@ class ChaosResponder:
         if unknown or sum(self._table.values()) > 1:
             raise ValueError(f"bad fault table {self._table}")
 
-    def _draw(self) -> str | None:
-        roll = self._rng.random()
+    def _roll(self, body: dict[str, Any]) -> float:
+        if not self.by_request:
+            return self._rng.random()
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        self._seen[digest] += 1
+        salted = hashlib.sha256(f"{self.seed}:{digest}:{self._seen[digest]}".encode())
+        return int.from_bytes(salted.digest()[:8], "big") / 2**64
+
+    def _draw(self, body: dict[str, Any]) -> str | None:
+        roll = self._roll(body)
         for kind, probability in self._table.items():
             if roll < probability:
                 return kind
@@ -187,7 +205,7 @@ class ChaosResponder:
 
     def __call__(self, body: dict[str, Any]) -> Action:
         with self._lock:
-            kind = self._draw()
+            kind = self._draw(body)
             if kind is None:
                 self.answered += 1
         if kind is None:

@@ -35,9 +35,9 @@ from rich.progress import (
 )
 
 from data.export import collect_records, llava_record
-from graphs.commands.runs import default_export_path
 from data.store import Store
 from data.store.outcomes import SampleOutcome, sample_outcomes
+from graphs.commands.runs import default_export_path
 
 #: a reason longer than this is cut in the per-sample list (``icm traces`` shows it whole)
 REASON_WIDTH = 110

@@ -16,9 +16,9 @@ from test_generate import FAST, make_manifest, run_pipeline
 
 from agents.models.providers.openai_chat import forget_learned_dialects
 from data.policy import load_policy
-from graphs.commands.runs import run_overview
 from data.store import Store
 from data.store.outcome import failure_kind
+from graphs.commands.runs import run_overview
 
 #: eight distinct categories (distinct images and prompts: no cache hits between samples)
 CATEGORIES = list(load_policy("icm_sexy").categories)[:8]

@@ -35,8 +35,6 @@ class NoSnapshotError(StoreLockedError):
         )
 
 
-
-
 def open_for_reading(path: str | os.PathLike[str]) -> tuple[Store, datetime | None]:
     """The store at ``path`` opened read-only, or, while a writer holds it, its snapshot.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +124,7 @@ class RowProblem:
     message: str
 
 
-def image_problems(
-    manifest: Path, rows: list[ManifestRow] | tuple[ManifestRow, ...]
-) -> list[RowProblem]:
+def image_problems(manifest: Path, rows: Sequence[ManifestRow]) -> list[RowProblem]:
     """Rows whose image is missing or does not decode, each naming the manifest line.
 
     Run before any model loads, so a typo in a path stops the run in a second, not after the

@@ -162,11 +162,11 @@ class RunReporter:
         if self._progress is None or self._task is None:
             return
         t = self.tally
-        extra = {} if cost is None else {"cost": cost}
-        self._progress.update(
-            self._task, advance=advance, calls=t.calls, cached=t.cached, tokens=t.tokens,
-            last=t.last, **self._outcomes, **extra,
-        )  # fmt: skip
+        fields: dict[str, Any] = {**self._outcomes, "calls": t.calls, "cached": t.cached,
+                                  "tokens": t.tokens, "last": t.last}  # fmt: skip
+        if cost is not None:
+            fields["cost"] = cost
+        self._progress.update(self._task, advance=advance, **fields)
 
 
 # ---------------------------------------------------------------------------- the end

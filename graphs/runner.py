@@ -34,7 +34,7 @@ from agents.models.base import ImageInput, ProviderError
 from agents.models.images import prepare_image
 from agents.models.layer import ModelLayer
 from agents.models.providers import IN_PROCESS_PROVIDERS, make_provider
-from agents.models.settings import ModelConfig
+from agents.models.settings import ModelConfig, RoleBinding
 from agents.qa_writer import QACounts, verdict_questions
 from agents.schemas import LENGTH_PROFILES
 from data.manifest import (
@@ -521,7 +521,8 @@ class GenerationRun:
             if problem is None:
                 kept.append(spec)
                 continue
-            out = {"status": "failed", "reasons": [f"bad manifest row: {problem.message}"]}
+            reason = f"bad manifest row: {problem.message}"
+            out: dict[str, Any] = {"status": "failed", "reasons": [reason]}
             self.queue_outcome(writer, spec, policies[spec.policy], out)
             summary.bad_rows.append(problem.message)
         writer.flush()
@@ -544,7 +545,7 @@ class GenerationRun:
         its first run also joins and verifies its weights). Loaded models are shared per
         process, so the roles' own clients find them loaded."""
         seen: dict[str, list[str]] = {}
-        bindings = {}
+        bindings: dict[str, RoleBinding] = {}
         for role in roles:
             binding = self.model_config.for_role(role)
             if binding.spec.provider in IN_PROCESS_PROVIDERS:

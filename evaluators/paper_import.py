@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,6 @@ from data.policy_models import Policy
 
 PAPER_THRESHOLD = 0.5
 MQA_LETTERS = ("A", "B", "C", "D", "Y", "N")
-TEST_PREFIXES = ("sexy_", "not-sexy_")
 FORMATS: tuple[str, ...] = ("icm-assistant", "jsonl")
 
 
@@ -75,8 +75,13 @@ def _labels(policy: Policy) -> tuple[str, str]:
     return flagged, clear
 
 
+_TEST_NAME = re.compile(r"^(?:not-)?sexy_\d+\.\w+$")
+
+
 def is_test_name(image_name: str) -> bool:
-    return Path(image_name).name.startswith(TEST_PREFIXES)
+    """An ICM-Test image name (``sexy_00001234.jpg``, ``not-sexy_00007639.jpg``); a category
+    name that starts with ``sexy_`` (``sexy_kiss_2023..._11.jpg``) is not one."""
+    return bool(_TEST_NAME.match(Path(image_name).name))
 
 
 def eval_json_rows(path: Path, policy: Policy, rule: str | None = None) -> list[ImportedRow]:

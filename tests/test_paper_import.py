@@ -77,6 +77,7 @@ VAL = [
     ("tongue_20231207095152_11.JPEG", 0.5),  # exactly 0.5 is not sexy (> 0.5)
     ("middle_leg_2022072011061710163_v2.jpg", 0.77),
     ("whole_normal_2022072011061710020_v2.jpg", 0.40),
+    ("sexy_kiss_20231207095152_109.JPEG", 0.88),  # a category name, not an ICM-Test one
 ]
 
 
@@ -96,12 +97,13 @@ def test_icm_val_json_gives_the_paper_script_accuracy(tmp_path: Path) -> None:
     report = _metrics(tmp_path / "icm.duckdb", "--predictions", str(path), "--name", "val")
     [overall] = report["overall"]
     assert overall["rule_variant"] == "R1" and overall["scored"] == len(VAL)
-    assert overall["accuracy"] == pytest.approx(script_val_accuracy(path))  # 4/7
-    assert overall["accuracy"] == pytest.approx(4 / 7)
+    assert overall["accuracy"] == pytest.approx(script_val_accuracy(path))  # 5/8
+    assert overall["accuracy"] == pytest.approx(5 / 8)
     assert report["paper"]["icm_val_accuracy"] == pytest.approx(script_val_accuracy(path))
+    assert report["paper"]["icm_test_accuracy"] is None
     per_category = {r["category"]: r["accuracy"] for r in report["category"]}
-    assert per_category == {"bite_finger": 0.5, "middle_leg": 1.0, "tongue": 0.0,
-                            "upper_normal": 0.5, "whole_normal": 1.0}  # fmt: skip
+    assert per_category == {"bite_finger": 0.5, "middle_leg": 1.0, "sexy_kiss": 1.0,
+                            "tongue": 0.0, "upper_normal": 0.5, "whole_normal": 1.0}  # fmt: skip
     with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
         run = store.rows("SELECT kind, status, name FROM runs")
         rows = store.rows("SELECT image_path, category, score, task FROM predictions")
@@ -115,14 +117,14 @@ def test_the_paper_formula_counts_wearing_stockings_twice(tmp_path: Path) -> Non
     entries = [*VAL, ("wearing_stockings_20231207094856_101.jpg", 0.3)]
     path = _write(tmp_path / "val.json", entries)
     report = _metrics(tmp_path / "icm.duckdb", "--predictions", str(path))
-    assert report["overall"][0]["accuracy"] == pytest.approx(4 / 8)
+    assert report["overall"][0]["accuracy"] == pytest.approx(5 / 9)
     assert report["paper"]["icm_val_accuracy"] == pytest.approx(script_val_accuracy(path))
-    assert script_val_accuracy(path) == pytest.approx(4 / 9)
+    assert script_val_accuracy(path) == pytest.approx(5 / 10)
     text = CliRunner().invoke(
         app, ["metrics", report["run_id"], "--db", str(tmp_path / "icm.duckdb")],
         env={"COLUMNS": "250"},
     ).output  # fmt: skip
-    assert "ICM-Val accuracy, the paper's formula" in text and f"{4 / 9:.4f}" in text
+    assert "ICM-Val accuracy, the paper's formula" in text and f"{5 / 10:.4f}" in text
 
 
 def test_icm_test_json_and_mqa_files(tmp_path: Path) -> None:

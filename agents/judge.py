@@ -1,9 +1,10 @@
 """The judge role: scores moderation explanations under a rubric, through the model layer.
 
-Three rubrics (``evaluators.judge_schemas``): the paper's MEQ rubric (a candidate against a
+Four rubrics (``evaluators.judge_schemas``): the MEQ rubric in our words (a candidate against a
 reference: accuracy, preciseness, comprehensiveness, fluency), a reference-free rubric (verdict
-correctness under the rule variant, rule faithfulness, grounding, freedom from hallucination)
-and a pairwise comparison.
+correctness under the rule variant, rule faithfulness, grounding, freedom from hallucination),
+a pairwise comparison, and ``meq-paper``: the paper's own MEQ prompt, answered as its
+``Criteria | Score`` table with no rationale before it, at temperature 0.2.
 
 A judgment ends in one of four statuses and only ``scored`` carries scores: ``unscored`` (the
 answer never validated against the rubric's schema; its raw text stays in ``llm_calls``),
@@ -72,7 +73,9 @@ def _variables(item: _Item, swapped: bool) -> dict[str, Any]:
 
 
 def _check_items(rubric: str, items: Sequence[_Item]) -> None:
-    kind = {"meq": MEQItem, "free": FreeItem, "pairwise": PairItem}.get(rubric)
+    kind = {"meq": MEQItem, "meq-paper": MEQItem, "free": FreeItem, "pairwise": PairItem}.get(
+        rubric
+    )
     if kind is None:
         raise UnsupportedRubricError(f"unknown rubric {rubric!r} (rubrics: {', '.join(RUBRICS)})")
     wrong = [i.item_id for i in items if not isinstance(i, kind)]
@@ -142,7 +145,7 @@ class LLMJudge:
         if status != "scored" or result.value is None:
             return judgment
         value = result.value
-        judgment.rationale = value.rationale
+        judgment.rationale = getattr(value, "rationale", None)  # meq-paper answers a table only
         if isinstance(value, PairwiseJudgment):
             judgment.preferred = _unswap(value.winner, swapped)
         else:

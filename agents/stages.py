@@ -49,6 +49,8 @@ BUILTIN_STAGE_MODULES = (
 CRITIC = "critic"
 #: the judge scores finished runs (agents/judge.py); a model role, never part of the graph
 JUDGE = "judge"
+#: the zero-shot moderator role of ``icm moderate --model SPEC`` (finetune/moderate_api.py)
+MODERATOR = "moderator"
 
 
 @dataclass(frozen=True, order=True)
@@ -211,8 +213,9 @@ class StageRegistry:
         return out
 
     def model_roles(self) -> tuple[str, ...]:
-        """Every role a model can be bound to: the stages, the critic, the judge."""
-        return (*self._specs, CRITIC, JUDGE)
+        """Every role a model can be bound to: the stages, the critic, the judge and the
+        zero-shot moderator."""
+        return (*self._specs, CRITIC, JUDGE, MODERATOR)
 
     def help_chain(self) -> str:
         """``describer -> ... -> critic`` for ``--help``."""

@@ -432,7 +432,8 @@ def records_table(records: list[ExportRecord]) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- writers
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -471,7 +472,7 @@ def _merge_dataset_info(out: Path, entries: dict[str, Any]) -> Path:
         if isinstance(loaded, dict):
             info = loaded
     info.update(entries)
-    _write_json(path, info)
+    write_json(path, info)
     return path
 
 
@@ -517,10 +518,10 @@ def export_run(
     extra: list[Path] = []
     dataset_info = None
     if fmt == "llava":
-        _write_json(out, [llava_record(r) for r in records])
+        write_json(out, [llava_record(r) for r in records])
         extra.append(_write_meta(out, records))
     elif fmt == "sharegpt":
-        _write_json(out, [sharegpt_record(r) for r in records])
+        write_json(out, [sharegpt_record(r) for r in records])
         extra.append(_write_meta(out, records))
         dataset_info = {dataset_name(out): sharegpt_dataset_info(out.name)}
         extra.append(_merge_dataset_info(out, dataset_info))

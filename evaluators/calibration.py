@@ -5,6 +5,10 @@ rubric. Running another judge on the same pairs and correlating its scores with 
 far that judge can stand in for GPT-4o: per criterion Spearman and Kendall correlation, mean
 absolute difference, the judge's mean next to GPT-4o's, and how many pairs it left unscored.
 Statistics use scored pairs only; unscored, refused and failed pairs are counted, never zeroed.
+The MEQ (mean accuracy / 100) is reported both ways side by side: over the scored pairs only
+(``judge``: unparseable answers excluded, ours) and with every pair that has no scored answer
+counted as 0 (``judge_zero_unparseable``: the paper's eval script, which appends 0 for a judgment
+it cannot read). ``rubric="meq-paper"`` asks the judge in the paper's own wording.
 
 The split is fixed by a hash of the image name (about 60 % ``fit``, 40 % ``held_out``), so a
 metric fitted on ``fit`` (``metric:minilm``) is always reported on pairs it never saw, and any
@@ -24,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from evaluators.judge_schemas import MEQ_CRITERIA
+from evaluators.judge_schemas import MEQ_CRITERIA, MEQ_RUBRICS
 from evaluators.judgments import (
     Judge,
     Judgment,
@@ -189,7 +193,13 @@ class CalibrationReport(JudgingTally):
     split: str
     criteria: dict[str, CriterionStats]
     meq: dict[str, float | None]
-    """The paper's MEQ (mean accuracy / 100) of the judge and of the reference judge."""
+    """The paper's MEQ (mean accuracy / 100): ``judge`` over the scored pairs (unparseable
+    excluded, ours), ``judge_zero_unparseable`` with unscored pairs as 0 (the paper's script),
+    and the reference judge's on the same scored pairs and on all pairs."""
+    zero_unparseable_means: dict[str, float | None] = {}
+    """Per criterion, the judge's mean over all pairs with an unscored pair counted as 0 (the
+    paper's averaging); ``criteria[...].judge_mean`` is the mean over scored pairs only."""
+    rubric: str = "meq"
     reference_judge: str = "gpt-4o"
     warnings: list[str] = []
 
@@ -204,9 +214,11 @@ def build_report(
     dataset_sha256: str,
     split: str,
     criteria: Sequence[str] = MEQ_CRITERIA,
+    rubric: str = "meq",
 ) -> CalibrationReport:
     """Correlate the judge (mean of its scored repeats per item) with the cases' scores."""
     summaries = [summarize_repeats(js) for js in judgments]
+    zero_means = zero_unparseable_means(summaries, criteria)
     scored = [(c, s) for c, s in zip(cases, summaries, strict=True) if s.mean is not None]
     per_criterion = {}
     for name in criteria:
@@ -219,8 +231,10 @@ def build_report(
     accuracy = per_criterion.get("accuracy")
     all_accuracy = [c.judge_scores["accuracy"] for c in cases if "accuracy" in c.judge_scores]
     judge_mean = accuracy.judge_mean if accuracy else None
+    zero_accuracy = zero_means.get("accuracy")
     meq = {
         "judge": judge_mean / 100 if judge_mean is not None else None,
+        "judge_zero_unparseable": zero_accuracy / 100 if zero_accuracy is not None else None,
         "reference_same_items": (
             accuracy.reference_mean / 100
             if accuracy and accuracy.reference_mean is not None
@@ -236,9 +250,24 @@ def build_report(
         split=split,
         criteria=per_criterion,
         meq=meq,
+        zero_unparseable_means=zero_means,
+        rubric=rubric,
         **tally_fields(judgments, summaries, criteria),
         reference_judge=(cases[0].judge_model or "gpt-4o") if cases else "gpt-4o",
     )
+
+
+def zero_unparseable_means(
+    summaries: Sequence[RepeatSummary], criteria: Sequence[str]
+) -> dict[str, float | None]:
+    """Per criterion, the mean over every item with an item that has no scored judgment counted
+    as 0, as the paper's ``eval_meq/eval.py`` averages (None when there are no items)."""
+    if not summaries:
+        return dict.fromkeys(criteria)
+    return {
+        name: statistics.fmean((s.mean or {}).get(name, 0.0) for s in summaries)
+        for name in criteria
+    }
 
 
 # --------------------------------------------------------------------------- running
@@ -254,13 +283,17 @@ async def calibrate(
     limit: int | None = None,
     repeats: int = 1,
     progress: Callable[[int], None] | None = None,
+    rubric: str = "meq",
 ) -> tuple[CalibrationReport, list[list[Judgment]]]:
-    """Judge the split's pairs (``repeats`` times each) and build the report. Writes nothing."""
-    if not judge.supports("meq"):
-        raise ValueError(f"{judge.spec} cannot apply the MEQ rubric")
+    """Judge the split's pairs (``repeats`` times each) under ``rubric`` (``meq`` or the paper's
+    wording, ``meq-paper``) and build the report. Writes nothing."""
+    if rubric not in MEQ_RUBRICS:
+        raise ValueError(f"calibration takes a MEQ rubric ({', '.join(MEQ_RUBRICS)}), not {rubric}")
+    if not judge.supports(rubric):
+        raise ValueError(f"{judge.spec} cannot apply the {rubric} rubric")
     cases = select(load_meq_set(set_path), split, limit)
     items = meq_items(cases)
-    per_item = await judge_repeated(judge, "meq", items, repeats, progress=progress)
+    per_item = await judge_repeated(judge, rubric, items, repeats, progress=progress)
     report = build_report(
         cases,
         per_item,
@@ -269,6 +302,7 @@ async def calibrate(
         dataset_path=str(set_path),
         dataset_sha256=file_sha256(set_path),
         split=split,
+        rubric=rubric,
     )
     report.warnings = calibration_warnings(judge, split, report.reference_judge)
     return report, per_item

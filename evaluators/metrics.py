@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from data.policy import load_policy
-from data.store import queries
+from data.store.predictions import verdict_predictions
 
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "overall": ("policy_name", "rule_variant"),
@@ -160,8 +160,9 @@ def classification_table(
 
 
 def predictions_frame(store: Any, run_id: str) -> pd.DataFrame:
-    """The prediction rows of one run, as :func:`classification_table` reads them."""
-    return queries.predictions_frame(store, run_id)
+    """The verdict prediction rows of one run (MQA answers left out), as
+    :func:`classification_table` reads them."""
+    return verdict_predictions(store, run_id)
 
 
 # ----------------------------------------------------------------------------- MQA

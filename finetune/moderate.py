@@ -2,13 +2,17 @@
 
 For each image and rule variant:
 
-- **score**: the paper's score. The model is asked the rule's yes/no question (``Under rule R1
-  (audience: ...), is the image sexy?``: the verdict question the training data answers with
-  "Yes."/"No."; ``question="plain"`` asks the policy's bare ``Is the image sexy?``) and the
-  score is the softmax over the next-token logits of the yes and no tokens (each side the
-  log-sum-exp of its spellings: ``Yes``, `` Yes``, ``yes``...), i.e. P(yes | yes or no);
-- **verdict**: the policy's flagged label when the score is at least the threshold (0.5), its
-  unflagged label otherwise;
+- **score**: the paper's score (its ICM-Val/ICM-Test scripts). The model is asked the policy's
+  bare question (``Is the image sexy?``; ``question="rule"`` asks the rule-conditioned
+  ``Under rule R1 (audience: ...), is the image sexy?`` that our training data answers) and the
+  score is the softmax over the next-token logits of exactly one "Yes" and one "No" token: the
+  first token of each answer as the model's chat template emits it after the generation prompt
+  (`` Yes`` after LLaVA's ``ASSISTANT:``, ``Yes`` after Qwen's ``assistant\n``), i.e.
+  ``softmax(logit_yes, logit_no)[0]``. ``score_tokens="spellings"`` (ours) instead takes each
+  side's log-sum-exp over its spellings (``Yes``, `` Yes``, ``yes``...), counting a spelling only
+  where the tokenizer has it as one whole token (never a sub-word such as ``Y`` of ``YES``);
+- **verdict**: the policy's flagged label when the score is above the threshold (0.5, strictly,
+  as the ICM-Val script), its unflagged label otherwise;
 - **explanation**: greedy decoding of the answer to the rule's instruction (``... Explain why.``).
 
 Both run batched (left padding). Predictions land in the store's ``predictions`` table under a
@@ -44,6 +48,8 @@ YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES")
 NO_SPELLINGS = ("No", " No", "no", " no", "NO")
 
 Question = Literal["rule", "plain"]
+ScoreTokens = Literal["single", "spellings"]
+SCORE_TOKENS: tuple[ScoreTokens, ...] = ("single", "spellings")
 
 
 class ModerationError(ValueError):
@@ -117,28 +123,83 @@ def verdict_labels(policy: Policy) -> tuple[str, str]:
     return flagged, clear
 
 
-def answer_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """First-token ids of the yes and no spellings (a spelling sharing a token with the other
-    side is dropped)."""
+def _template_probe(processor: Any) -> tuple[str, str, str]:
+    """(prompt, full Yes answer, full No answer) rendered by the model's chat template."""
+    user = [{"role": "user", "content": [{"type": "text", "text": "Is the image sexy?"}]}]
+    prompt = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
 
-    def first(words: tuple[str, ...]) -> list[int]:
-        ids: list[int] = []
-        for word in words:
-            encoded = tokenizer.encode(word, add_special_tokens=False)
-            if encoded and encoded[0] not in ids:
-                ids.append(encoded[0])
-        return ids
+    def answered(word: str) -> str:
+        reply = {"role": "assistant", "content": [{"type": "text", "text": f"{word}."}]}
+        return str(processor.apply_chat_template([*user, reply], tokenize=False))
 
-    yes, no = first(YES_SPELLINGS), first(NO_SPELLINGS)
-    shared = set(yes) & set(no)
-    yes, no = [i for i in yes if i not in shared], [i for i in no if i not in shared]
-    if not yes or not no:
+    return str(prompt), answered("Yes"), answered("No")
+
+
+def emitted_first_token(tokenizer: Any, prompt: str, full: str, word: str) -> int:
+    """The first token the model emits for ``word`` after ``prompt`` (``full`` = prompt + answer).
+
+    The answer is tokenized in context, so a template that puts a space after ``ASSISTANT:``
+    gives the space-prefixed token. Falls back to ``word`` encoded alone when the template's
+    rendering does not extend the prompt or the boundary token is not a prefix of ``word``.
+    """
+    if full.startswith(prompt):
+        head = tokenizer.encode(prompt, add_special_tokens=False)
+        ids = tokenizer.encode(full, add_special_tokens=False)
+        n = 0
+        while n < min(len(head), len(ids)) and head[n] == ids[n]:
+            n += 1
+        if n < len(ids):
+            text = tokenizer.decode([ids[n]]).strip()
+            if text and word.lower().startswith(text.lower()):
+                return int(ids[n])
+    encoded = tokenizer.encode(word, add_special_tokens=False)
+    if not encoded:
+        raise ModerationError(f"the tokenizer encodes {word!r} to no token")
+    return int(encoded[0])
+
+
+def whole_word_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:
+    """Ids of the spellings the tokenizer has as one whole token (a sub-word never counts)."""
+    ids: list[int] = []
+    for word in words:
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        whole = len(encoded) == 1 and tokenizer.decode(encoded).strip() == word.strip()
+        if whole and encoded[0] not in ids:
+            ids.append(int(encoded[0]))
+    return ids
+
+
+def answer_token_ids(
+    processor: Any, tokenizer: Any, mode: ScoreTokens = "single"
+) -> tuple[list[int], list[int]]:
+    """The yes and no token ids the score compares.
+
+    ``single`` (the paper's): one id each, the first token of "Yes"/"No" as the chat template
+    emits it (whatever it is, a sub-word included: that is what the model emits first).
+    ``spellings`` (ours): every spelling in ``YES_SPELLINGS`` / ``NO_SPELLINGS`` that is one
+    whole token, the emitted one included when it is whole; an id on both sides is dropped.
+    """
+    if mode not in SCORE_TOKENS:
+        raise ModerationError(f"score tokens must be one of {', '.join(SCORE_TOKENS)}: {mode!r}")
+    prompt, yes_full, no_full = _template_probe(processor)
+    yes = [emitted_first_token(tokenizer, prompt, yes_full, "Yes")]
+    no = [emitted_first_token(tokenizer, prompt, no_full, "No")]
+    if mode == "spellings":
+        # The emitted token counts only when it is a whole spelling itself (not "Y" of "Yes").
+        yes = [i for i in yes if tokenizer.decode([i]).strip() in YES_SPELLINGS]
+        no = [i for i in no if tokenizer.decode([i]).strip() in NO_SPELLINGS]
+        yes += [i for i in whole_word_ids(tokenizer, YES_SPELLINGS) if i not in yes]
+        no += [i for i in whole_word_ids(tokenizer, NO_SPELLINGS) if i not in no]
+        shared = set(yes) & set(no)
+        yes, no = [i for i in yes if i not in shared], [i for i in no if i not in shared]
+    if not yes or not no or set(yes) & set(no):
         raise ModerationError("the tokenizer has no distinct yes/no tokens to score with")
     return yes, no
 
 
 def yes_probability(last_logits: torch.Tensor, yes: list[int], no: list[int]) -> torch.Tensor:
-    """Softmax over the yes/no logits: P(yes) per row (each side log-sum-exp of its ids)."""
+    """Softmax over the yes/no logits: P(yes) per row. With one id a side this is exactly
+    ``softmax(logit_yes, logit_no)[0]``; with several, each side is the log-sum-exp of its ids."""
     logits = last_logits.float()
     pair = torch.stack([logits[:, yes].logsumexp(-1), logits[:, no].logsumexp(-1)], -1)
     return pair.softmax(-1)[:, 0]
@@ -172,7 +233,8 @@ class Moderator:
         loaded: Loaded | None = None,
         threshold: float = 0.5,
         max_new_tokens: int = 96,
-        question: Question = "rule",
+        question: Question = "plain",
+        score_tokens: ScoreTokens = "single",
     ) -> None:
         self.model_path = model
         self.loaded = loaded or load_for_inference(model)
@@ -181,7 +243,8 @@ class Moderator:
         self.threshold = threshold
         self.max_new_tokens = max_new_tokens
         self.question = question
-        self.yes, self.no = answer_token_ids(self.tokenizer)
+        self.score_tokens = score_tokens
+        self.yes, self.no = answer_token_ids(self.processor, self.tokenizer, score_tokens)
 
     def _inputs(self, images: list[Any], questions: list[str]) -> dict[str, Any]:
         texts = []
@@ -277,7 +340,7 @@ class Moderator:
                         image_sha256=sha,
                         category=category,
                         expected_verdict=expected,
-                        verdict=flagged if score >= self.threshold else clear,
+                        verdict=flagged if score > self.threshold else clear,
                         score=float(score),
                         explanation=text,
                     )
@@ -369,13 +432,17 @@ def moderate_images(
     batch_size: int = 4,
     threshold: float = 0.5,
     max_new_tokens: int = 96,
-    question: Question = "rule",
+    question: Question = "plain",
+    score_tokens: ScoreTokens = "single",
     explain: bool = True,
     moderator: Moderator | None = None,
     progress: Any = None,
 ) -> ModerationSummary:
     """Moderate ``images`` and (with ``db``) record the predictions; the summary has accuracy
     where expected verdicts are known."""
+    # Imported here, not at the top: finetune.moderate_api imports this module.
+    from finetune.moderate_api import SpecModerator, is_model_spec
+
     started = time.perf_counter()
     loaded_policy = load_policy(policy)
     chosen = rules or [loaded_policy.base_rule or next(iter(loaded_policy.rules))]
@@ -391,16 +458,20 @@ def moderate_images(
     try:
         if store is not None and not manifest:
             categories.update(categories_from_store(store, loaded_policy))
+        if moderator is None and is_model_spec(model):
+            moderator = SpecModerator(model, question=question)  # type: ignore[assignment]
         moderator = moderator or Moderator(
-            model, threshold=threshold, max_new_tokens=max_new_tokens, question=question
-        )
+            model, threshold=threshold, max_new_tokens=max_new_tokens, question=question,
+            score_tokens=score_tokens,
+        )  # fmt: skip
         predictions = moderator.moderate(
             files, loaded_policy, chosen, categories=categories, batch_size=batch_size,
             explain=explain, progress=progress,
         )  # fmt: skip
         settings = {
             "policy": loaded_policy.name, "rules": chosen, "threshold": threshold,
-            "question": question, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+            "question": question, "score_tokens": score_tokens, "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
             "manifest": str(manifest) if manifest else None, "images": len(files),
         }  # fmt: skip
         run_id, name = "", run_name or ""

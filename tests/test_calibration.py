@@ -339,3 +339,72 @@ def test_fit_recovers_a_monotone_relation(tmp_path: Path) -> None:
     assert high.scores["accuracy"] > 85 and low.scores["accuracy"] < 35
     assert flipped.scores == dict.fromkeys(CRITERIA, 10.0)  # opposite verdicts: the fit's score
     assert "verdicts contradict" in flipped.rationale
+
+
+# --------------------------------------------------------------------------- meq-paper rubric
+def _paper_table(scores: dict[str, int], after: str = "") -> str:
+    """A judgment laid out as the paper's GPT-4o wrote them (eval_meq/*.txt): table first."""
+    rows = [f"| {name:<14} | {scores[name.lower()]:<5} |" for name in
+            ("Accuracy", "Preciseness", "Comprehensiveness", "Fluency")]  # fmt: skip
+    return "\n".join(["| Criteria       | Score |", "|----------------|-------|", *rows]) + after
+
+
+def test_paper_table_is_read_as_the_paper_script_reads_it() -> None:
+    from evaluators.judge_schemas import MEQPaperJudgment, parse_meq_table
+
+    scores = {"accuracy": 90, "preciseness": 70, "comprehensiveness": 80, "fluency": 85}
+    text = _paper_table(scores, after="\n\nThe description scores high in accuracy, ...")
+    assert parse_meq_table(text) == scores
+    judged = MEQPaperJudgment(table=text)
+    assert (judged.accuracy, judged.comprehensiveness) == (90, 80)
+    with pytest.raises(ValueError, match="no row for Fluency"):
+        parse_meq_table(text.replace("| Fluency ", "| Style "))
+    with pytest.raises(ValueError, match="outside 0-100"):
+        parse_meq_table(_paper_table({**scores, "fluency": 120}))
+    with pytest.raises(ValueError):  # a table without its |---| rule is not read, as in the paper
+        parse_meq_table(text.replace("|----------------|-------|\n", ""))
+
+
+def test_calibrate_meq_paper_prints_meq_both_ways(tmp_path: Path, fake_keys: Any) -> None:
+    """The paper's wording and temperature go to the judge; one unreadable answer is excluded
+    in our MEQ and scored 0 in the paper's, printed side by side."""
+    meq = _tiny_set(tmp_path / "tiny.jsonl")
+    bodies: list[dict[str, Any]] = []
+
+    def responder(body: dict[str, Any]) -> Action:
+        bodies.append(body)
+        user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+        candidate = user.rsplit("Algorithm's description: ", 1)[1].strip()
+        if candidate == "cand 3":
+            return reply("I would rather describe the image than fill in a table.")
+        value = 20 * int(candidate.split()[1])  # cand 1 -> 20, cand 2 -> 40, cand 4 -> 80
+        return reply({"table": _paper_table(dict.fromkeys(CRITERIA, value))})
+
+    spec = "openai:gpt-4o-mini?base_url={}"
+    with FakeOpenAIServer(responder=responder) as server:
+        result = CliRunner().invoke(
+            app,
+            ["calibrate", "--judge", spec.format(server.base_url), "--db",
+             str(tmp_path / "icm.duckdb"), "--set", str(meq), "--rubric", "meq-paper",
+             "--judge-setting", "parse_retries=0"],
+            env={"COLUMNS": "200"},
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        report = _calibrate(
+            tmp_path / "j.duckdb", spec.format(server.base_url), "--set", str(meq),
+            "--rubric", "meq-paper",
+        )  # fmt: skip
+    assert all(b["temperature"] == pytest.approx(0.2) for b in bodies)
+    first = bodies[0]["messages"]
+    assert "precise assistant for checking the quality of the answer" in first[0]["content"]
+    assert "do not only compare the lengths of two descriptions" in first[-1]["content"]
+    assert first[-1]["content"].startswith("Task: You will receive two descriptions")
+    # Scored: 20, 40, 80 (mean 46.67); the unreadable one is excluded, or 0 over all four.
+    excluded, zeroed = (20 + 40 + 80) / 3 / 100, (20 + 40 + 80 + 0) / 4 / 100
+    assert report["rubric"] == "meq-paper" and report["n_unscored"] == 1
+    assert report["meq"]["judge"] == pytest.approx(excluded)
+    assert report["meq"]["judge_zero_unparseable"] == pytest.approx(zeroed)
+    assert report["zero_unparseable_means"]["fluency"] == pytest.approx(35.0)
+    line = next(x for x in result.output.splitlines() if x.startswith("MEQ:"))
+    assert f"judge {excluded:.3f} (unparseable excluded, ours)" in line
+    assert f"{zeroed:.3f} (unparseable = 0, the paper's)" in line

@@ -95,7 +95,7 @@ def test_generate_finetune_moderate(tmp_path: Path) -> None:
         assert len(rows) == 4
         for r in rows:
             assert 0.0 <= r["score"] <= 1.0
-            assert r["verdict"] == ("sexy" if r["score"] >= 0.5 else "not sexy")
+            assert r["verdict"] == ("sexy" if r["score"] > 0.5 else "not sexy")
             assert r["expected_verdict"] in ("sexy", "not sexy") and r["status"] == "ok"
             assert r["explanation"] is not None
         accuracy = store.scalar(

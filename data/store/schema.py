@@ -20,7 +20,8 @@ Table map (what later stages write):
 - ``perception_cache``: detector evidence by image hash and tool version.
 - ``judgments`` / ``calibrations``: judge scores and calibration reports.
 - ``finetune_runs`` / ``finetune_metrics``: fine-tune runs and their loss curves.
-- ``predictions``: verdicts and scores of a moderation model.
+- ``predictions``: verdicts and scores of a moderation model (and, with ``task`` mqa_*, its
+  answers to MQA questions), from ``icm moderate`` or imported with ``icm metrics --predictions``.
 """
 
 from __future__ import annotations
@@ -280,6 +281,16 @@ CREATE INDEX qa_items_sample ON qa_items (sample_id);
 CREATE INDEX judgments_run ON judgments (run_id);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+_V2 = """
+ALTER TABLE predictions ADD COLUMN task VARCHAR DEFAULT 'verdict';
+"""
+"""``predictions.task``: ``verdict`` (a moderation verdict/score per image and rule) or an MQA
+answer (``mqa_mc``: multiple choice, ``mqa_qa``: yes/no and open questions), whose answer is in
+``verdict`` and the reference answer in ``expected_verdict`` (imported paper outputs)."""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "predictions.task: verdict or MQA answer", _V2),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version

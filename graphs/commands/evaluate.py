@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from data.policy import PolicyError, load_policy
-from data.store import DEFAULT_DB_PATH
+from data.store import DEFAULT_DB_PATH, Store
+from data.store.predictions import mqa_answers
 from evaluators.audit import AuditReport, audit_file
 from evaluators.compare import Comparison, RunLookupError, compare_runs, resolve_runs
 from evaluators.metrics import (
@@ -28,6 +29,7 @@ from evaluators.metrics import (
     policy_flags,
     predictions_frame,
 )
+from evaluators.paper_import import ImportFormatError, MQAFile, import_predictions, paper_figures
 from graphs.commands.runs import DbOption, JsonOption, fail, open_read_only
 
 DEFAULT_COMPARE_DIR = Path("runs") / "compare"
@@ -221,21 +223,113 @@ def _clip(text: str, limit: int = 240) -> str:
 
 
 # --------------------------------------------------------------------------- icm metrics
+
+
 def metrics_command(
-    run: Annotated[str, typer.Argument(help="Predictions run: run id, name or id prefix.")],
+    run: Annotated[
+        str | None,
+        typer.Argument(help="Predictions run: run id, name or id prefix (or use --predictions)."),
+    ] = None,
     db: DbOption = DEFAULT_DB_PATH,
     json_: JsonOption = False,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            exists=True,
+            dir_okay=False,
+            help="Import a model's outputs as a new run first: the paper's eval_icm_val / "
+            "eval_icm_test JSON (--format icm-assistant) or JSONL of image, rule, verdict or "
+            "score, expected (--format jsonl).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Format of --predictions: icm-assistant or jsonl.")
+    ] = "icm-assistant",
+    mqa_mc_answers: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqa-mc-answers",
+            exists=True,
+            dir_okay=False,
+            help="Paper-format MQA answers (image/answer lines), multiple choice.",
+        ),
+    ] = None,
+    mqa_mc_reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqa-mc-reference",
+            exists=True,
+            dir_okay=False,
+            help="Their reference answers (the paper's mc_gt.txt).",
+        ),
+    ] = None,
+    mqa_qa_answers: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqa-qa-answers",
+            exists=True,
+            dir_okay=False,
+            help="Paper-format MQA answers, yes/no and open questions.",
+        ),
+    ] = None,
+    mqa_qa_reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqa-qa-reference",
+            exists=True,
+            dir_okay=False,
+            help="Their reference answers (the paper's openqa_gt.txt).",
+        ),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option("--policy", help="Policy of imported predictions (name or YAML path).")
+    ] = "icm_sexy",
+    name: Annotated[str | None, typer.Option("--name", help="Name of the imported run.")] = None,
 ) -> None:
     """Classification metrics of a moderation run's predictions (accuracy, precision, recall,
-    F1 for the flagged label) per policy and rule variant, and per category."""
+    F1 for the flagged label) per policy and rule variant, and per category; for runs with MQA
+    answers or imported paper outputs, also the paper scripts' own figures."""
+    mqa = []
+    for kind, answers, reference in (("mqa_mc", mqa_mc_answers, mqa_mc_reference),
+                                     ("mqa_qa", mqa_qa_answers, mqa_qa_reference)):  # fmt: skip
+        if (answers is None) != (reference is None):
+            raise fail(f"--{kind.replace('_', '-')}-answers and -reference go together")
+        if answers is not None and reference is not None:
+            mqa.append(MQAFile(answers, reference, kind))
+    importing = predictions is not None or bool(mqa)
+    if importing == (run is not None):
+        raise fail("give a RUN to report, or --predictions / --mqa-* files to import (not both)")
+    if importing:
+        try:
+            with Store.open(db) as store:
+                run = import_predictions(
+                    store, policy=load_policy(policy), predictions=predictions, fmt=fmt,
+                    mqa=mqa, name=name,
+                )[0]  # fmt: skip
+        except (ImportFormatError, PolicyError) as exc:
+            raise fail(str(exc)) from exc
+    assert run is not None
     with open_read_only(db) as store:
         try:
             found = resolve_runs(store, [run])[0]
         except RunLookupError as exc:
             raise fail(str(exc)) from exc
         frame = predictions_frame(store, found["run_id"])
-    if frame.empty:
+        answers_frame = mqa_answers(store, found["run_id"])
+    if frame.empty and answers_frame.empty:
         raise fail(f"run {found['name']} ({found['run_id']}) has no predictions")
+    policies = sorted(frame["policy_name"].unique()) if len(frame) else []
+    paper = None
+    if len(policies) <= 1:
+        try:
+            paper_policy = load_policy(policies[0] if policies else policy)
+        except PolicyError as exc:
+            raise fail(f"cannot read which verdict is flagged: {exc}") from exc
+        paper = paper_figures(frame, answers_frame, paper_policy)
+    if frame.empty:
+        _report_mqa_only(found, paper, json_)
+        return
     try:
         flags = policy_flags(frame["policy_name"].unique())
     except PolicyError as exc:
@@ -243,19 +337,57 @@ def metrics_command(
     result = {
         "run_id": found["run_id"],
         "name": found["name"],
-        **{name: classification_table(frame, flags, by) for name, by in GROUPINGS.items()},
+        **{group: classification_table(frame, flags, by) for group, by in GROUPINGS.items()},
+        "paper": paper,
     }
     if json_:
         typer.echo(json.dumps(result, ensure_ascii=False, default=str))
         return
     console = _console()
-    policies = sorted(frame["policy_name"].unique())
-    for name, by in GROUPINGS.items():
-        title = f"{found['name']}: {name}"
+    for group, by in GROUPINGS.items():
+        title = f"{found['name']}: {group}"
         if len(policies) == 1:  # one policy: name it in the title, keep the width for numbers
             by = tuple(k for k in by if k != "policy_name")
             title += f" ({policies[0]})"
-        console.print(_metrics_table(result[name], by, title))
+        console.print(_metrics_table(result[group], by, title))
+    _print_paper(console, paper)
+
+
+def _report_mqa_only(found: dict[str, Any], paper: dict[str, Any] | None, json_: bool) -> None:
+    if json_:
+        typer.echo(json.dumps({"run_id": found["run_id"], "name": found["name"], "paper": paper}))
+        return
+    _print_paper(_console(), paper)
+
+
+def _print_paper(console: Console, paper: dict[str, Any] | None) -> None:
+    """The paper scripts' figures, where the run has what they need."""
+    if not paper:
+        return
+    if paper["icm_val_accuracy"] is not None:
+        console.print(
+            f"ICM-Val accuracy, the paper's formula (eval_icm_val: score > 0.5, an image counted "
+            f"under every category keyword its name contains): {paper['icm_val_accuracy']:.4f}"
+        )
+    if paper["icm_test_accuracy"] is not None:
+        console.print(
+            "ICM-Test accuracy, the paper's formula (eval_icm_test: score < 0.5 is not sexy): "
+            f"{paper['icm_test_accuracy']:.4f}"
+        )
+    if paper["mqa_n"]:
+        parts = [
+            f"{label} {_num(paper[f'{key}_accuracy'], '.4f')} (n={paper[f'{key}_n']})"
+            for key, label in (
+                ("mqa", "total"),
+                ("mqa_mc", "multiple choice"),
+                ("mqa_qa", "yes/no + open"),
+            )
+            if paper[f"{key}_n"]
+        ]
+        console.print(
+            "MQA accuracy, the paper's formula (eval_mqa: first character, one of A-D/Y/N, "
+            "equals the reference's): " + ", ".join(parts)
+        )
 
 
 def _metrics_table(rows: list[dict[str, Any]], keys: tuple[str, ...], title: str) -> Table:

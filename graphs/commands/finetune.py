@@ -124,7 +124,10 @@ def moderate_command(
     model: Annotated[
         str,
         typer.Option(
-            "--model", "-m", help="Fine-tune output, adapter or model folder, or icm-tiny."
+            "--model",
+            "-m",
+            help="Fine-tune output, adapter or model folder, icm-tiny, or a generation model "
+            "spec (openai:gpt-4o, openai-compatible:URL#model, ...) as a zero-shot moderator.",
         ),
     ],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Policy name or YAML path.")],
@@ -144,8 +147,21 @@ def moderate_command(
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0)] = 0.5,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 96,
     question: Annotated[
-        str, typer.Option("--question", help="Score question: 'rule' (with the rule) or 'plain'.")
-    ] = "rule",
+        str,
+        typer.Option(
+            "--question",
+            help="Score question: 'plain' (the paper's bare 'Is the image <term>?') or 'rule' "
+            "(ours: the rule-conditioned question our training data answers).",
+        ),
+    ] = "plain",
+    score_tokens: Annotated[
+        str,
+        typer.Option(
+            "--score-tokens",
+            help="'single' (the paper's): softmax over one Yes and one No token, as the chat "
+            "template emits them; 'spellings' (ours): log-sum-exp over whole-token spellings.",
+        ),
+    ] = "single",
     explain: Annotated[
         bool, typer.Option("--explain/--no-explain", help="Generate the explanation.")
     ] = True,
@@ -162,11 +178,14 @@ def moderate_command(
 
     if question not in ("rule", "plain"):
         raise _fail(f"--question must be rule or plain, got {question!r}")
+    if score_tokens not in ("single", "spellings"):
+        raise _fail(f"--score-tokens must be single or spellings, got {score_tokens!r}")
     try:
         summary = moderate_images(
             [str(i) for i in images], model=model, policy=policy, rules=rules or None,
             db=None if no_store else db, run_name=run, manifest=manifest, batch_size=batch_size,
             threshold=threshold, max_new_tokens=max_new_tokens, question=question,  # type: ignore[arg-type]
+            score_tokens=score_tokens,  # type: ignore[arg-type]
             explain=explain,
         )  # fmt: skip
     except (ModerationError, FamilyError, StoreError, PolicyError, ValueError) as exc:

@@ -31,6 +31,7 @@ from evaluators.calibration import (
     report_json,
     select,
 )
+from evaluators.judge_schemas import rubric_settings
 from evaluators.judgments import Judge, Judgment, judge_repeated
 from graphs.judging import (
     PairwiseReport,
@@ -71,6 +72,11 @@ class SplitChoice(StrEnum):
 class RubricChoice(StrEnum):
     free = "free"
     meq = "meq"
+
+
+class MEQRubricChoice(StrEnum):
+    meq = "meq"
+    meq_paper = "meq-paper"
 
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB store to write the run into.")]
@@ -176,32 +182,43 @@ def calibrate_command(
     judge_setting: SettingOption = [],  # noqa: B006 - typer reads the default, never mutates it
     no_cache: NoCacheOption = False,
     json_: JsonOption = False,
+    rubric: Annotated[
+        MEQRubricChoice,
+        typer.Option(
+            "--rubric",
+            help="meq: our MEQ prompt (rationale, then scores); meq-paper: the paper's wording, "
+            "scores as a table, temperature 0.2 unless --judge-setting temperature=... is given.",
+        ),
+    ] = MEQRubricChoice.meq,
 ) -> None:
-    """Run the judge on each (reference, candidate) pair and correlate with GPT-4o's scores."""
+    """Run the judge on each (reference, candidate) pair and correlate with GPT-4o's scores.
+
+    MEQ is printed both ways: unparseable answers excluded (ours) and scored 0 (the paper's)."""
     try:
         n_items = len(select(load_meq_set(set_path), split.value, limit))
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     store = _open(db)
     run_id = new_run_id("calibrate")
+    settings = list(rubric_settings(rubric.value, judge_setting))
 
     async def work(j: Judge) -> CalibrationReport:
         config = {"set": str(set_path), "split": split.value, "limit": limit, "repeats": repeats,
-                  "judge_settings": judge_setting}  # fmt: skip
+                  "judge_settings": settings, "rubric": rubric.value}  # fmt: skip
 
         async def body() -> tuple[list[Judgment], CalibrationReport]:
             with _progress(n_items * repeats, f"calibrate {j.spec}") as progress:
                 task = progress.task_ids[0]
                 report, per_item = await calibrate(
                     j, set_path, split=split.value, limit=limit, repeats=repeats,
-                    progress=lambda n: progress.advance(task, n),
+                    progress=lambda n: progress.advance(task, n), rubric=rubric.value,
                 )  # fmt: skip
             store_calibration(store, run_id, report)
             return _flatten(per_item), report
 
         return await _recorded(store, run_id, "calibrate", j, config, body)
 
-    report = _run_with_judge(store, run_id, judge, judge_setting, no_cache, work)
+    report = _run_with_judge(store, run_id, judge, settings, no_cache, work)
     _warn(report.warnings)
     if json_:
         typer.echo(report_json(report))
@@ -256,8 +273,8 @@ async def _async_guarded(store: Store, run_id: str, body: Callable[[], Awaitable
 def _print_calibration(report: CalibrationReport, run_id: str) -> None:
     console = Console(highlight=False)
     title = (
-        f"{report.judge_spec} ({report.judge_kind}) vs {report.reference_judge}: "
-        f"{report.split}, {report.n_items} pairs"
+        f"{report.judge_spec} ({report.judge_kind}, {report.rubric} rubric) vs "
+        f"{report.reference_judge}: {report.split}, {report.n_items} pairs"
     )
     table = Table(title=title)
     for column in ("criterion", "n", "Spearman", "Kendall", "MAD", "judge mean", "GPT-4o mean"):
@@ -270,8 +287,12 @@ def _print_calibration(report: CalibrationReport, run_id: str) -> None:
     console.print(table)
     console.print(
         f"unscored: {report.n_unscored}/{report.n_items} ({report.unscored_rate:.1%}) "
-        f"statuses: {report.status_counts}  MEQ: judge {_num(report.meq['judge'])}, "
-        f"{report.reference_judge} {_num(report.meq['reference_same_items'])}"
+        f"statuses: {report.status_counts}"
+    )
+    console.print(
+        f"MEQ: judge {_num(report.meq['judge'])} (unparseable excluded, ours) | "
+        f"{_num(report.meq.get('judge_zero_unparseable'))} (unparseable = 0, the paper's); "
+        f"{report.reference_judge} {_num(report.meq['reference_same_items'])} on the scored pairs"
     )
     if report.repeat_std:
         spread = ", ".join(f"{k} {v:.1f}" for k, v in report.repeat_std.items())

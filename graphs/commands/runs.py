@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from data.export import DEFAULT_SUFFIX, ExportError, export_run
+from data.export_paper import export_paper_run
 from data.provenance import compact_roles
 from data.store import DEFAULT_DB_PATH, Store, StoreError, queries
 from data.store.outcome import failure_kind, outcome_label
@@ -528,14 +529,35 @@ def export_command(
             help="Write image paths relative to this folder (a trainer's image folder).",
         ),
     ] = None,
+    style: Annotated[
+        str,
+        typer.Option(
+            "--style",
+            help="ours: one multi-turn record per sample and rule; paper (llava only): the "
+            "paper's single-turn records, explanation x5 under drawn question paraphrases, "
+            "base rule only.",
+        ),
+    ] = "ours",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the paper style's question draws.")
+    ] = 0,
 ) -> None:
     """Export a run's samples as training data, one record per sample and rule variant."""
+    if style not in ("ours", "paper"):
+        raise fail(f"--style must be ours or paper, got {style!r}")
+    if style == "paper" and fmt.value != "llava":
+        raise fail("--style paper writes the paper's LLaVA records: use it with --format llava")
     target = out if out is not None else default_export_path(run, fmt.value)
     with open_read_only(db) as store:
         try:
-            summary = export_run(
-                store, run, fmt.value, target, include_all=all_, image_root=image_root
-            )
+            if style == "paper":
+                summary = export_paper_run(
+                    store, run, target, include_all=all_, image_root=image_root, seed=seed
+                )
+            else:
+                summary = export_run(
+                    store, run, fmt.value, target, include_all=all_, image_root=image_root
+                )
         except ExportError as exc:
             raise fail(str(exc)) from exc
     if summary.empty_message:

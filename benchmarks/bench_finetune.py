@@ -9,7 +9,10 @@ model, LoRA config, batch size, optimizer (AdamW), schedule (cosine), clipping a
 - ``ours``: ``finetune.train.Trainer`` as shipped (LM head only where labels exist);
 - ``ours-full-logits``: the same with ``train.loss_on_labels_only=false`` (full logits, as TRL);
 - ``trl``: ``trl.SFTTrainer`` given the same peft model and our collator (so both see identical
-  batches: only the training loop differs; TRL's own VLM collator does not know icm-tiny).
+  batches: only the training loop differs; TRL's own VLM collator does not know icm-tiny);
+- ``baseline``: ``ours`` imported from another checkout (``--baseline-root``, e.g. the revision
+  before a change to the trainer), timed exactly as ``ours``: the side-by-side check of a
+  rewrite (``--trainers ours baseline``).
 
 Each run is a fresh subprocess (clean RSS, clean thread pools); runs are interleaved, repeated,
 and the median is reported. Throughput counts non-padding tokens (image tokens included) of
@@ -29,6 +32,7 @@ Run from the repository root::
 
     python benchmarks/bench_finetune.py                    # CPU: 3 trainers x 3 repeats, 1 thread
     python benchmarks/bench_finetune.py --repeats 5 --steps 8 --json out.json
+    python benchmarks/bench_finetune.py --trainers ours baseline --baseline-root ../main
     python benchmarks/bench_finetune.py --gpu              # on a GPU machine (~2 min)
     python benchmarks/bench_finetune.py --gpu --size tiny  # the same path, CPU, seconds
 """
@@ -52,7 +56,7 @@ from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
-TRAINERS = ("ours", "ours-full-logits", "trl")
+TRAINERS = ("ours", "ours-full-logits", "trl", "baseline")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
@@ -63,7 +67,6 @@ def peak_rss() -> int:
 # ---------------------------------------------------------------------- data
 def icm_examples() -> list[Any]:
     """Each bundled image under each rule of its policy: the conversation shape of an export."""
-    sys.path.insert(0, str(ROOT))
     from agents.explainer import rule_question
     from data.policy import load_policy
     from finetune.collate import Example
@@ -123,11 +126,13 @@ def synthetic_examples(n: int, size: int, folder: Path) -> list[Any]:
 
 
 # ---------------------------------------------------------------------- child: one CPU run
-def child_cpu(trainer: str, steps: int, batch_size: int, max_length: int, threads: int) -> dict:
+def child_cpu(
+    trainer: str, steps: int, batch_size: int, max_length: int, threads: int, root: Path = ROOT
+) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(root))  # the checkout whose finetune package is timed
     from finetune.config import FinetuneConfig
     from finetune.train import Trainer
 
@@ -256,9 +261,11 @@ def cpu_main(args: argparse.Namespace) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in args.trainers}
     for repeat in range(args.repeats):
         for name in args.trainers:  # interleaved: drifting machine load hits all alike
+            root = args.baseline_root if name == "baseline" else ROOT
             result = run_child(
                 [name, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                 "--max-length", str(args.max_length), "--threads", str(args.threads)]
+                 "--max-length", str(args.max_length), "--threads", str(args.threads),
+                 "--root", str(root)]
             )  # fmt: skip
             runs[name].append(result)
             print(
@@ -285,6 +292,15 @@ def cpu_main(args: argparse.Namespace) -> dict:
         summary["cpu_time_ratio_ours_over_trl"] = (
             summary["ours"]["tokens_per_cpu_second_median"]
             / summary["trl"]["tokens_per_cpu_second_median"]
+        )
+    if "ours" in summary and "baseline" in summary:
+        summary["ratio_ours_over_baseline"] = (
+            summary["ours"]["tokens_per_second_median"]
+            / summary["baseline"]["tokens_per_second_median"]
+        )
+        summary["cpu_time_ratio_ours_over_baseline"] = (
+            summary["ours"]["tokens_per_cpu_second_median"]
+            / summary["baseline"]["tokens_per_cpu_second_median"]
         )
     if "ours-full-logits" in summary and "trl" in summary:
         summary["ratio_ours_full_logits_over_trl"] = (
@@ -388,13 +404,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=("2b", "tiny"), default="2b")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--baseline-root",
+        type=Path,
+        default=ROOT.parent / "main",
+        help="checkout whose finetune package the 'baseline' trainer imports",
+    )
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.child is not None:
         result = child_cpu(
-            args.child, args.steps or 6, args.batch_size or 2, args.max_length, args.threads
-        )
+            args.child, args.steps or 6, args.batch_size or 2, args.max_length, args.threads,
+            args.root.resolve(),
+        )  # fmt: skip
         print(json.dumps(result))
         return 0
     if args.gpu:
@@ -437,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {name} | {r['tokens_per_second_median']:.1f} | {r['tokens_per_second_all']} "
                 f"| {r['tokens_per_cpu_second_median']:.1f} | {r['peak_rss_mib_median']:.0f} "
                 f"| {r['final_loss_median']:.3f} |"
+            )
+        if "ratio_ours_over_baseline" in results:
+            print(
+                f"\nratio ours / baseline ({args.baseline_root}): "
+                f"{results['ratio_ours_over_baseline']:.3f} wall, "
+                f"{results['cpu_time_ratio_ours_over_baseline']:.3f} CPU time"
             )
         if "ratio_ours_over_trl" in results:
             ratio = results["ratio_ours_over_trl"]

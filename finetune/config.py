@@ -146,6 +146,12 @@ class TrainArguments:
     """Write the run and its loss curve to the store (``data.db``)."""
     loss_on_labels_only: bool = True
     """Compute the LM head only where a label exists (same loss, less work and memory)."""
+    report_to: list[str] = field(default_factory=list)
+    """Trainer integrations that also get the curve (``tensorboard``, ``wandb``, ...); the store
+    always does (``record``)."""
+    deepspeed: str | None = None
+    """A DeepSpeed JSON config (``finetune/configs/deepspeed_zero2.json``) for ``torchrun``
+    launches; with ``accelerate launch`` pass it in the accelerate config instead."""
 
 
 @dataclass

@@ -335,3 +335,25 @@ def test_other_families_label_and_train(family: str, images: list[str], tmp_path
     assert ANSWERS[0] in text and ANSWERS[1] in text and "Is the image" not in text
     result = trainer.run()
     assert result.train_loss is not None and result.train_loss == result.train_loss  # not NaN
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_match(images: list[str], tmp_path: Path) -> None:
+    """Resume loads the trained weights strictly: a checkpoint written with other LoRA targets is
+    an error naming the keys, never a silent partial load."""
+    from finetune.train import TrainError
+
+    model = synthetic.build_saved("llava", tmp_path / "model")
+    data = examples(images)
+    Trainer(config(model, tmp_path / "a", "train.max_steps=1"), train_examples=data).run()
+    checkpoint = tmp_path / "a" / "checkpoint-1"
+    other = config(
+        model,
+        tmp_path / "b",
+        "train.max_steps=2",
+        "lora.target_modules=[q_proj]",
+        f"train.resume_from={checkpoint}",
+    )
+    with pytest.raises(
+        TrainError, match=r"does not match the model.*missing \[\], unexpected \['[^']*_proj.lora_A"
+    ):
+        Trainer(other, train_examples=data).run()

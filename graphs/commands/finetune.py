@@ -15,7 +15,9 @@ from rich.table import Table
 FINETUNE_HELP = (
     "Fine-tune a multimodal model (LoRA) on ICM conversations from store runs or exported files. "
     "Settings: --config YAML, then the options below, then --set section.key=value. Multi-GPU: "
-    "accelerate launch -m finetune.train --config cfg.yaml (or torchrun --nproc_per_node N)."
+    "accelerate launch --config_file finetune/configs/accelerate_ddp.yaml (or "
+    "accelerate_fsdp.yaml, or DeepSpeed) -m finetune.train --config cfg.yaml, or torchrun "
+    "--nproc_per_node N -m finetune.train ...; see finetune/configs/SCALE_OUT.md."
 )
 MODERATE_HELP = (
     "Moderate images with a (fine-tuned) model: verdict, score (softmax over the yes/no token "

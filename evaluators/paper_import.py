@@ -31,12 +31,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data.policy_models import Policy
+from data.store import utcnow
+from data.store.predictions import MQA_TASKS, record_imported_predictions
+from data.store.records import RunRecord
 
 PAPER_THRESHOLD = 0.5
 MQA_LETTERS = ("A", "B", "C", "D", "Y", "N")
@@ -321,13 +326,6 @@ def import_predictions(
     Raises:
         ImportFormatError: a file that is not in its format (named, with the entry or line).
     """
-    import sys
-    import time
-    import uuid
-
-    from data.store import to_json, utcnow
-    from data.store.predictions import MQA_TASKS, record_imported_predictions
-
     if fmt not in FORMATS:
         raise ImportFormatError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if rule is not None and rule not in policy.rules:
@@ -348,24 +346,23 @@ def import_predictions(
     sources = [str(predictions)] if predictions is not None else []
     sources += [f"{m.answers} vs {m.reference}" for m in mqa]
     now = utcnow()
-    run = {
-        "run_id": run_id,
-        "name": name or run_id,
-        "kind": "moderate",
-        "status": "finished",
-        "created_at": now,
-        "finished_at": now,
-        "command": " ".join(sys.argv),
-        "config_json": to_json({"imported_from": sources, "format": fmt}),
-        "policy_name": policy.name,
-        "policy_sha256": policy.sha256,
-        "rule_variants": ",".join(sorted({r.rule for r in rows})),
-    }
+    run = RunRecord(
+        run_id=run_id,
+        name=name or run_id,
+        kind="moderate",
+        status="finished",
+        created_at=now,
+        finished_at=now,
+        config={"imported_from": sources, "format": fmt},
+        policy_name=policy.name,
+        policy_sha256=policy.sha256,
+        rule_variants=",".join(sorted({r.rule for r in rows})),
+    )
     model = str(predictions) if predictions is not None else str(mqa[0].answers)
     record_imported_predictions(
         store, run, prediction_rows(rows, run_id=run_id, model=model, policy=policy, now=now)
     )
-    return run_id, str(run["name"])
+    return run_id, run.name
 
 
 def paper_figures(verdicts: Any, mqa: Any, policy: Policy) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from data.store.records import RunRecord, register_run
 from data.store.store import Store
 
 VERDICT_TASK = "verdict"
@@ -20,11 +21,11 @@ MQA_TASKS: tuple[str, ...] = ("mqa_mc", "mqa_qa")
 
 
 def record_imported_predictions(
-    store: Store, run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    store: Store, run: RunRecord, rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """The import's ``runs`` row and its predictions, in one transaction."""
     with store.transaction():
-        store.insert("runs", [dict(run)])
+        register_run(store, run)
         store.insert("predictions", [dict(r) for r in rows])
 
 

@@ -80,7 +80,7 @@ class StageCall:
     """The rule variant a per-rule stage is asked about; None for the others."""
     lengths: Lengths = FULL
     qa_counts: QACounts = field(default_factory=QACounts)
-    images: Callable[[], Sequence[ImageInput]] = tuple  # type: ignore[assignment]
+    images: Callable[[], Sequence[ImageInput]] = tuple
     """The sample's images, loaded on demand (only a stage that looks at the image calls it)."""
 
 

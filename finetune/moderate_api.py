@@ -29,6 +29,7 @@ from agents.explainer import rule_question
 from agents.models.base import Message
 from agents.models.images import prepare_image
 from agents.models.layer import ModelLayer
+from agents.models.result import CallResult
 from agents.models.settings import ModelConfig
 from agents.models.spec import parse_spec
 from data.images import ImageLoadError
@@ -91,7 +92,9 @@ class SpecModerator:
         self.verdict_user = load_prompt("moderator_verdict.user")
         self.explain_user = load_prompt("moderator_explain.user")
 
-    async def _ask(self, schema: type[BaseModel], user: Any, text: str, image: Any, tag: str):  # type: ignore[no-untyped-def]
+    async def _ask(
+        self, schema: type[BaseModel], user: Any, text: str, image: Any, tag: str
+    ) -> CallResult[Any]:
         return await self.layer.call(
             role=ROLE,
             schema=schema,
@@ -133,10 +136,19 @@ class SpecModerator:
         prediction.verdict = flagged if answer.value.answer == "Yes" else clear
         if explain:
             said = results[1]
-            prediction.explanation = said.value.explanation if said.status == "ok" else None
+            told = said.value if said.status == "ok" else None
+            prediction.explanation = told.explanation if told is not None else None
         return prediction
 
-    async def _all(self, images, policy, rules, categories, explain, progress):  # type: ignore[no-untyped-def]
+    async def _all(
+        self,
+        images: Sequence[str | Path],
+        policy: Policy,
+        rules: list[str],
+        categories: dict[str, str],
+        explain: bool,
+        progress: Any,
+    ) -> list[Prediction]:
         predictions: list[Prediction] = []
         jobs = []
         for path in images:

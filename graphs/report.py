@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +34,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from agents.models.result import CallResult
 from data.export import collect_records, llava_record
 from data.store import Store
 from data.store.outcomes import SampleOutcome, sample_outcomes
+from evaluators.consistency import Check
 from graphs.commands.runs import default_export_path
+from graphs.state import SampleState
 
 #: a reason longer than this is cut in the per-sample list (``icm traces`` shows it whole)
 REASON_WIDTH = 110
@@ -81,11 +84,21 @@ class ReportingRecorder:
         self._inner = inner
         self._reporter = reporter
 
-    def stage(self, state, stage, rule, attempt, result, feedback) -> None:  # type: ignore[no-untyped-def]
+    def stage(
+        self,
+        state: SampleState,
+        stage: str,
+        rule: str | None,
+        attempt: int,
+        result: CallResult[Any],
+        feedback: str | None,
+    ) -> None:
         self._inner.stage(state, stage, rule, attempt, result, feedback)
         self._reporter.on_call(stage, result)
 
-    def checks(self, state, attempt, checks, source) -> None:  # type: ignore[no-untyped-def]
+    def checks(
+        self, state: SampleState, attempt: int, checks: Sequence[Check], source: str
+    ) -> None:
         self._inner.checks(state, attempt, checks, source)
 
 

@@ -29,12 +29,16 @@ def failure_kind(status: str | None, reasons: str | Sequence[str] | None) -> Fai
     None for any other status."""
     if status != "failed":
         return None
+    items: Sequence[object]
     if isinstance(reasons, str):
         try:
-            reasons = json.loads(reasons)
+            loaded = json.loads(reasons)
         except ValueError:
-            reasons = [reasons]
-    first = reasons[0] if reasons else ""
+            loaded = [reasons]
+        items = loaded if isinstance(loaded, list) else [loaded]
+    else:
+        items = reasons or []
+    first = items[0] if items else ""
     return "refused" if isinstance(first, str) and ": refused: " in first else "failed"
 
 

@@ -88,19 +88,15 @@ def attribute_words(policy: Policy, category: str) -> dict[str, Sequence[str]]:
     return words
 
 
-def check_argument_agrees(
-    rule: str, argument: str, verdict: str, other_labels: Sequence[str]
-) -> Check:
-    """With the verdict fixed by the rule table, the argument needs no verdict sentence of its
-    own (code writes the conclusion), but the last label it names, if any, must be that one."""
-    last = last_label_in(argument, {verdict, *other_labels})
-    ok = last is None or last == verdict
-    msg = (
-        ""
-        if ok
-        else f"under {rule} the verdict must be '{verdict}', but the argument ends on '{last}'"
-    )
-    return Check("argument_agrees_with_verdict", "explainer", ok, msg)
+def check_argument_verdict(rule: str, argument: str, expected: str, labels: Sequence[str]) -> Check:
+    """``verdict_matches_rule`` for a rule-table verdict: the verdict is the table's by
+    construction, so what is checked is the verdict the argument argues for. The argument needs
+    no verdict sentence (code writes the conclusion); the last label it names, if any, must be
+    the table's."""
+    stated = last_label_in(argument, labels)
+    if stated is None:
+        return Check("verdict_matches_rule", "explainer", True)
+    return check_verdict_matches_rule(rule, stated, expected)
 
 
 def explanation_checks(policy: Policy, rule: str, item: dict[str, Any]) -> list[Check]:
@@ -111,16 +107,18 @@ def explanation_checks(policy: Policy, rule: str, item: dict[str, Any]) -> list[
     category, or an item without a source) must equal the table's and be stated by the text.
     """
     verdict = item["verdict"]
-    others = [label for label in policy.verdicts if label != verdict]
     argument = item.get("argument") or item["explanation"]
+    refusal = check_no_refusal("explainer", argument)
     if item.get("verdict_source") == "rule_table":
-        stated = check_argument_agrees(rule, argument, verdict, others)
-    else:
-        stated = check_explanation_states_verdict(rule, argument, verdict, others)
+        return [
+            check_argument_verdict(rule, argument, item["expected"], list(policy.verdicts)),
+            refusal,
+        ]
+    others = [label for label in policy.verdicts if label != verdict]
     return [
         check_verdict_matches_rule(rule, verdict, item["expected"]),
-        stated,
-        check_no_refusal("explainer", argument),
+        check_explanation_states_verdict(rule, argument, verdict, others),
+        refusal,
     ]
 
 

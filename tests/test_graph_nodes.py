@@ -367,9 +367,7 @@ def test_an_argument_for_another_label_is_sent_back_though_the_verdict_is_fixed(
     }
     decision = decide(deterministic_checks(POLICY, state))
     assert decision.stage == "explainer" and decision.rules == ["R2"]
-    assert decision.feedback == (
-        "under R2 the verdict must be 'not sexy', but the argument ends on 'sexy'"
-    )
+    assert decision.feedback == ("under R2 the verdict must be 'not sexy', not 'sexy'")
 
 
 def test_an_argument_without_a_verdict_sentence_passes() -> None:

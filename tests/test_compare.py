@@ -136,9 +136,11 @@ def test_two_bindings_compared(generated: Path) -> None:
     # the same before its rejection (2); the other two none: 4 retries over 4 samples.
     assert (clean["retries_per_sample"], clean["retries_total"]) == (0.0, 0)
     assert (faulty["retries_per_sample"], faulty["retries_total"]) == (1.0, 4)
-    # Failed verdict checks: middle_leg's one bad rule, then upper_bust's two rules twice.
+    # Failed verdict checks: middle_leg's one bad rule, then upper_bust's two rules twice. The
+    # conclusion is written by code from the rule table, so each wrong argument also leaves its
+    # text stating two labels.
     assert clean["critic_failures"] == {}
-    assert faulty["critic_failures"] == {"verdict_matches_rule": 5}
+    assert faulty["critic_failures"] == {"verdict_matches_rule": 5, "states_one_label": 5}
     for run in (clean, faulty):
         assert run["tokens"] == run["input_tokens"] + run["output_tokens"] > 0
         priced = (run["input_tokens"] * 2 + run["output_tokens"] * 8) / 1e6

@@ -236,8 +236,8 @@ class FinetuneRun:
         ):
             raise TrainError(
                 "the launcher asked for FSDP but accelerate set up "
-                f"{trainer.accelerator.distributed_type.value} (FSDP needs GPUs; on CPUs launch plain "
-                "DDP with torchrun)"
+                f"{trainer.accelerator.distributed_type.value} (FSDP needs GPUs; on CPUs "
+                "launch plain DDP with torchrun)"
             )
         if t.merge and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
             raise TrainError(

@@ -230,6 +230,14 @@ class FinetuneRun:
             else None,
             data_collator=self.collator,
         )
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not (
+            trainer.is_fsdp_enabled
+        ):
+            raise TrainError(
+                "the launcher asked for FSDP but accelerate set up "
+                f"{trainer.accelerator.distributed_type.value} (FSDP needs GPUs; on CPUs "
+                "launch plain DDP with torchrun)"
+            )
         if t.merge and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
             raise TrainError(
                 "train.merge under FSDP or DeepSpeed: the weights are sharded; merge the saved "

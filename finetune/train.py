@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = train(FinetuneConfig.load(args.config, args.overrides))
+    from finetune.config import ConfigError
+    from finetune.data import DataFileError
+    from finetune.families import FamilyError
+
+    try:
+        result = train(FinetuneConfig.load(args.config, args.overrides))
+    except (ConfigError, DataFileError, FamilyError, TrainError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"finetune_id": result.finetune_id, **result.metrics()}, indent=2))
 

@@ -47,7 +47,7 @@ from agents.schemas import (
 )
 from agents.stages import CRITIC, StageCall, StageRegistry, StageSpec, Target, default_registry
 from data.policy_models import Policy
-from data.store import utcnow
+from data.store import records, utcnow
 from data.store.batch import BatchWriter
 from evaluators.consistency import Check
 from evaluators.text_checks import schema_texts, with_garbage_checks
@@ -103,27 +103,23 @@ class StoreRecorder:
     ) -> None:
         sample = state["sample"]
         value = result.value
-        self.writer.add(
-            "stage_outputs",
-            [
-                {
-                    "output_id": self._id(sample.sample_id, stage, rule, attempt),
-                    "sample_id": sample.sample_id,
-                    "run_id": sample.run_id,
-                    "stage": stage,
-                    "rule_variant": rule,
-                    "attempt": attempt,
-                    "status": result.status,
-                    # pydantic's own serializer: the same JSON as the call's parsed_json trace
-                    "output_json": value.model_dump_json() if value is not None else None,
-                    "raw_text": result.raw_text,
-                    "feedback": feedback,
-                    "call_id": result.call_id,
-                    "created_at": utcnow(),
-                }
-            ],
-            on_conflict="replace",
-            key="output_id",
+        records.queue_stage_output(
+            self.writer,
+            {
+                "output_id": self._id(sample.sample_id, stage, rule, attempt),
+                "sample_id": sample.sample_id,
+                "run_id": sample.run_id,
+                "stage": stage,
+                "rule_variant": rule,
+                "attempt": attempt,
+                "status": result.status,
+                # pydantic's own serializer: the same JSON as the call's parsed_json trace
+                "output_json": value.model_dump_json() if value is not None else None,
+                "raw_text": result.raw_text,
+                "feedback": feedback,
+                "call_id": result.call_id,
+                "created_at": utcnow(),
+            },
         )
 
     def checks(
@@ -146,7 +142,7 @@ class StoreRecorder:
             }
             for n, c in enumerate(checks)
         ]
-        self.writer.add("critiques", rows, on_conflict="replace", key="critique_id")
+        records.queue_critiques(self.writer, rows)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from agents.models.providers.openai_chat import forget_learned_dialects
 from data.policy import load_policy
 from data.store import Store
 from data.store.outcome import failure_kind
-from graphs.commands.runs import run_overview
+from graphs.commands.runs import run_overview, sample_listing
 
 #: eight distinct categories (distinct images and prompts: no cache hits between samples)
 CATEGORIES = list(load_policy("icm_sexy").categories)[:8]
@@ -89,7 +89,15 @@ def test_a_model_that_always_refuses_fails_every_sample_as_refused(tmp_path, ret
     with Store.open(db, read_only=True) as store:
         [run] = run_overview(store)
         assert store.scalar("SELECT count(*) FROM llm_calls WHERE status = 'refused'") == requests
+        listed = sample_listing(store, run["run_id"], status="refused")["samples"]
+        failed = sample_listing(store, run["run_id"], status="failed")["samples"]
     assert (run["failed"], run["refused"]) == (8, 8)
+    # icm samples: a refused sample is listed as "failed (refused)", and --status refused
+    # selects exactly the failed samples whose model declined
+    assert len(listed) == len(failed) == 8
+    assert {(s["status"], s["failure"], s["shown_status"]) for s in listed} == {
+        ("failed", "refused", "failed (refused)")
+    }
 
 
 def test_a_text_only_vllm_describer_gets_the_image_once_then_text(tmp_path: Path) -> None:

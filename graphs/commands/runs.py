@@ -217,13 +217,19 @@ def sample_listing(store: Store, ref: str, *, status: str | None = None) -> dict
     category, image, every reason and the one-line reason."""
     run = resolve_run(store, ref)
     samples = []
-    for row in queries.run_samples(store, run["run_id"], status=status):
+    stored_status = "failed" if status == "refused" else status  # refused: a kind of failed
+    for row in queries.run_samples(store, run["run_id"], status=stored_status):
         reasons = _loads(row["reasons_json"]) or []
         reasons = reasons if isinstance(reasons, list) else [reasons]
+        failure = failure_kind(row["status"], reasons)
+        if status == "refused" and failure != "refused":
+            continue
         samples.append(
             {
                 "sample_id": row["sample_id"],
                 "status": row["status"],
+                "failure": failure,
+                "shown_status": outcome_label(row["status"], reasons),
                 "reason": one_line(reasons),
                 "reasons": reasons,
                 "attempts": row["attempts"],
@@ -241,17 +247,18 @@ def samples_command(
         typer.Option(
             "--status",
             "-s",
-            help="Only samples with this status: accepted, rejected, failed or pending.",
+            help="Only samples with this status: accepted, rejected, failed, pending, or "
+            "refused (the failed samples whose model declined).",
         ),
     ] = None,
     db: DbOption = DEFAULT_DB_PATH,
     json_: JsonOption = False,
 ) -> None:
     """List a run's sample ids with their status and the one-line reason (for `icm traces`)."""
-    if status is not None and status not in queries.SAMPLE_STATUSES:
+    if status is not None and status not in (*queries.SAMPLE_STATUSES, "refused"):
         raise fail(
             f"--status {status!r} is not a sample status "
-            f"(one of {', '.join(queries.SAMPLE_STATUSES)})"
+            f"(one of {', '.join(queries.SAMPLE_STATUSES)}, or refused)"
         )
     with open_read_only(db) as store:
         try:
@@ -269,7 +276,7 @@ def samples_command(
     typer.echo(f"{len(rows)} {which} of run {listing['run_name']} ({listing['run_id']}):")
     for row in rows:
         reason = f"  {row['reason']}" if row["reason"] else ""
-        typer.echo(f"{row['sample_id']}  {row['status']:<8}{reason}")
+        typer.echo(f"{row['sample_id']}  {row['shown_status']:<16}{reason}")
     typer.echo(f"one sample's timeline: icm traces SAMPLE_ID --db {db}")
 
 

@@ -21,6 +21,9 @@ Table map (what later stages write):
 - ``judgments`` / ``calibrations``: judge scores and calibration reports.
 - ``finetune_runs`` / ``finetune_metrics``: fine-tune runs and their loss curves.
 - ``predictions``: verdicts and scores of a moderation model.
+- ``llm_batches`` / ``llm_batch_items``: each submitted provider batch (``delivery=batch``) and
+  its requests by ``custom_id`` with their result lines, so a rerun polls a batch instead of
+  submitting it again (migration 2).
 """
 
 from __future__ import annotations
@@ -280,6 +283,33 @@ CREATE INDEX qa_items_sample ON qa_items (sample_id);
 CREATE INDEX judgments_run ON judgments (run_id);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+_V2 = """
+CREATE TABLE llm_batches (
+    batch_id VARCHAR PRIMARY KEY,
+    provider VARCHAR NOT NULL,
+    endpoint VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    n_requests INTEGER NOT NULL,
+    input_file_id VARCHAR,
+    submitted_at TIMESTAMP NOT NULL,
+    ended_at TIMESTAMP,
+    detail_json VARCHAR
+);
+
+CREATE TABLE llm_batch_items (
+    batch_id VARCHAR NOT NULL,
+    custom_id VARCHAR NOT NULL,
+    result_json VARCHAR,
+    consumed_at TIMESTAMP,
+    PRIMARY KEY (batch_id, custom_id)
+);
+
+CREATE INDEX llm_batch_items_custom ON llm_batch_items (custom_id);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "provider batches (delivery=batch)", _V2),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version

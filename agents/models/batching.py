@@ -275,10 +275,14 @@ class Batcher:
 
     async def _deliver(self, batch_id: str, requests: dict[str, list[_Parked]]) -> None:
         deadline = time.monotonic() + self.timeout_s
+        seen = None
         while True:
             state = await self.backend.poll(batch_id)
             if state.ended:
                 break
+            if state.status != seen:  # what `icm` shows of a batch still running
+                seen = state.status
+                await self._in_store(stored.record_status, batch_id, state.status)
             if time.monotonic() >= deadline:
                 error = ProviderError(
                     "timeout",

@@ -42,6 +42,10 @@ class BatchEndpoints:
 
     answer: Any
 
+    def reset_batches(self) -> None:
+        """Forget every file and batch, reset the knobs and counters, open the gate."""
+        self._init_batches()
+
     def _init_batches(self) -> None:
         self._batch_lock = threading.Lock()
         self.files: dict[str, dict[str, Any]] = {}
@@ -49,6 +53,7 @@ class BatchEndpoints:
         self.gate = threading.Event()
         self.gate.set()
         self.submitted_event = threading.Event()
+        self.polled_event = threading.Event()
         self.expire_next = 0
         self.expired_answers = 1
         self.fail_next_items = 0
@@ -165,6 +170,7 @@ class BatchEndpoints:
         if entry is None:
             return _error(404, f"No such Batch object: {batch_id}")
         self.batch_polls += 1
+        self.polled_event.set()
         batch = entry["object"]
         if batch["status"] in ("validating", "in_progress"):
             batch["status"] = "in_progress"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeOpenAIServer, error, refuse
+from fakes import FakeAnthropicServer, FakeOpenAIServer, error, refuse
 from fakes.icm_responder import ICMResponder
 from pydantic import BaseModel
 from test_generate import (
@@ -239,3 +239,55 @@ def test_a_batch_run_costs_half_and_compare_shows_it(
     assert shown.exit_code == 0, shown.output
     costs = {r["name"]: r["cost_usd"] for r in json.loads(shown.output)["runs"]}
     assert costs["batch"] == pytest.approx(costs["sync"] / 2, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- Anthropic
+def _anthropic_layer(server: FakeAnthropicServer, store: Store | None, *extra: str) -> ModelLayer:
+    settings = [f"all.{k}={v}" for k, v in BATCH.items()] + [f"all.{s}" for s in extra]
+    settings.append(f"all.base_url={server.base_url}")
+    return ModelLayer(ModelConfig.from_args(["all=anthropic:claude-haiku-4-5"], settings), store)
+
+
+@pytest.fixture
+def anthropic_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-batch-test-key")
+
+
+@pytest.mark.usefixtures("anthropic_key")
+def test_anthropic_message_batches_rounds_expiry_and_errors(tmp_path: Path) -> None:
+    with FakeAnthropicServer() as server, Store.open(tmp_path / "s.duckdb") as store:
+        server.expire_next, server.expired_answers = 1, 2  # round 1: two answered, two expired
+        server.fail_next_items = 1  # ... and one of those two errored (api_error): retried
+        results = _ask(_anthropic_layer(server, store), 4)
+        sizes = [len(b["requests"]) for b in server.batches.values()]
+        rows = stored.batches(store)
+        assert server.chat_requests() == []
+    assert [r.status for r in results] == ["ok"] * 4
+    assert sizes == [4, 3]  # the errored and the two expired, in the next round
+    assert [r.status for r in rows] == ["ended", "ended"]
+    assert all(r.value is not None and r.input_tokens for r in results)
+
+
+@pytest.mark.usefixtures("anthropic_key")
+def test_anthropic_batch_item_errors_and_refusals_keep_their_statuses(tmp_path: Path) -> None:
+    with FakeAnthropicServer() as server:
+        server.push(error(400, "messages: bad input"), refuse("I can't help with that."))
+        results = _ask(_anthropic_layer(server, None, "refusal_retries=0"), 3)
+    assert sorted(r.status for r in results) == ["failed", "ok", "refused"]
+    failed = next(r for r in results if r.status == "failed")
+    assert failed.value is None and "messages: bad input" in (failed.error or "")
+
+
+@pytest.mark.usefixtures("anthropic_key")
+def test_anthropic_batch_calls_cost_half() -> None:
+    def costs(*extra: str) -> list[float]:
+        with FakeAnthropicServer() as server:
+            settings = [f"all.{k}={v}" for k, v in FAST.items()] + [*extra]
+            settings.append(f"all.base_url={server.base_url}")
+            config = ModelConfig.from_args(["all=anthropic:claude-haiku-4-5"], settings)
+            return [r.cost_usd for r in _ask(ModelLayer(config, None), 2)]
+
+    sync = costs()
+    batch = costs("all.delivery=batch", "all.batch_poll_s=0")
+    assert all(c > 0 for c in sync)
+    assert batch == pytest.approx([c / 2 for c in sync], rel=1e-9)

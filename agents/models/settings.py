@@ -137,7 +137,9 @@ class RoleSettings(BaseModel):
     """``sync``: one HTTP request per call. ``batch``: the provider's batch API at half the
     price (OpenAI Batch, Anthropic Message Batches; vLLM's ``run-batch`` reads the same OpenAI
     file): the run advances all samples in flight one stage per round, each round one batch
-    (agents/models/batching.py). Batch ids live in the store, so a rerun polls them."""
+    (agents/models/batching.py). Batch ids live in the store, so a rerun polls them. A batch
+    role's requests are not paced (``max_concurrency`` and the per-minute limits apply to
+    synchronous requests); a round holds at most ``--concurrency`` samples' calls."""
     batch_poll_s: float = Field(30.0, ge=0.0)
     """Seconds between two polls of a submitted batch (0 in tests)."""
     batch_timeout_s: float = Field(25 * 3600.0, gt=0.0)

@@ -77,7 +77,10 @@ def test_a_batch_run_completes_every_stage_like_the_sync_run(tmp_path: Path) -> 
     with Store.open(tmp_path / "batch.duckdb", read_only=True) as store:
         rows = stored.batches(store)
         traced = store.scalar("SELECT count(*) FROM llm_calls WHERE status = 'ok'")
+        params = [json.loads(r["p"]) for r in store.rows("SELECT params_json AS p FROM llm_calls")]
     assert [r.batch_id for r in rows] == list(lines)
+    # each trace row names the batch that answered it
+    assert {p["batch_id"] for p in params} == set(lines)
     assert {r.status for r in rows} == {"completed"}
     assert traced == sync_chats  # the same trace rows as synchronous calls
 

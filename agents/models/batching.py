@@ -99,11 +99,15 @@ def custom_id(call_key: str | None, body: dict[str, Any]) -> str:
     return f"icm-{digest[:48]}"
 
 
+#: what a parked request gets back: the id of the batch that answered it, and its result line
+Answer = tuple[str, dict[str, Any]]
+
+
 @dataclass(eq=False)
 class _Parked:
     custom_id: str
     body: dict[str, Any]
-    future: asyncio.Future[dict[str, Any]]
+    future: asyncio.Future[Answer]
     participant: Participant | None
 
 
@@ -150,28 +154,28 @@ class Rounds:
             self.poke()
 
     # ---------------------------------------------------------------- parking
-    def park(self, batcher: Batcher, custom_id: str, body: dict[str, Any]) -> asyncio.Future[Any]:
+    def park(
+        self, batcher: Batcher, custom_id: str, body: dict[str, Any]
+    ) -> asyncio.Future[Answer]:
         member = _PARTICIPANT.get()
         if member is not None and member not in self.participants:
             member = None
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         batcher.pending.append(_Parked(custom_id, body, future, member))
         if member is not None:
             member.parked += 1
         self.poke()
         return future
 
-    def resolve(
-        self, item: _Parked, line: dict[str, Any] | None, error: BaseException | None
-    ) -> None:
+    def resolve(self, item: _Parked, answer: Answer | None, error: BaseException | None) -> None:
         if item.participant is not None:
             item.participant.parked -= 1
         if item.future.done():
             return
-        if error is not None:
-            item.future.set_exception(error)
+        if error is not None or answer is None:
+            item.future.set_exception(error or ProviderError("server", "no batch answer"))
         else:
-            item.future.set_result(line or {})
+            item.future.set_result(answer)
 
     # ---------------------------------------------------------------- rounds
     def poke(self) -> None:
@@ -221,8 +225,8 @@ class Batcher:
         self.submitted = 0
         rounds.batchers.append(self)
 
-    async def ask(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The result line (parsed JSON) for one request, delivered in the next round."""
+    async def ask(self, body: dict[str, Any]) -> Answer:
+        """(batch id, result line as parsed JSON) for one request, delivered in the next round."""
         return await self.rounds.park(self, custom_id(CALL_KEY.get(), body), body)
 
     async def _in_store(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -243,9 +247,9 @@ class Batcher:
             known = await self._in_store(stored.stored_results, endpoint, list(by_id)) or {}
             if known:
                 await self._in_store(stored.mark_consumed, endpoint, list(known))
-            for cid, line in known.items():
+            for cid, (known_batch, line) in known.items():
                 for item in by_id.pop(cid):
-                    self.rounds.resolve(item, json.loads(line), None)
+                    self.rounds.resolve(item, (known_batch, json.loads(line)), None)
             open_ids: dict[str, str] = (
                 await self._in_store(stored.open_requests, endpoint, list(by_id)) or {}
             )
@@ -304,7 +308,7 @@ class Batcher:
                 if line is None:
                     self.rounds.resolve(item, None, self.backend.missing(batch_id, state))
                 else:
-                    self.rounds.resolve(item, json.loads(line), None)
+                    self.rounds.resolve(item, (batch_id, json.loads(line)), None)
 
 
 def _record_submitted(

@@ -401,6 +401,8 @@ class ModelLayer:
             answered = True
             meta["requests"] = attempts.requests
             meta["dialect_used"] = response.extra.get("dialect")
+            if "batch_id" in response.extra:  # delivery=batch: the batch that answered
+                meta["batch_id"] = response.extra["batch_id"]
             tokens_in += response.input_tokens or 0
             tokens_out += response.output_tokens or 0
             value, problem = validate_answer(response, schema)

@@ -70,19 +70,21 @@ def open_requests(store: Store, endpoint: str, custom_ids: Iterable[str]) -> dic
     return {row["custom_id"]: row["batch_id"] for row in rows}
 
 
-def stored_results(store: Store, endpoint: str, custom_ids: Iterable[str]) -> dict[str, str]:
-    """custom_id -> a fetched result line (JSON text) of ``endpoint`` not used yet."""
+def stored_results(
+    store: Store, endpoint: str, custom_ids: Iterable[str]
+) -> dict[str, tuple[str, str]]:
+    """custom_id -> (batch id, a fetched result line as JSON text) of ``endpoint``, not used yet."""
     ids = sorted(set(custom_ids))
     if not ids:
         return {}
     marks = ", ".join("?" for _ in ids)
     rows = store.rows(
-        "SELECT i.custom_id, i.result_json FROM llm_batch_items i JOIN llm_batches b "
+        "SELECT i.custom_id, i.batch_id, i.result_json FROM llm_batch_items i JOIN llm_batches b "
         "USING (batch_id) WHERE b.endpoint = ? AND i.result_json IS NOT NULL "
         f"AND i.consumed_at IS NULL AND i.custom_id IN ({marks}) ORDER BY b.submitted_at",
         [endpoint, *ids],
     )
-    return {row["custom_id"]: row["result_json"] for row in rows}
+    return {row["custom_id"]: (row["batch_id"], row["result_json"]) for row in rows}
 
 
 def record_ended(

@@ -129,7 +129,10 @@ class AnthropicChatProvider:
         messages_in = to_langchain(messages, image_block=image_block, images_first=True)
         if self._batcher is not None:  # one request of the next round's batch
             params_body = self._chat._get_request_payload(messages_in, **kwargs)
-            return message_response(await self._batcher.ask(params_body))
+            batch_id, line = await self._batcher.ask(params_body)
+            response = message_response(line)
+            response.extra["batch_id"] = batch_id
+            return response
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:

@@ -391,8 +391,11 @@ class OpenAIChatProvider:
         dialect = self.dialect
         fmt = self._format_kwargs(schema, dialect)
         if self._batcher is not None:  # one line of the next round's batch
-            line = await self._batcher.ask(self._request_body(messages, instruction, params) | fmt)
-            return parse_completion(completion_text(line), dialect, self.endpoint)
+            body = self._request_body(messages, instruction, params) | fmt
+            batch_id, line = await self._batcher.ask(body)
+            response = parse_completion(completion_text(line), dialect, self.endpoint)
+            response.extra["batch_id"] = batch_id
+            return response
         if self.client == "langchain":
             kwargs = self._param_kwargs(params, timeout)
             if "response_format" in fmt:

@@ -78,7 +78,9 @@ def generate_command(
         typer.Option(
             "--role-setting",
             help="ROLE.KEY=VALUE, repeatable, e.g. all.temperature=0.7, critic.max_tokens=400, "
-            "all.client=raw (the lightest client for a fast OpenAI-compatible server).",
+            "all.client=raw (the lightest client for a fast OpenAI-compatible server), "
+            "all.delivery=batch (OpenAI / Anthropic batch APIs at half the price: one batch per "
+            "stage round, resumable; all.batch_poll_s=60 sets the poll interval).",
         ),
     ] = None,
     db: Annotated[

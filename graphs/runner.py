@@ -411,6 +411,7 @@ class GenerationRun:
                 self.model_config, store, run_id=self.run_id, use_cache=config.use_cache,
                 flush_every=None,
             )  # fmt: skip
+            self._layer = layer
             # A sample's calls commit with its stage results, in one transaction.
             writer.attach(layer.trace_buffer)
             layer.check_credentials()
@@ -576,13 +577,23 @@ class GenerationRun:
 
             async def one(sample: SampleSpec) -> None:
                 async with semaphore:
-                    status = await self._one(store, graph, policies[sample.policy], sample, summary)
+                    # in flight: a delivery=batch round waits for this sample's next call
+                    with self._in_flight():
+                        status = await self._one(
+                            store, graph, policies[sample.policy], sample, summary
+                        )
                 summary.processed += 1
                 self.reporter.on_sample(status, summary.cost_usd)
                 if on_sample:
                     on_sample(status, summary)
 
             await asyncio.gather(*(one(s) for s in todo))
+
+    def _in_flight(self) -> contextlib.AbstractContextManager[object]:
+        """Marks one sample in flight for the layer's batch rounds (agents/models/batching)."""
+        if self._layer is None:
+            return contextlib.nullcontext()
+        return self._layer.batch_participant()
 
     async def _one(self, store, graph, policy, sample, summary) -> str:
         writer = self._writer

@@ -17,6 +17,7 @@ A call ends in exactly one of four statuses, and only ``ok`` carries a value:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -28,6 +29,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from agents.models.base import GenerationParams, ImageInput, Message, Provider, ProviderError
+from agents.models.batching import CALL_KEY, Participant, Rounds
 from agents.models.cache import CacheEntry, ResponseCache, cache_key, messages_for_record
 from agents.models.credentials import read_key
 from agents.models.images import IMAGE_MODE_TEXT_RETRY, fit_images, without_images
@@ -49,6 +51,9 @@ from prompts import PromptTemplate
 
 T = TypeVar("T", bound=BaseModel)
 
+#: the concurrency cap of a ``delivery=batch`` role: its requests wait for a round, all at once
+BATCH_SLOTS = 1_000_000
+
 
 @dataclass
 class _LoopState:
@@ -56,6 +61,7 @@ class _LoopState:
 
     providers: dict[tuple[str, RoleSettings], Provider]
     limiters: dict[tuple[str, str], RateLimiter]
+    rounds: Rounds
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class ModelLayer:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
-        self._prices: dict[tuple[str, float | None, float | None], Price | None] = {}
+        self._prices: dict[tuple[str, float | None, float | None, str], Price | None] = {}
         self._resized: dict[tuple[str, int], ImageInput] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -148,6 +154,11 @@ class ModelLayer:
             if closer is not None:
                 await closer()
 
+    def batch_participant(self) -> contextlib.AbstractContextManager[Participant]:
+        """Around one sample's work, in its task: a ``delivery=batch`` round starts when every
+        sample inside one waits on a batch (agents/models/batching.py). The runner uses it."""
+        return self._loop_state().rounds.participant()
+
     # ------------------------------------------------------------------ public call
     async def call(
         self,
@@ -183,6 +194,11 @@ class ModelLayer:
             "attempt": attempt,
         }
         ask = _Ask(role, schema, messages, prompt_hash, trace, text_only)
+        with self._loop_state().rounds.calling():
+            return await self._call_with_fallbacks(binding, ask)
+
+    async def _call_with_fallbacks(self, binding: RoleBinding, ask: _Ask[T]) -> CallResult[T]:
+        """The call, its refusal retries and its fallback model (see :meth:`call`)."""
         result = await self._with_image_fallback(binding, ask, {})
         refused = 0
         while result.status == "refused" and refused < binding.settings.refusal_retries:
@@ -299,9 +315,13 @@ class ModelLayer:
                     role=role,
                 )
                 return self._finish(hit, row, sent, meta, started, parsed_json=entry.parsed_json)
-        result, final_messages = await self._ask(
-            state, binding, role, provider, schema, sent, params, meta
-        )
+        token = CALL_KEY.set(key)  # a batch request's custom_id derives from it
+        try:
+            result, final_messages = await self._ask(
+                state, binding, role, provider, schema, sent, params, meta
+            )
+        finally:
+            CALL_KEY.reset(token)
         parsed_json = result.value.model_dump_json() if result.value is not None else None
         if result.status == "ok" and self.use_cache and parsed_json is not None:
             self._cache.put(
@@ -384,6 +404,8 @@ class ModelLayer:
             answered = True
             meta["requests"] = attempts.requests
             meta["dialect_used"] = response.extra.get("dialect")
+            if "batch_id" in response.extra:  # delivery=batch: the batch that answered
+                meta["batch_id"] = response.extra["batch_id"]
             tokens_in += response.input_tokens or 0
             tokens_out += response.output_tokens or 0
             value, problem = validate_answer(response, schema)
@@ -469,7 +491,7 @@ class ModelLayer:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = _LoopState({}, {})
+            state = _LoopState({}, {}, Rounds())
             self._loops[loop] = state
         return state
 
@@ -481,6 +503,15 @@ class ModelLayer:
             if secret:
                 self._secrets.add(secret)
             provider = make_provider(binding.spec, binding.settings)
+            if binding.settings.delivery == "batch":
+                attach = getattr(provider, "attach_batching", None)
+                if attach is None:
+                    raise ProviderError(
+                        "unsupported",
+                        f"{binding.spec.spec}: delivery=batch is not available for the "
+                        f"{binding.spec.provider!r} provider (openai, openai-compatible)",
+                    )
+                attach(state.rounds, self.store, self._sleep)
             state.providers[key] = provider
         return provider
 
@@ -489,22 +520,26 @@ class ModelLayer:
         limiter = state.limiters.get(key)
         if limiter is None:
             s = binding.settings
-            limiter = RateLimiter(
-                s.max_concurrency, s.requests_per_minute, s.tokens_per_minute, sleep=self._sleep
-            )
+            if s.delivery == "batch":  # requests wait in a round, not in a connection slot
+                limiter = RateLimiter(BATCH_SLOTS, sleep=self._sleep)
+            else:
+                limiter = RateLimiter(
+                    s.max_concurrency, s.requests_per_minute, s.tokens_per_minute, sleep=self._sleep
+                )
             state.limiters[key] = limiter
         return limiter
 
     def _cost(self, binding: RoleBinding, tokens_in: int, tokens_out: int) -> float | None:
         # not the settings object: a frozen pydantic model hashes every field on each lookup
         s = binding.settings
-        key = (binding.spec.spec, s.price_input_per_mtok, s.price_output_per_mtok)
+        key = (binding.spec.spec, s.price_input_per_mtok, s.price_output_per_mtok, s.delivery)
         if key not in self._prices:
             self._prices[key] = resolve_price(
                 binding.spec.provider,
                 binding.spec.model,
                 s.price_input_per_mtok,
                 s.price_output_per_mtok,
+                delivery=s.delivery,
             )
         price = self._prices[key]
         return price.cost(tokens_in, tokens_out) if price is not None else None

@@ -1,6 +1,7 @@
 """Cost of a call in USD from its token counts and a per-model price table.
 
-Prices live in ``prices.yaml`` beside this file (list prices per million tokens); a role's
+Prices live in ``prices.yaml`` beside this file (list prices per million tokens, and the batch
+APIs' rates as ``batch_input``/``batch_output`` where the provider has one); a role's
 ``price_input_per_mtok`` / ``price_output_per_mtok`` settings override them, which is how a
 researcher prices a model the table does not know or a negotiated rate. Models running in this
 process cost 0. An unknown hosted model gets ``None``: a cost that is not known is not zero.
@@ -25,6 +26,17 @@ class Price:
 
     input_per_mtok: float
     output_per_mtok: float
+    batch_input_per_mtok: float | None = None
+    batch_output_per_mtok: float | None = None
+
+    def for_delivery(self, delivery: str) -> Price | None:
+        """The price of a call sent this way (``batch``: the batch rates; None when the table
+        has none: a batch price that is not known is not the sync price)."""
+        if delivery != "batch":
+            return self
+        if self.batch_input_per_mtok is None or self.batch_output_per_mtok is None:
+            return None
+        return Price(self.batch_input_per_mtok, self.batch_output_per_mtok)
 
     def cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
         return (
@@ -37,9 +49,19 @@ def price_table(path: Path = PRICES_PATH) -> dict[str, dict[str, Price]]:
     """provider -> model -> price, read once."""
     raw = yaml.safe_load(path.read_text()) or {}
     return {
-        provider: {name: Price(float(p["input"]), float(p["output"])) for name, p in models.items()}
+        provider: {name: _price(p) for name, p in models.items()}
         for provider, models in raw.items()
     }
+
+
+def _price(row: dict[str, float]) -> Price:
+    batch_in, batch_out = row.get("batch_input"), row.get("batch_output")
+    return Price(
+        float(row["input"]),
+        float(row["output"]),
+        None if batch_in is None else float(batch_in),
+        None if batch_out is None else float(batch_out),
+    )
 
 
 def lookup_price(
@@ -60,9 +82,16 @@ def resolve_price(
     model: str,
     input_override: float | None = None,
     output_override: float | None = None,
+    *,
+    delivery: str = "sync",
 ) -> Price | None:
-    """The price a role pays: overrides win, a half-given override keeps the table's other half."""
-    base = lookup_price(provider, model)
+    """The price a role pays: overrides win (whatever the delivery: a negotiated rate is the
+    rate), a half-given override keeps the table's other half; ``delivery=batch`` reads the
+    table's batch rates."""
+    table = lookup_price(provider, model)
+    base = table.for_delivery(delivery) if table is not None else None
+    if provider in IN_PROCESS_PROVIDERS:
+        base = table
     if input_override is None and output_override is None:
         return base
     if base is None and (input_override is None or output_override is None):

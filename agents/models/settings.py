@@ -45,6 +45,7 @@ Dialect = Literal["auto", "json_schema", "json_object_schema", "tools", "text"]
 HttpTransport = Literal["aiohttp", "httpx"]
 SendImages = bool | Literal["auto"]
 ChatClient = Literal["langchain", "sdk", "raw"]
+Delivery = Literal["sync", "batch"]
 
 
 #: settings that change how requests are sent, never what a model is asked or writes: a run's
@@ -66,6 +67,9 @@ DELIVERY_SETTINGS = frozenset(
         "api_key_env",
         "price_input_per_mtok",
         "price_output_per_mtok",
+        "delivery",
+        "batch_poll_s",
+        "batch_timeout_s",
     }
 )
 
@@ -130,6 +134,18 @@ class RoleSettings(BaseModel):
     """Spec to ask instead when this model still refuses after ``refusal_retries``."""
     price_input_per_mtok: float | None = Field(None, ge=0.0)
     price_output_per_mtok: float | None = Field(None, ge=0.0)
+    delivery: Delivery = "sync"
+    """``sync``: one HTTP request per call. ``batch``: the provider's batch API at half the
+    price (OpenAI Batch, Anthropic Message Batches; vLLM's ``run-batch`` reads the same OpenAI
+    file): the run advances all samples in flight one stage per round, each round one batch
+    (agents/models/batching.py). Batch ids live in the store, so a rerun polls them. A batch
+    role's requests are not paced (``max_concurrency`` and the per-minute limits apply to
+    synchronous requests); a round holds at most ``--concurrency`` samples' calls."""
+    batch_poll_s: float = Field(30.0, ge=0.0)
+    """Seconds between two polls of a submitted batch (0 in tests)."""
+    batch_timeout_s: float = Field(25 * 3600.0, gt=0.0)
+    """Longest wait for one batch; then its requests fail as timeouts (retried next round,
+    which polls the same batch again: it stays in the store)."""
 
     @field_validator("fallback")
     @classmethod

@@ -22,6 +22,9 @@ Table map (what later stages write):
 - ``finetune_runs`` / ``finetune_metrics``: fine-tune runs and their loss curves.
 - ``predictions``: verdicts and scores of a moderation model (and, with ``task`` mqa_*, its
   answers to MQA questions), from ``icm moderate`` or imported with ``icm metrics --predictions``.
+- ``llm_batches`` / ``llm_batch_items``: each submitted provider batch (``delivery=batch``) and
+  its requests by ``custom_id`` with their result lines, so a rerun polls a batch instead of
+  submitting it again (migration 3).
 """
 
 from __future__ import annotations
@@ -288,9 +291,34 @@ ALTER TABLE predictions ADD COLUMN task VARCHAR DEFAULT 'verdict';
 answer (``mqa_mc``: multiple choice, ``mqa_qa``: yes/no and open questions), whose answer is in
 ``verdict`` and the reference answer in ``expected_verdict`` (imported paper outputs)."""
 
+_V3 = """
+CREATE TABLE llm_batches (
+    batch_id VARCHAR PRIMARY KEY,
+    provider VARCHAR NOT NULL,
+    endpoint VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    n_requests INTEGER NOT NULL,
+    input_file_id VARCHAR,
+    submitted_at TIMESTAMP NOT NULL,
+    ended_at TIMESTAMP,
+    detail_json VARCHAR
+);
+
+CREATE TABLE llm_batch_items (
+    batch_id VARCHAR NOT NULL,
+    custom_id VARCHAR NOT NULL,
+    result_json VARCHAR,
+    consumed_at TIMESTAMP,
+    PRIMARY KEY (batch_id, custom_id)
+);
+
+CREATE INDEX llm_batch_items_custom ON llm_batch_items (custom_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "predictions.task: verdict or MQA answer", _V2),
+    Migration(3, "provider batches (delivery=batch)", _V3),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

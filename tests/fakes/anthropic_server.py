@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .anthropic_batches import AnthropicBatchEndpoints
 from .base import Action, FakeServer, json_response, reply
 from .schema_values import example_from_schema
 
@@ -30,14 +31,16 @@ def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     return tools[0]["input_schema"] if tools else None
 
 
-class FakeAnthropicServer(FakeServer):
-    """Base URL for clients: :attr:`base_url` (the SDK appends ``/v1/messages``)."""
+class FakeAnthropicServer(AnthropicBatchEndpoints, FakeServer):
+    """Base URL for clients: :attr:`base_url` (the SDK appends ``/v1/messages``). Also serves
+    Message Batches (tests/fakes/anthropic_batches.py), each request answered like a live one."""
 
     chat_path = "/v1/messages"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._counter = 0
+        self._init_batches()
 
     @property
     def base_url(self) -> str:

@@ -165,6 +165,20 @@ class FakeServer:
         """Turn an action into (status, headers, body bytes) in the provider's wire format."""
         raise NotImplementedError
 
+    def handle_other(
+        self, method: str, path: str, headers: dict[str, str], data: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """Answer a request to another endpoint (the batch APIs); None: 404."""
+        return None
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """What the chat endpoint answers to ``body`` (a batch line is answered the same way),
+        without the latency or hang of a live request."""
+        action = self.next_action(body)
+        if action.kind == "hang":
+            action = self.default_action(body)
+        return self.render(action, body)
+
 
 class _LoopbackServer(ThreadingHTTPServer):
     #: the stdlib's backlog of 5 resets connections when 32 clients connect at once
@@ -192,7 +206,7 @@ def _make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 )
             )
             if not self.path.endswith(server.chat_path):
-                self._send(404, {"content-type": "application/json"}, b'{"error": "not found"}')
+                self._other("POST", data)
                 return
             action = server.next_action(body or {})
             if server.latency_s:
@@ -202,6 +216,21 @@ def _make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 action = server.default_action(body or {})
             status, headers, payload = server.render(action, body or {})
             self._send(status, headers, payload)
+
+        def do_GET(self) -> None:
+            server.requests.append(
+                RecordedRequest(
+                    "GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None
+                )
+            )
+            self._other("GET", b"")
+
+        def _other(self, method: str, data: bytes) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            answer = server.handle_other(method, self.path.split("?")[0], headers, data)
+            if answer is None:
+                answer = (404, {"content-type": "application/json"}, b'{"error": "not found"}')
+            self._send(*answer)
 
         def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
             # One write for status line, headers and body: fewer packets, steadier timings.

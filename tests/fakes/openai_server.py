@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .base import Action, FakeServer, json_response, reply
+from .openai_batches import BatchEndpoints
 from .schema_values import example_from_schema
 
 _ERROR_TYPES = {
@@ -96,8 +97,9 @@ def has_image(body: dict[str, Any]) -> bool:
     return False
 
 
-class FakeOpenAIServer(FakeServer):
-    """Base URL for clients: :attr:`base_url` (``.../v1``)."""
+class FakeOpenAIServer(BatchEndpoints, FakeServer):
+    """Base URL for clients: :attr:`base_url` (``.../v1``). Also serves the Files + Batches
+    endpoints (tests/fakes/openai_batches.py), each batch line answered like a chat request."""
 
     chat_path = "/v1/chat/completions"
 
@@ -110,6 +112,7 @@ class FakeOpenAIServer(FakeServer):
         self.llamacpp = llamacpp
         self.text_only = text_only
         self._counter = 0
+        self._init_batches()
 
     @property
     def base_url(self) -> str:

@@ -9,6 +9,9 @@ with a base64 ``source``.
 The SDK client is built here, not by ChatAnthropic: langchain-anthropic shares one process-wide
 HTTP client per base URL, which breaks when a later event loop reuses connections opened in an
 earlier one (the layer keeps one client per event loop). ``max_retries=0``: the layer retries.
+
+``delivery=batch``: the request ChatAnthropic would send becomes the ``params`` of one request
+of the round's Message Batch (providers/anthropic_batch.py, agents/models/batching.py).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from langchain_core.messages import AIMessage
 from pydantic import BaseModel, SecretStr
 
 from agents.models.base import GenerationParams, Message, ProviderError, ProviderResponse
+from agents.models.batching import Batcher, Rounds, Sleep
 from agents.models.cache import schema_document
 from agents.models.credentials import read_key
 from agents.models.errors import classify
+from agents.models.providers.anthropic_batch import AnthropicBatchBackend, message_response
 from agents.models.providers.http import async_http_client
 from agents.models.providers.openai_chat import (
     langchain_response,
@@ -35,6 +40,7 @@ from agents.models.providers.openai_chat import (
 )
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
+from data.store import Store
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
@@ -74,6 +80,19 @@ class AnthropicChatProvider:
         self._chat.__dict__["_async_client"] = client
         self._client = client
         self._tools: dict[type[BaseModel], dict[str, Any]] = {}
+        self._settings = settings
+        self._batcher: Batcher | None = None
+
+    def attach_batching(self, rounds: Rounds, store: Store | None, sleep: Sleep) -> None:
+        """Send every request through Message Batches in rounds (``delivery=batch``)."""
+        self._batcher = Batcher(
+            AnthropicBatchBackend(self._client, self.endpoint),
+            rounds,
+            store,
+            poll_s=self._settings.batch_poll_s,
+            timeout_s=self._settings.batch_timeout_s,
+            sleep=sleep,
+        )
 
     async def aclose(self) -> None:
         """Close this client's connections (the layer calls it when a run ends)."""
@@ -107,9 +126,15 @@ class AnthropicChatProvider:
         }
         if params.top_p is not None:  # newer models reject temperature and top_p together
             kwargs["top_p"] = params.top_p
+        messages_in = to_langchain(messages, image_block=image_block, images_first=True)
+        if self._batcher is not None:  # one request of the next round's batch
+            params_body = self._chat._get_request_payload(messages_in, **kwargs)
+            batch_id, line = await self._batcher.ask(params_body)
+            response = message_response(line)
+            response.extra["batch_id"] = batch_id
+            return response
         if timeout is not None:
             kwargs["timeout"] = timeout
-        messages_in = to_langchain(messages, image_block=image_block, images_first=True)
         try:
             answer = await self._chat.ainvoke(messages_in, **kwargs)
         except Exception as exc:

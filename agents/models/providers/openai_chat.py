@@ -31,6 +31,10 @@ non-retryable kind ``images_unsupported`` and the endpoint and model are remembe
 process goes text-only straight away. ``true`` always sends images, ``false`` never does.
 
 Retries are the layer's job: the client is built with ``max_retries=0``.
+
+``delivery=batch``: the same body goes, as one line of a round's batch file, to the Batch API of
+the same base URL (providers/openai_batch.py, agents/models/batching.py), and its result line is
+parsed exactly like a synchronous answer.
 """
 
 from __future__ import annotations
@@ -47,10 +51,12 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
 from agents.models.base import GenerationParams, Message, ProviderError, ProviderResponse
+from agents.models.batching import Batcher, Rounds, Sleep
 from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
 from agents.models.errors import classify
 from agents.models.providers.http import async_http_client
+from agents.models.providers.openai_batch import OpenAIBatchBackend, completion_text
 from agents.models.providers.openai_wire import (
     RawChatClient,
     chat_response,
@@ -59,6 +65,7 @@ from agents.models.providers.openai_wire import (
 )
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
+from data.store import Store
 
 if TYPE_CHECKING:
     from openai._types import RequestOptions  # the SDK names the type only here
@@ -228,6 +235,20 @@ class OpenAIChatProvider:
             use_responses_api=False,
         )
         self._format_cache: dict[tuple[type[BaseModel], str], dict[str, Any]] = {}
+        self._settings = settings
+        self._batcher: Batcher | None = None
+
+    def attach_batching(self, rounds: Rounds, store: Store | None, sleep: Sleep) -> None:
+        """Send every request through the Batch API in rounds (``delivery=batch``)."""
+        backend = OpenAIBatchBackend(self._sdk, self.endpoint)
+        self._batcher = Batcher(
+            backend,
+            rounds,
+            store,
+            poll_s=self._settings.batch_poll_s,
+            timeout_s=self._settings.batch_timeout_s,
+            sleep=sleep,
+        )
 
     @property
     def supports_images(self) -> bool:
@@ -372,6 +393,12 @@ class OpenAIChatProvider:
         the wire is the same each way)."""
         dialect = self.dialect
         fmt = self._format_kwargs(schema, dialect)
+        if self._batcher is not None:  # one line of the next round's batch
+            body = self._request_body(messages, instruction, params) | fmt
+            batch_id, line = await self._batcher.ask(body)
+            response = parse_completion(completion_text(line), dialect, self.endpoint)
+            response.extra["batch_id"] = batch_id
+            return response
         if self.client == "langchain":
             kwargs = self._param_kwargs(params, timeout)
             if "response_format" in fmt:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from data.provenance import package_versions
+from finetune.callbacks import CurveCallback
 from finetune.collate import ChatEncoder, Collator, Example
 from finetune.config import FinetuneConfig
 from finetune.data import build_datasets
@@ -198,8 +199,6 @@ class FinetuneRun:
 
     def run(self) -> TrainResult:
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        from finetune.callbacks import CurveCallback
 
         t = self.config.train
         if not self.train_examples:

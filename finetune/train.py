@@ -24,7 +24,9 @@ import logging
 import os
 from pathlib import Path
 
-from finetune.config import FinetuneConfig
+from finetune.config import ConfigError, FinetuneConfig
+from finetune.data import DataFileError
+from finetune.families import FamilyError
 from finetune.model_setup import TrainError, hf_model, prepare_model
 from finetune.run import FinetuneRun, TrainResult, latest_checkpoint, train
 
@@ -64,10 +66,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from finetune.config import ConfigError
-    from finetune.data import DataFileError
-    from finetune.families import FamilyError
-
     try:
         result = train(FinetuneConfig.load(args.config, args.overrides))
     except (ConfigError, DataFileError, FamilyError, TrainError) as exc:

@@ -198,7 +198,7 @@ def test_cli_table_json_and_plots(generated: Path, tmp_path: Path) -> None:
     data = json.loads(as_json.stdout)
     assert [r["name"] for r in data["runs"]] == ["faulty", "clean"]
     assert data["plots"] == {}
-    assert data["runs"][0]["critic_failures"] == {"verdict_matches_rule": 5}
+    assert data["runs"][0]["critic_failures"] == {"verdict_matches_rule": 5, "states_one_label": 5}
 
 
 def test_cli_unknown_run(generated: Path) -> None:

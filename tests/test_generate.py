@@ -280,11 +280,14 @@ def test_export_all_shows_what_a_rejected_sample_said(tmp_path: Path, server) ->
     bust = frame[frame["category"] == "upper_bust"].sort_values("rule")
     assert list(bust["status"]) == ["rejected", "rejected"]
     assert list(bust["rule"]) == ["R1", "R2"]
-    # Exactly what the explainer's last attempt said, wrong verdict included.
+    # Exactly what the explainer's last attempt argued (for the wrong label), then the
+    # conclusion code writes from the rule table (issue 15: the verdict is the table's).
     said = {r["rule_variant"]: json.loads(r["output_json"]) for r in last}
     for row in bust.itertuples():
-        assert row.explanation == said[row.rule]["explanation"]
-        assert row.verdict == said[row.rule]["verdict"] != row.expected_verdict
+        conclusion = f"Conclusion: The picture is {row.expected_verdict}."
+        assert row.explanation == f"{said[row.rule]['explanation']} {conclusion}"
+        assert row.verdict == row.expected_verdict
+        assert "verdict" not in said[row.rule]  # the explainer no longer states one
         # The Q-A writer writes for the first rule; no synthesised verdict question is added.
         assert (len(row.qa) > 0) == (row.rule == "R1")
         assert not any(q["question"].startswith("Under rule") for q in row.qa)

@@ -43,7 +43,9 @@ def test_issue_16_fault_mix_no_sample_fails_for_a_single_refusal(tmp_path: Path)
     db = tmp_path / "chaos.duckdb"
     with FakeOpenAIServer(responder=chaos) as server:
         summary = run_pipeline(make_manifest(tmp_path / "in", CATEGORIES), db, server)
-    assert chaos.injected["refusal"] == 4 and set(chaos.injected) == set(ISSUE_16_FAULTS)
+    # every kind of fault was injected, refusals several times (which requests get one depends
+    # only on their bodies, so the count changes only when a prompt template does)
+    assert chaos.injected["refusal"] >= 2 and set(chaos.injected) == set(ISSUE_16_FAULTS)
     samples = _samples(db)
     assert len(samples) == 8 and summary.counts["pending"] == 0
     assert [s["status"] for s in samples if s["status"] == "failed"] == [], samples

@@ -207,7 +207,8 @@ def _ask(provider, messages=MESSAGES, schema=Verdict, params=GREEDY, timeout=Non
 def test_registry_points_at_this_module():
     target = "agents.models.providers.local_transformers"
     assert FACTORIES["hf"] == f"{target}:make_hf_provider"
-    assert FACTORIES["local"] == f"{target}:make_local_provider"
+    # local: picks the runtime per model; local:smollm2 lands on this module's factory
+    assert FACTORIES["local"] == "agents.models.providers.local:make_local_provider"
 
 
 # ----------------------------------------------------------------------------- hf: causal LM
@@ -315,7 +316,7 @@ def test_pydantic_schemas_compile_and_accept_their_own_instances(tiny_llama: Pat
     for schema in (
         agent_schemas.Description,
         agent_schemas.Context,
-        agent_schemas.Critique,
+        agent_schemas.critique_model(("describer", "explainer")),
         agent_schemas.explanation_model(("allowed", "not allowed")),
         agent_schemas.qa_model(2, 1, 1, 1),
     ):

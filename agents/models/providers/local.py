@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 def make_local_provider(spec: ModelSpec, settings: RoleSettings) -> Provider:
     """The provider for one ``local:`` model (its heavy runtime imported here, lazily)."""
     if spec.model == "smollm2":
+        # lazy: transformers and torch load only when this model is bound
         from agents.models.providers.local_transformers import make_local_provider as smollm2
 
         return smollm2(spec, settings)
     if spec.model == "qwen2.5-1.5b":
+        # lazy: llama-cpp-python is the optional qwen extra
         from agents.models.providers.local_llamacpp import make_qwen_provider
 
         return make_qwen_provider(spec, settings)

@@ -21,7 +21,7 @@ Adding a stage = one module defining ``STAGE`` (its ``ask`` and ``write`` functi
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -53,7 +53,7 @@ JUDGE = "judge"
 MODERATOR = "moderator"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Target:
     """What the critic sends back: a stage, and for a per-rule stage the rule variant."""
 
@@ -167,7 +167,7 @@ class StageRegistry:
         """A registry with ``specs`` added (the default one is never changed in place)."""
         return StageRegistry([*self._specs.values(), *specs])
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[StageSpec]:
         return iter(self._specs.values())
 
     def __len__(self) -> int:

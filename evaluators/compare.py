@@ -7,7 +7,7 @@ and the table, the JSON and the plots all read the same dicts:
 - ``acceptance_rate``: accepted / decided samples (accepted + rejected + failed); pending samples
   are counted but not in the rate, so an interrupted run is not penalised for unfinished work.
   ``refused`` counts the failed samples whose model declined (after its refusal retries and
-  fallback; see ``data/store/outcome.py``), so a model that refuses this content shows as such.
+  fallback; see ``data/store/outcomes.py``), so a model that refuses this content shows as such.
 - ``retries_per_sample``: over samples that ran any stage, the mean of the sum, over generating
   stages, of the attempts beyond the first (an explainer redone twice and the Q-A writer redone
   after it is 3). The critic is not a generating stage: it re-checks every round, so counting it

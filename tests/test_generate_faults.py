@@ -17,7 +17,7 @@ from test_generate import FAST, make_manifest, run_pipeline
 from agents.models.providers.openai_chat import forget_learned_dialects
 from data.policy import load_policy
 from data.store import Store
-from data.store.outcome import failure_kind
+from data.store.outcomes import failure_kind
 from graphs.commands.runs import run_overview, sample_listing
 
 #: eight distinct categories (distinct images and prompts: no cache hits between samples)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from data.store.outcome import REFUSED_SQL
+from data.store.outcomes import REFUSED_SQL
 from data.store.store import Store
 
 SAMPLE_STATUSES = ("accepted", "rejected", "failed", "pending")

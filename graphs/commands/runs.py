@@ -28,7 +28,7 @@ from data.export import DEFAULT_SUFFIX, ExportError, export_run
 from data.export_paper import export_paper_run
 from data.provenance import compact_roles
 from data.store import DEFAULT_DB_PATH, Store, StoreError, queries
-from data.store.outcome import failure_kind, outcome_label
+from data.store.outcomes import failure_kind, outcome_label
 from data.store.reading import as_of_note, open_for_reading
 
 DEFAULT_EXPORT_DIR = Path("runs") / "exports"

@@ -18,7 +18,7 @@ from typing import Any
 from data.provenance import compact_roles
 from data.store import Store, browse, queries
 from data.store.browse import SampleFilters
-from data.store.outcome import failure_kind
+from data.store.outcomes import failure_kind
 from graphs.commands.runs import run_overview, sample_trace
 
 PAGE_SIZES = (25, 50, 100, 200)

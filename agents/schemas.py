@@ -262,14 +262,3 @@ def critique_model(stages: tuple[str, ...]) -> type[CritiqueValue]:
 
 Description = description_model(FULL)
 Context = context_model(FULL)
-
-
-def __getattr__(name: str) -> Any:
-    """``Critique``: the default pipeline's critique model (kept for callers of the old
-    constant). Its stage enum comes from the stage registry, which imports this module, so it
-    is built on first use (the import is deferred for that cycle, not for speed)."""
-    if name == "Critique":
-        from agents.stages import default_registry
-
-        return critique_model(default_registry().names)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

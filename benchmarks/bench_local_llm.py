@@ -47,6 +47,7 @@ EVIDENCE = (
 
 def _workload():
     from agents import schemas
+    from agents.critic import critique_schema
     from agents.models.base import Message
 
     def ask(system: str, user: str) -> list[Message]:
@@ -63,7 +64,7 @@ def _workload():
             schemas.qa_model(1, 1, 1, 1),
             ask("You write question-answer pairs about an image.", "Verdict: allowed."),
         ),
-        (schemas.Critique, ask("You check a sample for consistency.", "Verdict: allowed.")),
+        (critique_schema(), ask("You check a sample for consistency.", "Verdict: allowed.")),
     ]
 
 

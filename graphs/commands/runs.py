@@ -274,9 +274,10 @@ def samples_command(
         typer.echo(f"run {listing['run_name']} ({listing['run_id']}) has no {which}.")
         return
     typer.echo(f"{len(rows)} {which} of run {listing['run_name']} ({listing['run_id']}):")
+    width = max(8, *(len(row["shown_status"]) for row in rows))  # "failed (refused)" is wider
     for row in rows:
         reason = f"  {row['reason']}" if row["reason"] else ""
-        typer.echo(f"{row['sample_id']}  {row['shown_status']:<16}{reason}")
+        typer.echo(f"{row['sample_id']}  {row['shown_status']:<{width}}{reason}")
     typer.echo(f"one sample's timeline: icm traces SAMPLE_ID --db {db}")
 
 

@@ -31,8 +31,8 @@ from evaluators.consistency import (
     check_no_refusal,
     check_verdict_matches_rule,
     check_yes_no_agreement,
-    last_label_in,
 )
+from evaluators.text_checks import stated_labels
 
 _STOP = {"with", "from", "that", "this", "only", "usually", "down", "little", "some", "their"}
 
@@ -91,12 +91,15 @@ def attribute_words(policy: Policy, category: str) -> dict[str, Sequence[str]]:
 def check_argument_verdict(rule: str, argument: str, expected: str, labels: Sequence[str]) -> Check:
     """``verdict_matches_rule`` for a rule-table verdict: the verdict is the table's by
     construction, so what is checked is the verdict the argument argues for. The argument needs
-    no verdict sentence (code writes the conclusion); the last label it names, if any, must be
-    the table's."""
-    stated = last_label_in(argument, labels)
-    if stated is None:
+    no verdict sentence (code writes the conclusion); every label it states of the image must be
+    the table's. "Stated" is :func:`evaluators.text_checks.stated_labels`: a denial ("does not
+    meet the criteria for being considered sexy") states the other label, and a hedge ("could
+    be considered gambling-related") or an adjective ("a sexy pose") states none, so a correct
+    argument that merely names the other label is not rejected."""
+    wrong = [label for label in stated_labels(argument, labels) if label != expected]
+    if not wrong:
         return Check("verdict_matches_rule", "explainer", True)
-    return check_verdict_matches_rule(rule, stated, expected)
+    return check_verdict_matches_rule(rule, wrong[-1], expected)
 
 
 def explanation_checks(policy: Policy, rule: str, item: dict[str, Any]) -> list[Check]:

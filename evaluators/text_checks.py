@@ -385,7 +385,8 @@ def qa_problems(qa: Mapping[str, Any]) -> list[str]:
     for kind, item in _items(qa):
         question = str(item.get("question", ""))
         why = text_problem(question)
-        if why is None and not question.rstrip().endswith("?"):
+        # a question may end inside its closing quote: "... question 'Is it sexy?'"
+        if why is None and not question.rstrip().rstrip("'\"’”)").endswith("?"):
             why = "is not a question (no '?')"
         if why:
             problems.append(f"the question '{question}' {why}")

@@ -349,6 +349,19 @@ CAMERA = "A person in a grey coat stands on a quiet street, holding a camera up 
 
 GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (
+        "qwen2.5-1.5b: a question that ends inside its closing quote",
+        "horrifying",
+        qa(
+            what=[
+                (
+                    "What is the correct answer to the question 'Is the image not horrifying "
+                    "according to the rule R1?'",
+                    "The image is not horrifying: it shows a normal person on a street.",
+                )
+            ]
+        ),
+    ),
+    (
         "camera.jpg: 'a person' mentions subject=human",
         "horrifying",
         describer(CAMERA, ["person", "grey coat", "camera", "quiet street"], "normal_person"),

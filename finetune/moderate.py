@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -223,6 +223,24 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 # --------------------------------------------------------------------------- the moderator
+class ImageModerator(Protocol):
+    """What :func:`moderate_images` needs: one prediction per (image, rule). :class:`Moderator`
+    (a local or tuned model, with the paper's score) and ``finetune.moderate_api.SpecModerator``
+    (a hosted or served model, zero-shot) are the two."""
+
+    def moderate(
+        self,
+        images: list[Path],
+        policy: Policy,
+        rules: list[str],
+        *,
+        categories: dict[str, str] | None = None,
+        batch_size: int = 4,
+        explain: bool = True,
+        progress: Any = None,
+    ) -> list[Prediction]: ...
+
+
 class Moderator:
     """A loaded model plus what scoring and explaining need."""
 
@@ -435,14 +453,11 @@ def moderate_images(
     question: Question = "plain",
     score_tokens: ScoreTokens = "single",
     explain: bool = True,
-    moderator: Moderator | None = None,
+    moderator: ImageModerator | None = None,
     progress: Any = None,
 ) -> ModerationSummary:
     """Moderate ``images`` and (with ``db``) record the predictions; the summary has accuracy
     where expected verdicts are known."""
-    # Imported here, not at the top: finetune.moderate_api imports this module.
-    from finetune.moderate_api import SpecModerator, is_model_spec
-
     started = time.perf_counter()
     loaded_policy = load_policy(policy)
     chosen = rules or [loaded_policy.base_rule or next(iter(loaded_policy.rules))]
@@ -458,8 +473,6 @@ def moderate_images(
     try:
         if store is not None and not manifest:
             categories.update(categories_from_store(store, loaded_policy))
-        if moderator is None and is_model_spec(model):
-            moderator = SpecModerator(model, question=question)  # type: ignore[assignment]
         moderator = moderator or Moderator(
             model, threshold=threshold, max_new_tokens=max_new_tokens, question=question,
             score_tokens=score_tokens,

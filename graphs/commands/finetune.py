@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -177,18 +177,22 @@ def moderate_command(
     from data.store import StoreError
     from finetune.families import FamilyError
     from finetune.moderate import ModerationError, moderate_images, summary_json
+    from finetune.moderate_api import SpecModerator, is_model_spec
 
     if question not in ("rule", "plain"):
         raise _fail(f"--question must be rule or plain, got {question!r}")
+    asked: Literal["rule", "plain"] = "rule" if question == "rule" else "plain"
     if score_tokens not in ("single", "spellings"):
         raise _fail(f"--score-tokens must be single or spellings, got {score_tokens!r}")
     try:
         summary = moderate_images(
             [str(i) for i in images], model=model, policy=policy, rules=rules or None,
             db=None if no_store else db, run_name=run, manifest=manifest, batch_size=batch_size,
-            threshold=threshold, max_new_tokens=max_new_tokens, question=question,  # type: ignore[arg-type]
+            threshold=threshold, max_new_tokens=max_new_tokens, question=asked,
             score_tokens=score_tokens,  # type: ignore[arg-type]
             explain=explain,
+            # a model spec (openai:..., openai-compatible:...) moderates zero-shot
+            moderator=SpecModerator(model, question=asked) if is_model_spec(model) else None,
         )  # fmt: skip
     except (ModerationError, FamilyError, StoreError, PolicyError, ValueError) as exc:
         raise _fail(str(exc)) from exc

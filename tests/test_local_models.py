@@ -207,7 +207,8 @@ def _ask(provider, messages=MESSAGES, schema=Verdict, params=GREEDY, timeout=Non
 def test_registry_points_at_this_module():
     target = "agents.models.providers.local_transformers"
     assert FACTORIES["hf"] == f"{target}:make_hf_provider"
-    assert FACTORIES["local"] == f"{target}:make_local_provider"
+    # local: dispatches by model name (smollm2 -> this module, qwen2.5-1.5b -> llama.cpp)
+    assert FACTORIES["local"] == "agents.models.providers.local:make_local_provider"
 
 
 # ----------------------------------------------------------------------------- hf: causal LM

@@ -177,7 +177,7 @@ def test_a_call_with_a_missing_key_raises_rather_than_returning_a_result(monkeyp
 def test_registry_names_every_spec_kind_including_in_process_ones():
     assert set(FACTORIES) == {"openai", "openai-compatible", "anthropic", "hf", "local"}
     assert FACTORIES["hf"] == "agents.models.providers.local_transformers:make_hf_provider"
-    assert FACTORIES["local"] == "agents.models.providers.local_transformers:make_local_provider"
+    assert FACTORIES["local"] == "agents.models.providers.local:make_local_provider"
     assert callable(get_factory("openai"))
     with pytest.raises(ValueError, match="registered"):
         get_factory("azure")

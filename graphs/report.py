@@ -193,6 +193,8 @@ def cache_line(calls: int, cached: int, tokens: int) -> str:
 def one_line_reason(outcome: SampleOutcome) -> str:
     """The first recorded reason, cut to one line (``+N more`` when there are others)."""
     if not outcome.reasons:
+        if outcome.status == "pending":
+            return "not run yet (--limit, or interrupted): the same command continues it"
         return "passed every check" if outcome.status == "accepted" else "no reason recorded"
     first = " ".join(outcome.reasons[0].split())
     if len(first) > REASON_WIDTH:

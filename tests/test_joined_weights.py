@@ -141,3 +141,15 @@ def test_a_tampered_part_stops_the_run_before_any_sample(tmp_path: Path, monkeyp
     assert f"{tmp_path / 'cache' / 'fake.gguf'}: sha256 mismatch, refusing to load" in message
     assert f"expected {GOOD}" in message
     assert not (tmp_path / "cache" / "fake.gguf").exists()
+
+
+def test_without_the_extra_binding_qwen_names_the_install_command(monkeypatch) -> None:
+    from agents.models.providers import make_provider
+    from agents.models.settings import RoleSettings
+    from agents.models.spec import parse_spec
+
+    spec = parse_spec("local:qwen2.5-1.5b")
+    assert (spec.provider, spec.model) == ("local", "qwen2.5-1.5b")
+    monkeypatch.setattr(llamacpp_loading, "llama_cpp_available", lambda: False)
+    with pytest.raises(ProviderError, match=r'needs llama-cpp-python: pip install "icm-assistant'):
+        make_provider(spec, RoleSettings())

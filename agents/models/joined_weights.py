@@ -171,6 +171,7 @@ def ensure_joined(parts: Sequence[Path], target: Path, expected_sha256: str) -> 
         actual = digest.hexdigest()
         if actual != expected:
             raise WeightsChecksumError(target, expected, actual, parts)
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(temp, target)
     except OSError as exc:
         raise ProviderError("unsupported", f"cannot write {target}: {exc}") from exc

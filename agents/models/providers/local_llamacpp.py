@@ -106,6 +106,25 @@ class LlamaCppProvider:
         return _response(raw, elapsed)
 
 
+#: longest ``maxLength`` put into a grammar. llama.cpp expands a bounded string into one nested
+#: rule per character and its parser refuses past a limit ("exceeds sane defaults", seen with
+#: the full profile's 1,400-character explanation; 900 worked), after which sampling with the
+#: missing grammar crashes the process. Longer bounds are left to pydantic's validation.
+MAX_GRAMMAR_LENGTH = 1000
+
+
+def grammar_schema(node: Any) -> Any:
+    """A copy of a JSON schema with string ``maxLength`` above ``MAX_GRAMMAR_LENGTH`` removed."""
+    if isinstance(node, list):
+        return [grammar_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: grammar_schema(v) for k, v in node.items()}
+    if isinstance(out.get("maxLength"), int) and out["maxLength"] > MAX_GRAMMAR_LENGTH:
+        del out["maxLength"]
+    return out
+
+
 _grammars: dict[type[BaseModel], Any] = {}
 _grammars_lock = threading.Lock()
 
@@ -123,7 +142,7 @@ def schema_grammar(schema: type[BaseModel]) -> Any:
     from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema.model_json_schema()))
+        gbnf = json_schema_to_gbnf(json.dumps(grammar_schema(schema.model_json_schema())))
     except Exception as exc:
         raise ProviderError(
             "unsupported",

@@ -26,13 +26,12 @@ and the table, the JSON and the plots all read the same dicts:
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from data.provenance import compact_roles
-from data.store import Store, queries
+from data.store import Store, from_json, queries
 from evaluators.metrics import bootstrap_ci
 
 
@@ -133,7 +132,7 @@ def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     tokens_in, tokens_out = int(calls["input_tokens"]), int(calls["output_tokens"])
     cost = None if calls["cost_usd"] is None else float(calls["cost_usd"])
     latency = calls["mean_latency_ms"]
-    bindings = _loads(run.get("role_bindings_json"))
+    bindings = from_json(run.get("role_bindings_json"))
     return {
         "run_id": rid,
         "name": run["name"],
@@ -162,15 +161,6 @@ def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _loads(raw: str | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
 def _judgments(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
     return queries.judgments_of_runs(store, run_ids)
 
@@ -183,7 +173,7 @@ def _item_scores(judgments: list[dict[str, Any]]) -> dict[str, dict[str, list[fl
     for j in judgments:
         if j["status"] != "scored":
             continue
-        scores = _loads(j["scores_json"])
+        scores = from_json(j["scores_json"])
         if not isinstance(scores, dict):
             continue
         key = (j["run"], j["sample_id"], j["rule_variant"])

@@ -40,6 +40,7 @@ from agents.models.constrained import (
 )
 from agents.models.half_weights import HalfWeightLinear, halve_linear_weights
 from agents.models.layer import ModelLayer
+from agents.models.model_thread import model_worker
 from agents.models.parsing import extract_json, validate_answer
 from agents.models.providers import FACTORIES
 from agents.models.providers.local_transformers import (
@@ -379,7 +380,7 @@ def test_concurrent_calls_share_one_model_and_take_turns(tiny_llama: Path):
 
     answers = asyncio.run(many())
     assert len({a.raw_text for a in answers}) == 1  # greedy: one model, same answer each time
-    worker = local_loading.model_worker(local_loading.hf_key(tiny_llama))
+    worker = model_worker(local_loading.hf_key(tiny_llama))
     assert provider._worker is worker and _hf(tiny_llama)._worker is worker  # one queue per model
     loaded: list[object] = []
     threads = [

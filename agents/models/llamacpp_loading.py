@@ -27,7 +27,6 @@ import importlib.metadata
 import importlib.util
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +74,6 @@ class LlamaModel:
 
 
 _models: dict[str, LlamaModel] = {}
-_workers: dict[str, ThreadPoolExecutor] = {}
-_registry_lock = threading.Lock()
 _load_lock = threading.Lock()
 
 
@@ -106,16 +103,6 @@ def check_qwen() -> None:
     if not llama_cpp_available():
         raise ProviderError("unsupported", f"{QWEN_KEY} needs llama-cpp-python: {QWEN_INSTALL}")
     QWEN_WEIGHTS.part_paths()
-
-
-def model_worker(key: str) -> ThreadPoolExecutor:
-    """The single thread that loads and runs model ``key``."""
-    with _registry_lock:
-        worker = _workers.get(key)
-        if worker is None:
-            worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"icm-llama-{key}")
-            _workers[key] = worker
-        return worker
 
 
 def load_qwen() -> LlamaModel:

@@ -25,7 +25,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,18 +90,7 @@ class LocalModel:
 
 _models: dict[str, LocalModel] = {}
 _load_locks: dict[str, threading.Lock] = {}
-_workers: dict[str, ThreadPoolExecutor] = {}
 _registry_lock = threading.Lock()
-
-
-def model_worker(key: str) -> ThreadPoolExecutor:
-    """The single thread that loads and runs model ``key``; its calls queue there in order."""
-    with _registry_lock:
-        worker = _workers.get(key)
-        if worker is None:
-            worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"icm-model-{key}")
-            _workers[key] = worker
-        return worker
 
 
 def apply_thread_setting() -> None:

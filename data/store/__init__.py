@@ -7,6 +7,7 @@ from data.store.store import (
     StoreError,
     StoreLockedError,
     StoreVersionError,
+    from_json,
     to_json,
     utcnow,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreVersionError",
+    "from_json",
     "to_json",
     "utcnow",
 ]

@@ -69,6 +69,17 @@ def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def from_json(raw: str | None) -> Any:
+    """A stored JSON column's value, or the raw text where it does not parse (shown, never
+    hidden); None stays None."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
 def batch_frame(rows: Sequence[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
     """Rows (dicts; a key missing from a row is NULL there) as an Arrow table for DuckDB.
 

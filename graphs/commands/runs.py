@@ -27,7 +27,7 @@ from rich.table import Table
 from data.export import DEFAULT_SUFFIX, ExportError, export_run
 from data.export_paper import export_paper_run
 from data.provenance import compact_roles
-from data.store import DEFAULT_DB_PATH, Store, StoreError, queries
+from data.store import DEFAULT_DB_PATH, Store, StoreError, from_json, queries
 from data.store.outcomes import failure_kind, outcome_label
 from data.store.reading import as_of_note, open_for_reading
 
@@ -67,16 +67,6 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, datetime) else value
 
 
-def _loads(raw: str | None) -> Any:
-    """Stored JSON, or the raw text where it does not parse (shown, never hidden)."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
 # --------------------------------------------------------------------------- icm runs
 def run_overview(store: Store) -> list[dict[str, Any]]:
     """One dict per run: identity, binding, sample counts by status, calls, tokens and cost.
@@ -97,7 +87,7 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
                 "finished_at": _iso(row["finished_at"]),
                 "policy": row["policy_name"],
                 "rules": row["rule_variants"],
-                "roles": _loads(row["role_bindings_json"]),
+                "roles": from_json(row["role_bindings_json"]),
                 "samples": int(row["samples"]),
                 "accepted": int(row["accepted"]),
                 "rejected": int(row["rejected"]),
@@ -219,7 +209,7 @@ def sample_listing(store: Store, ref: str, *, status: str | None = None) -> dict
     samples = []
     stored_status = "failed" if status == "refused" else status  # refused: a kind of failed
     for row in queries.run_samples(store, run["run_id"], status=stored_status):
-        reasons = _loads(row["reasons_json"]) or []
+        reasons = from_json(row["reasons_json"]) or []
         reasons = reasons if isinstance(reasons, list) else [reasons]
         failure = failure_kind(row["status"], reasons)
         if status == "refused" and failure != "refused":
@@ -328,7 +318,7 @@ def _call_event(row: dict[str, Any], rule_of_call: dict[str, str | None], full: 
     }
     if full:
         event["raw_output"] = row["raw_output"]
-        event["parsed"] = _loads(row["parsed_json"])
+        event["parsed"] = from_json(row["parsed_json"])
     return event
 
 
@@ -344,7 +334,7 @@ def _stage_event(row: dict[str, Any], full: bool) -> dict:
         "call_id": row["call_id"],
     }
     if full:
-        event["output"] = _loads(row["output_json"])
+        event["output"] = from_json(row["output_json"])
         event["raw_text"] = row["raw_text"]
     return event
 
@@ -367,7 +357,7 @@ def sample_trace(store: Store, sample_id: str, *, full: bool = False) -> dict[st
         event["offset_s"] = (time - start).total_seconds() if start is not None else None
         event["time"] = time.isoformat(sep=" ", timespec="milliseconds")
         timeline.append(event)
-    reasons = _loads(sample["reasons_json"]) or []
+    reasons = from_json(sample["reasons_json"]) or []
     return {
         "sample_id": sid,
         "run_id": sample["run_id"],

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from data.provenance import compact_roles
-from data.store import Store, browse, queries
+from data.store import Store, browse, from_json, queries
 from data.store.browse import SampleFilters
 from data.store.outcomes import failure_kind
 from graphs.commands.runs import run_overview, sample_trace
@@ -38,16 +38,6 @@ RUN_SORTS = {
     "cost": "cost_usd",
     "duration": "duration_s",
 }
-
-
-def loads_json(raw: str | None) -> Any:
-    """Stored JSON, or the raw text where it does not parse (shown, never hidden)."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
 
 
 # --------------------------------------------------------------------------- runs
@@ -137,7 +127,7 @@ def enrich(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     failed = _failed_checks(store, ids)
     scores = _judge_scores(store, ids)
     for row in rows:
-        reasons = loads_json(row.pop("reasons_json")) or []
+        reasons = from_json(row.pop("reasons_json")) or []
         row["reasons"] = reasons if isinstance(reasons, list) else [reasons]
         row["failure"] = failure_kind(row.get("status"), row["reasons"])
         row["failed_checks"] = failed.get(row["sample_id"], [])
@@ -158,7 +148,7 @@ def _judge_scores(store: Store, ids: list[str]) -> dict[str, list[dict[str, Any]
     sums: dict[tuple[str, str], dict[str, list[float]]] = {}
     for row in rows:
         bucket = sums.setdefault((row["sample_id"], row["rubric"]), {})
-        scores = loads_json(row["scores_json"])
+        scores = from_json(row["scores_json"])
         if row["status"] not in SCORED or not isinstance(scores, dict):
             bucket.setdefault("unscored", []).append(1.0)
             continue
@@ -192,7 +182,7 @@ def sample(store: Store, sample_id: str) -> dict[str, Any] | None:
         if event["kind"] == "call":
             extra = calls.get(event["call_id"], {})
             event["messages"] = _messages(extra.get("messages_json"))
-            event["params"] = loads_json(extra.get("params_json"))
+            event["params"] = from_json(extra.get("params_json"))
             for key in ("endpoint", "schema_name", "image_mode", "parse_attempts"):
                 event[key] = extra.get(key)
         for key in _EVENT_KEYS:  # calls and stage outputs share one template
@@ -200,17 +190,16 @@ def sample(store: Store, sample_id: str) -> dict[str, Any] | None:
     trace["sample"] = row
     trace["retries"] = sum(1 for e in trace["timeline"] if e["kind"] == "stage" and e["retry"])
     trace["perception"] = [
-        {**r, "evidence": loads_json(r["evidence_json"])}
+        {**r, "evidence": from_json(r["evidence_json"])}
         for r in queries.perception_rows(store, row["image_sha256"] or "")
     ]
     trace["explanations"] = browse.explanations(store, sample_id)
     trace["qa"] = [
-        {**r, "options": loads_json(r.pop("options_json"))}
+        {**r, "options": from_json(r.pop("options_json"))}
         for r in browse.qa_items(store, sample_id)
     ]
     trace["judgments"] = [
-        {**r, "scores": loads_json(r.pop("scores_json"))}
-        for r in browse.judgments(store, sample_id)
+        {**r, "scores": from_json(r.pop("scores_json"))} for r in browse.judgments(store, sample_id)
     ]
     return trace
 
@@ -224,7 +213,7 @@ _EVENT_KEYS = (
 
 def _messages(raw: str | None) -> list[dict[str, str]]:
     """A call's rendered prompt as (role, text) pairs; unknown shapes shown as JSON text."""
-    value = loads_json(raw)
+    value = from_json(raw)
     if not isinstance(value, list):
         return [] if value is None else [{"role": "?", "text": str(value)}]
     out = []

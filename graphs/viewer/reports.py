@@ -11,10 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from data.store import Store, browse
+from data.store import Store, browse, from_json
 from evaluators.compare import compare_runs
 from evaluators.plots import write_plots
-from graphs.viewer.queries import loads_json
 
 PLOTS = ("scores", "cost_vs_quality")
 
@@ -97,7 +96,7 @@ def calibrations(store: Store) -> list[dict[str, Any]]:
     """Calibration reports, newest first, with their scalar figures pulled out for a table."""
     out = []
     for row in browse.calibrations(store):
-        report = loads_json(row.pop("report_json"))
+        report = from_json(row.pop("report_json"))
         row["report"] = report
         row["figures"] = _scalars(report) if isinstance(report, dict) else {}
         out.append(row)
@@ -122,8 +121,8 @@ def _scalars(report: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[s
 def finetune_runs(store: Store) -> list[dict[str, Any]]:
     rows = browse.finetune_runs(store)
     for row in rows:
-        row["metrics"] = loads_json(row.pop("metrics_json"))
-        row["config"] = loads_json(row.pop("config_json"))
+        row["metrics"] = from_json(row.pop("metrics_json"))
+        row["config"] = from_json(row.pop("config_json"))
         row["curve"] = loss_curve(store, row["finetune_id"])
     return rows
 

@@ -12,7 +12,6 @@ from when it gets the model.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import threading
@@ -29,9 +28,9 @@ from agents.models.llamacpp_loading import (
     LlamaModel,
     check_qwen,
     load_qwen,
-    model_worker,
     qwen_endpoint,
 )
+from agents.models.model_thread import model_worker, run_on_model_thread
 from agents.models.providers.local_transformers import render_chat
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
@@ -62,16 +61,8 @@ class LlamaCppProvider:
         """Generate one grammar-constrained answer; every failure is a ProviderError."""
         if any(m.images for m in messages):
             raise ProviderError("unsupported", f"local:{self.model} takes no images")
-        loop = asyncio.get_running_loop()
         job = functools.partial(self._complete, messages, schema, params, timeout)
-        try:
-            return await loop.run_in_executor(self._worker, job)
-        except ProviderError:
-            raise
-        except _DeadlinePassed as exc:
-            raise ProviderError("timeout", str(exc)) from exc
-        except Exception as exc:  # an in-process failure repeats when retried: fail fast
-            raise ProviderError("bad_request", f"{type(exc).__name__}: {exc}") from exc
+        return await run_on_model_thread(self._worker, job, _DeadlinePassed)
 
     def warm(self) -> None:
         """Load the model now (the run's warm-up step), on the model's thread."""

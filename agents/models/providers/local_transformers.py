@@ -3,8 +3,8 @@
 The model writes under JSON-schema-constrained decoding (see :mod:`agents.models.constrained`),
 so its answer is always a prefix of a schema-valid object; the schema is also put into the
 prompt (compact, refs inlined) so the model knows what each field means. Loading and generation
-run on the model's own worker thread (see :func:`local_loading.model_worker`), under its lock:
-the event loop stays free and one model never runs two generations at once. A call's
+run on the model's own worker thread (:func:`agents.models.model_thread.model_worker`), under its
+lock: the event loop stays free and one model never runs two generations at once. A call's
 ``timeout`` bounds its generation, counted from when it gets the model, not the time spent
 queued behind other calls to the same model.
 
@@ -15,7 +15,6 @@ model-specific preparation of pixel values and positions that ``generate`` knows
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import time
@@ -45,9 +44,9 @@ from agents.models.local_loading import (
     hf_key,
     load_hf,
     load_smollm2,
-    model_worker,
     smollm2_endpoint,
 )
+from agents.models.model_thread import model_worker, run_on_model_thread
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
 
@@ -87,16 +86,8 @@ class LocalTransformersProvider:
         """Generate one constrained answer; every failure is raised as a ProviderError."""
         if not self.supports_images and any(m.images for m in messages):
             raise ProviderError("unsupported", f"{self.provider}:{self.model} takes no images")
-        loop = asyncio.get_running_loop()
         job = functools.partial(self._complete, messages, schema, params, timeout)
-        try:
-            return await loop.run_in_executor(self._worker, job)
-        except ProviderError:
-            raise
-        except DecodeTimeout as exc:
-            raise ProviderError("timeout", str(exc)) from exc
-        except Exception as exc:  # an in-process failure repeats when retried: fail fast
-            raise ProviderError("bad_request", f"{type(exc).__name__}: {exc}") from exc
+        return await run_on_model_thread(self._worker, job, DecodeTimeout)
 
     def warm(self) -> None:
         """Load the model now (the run's warm-up step), on the model's own thread."""

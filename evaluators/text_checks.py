@@ -484,8 +484,36 @@ def check_attributes_mentioned(
 # ----------------------------------------------------------------------------- a whole sample
 
 
+_SENTENCE_END = re.compile(r"[.!?…][\"'’”)\]]*\s*$")
+
+
+def check_complete_text(stage: str, text: str, where: str, limit: int | None = None) -> Check:
+    """A prose field must not break off: a text cut by its length bound ("... and the image does
+    not") is a fragment, whatever is appended to it later (the code-written conclusion).
+
+    Broken off = no sentence end, and either it reached ``limit`` (the bound decoding enforced:
+    that is where a grammar cuts it) or its last word needs more after it ("with", "the").
+    Released, human-checked texts sometimes just lack the final period; that alone passes."""
+    tokens = words(text)
+    at_limit = limit is not None and len(text.strip()) >= limit - 3
+    dangling = len(tokens) > 1 and tokens[-1] in _DANGLING
+    if not text.strip() or _SENTENCE_END.search(text) or not (at_limit or dangling):
+        return Check("complete_text", stage, True)
+    tail = " ".join(text.split()[-6:])
+    return Check(
+        "complete_text",
+        stage,
+        False,
+        f"{where} breaks off mid-sentence ('... {_clip(tail, 60)}'): write complete sentences "
+        "and finish within the length limit",
+    )
+
+
 def garbage_checks(
-    policy: Policy, state: Mapping[str, Any], schema: Sequence[str] = ()
+    policy: Policy,
+    state: Mapping[str, Any],
+    schema: Sequence[str] = (),
+    explanation_limit: int | None = None,
 ) -> list[Check]:
     """Every check above over a pipeline state (the critic's input): the description and key
     elements (unless the description was given), the context, each rule's explanation, the
@@ -516,6 +544,8 @@ def garbage_checks(
         checks.append(check_no_looping("explainer", text, where))
         checks.append(check_no_json("explainer", text, where, schema))
         checks.append(check_states_one_label("explainer", text, labels, where))
+        argument = item.get("argument") or text
+        checks.append(check_complete_text("explainer", argument, where, explanation_limit))
     qa = state.get("qa")
     if qa:
         checks.append(check_qa_well_formed(qa))
@@ -524,12 +554,16 @@ def garbage_checks(
 
 
 def with_garbage_checks(
-    policy: Policy, state: Mapping[str, Any], checks: Sequence[Check], schema: Sequence[str] = ()
+    policy: Policy,
+    state: Mapping[str, Any],
+    checks: Sequence[Check],
+    schema: Sequence[str] = (),
+    explanation_limit: int | None = None,
 ) -> list[Check]:
     """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
     one of the same name and stage there: ``attributes_mentioned`` reads the policy's
     synonyms and lemmas instead of words cut from the value's description."""
-    extra = garbage_checks(policy, state, schema)
+    extra = garbage_checks(policy, state, schema, explanation_limit)
     replaced = {(c.name, c.stage) for c in extra}
     return [c for c in checks if (c.name, c.stage) not in replaced] + extra
 

@@ -342,6 +342,7 @@ async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
         plain,
         deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder),
         SCHEMA_TEXTS,
+        explanation_limit=deps.lengths.explanation,
     )
     deps.recorder.checks(state, attempt, checks, "deterministic")
     update: dict[str, Any] = {"attempts": attempts}

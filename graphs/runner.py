@@ -14,6 +14,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -68,6 +69,8 @@ FINAL = ("accepted", "rejected", "failed")
 #: how often queued writes are committed; a crash loses at most this much finished work
 FLUSH_INTERVAL_S = 0.5
 STORE_WAIT_S = 5.0
+#: a letter a model already put before an option ("A. Yes", "B) No")
+_OPTION_LETTER = re.compile(r"^\s*[A-D][.)]\s*")
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -354,7 +357,11 @@ class GenerationRun:
                     options = None
                 elif qa_type == "multiple_choice":
                     answer = item["answer"]
-                    options = [f"{'ABCD'[n]}. {o}" for n, o in enumerate(item["options"])]
+                    # an option the model already lettered ("A. Yes") keeps one letter
+                    options = [
+                        f"{'ABCD'[n]}. {_OPTION_LETTER.sub('', str(o))}"
+                        for n, o in enumerate(item["options"])
+                    ]
                 else:
                     answer, options = item["answer"], None
                 items.append({"qa_type": qa_type, "question": item["question"], "answer": answer,

@@ -436,3 +436,18 @@ def test_a_run_keeps_no_images_and_restores_the_collector(tmp_path: Path, server
     assert job._images == {}
     assert gc.get_threshold() == before
     assert not gc.get_freeze_count()
+
+
+def test_an_option_the_model_already_lettered_keeps_one_letter() -> None:
+    """qwen2.5-1.5b writes options as "A. Yes": the stored item must not read "A. A. Yes"."""
+    from types import SimpleNamespace
+
+    from data.policy import load_policy
+    from graphs.runner import GenerationRun
+
+    sample = SimpleNamespace(sample_id="s1", run_id="r1", rules=("R1",))
+    out = {"qa": {"multiple_choice": [{"question": "Is the image horrifying?",
+                                       "options": ["A. Yes", "B) No", "Maybe", "D. Not sure"],
+                                       "answer": "B"}]}, "qa_rule": "R1"}  # fmt: skip
+    [row] = GenerationRun._qa_rows(sample, load_policy("horrifying"), out, None, accepted=False)
+    assert json.loads(row["options_json"]) == ["A. Yes", "B. No", "C. Maybe", "D. Not sure"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from agents.critic import Critique
+from agents.critic import critique_schema
 from agents.models.providers.local_llamacpp import MAX_GRAMMAR_LENGTH, grammar_schema
 from agents.schemas import (
     FULL,
@@ -30,7 +30,7 @@ def _max_lengths(node: object) -> list[int]:
 
 def test_every_agent_schema_keeps_only_bounds_llama_cpp_can_parse() -> None:
     for lengths in (FULL, SHORT):
-        for model in (description_model(lengths), context_model(lengths), Critique,
+        for model in (description_model(lengths), context_model(lengths), critique_schema(),
                       explanation_model(("sexy", "not sexy"), lengths),
                       qa_model(3, 3, 2, 2, lengths)):  # fmt: skip
             raw = model.model_json_schema()

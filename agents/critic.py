@@ -178,8 +178,10 @@ def decide(checks: Sequence[Check], registry: StageRegistry | None = None) -> Cr
     failed = [c for c in checks if not c.passed]
     if not failed:
         return CriticDecision(list(checks), True)
-    stage = min(failed, key=lambda c: registry.position(c.stage)).stage
-    at_stage = [c for c in failed if c.stage == stage]
+    # a check names the stage of our pipeline that does the job; another registry (the
+    # paper's) maps it onto its own stage (``StageRegistry.aliases``)
+    stage = registry.canonical(min(failed, key=lambda c: registry.position(c.stage)).stage)
+    at_stage = [c for c in failed if registry.canonical(c.stage) == stage]
     messages = [c.message for c in at_stage]
     rules = sorted({t.rule for t in map(target_of, at_stage) if t.rule is not None})
     return CriticDecision(list(checks), False, stage, "; ".join(messages), rules)

@@ -79,6 +79,12 @@ class ExplanationValue(ArgumentValue):
     verdict: str
 
 
+class PaperAnswersValue(_Out):
+    explicit_description: str
+    implicit_description: str
+    explanation: str
+
+
 class QAValue(_Out):
     yes_no: list[Any]
     multiple_choice: list[Any]
@@ -163,6 +169,34 @@ def argument_model(lengths: Lengths = FULL) -> type[ArgumentValue]:
             lengths.explanation,
             "Why the rule table's verdict holds for this audience, citing what is seen. "
             "No concluding verdict sentence: the conclusion is added from the rule table.",
+            min_length=40,
+        ),
+    )
+
+
+@cache
+def paper_answers_model(term: str, lengths: Lengths = FULL) -> type[PaperAnswersValue]:
+    """The paper pipeline's one image-seeing call: its three questions answered in turn (the
+    release's ``vllm_data_generation.py`` asks them in one prompt, numbered)."""
+    return _model(
+        "PaperAnswers",
+        PaperAnswersValue,
+        explicit_description=_text(
+            lengths.description,
+            "Question 1: the image in detail with its explicit content, such as the people's "
+            "movements and clothes.",
+            min_length=20,
+        ),
+        implicit_description=_text(
+            lengths.description,
+            "Question 2: the implicit content of the image in detail, such as its overall "
+            "atmosphere.",
+            min_length=20,
+        ),
+        explanation=_text(
+            lengths.explanation,
+            f"Question 3: why the image is or is not {term}, from its explicit and implicit "
+            "content.",
             min_length=40,
         ),
     )

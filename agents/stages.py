@@ -24,7 +24,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from agents.schemas import FULL, Lengths, QACounts
 from prompts import PromptTemplate, load_prompt
@@ -45,6 +45,15 @@ BUILTIN_STAGE_MODULES = (
     "agents.explainer",
     "agents.qa_writer",
 )
+#: the role modules of the paper's released pipeline (``--preset paper``, ``pipeline: paper``):
+#: one image-seeing call answering three questions, then Q-A from its explanation in two passes
+PAPER_STAGE_MODULES = (
+    "agents.paper_answers",
+    "agents.paper_qa",
+    "agents.paper_mc",
+)
+SeedLeakFilter = Literal["rest", "sentence", "off"]
+QASource = Literal["explanation", "answers"]
 #: the critic checks every stage's output; it is the graph's fixed last node, not a stage
 CRITIC = "critic"
 #: the judge scores finished runs (agents/judge.py); a model role, never part of the graph
@@ -68,6 +77,23 @@ class Target:
 
 
 @dataclass(frozen=True)
+class PaperOptions:
+    """How the paper pipeline's stages behave, each point on its own (``GenerateConfig.paper``).
+
+    ``seed_leak_filter``: ``rest`` drops a text from its first sentence that mentions the seed
+    it was given onwards (what the release's ``check_all_MLLM_output_content.py`` does: its
+    keep-flag is never reset), ``sentence`` drops only such sentences, ``off`` keeps all.
+    ``qa_from``: the Q-A passes read the explanation only (``explanation``) or all three
+    answers (``answers``, the release's post-processed text). ``moderation_focus``: the Q-A
+    prompts add "All questions are related to content moderation" (the release's mixed prompt).
+    """
+
+    seed_leak_filter: SeedLeakFilter = "rest"
+    qa_from: QASource = "explanation"
+    moderation_focus: bool = True
+
+
+@dataclass(frozen=True)
 class StageCall:
     """The explicit dependencies of one attempt of one stage (nothing else reaches a role)."""
 
@@ -82,6 +108,8 @@ class StageCall:
     qa_counts: QACounts = field(default_factory=QACounts)
     images: Callable[[], Sequence[ImageInput]] = tuple
     """The sample's images, loaded on demand (only a stage that looks at the image calls it)."""
+    paper: PaperOptions = field(default_factory=PaperOptions)
+    """The paper pipeline's own switches (read only by its stages)."""
 
 
 #: the declared inputs of a stage: the sample-state keys it ``reads``, and their values
@@ -149,10 +177,22 @@ class StageSpec:
 class StageRegistry:
     """The stages of one pipeline, in chain order. Immutable once built: ``extended`` copies."""
 
-    def __init__(self, specs: Iterable[StageSpec] = ()) -> None:
+    def __init__(
+        self, specs: Iterable[StageSpec] = (), aliases: Mapping[str, str] | None = None
+    ) -> None:
         self._specs: dict[str, StageSpec] = {}
         for spec in specs:
             self._add(spec)
+        self.aliases: dict[str, str] = dict(aliases or {})
+        """Stage names the critic's checks use (our pipeline's) -> the stage of this registry
+        that does that job (the paper pipeline's three-question call describes and explains)."""
+        unknown = sorted(set(self.aliases.values()) - set(self._specs))
+        if unknown:
+            raise ValueError(f"stage aliases point at unregistered stages {unknown}")
+
+    def canonical(self, stage: str) -> str:
+        """``stage``, or the registered stage an alias names."""
+        return stage if stage in self._specs else self.aliases.get(stage, stage)
 
     def _add(self, spec: StageSpec) -> None:
         if spec.name in self._specs:
@@ -165,7 +205,7 @@ class StageRegistry:
 
     def extended(self, *specs: StageSpec) -> StageRegistry:
         """A registry with ``specs`` added (the default one is never changed in place)."""
-        return StageRegistry([*self._specs.values(), *specs])
+        return StageRegistry([*self._specs.values(), *specs], self.aliases)
 
     def __iter__(self) -> Iterator[StageSpec]:
         return iter(self._specs.values())
@@ -191,6 +231,7 @@ class StageRegistry:
         """Chain position of ``stage`` (the critic's own checks come after every stage)."""
         if stage == CRITIC:
             return len(self._specs)
+        stage = self.canonical(stage)
         if stage not in self._specs:
             known = ", ".join((*self._specs, CRITIC))
             raise ValueError(f"a check names stage {stage!r}, which is not registered ({known})")
@@ -227,14 +268,44 @@ def _fresh(value: Any) -> Any:
     return type(value)() if isinstance(value, dict | list) and not value else value
 
 
-@cache
-def default_registry() -> StageRegistry:
-    """The built-in pipeline: the ``STAGE`` of each module in ``BUILTIN_STAGE_MODULES``."""
+def _declared(module_names: Iterable[str]) -> list[StageSpec]:
     specs = []
-    for module_name in BUILTIN_STAGE_MODULES:
+    for module_name in module_names:
         module = importlib.import_module(module_name)
         spec = getattr(module, "STAGE", None)
         if not isinstance(spec, StageSpec):
             raise TypeError(f"{module_name} declares no STAGE (a StageSpec)")
         specs.append(spec)
-    return StageRegistry(specs)
+    return specs
+
+
+@cache
+def default_registry() -> StageRegistry:
+    """The built-in pipeline: the ``STAGE`` of each module in ``BUILTIN_STAGE_MODULES``."""
+    return StageRegistry(_declared(BUILTIN_STAGE_MODULES))
+
+
+@cache
+def paper_registry(multiple_choice: bool = True) -> StageRegistry:
+    """The paper's released pipeline (``PAPER_STAGE_MODULES``); without its separate
+    multiple-choice pass when ``multiple_choice`` is False. The critic's checks, which name our
+    stages, are mapped onto the paper's: the three-question call describes, interprets and
+    explains; the yes/no/what/how pass writes the Q-A."""
+    specs = _declared(PAPER_STAGE_MODULES)
+    if not multiple_choice:
+        specs = [s for s in specs if s.name != "paper_mc"]
+    answers, qa = specs[0].name, specs[1].name
+    aliases = {
+        "describer": answers,
+        "context_interpreter": answers,
+        "explainer": answers,
+        "qa_writer": qa,
+    }
+    return StageRegistry(specs, aliases)
+
+
+def all_model_roles() -> tuple[str, ...]:
+    """Every role a model can be bound to in any built-in pipeline: ours (with the critic,
+    judge and moderator), then the paper pipeline's stages."""
+    ours = default_registry().model_roles()
+    return (*ours, *(n for n in paper_registry().names if n not in ours))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.models.credentials import MissingCredentialsError
 from agents.models.settings import DELIVERY_SETTINGS
+from agents.stages import PaperOptions
 from data.manifest import ManifestError
 from data.policy_models import PolicyError
 from data.store import DEFAULT_DB_PATH, StoreError
@@ -34,6 +35,44 @@ class QAConfig(BaseModel):
     multiple_choice: int = Field(3, ge=0, le=10)
     what: int = Field(2, ge=0, le=10)
     how: int = Field(2, ge=0, le=10)
+
+
+class PaperConfig(BaseModel):
+    """The paper pipeline's switches (``pipeline: paper``), each on its own; see
+    ``agents.stages.PaperOptions`` for what each does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_leak_filter: Literal["rest", "sentence", "off"] = "rest"
+    qa_from: Literal["explanation", "answers"] = "explanation"
+    moderation_focus: bool = True
+
+    def options(self) -> PaperOptions:
+        return PaperOptions(**self.model_dump())
+
+
+#: ``--preset paper``: the released pipeline of zhaoyuzhi/ICM-Assistant. Its explanation call
+#: (``vllm_data_generation.py``: Qwen2.5-VL, temperature 1e-2, max_tokens 2048) and its Q-A
+#: calls (``q-a pair generation/vllm_data_generation.py``: temperature 0.6, top_p 0.9,
+#: max_tokens 2048); 6 yes/no + 2 what + 2 how, then 5 multiple choice; the base rule only
+#: (its labels are R1's); no checks, no critic, no retries (it has post-processing filters
+#: only) and no verdict questions written from the rule table.
+PAPER_PRESET: dict[str, Any] = {
+    "pipeline": "paper",
+    "qa": {"yes_no": 6, "multiple_choice": 5, "what": 2, "how": 2},
+    "paper": {"seed_leak_filter": "rest", "qa_from": "explanation", "moderation_focus": True},
+    "checks": False,
+    "llm_critic": False,
+    "verdict_questions": False,
+    "max_stage_retries": 0,
+    "max_rules": 1,
+    "role_settings": {
+        "paper_answers": {"temperature": 0.01, "max_tokens": 2048},
+        "paper_qa": {"temperature": 0.6, "top_p": 0.9, "max_tokens": 2048},
+        "paper_mc": {"temperature": 0.6, "top_p": 0.9, "max_tokens": 2048},
+    },
+}
+PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER_PRESET}
 
 
 class GenerateConfig(BaseModel):
@@ -65,6 +104,17 @@ class GenerateConfig(BaseModel):
     text_length: Literal["full", "short"] = "full"
     llm_critic: bool = True
     perception: bool = True
+    preset: Literal["paper"] | None = None
+    """The preset the settings started from (recorded; the settings themselves are hashed)."""
+    pipeline: Literal["ours", "paper"] = "ours"
+    """``ours``: describer -> context interpreter -> explainer per rule -> Q-A writer;
+    ``paper``: the release's three-question call, then its two Q-A passes."""
+    checks: bool = True
+    """The critic's deterministic checks (off in the paper's release)."""
+    verdict_questions: bool = True
+    """Add one yes/no question per rule variant, answered by the rule table, to accepted
+    samples (ours; the release has none)."""
+    paper: PaperConfig = Field(default_factory=PaperConfig)
 
     @field_validator("shard")
     @classmethod
@@ -95,7 +145,19 @@ class GenerateConfig(BaseModel):
             "text_length": self.text_length,
             "llm_critic": self.llm_critic,
             "perception": self.perception,
-        }
+        } | self._non_default_identity()
+
+    def _non_default_identity(self) -> dict[str, Any]:
+        """The pipeline switches, only where they differ from ours (so a default run's
+        identity, and the name derived from it, is what it was before they existed)."""
+        extra: dict[str, Any] = {}
+        if self.pipeline != "ours":
+            extra |= {"pipeline": self.pipeline, "paper": self.paper.model_dump()}
+        if not self.checks:
+            extra["checks"] = False
+        if not self.verdict_questions:
+            extra["verdict_questions"] = False
+        return extra
 
     def _generation_settings(self) -> dict[str, dict[str, Any]]:
         """Role settings that can change what is generated (not DELIVERY_SETTINGS)."""
@@ -119,8 +181,40 @@ class GenerateConfig(BaseModel):
         return int(index), int(count)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> GenerateConfig:
-    """YAML file (if any) with ``overrides`` (options given on the command line) on top."""
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; nested mappings (qa, paper, roles, role settings) merge."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: Path | None,
+    overrides: dict[str, Any],
+    *,
+    preset: str | None = None,
+    preset_over_file: bool = False,
+) -> GenerateConfig:
+    """YAML file (if any) with ``overrides`` (options given on the command line) on top.
+
+    ``preset`` (or ``preset:`` in the file) starts from a named set of settings: the file and
+    the command line override it, except ``preset_over_file`` (the implicit demo profile, which
+    an explicit ``--preset`` overrides)."""
+    data = _file_settings(path)
+    preset = preset or overrides.get("preset") or data.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
+        named = PRESETS[preset] | {"preset": preset}
+        data = _merged(data, named) if preset_over_file else _merged(named, data)
+    return _validated(path, _with_overrides(data, overrides))
+
+
+def _file_settings(path: Path | None) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -130,6 +224,11 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> GenerateConfig:
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: the config must be a mapping of option: value")
         data = loaded or {}
+    return data
+
+
+def _with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
     for key, value in overrides.items():
         if key in ("roles", "role_settings") and key in data:
             merged = dict(data[key])
@@ -139,8 +238,14 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> GenerateConfig:
                 else:
                     merged[name] = item
             data[key] = merged
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):  # qa, paper
+            data[key] = _merged(data[key], value)
         else:
             data[key] = value
+    return data
+
+
+def _validated(path: Path | None, data: dict[str, Any]) -> GenerateConfig:
     try:
         return GenerateConfig.model_validate(data)
     except ValidationError as exc:

@@ -19,14 +19,17 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import typer
 from rich.console import Console
 
-from agents.stages import CRITIC, default_registry
+from agents.stages import CRITIC, default_registry, paper_registry
 
 #: the help text names the registered stages (agents/stages.py), so a new stage shows up here
 STAGES = default_registry()
+PAPER_STAGES = paper_registry()
 
 HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
     f"Stages: {STAGES.help_chain()}, with critic-driven retries.\n\n"
+    f"--preset paper: the paper's released pipeline, {PAPER_STAGES.help_chain()} (no checks, "
+    "no retries; see README 'Paper vs default').\n\n"
     "Without arguments: the offline demo on the bundled samples, every role on local:smollm2 "
     "(SmolLM2-135M-Instruct under grammar-constrained decoding). A 135M model shows the "
     "pipeline working; it cannot write good moderation explanations. Bind real models with "
@@ -44,6 +47,17 @@ def generate_command(
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML config; command-line options win.")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="paper: reproduce the paper's released pipeline (one three-question "
+            "image-seeing call per image seeded with the category sentence, the seed-leak "
+            "filter, 6 yes/no + 2 what + 2 how then 5 multiple-choice Q-A from the "
+            "explanation, base rule only, no checks or retries). A --config file and the "
+            "options given here override single settings of it.",
+        ),
     ] = None,
     images_dir: Annotated[
         Path | None,
@@ -67,7 +81,8 @@ def generate_command(
         list[str] | None,
         typer.Option(
             "--role",
-            help=f"ROLE=SPEC, repeatable. Roles: {', '.join((*STAGES.names, CRITIC))}, or all. "
+            help=f"ROLE=SPEC, repeatable. Roles: {', '.join((*STAGES.names, CRITIC))}; with "
+            f"--preset paper: {', '.join(PAPER_STAGES.names)}; or all. "
             "SPEC: openai:MODEL, anthropic:MODEL, "
             "openai-compatible:URL#MODEL, hf:PATH, local:smollm2, local:qwen2.5-1.5b (the "
             "stronger offline model: the qwen extra).",
@@ -179,13 +194,15 @@ def generate_command(
         settings = _settings(role_setting or [])
         if settings:
             overrides["role_settings"] = settings
-        if config is None and manifest is None and not roles:
+        implicit_demo = config is None and manifest is None and not roles
+        if implicit_demo:
             config = DEMO_CONFIG
             # Perception runs beside the model; one torch thread each holds up on a busy
             # 2-core machine where two threads per model collapse (measured).
             os.environ.setdefault("ICM_TORCH_THREADS", "1")
             console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
-        cfg = load_config(config, overrides)
+        # an explicit --preset wins over the implicit demo profile, not over a --config file
+        cfg = load_config(config, overrides, preset=preset, preset_over_file=implicit_demo)
         if workers > 1:
             from graphs.workers import run_with_workers  # only with --workers
 

@@ -45,7 +45,15 @@ from agents.schemas import (
     explanation_model,
     qa_model,
 )
-from agents.stages import CRITIC, StageCall, StageRegistry, StageSpec, Target, default_registry
+from agents.stages import (
+    CRITIC,
+    PaperOptions,
+    StageCall,
+    StageRegistry,
+    StageSpec,
+    Target,
+    default_registry,
+)
 from data.policy_models import Policy
 from data.store import records, utcnow
 from data.store.batch import BatchWriter
@@ -159,6 +167,10 @@ class PipelineDeps:
     contradiction_finder: ContradictionFinder | None = None
     lengths: Lengths = FULL
     registry: StageRegistry = field(default_factory=default_registry)
+    paper: PaperOptions = field(default_factory=PaperOptions)
+    checks: bool = True
+    """Run the critic's deterministic checks (the paper's release has none: ``--preset
+    paper`` turns them off)."""
 
 
 # ----------------------------------------------------------------------------- bookkeeping
@@ -215,6 +227,7 @@ def stage_call(
         lengths=deps.lengths,
         qa_counts=deps.qa_counts,
         images=lambda: deps.load_images(sample),
+        paper=deps.paper,
     )
 
 
@@ -331,10 +344,11 @@ def route(
 async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
     """Deterministic checks; when they pass (and the LLM critique is on) the LLM critique;
     then :func:`route` on whichever decided."""
-    sample = state["sample"]
     attempt, attempts = _bump(state, CRITIC)
     policy = policy_of(state, deps)
     plain = typing.cast(dict[str, Any], state)
+    if not deps.checks:  # the paper's way: no checks (the LLM critique, if on, still runs)
+        return await _llm_critic(state, deps, attempt, attempts)
     # The garbage checks (looping, two labels, JSON residue, key elements, Q-A fragments,
     # synonym-aware attribute mentions) run with the critic's own deterministic checks.
     checks = with_garbage_checks(
@@ -345,9 +359,20 @@ async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
         explanation_limit=deps.lengths.explanation,
     )
     deps.recorder.checks(state, attempt, checks, "deterministic")
+    if any(not c.passed for c in checks):
+        return {"attempts": attempts} | route(decide(checks, deps.registry), state, attempts, deps)
+    return await _llm_critic(state, deps, attempt, attempts)
+
+
+async def _llm_critic(
+    state: SampleState, deps: PipelineDeps, attempt: int, attempts: dict[str, int]
+) -> dict[str, Any]:
+    """The LLM critique (when on) and the route it decides; without it the sample passes."""
     update: dict[str, Any] = {"attempts": attempts}
-    if any(not c.passed for c in checks) or not deps.llm_critic:
-        return update | route(decide(checks, deps.registry), state, attempts, deps)
+    if not deps.llm_critic:
+        return update | route(decide([], deps.registry), state, attempts, deps)
+    sample = state["sample"]
+    plain = typing.cast(dict[str, Any], state)
     result = await llm_critique(
         deps.layer, plain, sample_id=sample.sample_id, attempt=attempt, registry=deps.registry
     )
@@ -435,10 +460,10 @@ def _bind_stage(
 
 
 def _bind_router(nexts: Mapping[bool, str]) -> Callable[[SampleState], typing.Awaitable[str]]:
-    """END after a failure, else the next node of the sample's chain."""
+    """END after a failure (or a stage's own rejection), else the next node of the chain."""
 
     async def router(state: SampleState) -> str:
-        if state.get("status") == "failed":
+        if state.get("status") in ("failed", "rejected"):  # a stage may reject its sample
             return END
         return nexts[state["sample"].given_description is not None]
 

@@ -38,6 +38,7 @@ from agents.models.providers import IN_PROCESS_PROVIDERS, make_provider
 from agents.models.settings import ModelConfig, RoleBinding
 from agents.qa_writer import QACounts, verdict_questions
 from agents.schemas import LENGTH_PROFILES
+from agents.stages import StageRegistry, default_registry, paper_registry
 from data.manifest import (
     ManifestError,
     ManifestRow,
@@ -72,6 +73,14 @@ STORE_WAIT_S = 5.0
 #: a letter a model already put before an option ("A. Yes", "B) No")
 _OPTION_LETTER = re.compile(r"^\s*[A-D][.)]\s*")
 GC_YOUNG_THRESHOLD = 20_000
+
+
+def registry_for(config: GenerateConfig) -> StageRegistry:
+    """The stages a run's configuration asks for: ours, or the paper's release (without its
+    multiple-choice pass when no multiple-choice item is asked for)."""
+    if config.pipeline == "paper":
+        return paper_registry(multiple_choice=config.qa.multiple_choice > 0)
+    return default_registry()
 
 
 class RunConfigError(ValueError):
@@ -123,6 +132,7 @@ class GenerationRun:
         self.snapshots: SnapshotSink | None = SnapshotPublisher.for_store(config.db)
         self._writer: BatchWriter | None = None
         self.reporter = RunReporter(self.console)
+        self.registry = registry_for(config)
 
     # ------------------------------------------------------------------ preparation
     def load_policies(self) -> dict[str, Policy]:
@@ -337,16 +347,28 @@ class GenerationRun:
                 }
                 for rule, item in explanations.items()
             ],
-            self._qa_rows(sample, policy, out, now, accepted=status == "accepted"),
+            self._qa_rows(
+                sample,
+                policy,
+                out,
+                now,
+                add_verdict_questions=status == "accepted" and self.config.verdict_questions,
+            ),
         )
         return status
 
     @staticmethod
     def _qa_rows(
-        sample: SampleSpec, policy: Policy, out: dict[str, Any], now: Any, *, accepted: bool
+        sample: SampleSpec,
+        policy: Policy,
+        out: dict[str, Any],
+        now: Any,
+        *,
+        add_verdict_questions: bool,
     ) -> list[dict]:
-        """The Q-A writer's items, then (accepted samples only) one rule-table verdict question
-        per rule: a sample that was not accepted keeps only what its Q-A writer said."""
+        """The Q-A writer's items, then (accepted samples, unless the configuration turns them
+        off) one rule-table verdict question per rule: a sample that was not accepted keeps
+        only what its Q-A writer said."""
         qa, rule = out.get("qa") or {}, out.get("qa_rule")
         items: list[dict[str, Any]] = []
         for kind, qa_type in (("yes_no", "yes_no"), ("multiple_choice", "multiple_choice"),
@@ -366,7 +388,7 @@ class GenerationRun:
                     answer, options = item["answer"], None
                 items.append({"qa_type": qa_type, "question": item["question"], "answer": answer,
                               "options": options, "rule": rule})  # fmt: skip
-        if accepted:
+        if add_verdict_questions:
             verdicts = {r: e["verdict"] for r, e in out["explanations"].items()}
             items += verdict_questions(policy, list(sample.rules), verdicts)
         return [
@@ -440,6 +462,9 @@ class GenerationRun:
                 llm_critic=config.llm_critic,
                 contradiction_finder=finder,
                 lengths=LENGTH_PROFILES[config.text_length],
+                registry=self.registry,
+                paper=config.paper.options(),
+                checks=config.checks,
             )
             graph = build_graph(deps)
             if todo:  # a finished run re-run does not load its models
@@ -539,7 +564,7 @@ class GenerationRun:
     async def _warm_up(self, layer: ModelLayer, n_todo: int) -> None:
         """Build every role's client, and load in-process models, before the first sample."""
         config = self.config
-        roles = [r for r in generation_roles() if r != "critic" or config.llm_critic]
+        roles = [r for r in generation_roles(self.registry) if r != "critic" or config.llm_critic]
         try:
             with self.reporter.step(f"starting the clients of {len(roles)} roles"):
                 await layer.warm_up(roles)
@@ -613,7 +638,7 @@ class GenerationRun:
             # Detectors and image decoding/resizing are CPU-bound: keep them off the event loop
             # so API calls keep flowing (one thread hop for both).
             evidence, evidence_text = await asyncio.to_thread(self._prepare, store, sample)
-            state = initial_state(sample, evidence, evidence_text)
+            state = initial_state(sample, evidence, evidence_text, self.registry)
             out = await graph.ainvoke(state, config={"recursion_limit": RECURSION_LIMIT})
         except Exception as exc:  # one bad sample must not stop the batch
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

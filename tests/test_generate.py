@@ -449,5 +449,6 @@ def test_an_option_the_model_already_lettered_keeps_one_letter() -> None:
     out = {"qa": {"multiple_choice": [{"question": "Is the image horrifying?",
                                        "options": ["A. Yes", "B) No", "Maybe", "D. Not sure"],
                                        "answer": "B"}]}, "qa_rule": "R1"}  # fmt: skip
-    [row] = GenerationRun._qa_rows(sample, load_policy("horrifying"), out, None, accepted=False)
+    policy = load_policy("horrifying")
+    [row] = GenerationRun._qa_rows(sample, policy, out, None, add_verdict_questions=False)
     assert json.loads(row["options_json"]) == ["A. Yes", "B. No", "C. Maybe", "D. Not sure"]

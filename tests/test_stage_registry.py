@@ -31,7 +31,9 @@ def test_the_builtin_stages_in_chain_order_and_what_derives_from_them() -> None:
     assert registry.names == BUILTIN
     assert [s.name for s in registry if s.per_rule] == ["explainer"]
     assert [s.name for s in registry if s.describes_image] == ["describer", "context_interpreter"]
-    assert tuple(ROLES) == (*BUILTIN, "critic", "judge", "moderator")  # the model layer's roles
+    # the model layer's roles: ours, then the paper pipeline's (--preset paper)
+    paper = ("paper_answers", "paper_qa", "paper_mc")
+    assert tuple(ROLES) == (*BUILTIN, "critic", "judge", "moderator", *paper)
     assert generation_roles() == (*BUILTIN, "critic")
     chain = (
         "describer -> context interpreter -> explainer (per rule variant) -> Q-A writer -> critic"

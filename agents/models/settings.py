@@ -18,15 +18,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.models.spec import ModelSpec, parse_spec
-from agents.stages import default_registry
+from agents.stages import all_model_roles
 
 
 def model_roles() -> tuple[str, ...]:
     """Every role that asks a model for something: the registered generation stages (each
-    declared once, in its role's module: agents/stages.py), the critic and the judge.
+    declared once, in its role's module: agents/stages.py), the critic, the judge, the
+    moderator, and the paper pipeline's stages (``--preset paper``).
 
     Computed on first use, not at import: the role modules import this package."""
-    return default_registry().model_roles()
+    return all_model_roles()
 
 
 def __getattr__(name: str) -> Any:

@@ -49,15 +49,47 @@ class ICMResponder:
         system, user = _messages(body)
         role = re.search(r"You are the (\w+)|You write question-answer", system)
         name = (role.group(1) if role and role.group(1) else "qa_writer") if role else "unknown"
+        schema = request_schema(body) or {}
+        if name == "unknown":  # the paper pipeline's prompts name no role: its schema tells
+            name = self._paper_role(schema)
         category = self._category(user)
         with self._lock:
             self.calls[name] += 1
             key = f"{category}:{name}"
             self.calls[key] += 1
             bad = self.calls[key] <= self.faults.get(category or "", {}).get(name, 0)
-        schema = request_schema(body) or {}
         answer = getattr(self, f"_{name}")(user, schema, bad, category)
         return reply(answer)
+
+    @staticmethod
+    def _paper_role(schema: dict) -> str:
+        props = schema.get("properties", {})
+        if "explicit_description" in props:
+            return "paper_answers"
+        if "yes_no" in props:
+            return "paper_mc" if props["yes_no"].get("maxItems") == 0 else "paper_qa"
+        return "unknown"
+
+    def _paper_answers(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
+        """The three answers; the explanation leaks the seed in its last sentence (which the
+        seed-leak filter must drop)."""
+        seed = re.search(r"Known about the image: (.+)", user)
+        term = re.search(r"why this image is or is not ([\w -]+?)\.", user)
+        # distinct per category (the seed), so no two images share a cached Q-A request
+        tag = hashlib.sha256((seed.group(1) if seed else "").encode()).hexdigest()[:6]
+        return {
+            "explicit_description": f"A person stands in daylight wearing casual clothes ({tag}).",
+            "implicit_description": "The atmosphere is calm and ordinary.",
+            "explanation": f"The pose and clothing decide whether the image is "
+            f"{term.group(1) if term else 'flagged'} in picture {tag}; nothing else in the frame "
+            "adds to it. "
+            f"Based on the prior information, {seed.group(1) if seed else ''}",
+        }
+
+    def _paper_qa(self, user: str, schema: dict, bad: bool, category: str | None) -> dict:
+        return self._qa_writer(user, schema, bad, category)
+
+    _paper_mc = _paper_qa
 
     @staticmethod
     def _category(user: str) -> str | None:

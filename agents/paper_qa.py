@@ -1,0 +1,84 @@
+"""The paper pipeline's first Q-A pass: yes/no, what and how questions from the explanation.
+
+Reproduces ``moderation q-a pair generation/vllm_data_generation.py --q_type qa`` of the
+authors' release (zhaoyuzhi/ICM-Assistant): a text-only model, the system message of a content
+moderator, asked for 6 yes/no, 2 what and 2 how questions with answers, all derivable from the
+text it is given (the counts come from ``GenerateConfig.qa``; ``--preset paper`` sets 6/2/2).
+The release asks for a table; we ask for the same items as a pydantic object
+(``agents.schemas.qa_model`` with no multiple-choice item). Its multiple-choice questions come
+from a separate pass (``agents.paper_mc``). "All questions are related to content moderation"
+is the sentence of the release's mixed prompt (``PaperOptions.moderation_focus``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.models.result import CallResult
+from agents.role_call import ask_role
+from agents.schemas import QAValue, qa_model
+from agents.stages import Inputs, StageCall, StageSpec
+
+NAME = "paper_qa"
+
+
+def qa_rule(inputs: Inputs) -> str:
+    """The rule variant the explanation (and so the Q-A) is about: the sample's first."""
+    return str(inputs["sample"].rules[0])
+
+
+def source_text(call: StageCall, inputs: Inputs) -> str:
+    """What the Q-A passes read: the explanation only, or all three answers in order (the
+    release's post-processed text: explicit, implicit, explanation)."""
+    explanation = inputs["explanations"][qa_rule(inputs)]["explanation"]
+    if call.paper.qa_from == "explanation":
+        return str(explanation)
+    parts = (inputs.get("description"), inputs.get("context"), explanation)
+    return " ".join(str(p) for p in parts if p)
+
+
+def variables(call: StageCall, inputs: Inputs) -> dict[str, Any]:
+    counts = call.qa_counts
+    return {
+        "source": source_text(call, inputs),
+        "n_yes_no": counts.yes_no,
+        "n_mc": counts.multiple_choice,
+        "n_what": counts.what,
+        "n_how": counts.how,
+        "moderation_focus": call.paper.moderation_focus,
+        "feedback": call.feedback,
+    }
+
+
+def _schema(call: StageCall) -> type[QAValue]:
+    counts = call.qa_counts
+    return qa_model(counts.yes_no, 0, counts.what, counts.how, call.lengths)
+
+
+async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
+    return await ask_role(
+        call.layer,
+        role=NAME,
+        schema=_schema(call),
+        variables=variables(call, inputs),
+        sample_id=call.sample_id,
+        stage=NAME,
+        attempt=call.attempt,
+    )
+
+
+def _write(value: QAValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
+    return {"qa": value.model_dump(), "qa_rule": qa_rule(inputs)}
+
+
+STAGE = StageSpec(
+    name=NAME,
+    order=40,
+    reads=("sample", "description", "context", "explanations"),
+    writes={"qa": None, "qa_rule": None},
+    schema=lambda call, inputs: _schema(call),
+    ask=_ask,
+    write=_write,
+    summary="Q-A (yes/no, what, how)",
+    about_rule=qa_rule,
+)

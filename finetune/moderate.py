@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,9 @@ class Prediction:
     score: float | None = None
     explanation: str | None = None
     status: str = "ok"
+    score_note: str | None = None
+    """Why ``score`` is None for an ``ok`` prediction (an API without token log-probabilities,
+    say); None when there is a score."""
 
 
 @dataclass
@@ -88,6 +93,8 @@ class ModerationSummary:
 
     def as_dict(self) -> dict[str, Any]:
         ok = [p for p in self.predictions if p.status == "ok"]
+        # an absent score is absent, never 0 (a zero-shot API without log-probabilities)
+        scores = [p.score for p in ok if p.score is not None]
         return {
             "run_id": self.run_id,
             "run_name": self.run_name,
@@ -98,7 +105,9 @@ class ModerationSummary:
             "errors": len(self.predictions) - len(ok),
             "with_expected": sum(1 for p in ok if p.expected_verdict),
             "accuracy": self.accuracy,
-            "mean_score": sum(p.score or 0.0 for p in ok) / len(ok) if ok else None,
+            "mean_score": statistics.fmean(scores) if scores else None,
+            "scored": len(scores),
+            "score_notes": dict(Counter(p.score_note for p in ok if p.score_note)),
             "seconds": round(self.seconds, 2),
         }
 
@@ -486,6 +495,8 @@ def moderate_images(
             "question": question, "score_tokens": score_tokens, "batch_size": batch_size,
             "max_new_tokens": max_new_tokens,
             "manifest": str(manifest) if manifest else None, "images": len(files),
+            # why scores are absent, kept with the run (the predictions table has no column)
+            "score_notes": dict(Counter(p.score_note for p in predictions if p.score_note)),
         }  # fmt: skip
         run_id, name = "", run_name or ""
         if store is not None:

@@ -10,10 +10,12 @@ paper's zero-shot MLLM baselines do. Per image and rule variant it is asked two 
 2. the rule's instruction (``Under rule R1 (...), is the image sexy? Explain why.``), answered as
    ``{"explanation": ...}``.
 
-There is no score: the model layer does not read token log-probabilities yet, so ``score`` stays
-empty rather than a 1/0 that would pose as a probability. A call that ends ``parse_failed``,
-``refused`` or ``failed`` becomes a prediction with that status and no verdict (unscored in the
-metrics, never a "No").
+The score is the paper's: the softmax over the "Yes" and "No" tokens' log-probabilities at the
+answer, read where the API returns them (the moderator role asks for ``top_logprobs=20``;
+``finetune.token_score``). Where it returns none (Anthropic's API has none) the score stays
+empty, with ``score_note`` saying why, rather than a 1/0 that would pose as a probability. The
+verdict is the model's answer. A call that ends ``parse_failed``, ``refused`` or ``failed``
+becomes a prediction with that status and no verdict (unscored in the metrics, never a "No").
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ from agents.models.spec import parse_spec
 from data.images import ImageLoadError
 from data.policy_models import Policy
 from finetune.moderate import ModerationError, Prediction, Question, score_question, verdict_labels
+from finetune.token_score import yes_no_score
 from prompts import load_prompt
 
 ROLE = "moderator"
 EXPLANATION_MAX = 2000
+#: alternatives per answer token the moderator asks for (OpenAI's maximum): "No" must be among
+#: them when the model answers "Yes" for the score to exist
+TOP_LOGPROBS = 20
 
 
 class YesNoAnswer(BaseModel):
@@ -86,6 +92,7 @@ class SpecModerator:
     ) -> None:
         self.model_path = spec
         self.question = question
+        settings = [f"top_logprobs={TOP_LOGPROBS}", *settings]  # a given one wins
         config = ModelConfig.from_args([f"{ROLE}={spec}"], [f"{ROLE}.{s}" for s in settings])
         self.layer = layer or ModelLayer(config, None, use_cache=False, **(layer_options or {}))
         self.system = load_prompt(f"{ROLE}.system")
@@ -134,6 +141,8 @@ class SpecModerator:
             prediction.explanation = answer.error or answer.raw_text
             return prediction
         prediction.verdict = flagged if answer.value.answer == "Yes" else clear
+        scored = yes_no_score(answer.logprobs)
+        prediction.score, prediction.score_note = scored.score, scored.note
         if explain:
             said = results[1]
             told = said.value if said.status == "ok" else None

@@ -22,6 +22,7 @@ from agents.stages import PaperOptions
 from data.manifest import ManifestError
 from data.policy_models import PolicyError
 from data.store import DEFAULT_DB_PATH, StoreError
+from graphs.presets import GENERATE as PRESETS
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
 #: what ``python graphs/generate.py`` runs with no manifest, config or --role
@@ -49,30 +50,6 @@ class PaperConfig(BaseModel):
 
     def options(self) -> PaperOptions:
         return PaperOptions(**self.model_dump())
-
-
-#: ``--preset paper``: the released pipeline of zhaoyuzhi/ICM-Assistant. Its explanation call
-#: (``vllm_data_generation.py``: Qwen2.5-VL, temperature 1e-2, max_tokens 2048) and its Q-A
-#: calls (``q-a pair generation/vllm_data_generation.py``: temperature 0.6, top_p 0.9,
-#: max_tokens 2048); 6 yes/no + 2 what + 2 how, then 5 multiple choice; the base rule only
-#: (its labels are R1's); no checks, no critic, no retries (it has post-processing filters
-#: only) and no verdict questions written from the rule table.
-PAPER_PRESET: dict[str, Any] = {
-    "pipeline": "paper",
-    "qa": {"yes_no": 6, "multiple_choice": 5, "what": 2, "how": 2},
-    "paper": {"seed_leak_filter": "rest", "qa_from": "explanation", "moderation_focus": True},
-    "checks": False,
-    "llm_critic": False,
-    "verdict_questions": False,
-    "max_stage_retries": 0,
-    "max_rules": 1,
-    "role_settings": {
-        "paper_answers": {"temperature": 0.01, "max_tokens": 2048},
-        "paper_qa": {"temperature": 0.6, "top_p": 0.9, "max_tokens": 2048},
-        "paper_mc": {"temperature": 0.6, "top_p": 0.9, "max_tokens": 2048},
-    },
-}
-PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER_PRESET}
 
 
 class GenerateConfig(BaseModel):

@@ -35,7 +35,12 @@ from data.policy import load_policy
 from data.policy_models import Policy
 from data.provenance import git_revision, package_versions
 from data.store import Store, queries, records, to_json, utcnow
-from evaluators.calibration import CalibrationReport, JudgingTally, tally_fields
+from evaluators.calibration import (
+    CalibrationReport,
+    JudgingTally,
+    tally_fields,
+    zero_unparseable_means,
+)
 from evaluators.judge_schemas import RUBRICS
 from evaluators.judgments import FreeItem, Judge, Judgment, MEQItem, PairItem, summarize_repeats
 from prompts import load_prompt
@@ -299,7 +304,10 @@ class ScoreReport(JudgingTally):
     rubric: str
     criteria: dict[str, CriterionSummary]
     meq: float | None = None
-    """Mean accuracy / 100 (MEQ rubric only), the paper's MEQ."""
+    """Mean accuracy / 100 over the scored items (MEQ rubrics only): unparseable excluded."""
+    meq_zero_unparseable: float | None = None
+    """The same with every item that has no scored judgment counted as 0, as the paper's
+    ``eval_meq/eval.py`` averages."""
     unmatched_references: int = 0
     warnings: list[str] = Field(default_factory=list)
 
@@ -325,6 +333,7 @@ def build_score_report(
             std=statistics.stdev(values) if len(values) >= 2 else None,
         )
     accuracy = per_criterion.get("accuracy")
+    zeroed = zero_unparseable_means(summaries, criteria).get("accuracy")
     return ScoreReport(
         judged_run=judged_run,
         judge_spec=judge.spec,
@@ -332,6 +341,7 @@ def build_score_report(
         rubric=rubric,
         criteria=per_criterion,
         meq=accuracy.mean / 100 if accuracy and accuracy.mean is not None else None,
+        meq_zero_unparseable=zeroed / 100 if zeroed is not None else None,
         **tally_fields(per_item, summaries, criteria),
         unmatched_references=unmatched_references,
         warnings=list(warnings),

@@ -166,3 +166,32 @@ def test_unknown_style_is_refused(db: Path) -> None:
         app, ["export", "run-a", "--format", "llava", "--style", "fancy", "--db", str(db)]
     )
     assert result.exit_code != 0 and "--style must be ours or paper" in result.output
+
+
+def test_preset_paper_is_the_paper_style_and_explicit_options_win(db: Path, tmp_path) -> None:
+    """``--preset paper`` = ``--format llava --style paper``; ``--style`` or ``--format`` given
+    with it win; without a preset ``--format`` is required."""
+    paper = _export(db, tmp_path / "a.json")
+    common = ["export", "offline-demo", "--db", str(db), "--image-root", IMAGE_DIR]
+    runner = CliRunner()
+    preset = runner.invoke(app, [*common, "--preset", "paper", "--out", str(tmp_path / "b.json")])
+    assert preset.exit_code == 0, preset.output
+    assert json.loads((tmp_path / "b.json").read_text()) == paper
+    ours = runner.invoke(
+        app, [*common, "--preset", "paper", "--style", "ours", "--out", str(tmp_path / "c.json")]
+    )
+    assert ours.exit_code == 0, ours.output
+    records = json.loads((tmp_path / "c.json").read_text())
+    # ours: one record per sample and rule, the image first in its first question
+    assert records != paper
+    assert all(r["conversations"][0]["value"].startswith("<image>\n") for r in records)
+    flat = runner.invoke(
+        app, [*common, "--preset", "paper", "--format", "parquet", "--style", "ours",
+              "--out", str(tmp_path / "d.parquet")],
+    )  # fmt: skip
+    assert flat.exit_code == 0 and (tmp_path / "d.parquet").is_file(), flat.output
+    missing = runner.invoke(app, [*common, "--out", str(tmp_path / "e.json")])
+    assert missing.exit_code == 2 and "--format" in missing.output
+    assert "is required" in missing.output
+    unknown = runner.invoke(app, [*common, "--preset", "fancy"])
+    assert unknown.exit_code != 0 and "unknown preset 'fancy'" in unknown.output

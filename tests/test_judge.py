@@ -393,6 +393,51 @@ def test_score_command_meq_against_references(tmp_path: Path, fake_keys: Any) ->
     assert report["meq"] == pytest.approx(0.9) and report["warnings"] == []
 
 
+def test_score_command_meq_paper_prints_meq_both_ways(tmp_path: Path, fake_keys: Any) -> None:
+    """``--preset paper`` picks the paper's MEQ rubric (its wording, temperature 0.2); a refused
+    judgment is excluded from our MEQ and scored 0 in the paper's; ``--rubric`` still wins."""
+    from test_calibration import _paper_table
+
+    db = tmp_path / "icm.duckdb"
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(
+        "".join(
+            json.dumps({"image": "beach.jpg", "rule_variant": r, "reference": "A woman."}) + "\n"
+            for r in ("R1", "R2")
+        )
+    )
+    _generation_store(db, "local:smollm2")
+    bodies: list[dict[str, Any]] = []
+
+    def responder(body: dict[str, Any]) -> Action:
+        bodies.append(body)
+        if "REFUSE" in _user_text(body):
+            return refuse()
+        return reply({"table": _paper_table(dict.fromkeys(
+            ("accuracy", "preciseness", "comprehensiveness", "fluency"), 90))})  # fmt: skip
+
+    with FakeOpenAIServer(responder=responder) as server:
+        spec = f"openai:gpt-4o-mini?base_url={server.base_url}"
+        args = ["score", "--run", "gen-1", "--judge", spec, "--db", str(db), "--reference",
+                str(refs), "--judge-setting", "refusal_retries=0", "--preset", "paper"]  # fmt: skip
+        printed = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        as_json = CliRunner().invoke(app, [*args, "--json", "--no-cache"])
+        paper_bodies = list(bodies)
+        ours = CliRunner().invoke(app, [*args, "--json", "--rubric", "meq"])
+    assert printed.exit_code == 0 and as_json.exit_code == 0, printed.output + as_json.output
+    report = json.loads(as_json.stdout[as_json.stdout.index("{") :])
+    assert report["rubric"] == "meq-paper" and (report["n_items"], report["n_scored"]) == (2, 1)
+    assert report["meq"] == pytest.approx(0.9)
+    assert report["meq_zero_unparseable"] == pytest.approx(0.45)
+    line = next(x for x in printed.output.splitlines() if x.startswith("MEQ:"))
+    assert "0.900 (unparseable excluded, ours)" in line
+    assert "0.450 (unparseable = 0, the paper's)" in line
+    assert all(b["temperature"] == pytest.approx(0.2) for b in paper_bodies)
+    assert "do not only compare the lengths" in paper_bodies[0]["messages"][-1]["content"]
+    assert ours.exit_code == 0, ours.output
+    assert json.loads(ours.stdout[ours.stdout.index("{") :])["rubric"] == "meq"
+
+
 def test_score_command_errors(tmp_path: Path) -> None:
     db = tmp_path / "icm.duckdb"
     _generation_store(db, "local:smollm2")

@@ -88,16 +88,23 @@ class GenerationParams:
     max_tokens: int = 1024
     top_p: float | None = None
     seed: int | None = None
+    top_logprobs: int | None = None
+    """Ask for the answer tokens' log-probabilities with this many alternatives per token
+    (OpenAI Chat Completions ``logprobs: true, top_logprobs: N``); None asks for none."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The four fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy:
-        this runs several times per model call)."""
-        return {
+        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy: this
+        runs several times per model call). ``top_logprobs`` only when asked for, so the cache
+        keys of calls that never ask stay what they were."""
+        out: dict[str, Any] = {
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "top_p": self.top_p,
             "seed": self.seed,
         }
+        if self.top_logprobs is not None:
+            out["top_logprobs"] = self.top_logprobs
+        return out
 
 
 @dataclass

@@ -261,6 +261,7 @@ class ModelLayer:
             settings.max_tokens,
             settings.top_p,
             settings.seed,
+            settings.top_logprobs,
         )
         sent, fitted_mode = fit_images(
             messages, provider.supports_images, settings.image_max_side, self._resized
@@ -296,7 +297,9 @@ class ModelLayer:
             "fallback_for": extra.get("fallback_for"),
             **{k: v for k, v in extra.items() if k != "fallback_for"},
         }
-        if self.use_cache:
+        # the cache keeps answers, not log-probabilities: a call that wants them is sent
+        cacheable = self.use_cache and params.top_logprobs is None
+        if cacheable:
             entry = await self._cache.get(key)
             if entry is not None:
                 # Tokens and cost are those of this call: nothing was sent, nothing paid.
@@ -323,7 +326,7 @@ class ModelLayer:
         finally:
             CALL_KEY.reset(token)
         parsed_json = result.value.model_dump_json() if result.value is not None else None
-        if result.status == "ok" and self.use_cache and parsed_json is not None:
+        if result.status == "ok" and cacheable and parsed_json is not None:
             self._cache.put(
                 CacheEntry(
                     cache_key=key,
@@ -410,7 +413,9 @@ class ModelLayer:
             tokens_out += response.output_tokens or 0
             value, problem = validate_answer(response, schema)
             if value is not None:
-                return result("ok", value, response.raw_text, None), messages
+                done = result("ok", value, response.raw_text, None)
+                done.logprobs = response.extra.get("logprobs")
+                return done, messages
             if parse_attempts >= settings.parse_retries:
                 return result("parse_failed", None, response.raw_text, problem), messages
             parse_attempts += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -43,6 +43,11 @@ class CallResult(Generic[T]):
     ``images_unsupported``...); None for ``ok`` and ``parse_failed``."""
     refusals: int = 0
     """How many attempts of this call were refused (retries and fallback included)."""
+    logprobs: list[dict[str, Any]] | None = None
+    """The answer's tokens with their log-probabilities and top alternatives, in the Chat
+    Completions wire shape (``[{"token", "logprob", "top_logprobs": [...]}, ...]``), when the
+    role asked for them (``top_logprobs``) and the API returned them. None otherwise: an API
+    without them (Anthropic's), a local model, or a call that was not asked."""
 
     @property
     def ok(self) -> bool:

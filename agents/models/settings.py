@@ -86,6 +86,11 @@ class RoleSettings(BaseModel):
     """Upper bound on the answer's length in tokens."""
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    """Ask for token log-probabilities with N alternatives per token (OpenAI-style APIs and
+    servers: ``logprobs: true, top_logprobs: N``; 20 is OpenAI's maximum). APIs without them
+    (Anthropic) answer as usual and the call has none. Such calls skip the cache (it keeps
+    answers, not log-probabilities)."""
     timeout_s: float = Field(60.0, gt=0.0)
     """Per-request timeout; a timeout is retried with backoff."""
     max_concurrency: int = Field(8, ge=1)

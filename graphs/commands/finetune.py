@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from graphs.presets import MODERATE, check_preset, option
+
 FINETUNE_HELP = (
     "Fine-tune a multimodal model (LoRA) on ICM conversations from store runs or exported files. "
     "Settings: --config YAML, then the options below, then --set section.key=value. Multi-GPU: "
@@ -146,24 +148,38 @@ def moderate_command(
         typer.Option("--manifest", help="Manifest with image categories (expected verdicts)."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0)] = 0.5,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0, help="Flagged when the score is above it [0.5]."
+        ),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 96,
     question: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--question",
             help="Score question: 'plain' (the paper's bare 'Is the image <term>?') or 'rule' "
-            "(ours: the rule-conditioned question our training data answers).",
+            "(ours: the rule-conditioned question our training data answers) [plain].",
         ),
-    ] = "plain",
+    ] = None,
     score_tokens: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--score-tokens",
             help="'single' (the paper's): softmax over one Yes and one No token, as the chat "
-            "template emits them; 'spellings' (ours): log-sum-exp over whole-token spellings.",
+            "template emits them; 'spellings' (ours): log-sum-exp over whole-token spellings "
+            "[single].",
         ),
-    ] = "single",
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="paper: the paper's question, score tokens and threshold (plain, single, 0.5; "
+            "today's defaults too); --question, --score-tokens and --threshold still win.",
+        ),
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain/--no-explain", help="Generate the explanation.")
     ] = True,
@@ -179,6 +195,13 @@ def moderate_command(
     from finetune.moderate import ModerationError, moderate_images, summary_json
     from finetune.moderate_api import SpecModerator, is_model_spec
 
+    try:
+        check_preset(preset)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    question = option(MODERATE, preset, "question", question, "plain")
+    score_tokens = option(MODERATE, preset, "score_tokens", score_tokens, "single")
+    threshold = option(MODERATE, preset, "threshold", threshold, 0.5)
     if question not in ("rule", "plain"):
         raise _fail(f"--question must be rule or plain, got {question!r}")
     asked: Literal["rule", "plain"] = "rule" if question == "rule" else "plain"
@@ -216,3 +239,5 @@ def moderate_command(
         f"{info['predictions']} predictions ({info['errors']} errors), accuracy {accuracy} on "
         f"{info['with_expected']} with a known verdict, {info['seconds']} s"
     )
+    for note, count in info["score_notes"].items():  # an absent score says why
+        console.print(f"no score for {count}: {note}")

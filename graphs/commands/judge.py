@@ -31,7 +31,7 @@ from evaluators.calibration import (
     report_json,
     select,
 )
-from evaluators.judge_schemas import rubric_settings
+from evaluators.judge_schemas import MEQ_RUBRICS, rubric_settings
 from evaluators.judgments import Judge, Judgment, judge_repeated
 from graphs.judging import (
     PairwiseReport,
@@ -53,6 +53,7 @@ from graphs.judging import (
     store_calibration,
     store_judgments,
 )
+from graphs.presets import JUDGE, check_preset, option
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
@@ -72,6 +73,7 @@ class SplitChoice(StrEnum):
 class RubricChoice(StrEnum):
     free = "free"
     meq = "meq"
+    meq_paper = "meq-paper"
 
 
 class MEQRubricChoice(StrEnum):
@@ -100,6 +102,22 @@ RepeatsOption = Annotated[
 LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Judge at most N items.")]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read the LLM cache.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+PresetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="paper: the paper's MEQ rubric (--rubric meq-paper, temperature 0.2); an explicit "
+        "--rubric wins.",
+    ),
+]
+
+
+def _preset_rubric(preset: str | None, given: str | None, default: str) -> str:
+    try:
+        check_preset(preset)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    return option(JUDGE, preset, "rubric", given, default)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -182,18 +200,22 @@ def calibrate_command(
     judge_setting: SettingOption = [],  # noqa: B006 - typer reads the default, never mutates it
     no_cache: NoCacheOption = False,
     json_: JsonOption = False,
-    rubric: Annotated[
-        MEQRubricChoice,
+    rubric_given: Annotated[
+        MEQRubricChoice | None,
         typer.Option(
             "--rubric",
             help="meq: our MEQ prompt (rationale, then scores); meq-paper: the paper's wording, "
-            "scores as a table, temperature 0.2 unless --judge-setting temperature=... is given.",
+            "scores as a table, temperature 0.2 unless --judge-setting temperature=... is given "
+            "[meq].",
         ),
-    ] = MEQRubricChoice.meq,
+    ] = None,
+    preset: PresetOption = None,
 ) -> None:
     """Run the judge on each (reference, candidate) pair and correlate with GPT-4o's scores.
 
     MEQ is printed both ways: unparseable answers excluded (ours) and scored 0 (the paper's)."""
+    given = rubric_given.value if rubric_given else None
+    rubric = MEQRubricChoice(_preset_rubric(preset, given, MEQRubricChoice.meq.value))
     try:
         n_items = len(select(load_meq_set(set_path), split.value, limit))
     except ValueError as exc:
@@ -307,10 +329,15 @@ def score_command(
         str, typer.Option("--run", help="The generation run whose explanations to judge.")
     ],
     judge: JudgeOption = DEFAULT_SPEC,
-    rubric: Annotated[
-        RubricChoice,
-        typer.Option("--rubric", help="free: reference-free rubric; meq: against --reference."),
-    ] = RubricChoice.free,
+    rubric_given: Annotated[
+        RubricChoice | None,
+        typer.Option(
+            "--rubric",
+            help="free: reference-free rubric; meq: ours against --reference; meq-paper: the "
+            "paper's MEQ wording against --reference (scores as a table, temperature 0.2 unless "
+            "--judge-setting temperature=... is given) [free].",
+        ),
+    ] = None,
     reference: Annotated[
         Path | None,
         typer.Option(
@@ -326,10 +353,16 @@ def score_command(
     judge_setting: SettingOption = [],  # noqa: B006
     no_cache: NoCacheOption = False,
     json_: JsonOption = False,
+    preset: PresetOption = None,
 ) -> None:
-    """Judge a generation run's explanations; unscored items are counted, never scored 0."""
-    if rubric is RubricChoice.meq and reference is None:
-        raise _fail("--rubric meq needs --reference FILE")
+    """Judge a generation run's explanations; unscored items are counted, never scored 0 (with
+    an MEQ rubric the paper's MEQ, unscored items as 0, is printed beside ours)."""
+    given = rubric_given.value if rubric_given else None
+    rubric = RubricChoice(_preset_rubric(preset, given, RubricChoice.free.value))
+    meq = rubric.value in MEQ_RUBRICS
+    if meq and reference is None:
+        raise _fail(f"--rubric {rubric.value} needs --reference FILE")
+    settings = list(rubric_settings(rubric.value, judge_setting))
     store = _open(db)
     run_id = new_run_id("judge")
 
@@ -340,7 +373,7 @@ def score_command(
             warnings = run_warnings(store, j.spec, run)
             unmatched = 0
             items: list[Any]
-            if rubric is RubricChoice.meq:
+            if meq:
                 assert reference is not None
                 rows = explanation_rows(store, run)
                 items, unmatched = meq_items_for_run(rows, load_references(reference))
@@ -351,7 +384,7 @@ def score_command(
             raise _fail(str(exc)) from exc
         _warn(warnings)
         config = {"judged_run": run, "rubric": rubric.value, "reference": str(reference or ""),
-                  "limit": limit, "repeats": repeats, "judge_settings": judge_setting,
+                  "limit": limit, "repeats": repeats, "judge_settings": settings,
                   "warnings": warnings}  # fmt: skip
 
         async def body() -> tuple[list[Judgment], ScoreReport]:
@@ -368,7 +401,7 @@ def score_command(
 
         return await _recorded(store, run_id, "judge", j, config, body)
 
-    report = _run_with_judge(store, run_id, judge, judge_setting, no_cache, work)
+    report = _run_with_judge(store, run_id, judge, settings, no_cache, work)
     if json_:
         typer.echo(_json(report))
         return
@@ -379,11 +412,15 @@ def score_command(
     for name, s in report.criteria.items():
         table.add_row(name, str(s.n), _num(s.mean, ".1f"), _num(s.std, ".1f"))
     console.print(table)
-    meq = f"  MEQ {report.meq:.3f}" if report.meq is not None else ""
     console.print(
         f"unscored: {report.n_unscored}/{report.n_items} ({report.unscored_rate:.1%}) "
-        f"statuses: {report.status_counts}{meq}"
+        f"statuses: {report.status_counts}"
     )
+    if meq:
+        console.print(
+            f"MEQ: {_num(report.meq)} (unparseable excluded, ours) | "
+            f"{_num(report.meq_zero_unparseable)} (unparseable = 0, the paper's)"
+        )
     if report.unmatched_references:
         console.print(f"references matching no explanation: {report.unmatched_references}")
     console.print(f"stored as run {run_id}")

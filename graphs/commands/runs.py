@@ -30,6 +30,7 @@ from data.provenance import compact_roles
 from data.store import DEFAULT_DB_PATH, Store, StoreError, from_json, queries
 from data.store.outcomes import failure_kind, outcome_label
 from data.store.reading import as_of_note, open_for_reading
+from graphs.presets import EXPORT, check_preset, option
 
 DEFAULT_EXPORT_DIR = Path("runs") / "exports"
 
@@ -496,15 +497,16 @@ def default_export_path(run: str, fmt: str) -> Path:
 def export_command(
     run: Annotated[str, typer.Argument(help="Run id or run name (see `icm runs`).")],
     fmt: Annotated[
-        ExportFormat,
+        ExportFormat | None,
         typer.Option(
             "--format",
             "-f",
             help="llava: LLaVA JSON; sharegpt: LLaMA-Factory ShareGPT JSON; parquet: flat "
-            "table; hf: Hugging Face datasets folder (load_from_disk).",
+            "table; hf: Hugging Face datasets folder (load_from_disk). Required, except with "
+            "--preset paper (llava).",
             case_sensitive=False,
         ),
-    ],
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -528,19 +530,39 @@ def export_command(
         ),
     ] = None,
     style: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--style",
             help="ours: one multi-turn record per sample and rule; paper (llava only): the "
             "paper's single-turn records, explanation x5 under drawn question paraphrases, "
-            "base rule only.",
+            "base rule only [ours].",
         ),
-    ] = "ours",
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the paper style's question draws.")
     ] = 0,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="paper: --format llava --style paper (the paper's training records); "
+            "--format and --style still win.",
+        ),
+    ] = None,
 ) -> None:
     """Export a run's samples as training data, one record per sample and rule variant."""
+    try:
+        check_preset(preset)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    chosen = option(EXPORT, preset, "format", fmt.value if fmt else None, None)
+    if chosen is None:
+        # a usage error (exit 2), as a missing required option is
+        raise typer.BadParameter(
+            "is required (llava, sharegpt, parquet or hf), or --preset paper", param_hint="--format"
+        )
+    fmt = ExportFormat(chosen)
+    style = option(EXPORT, preset, "style", style, "ours")
     if style not in ("ours", "paper"):
         raise fail(f"--style must be ours or paper, got {style!r}")
     if style == "paper" and fmt.value != "llava":

@@ -37,6 +37,13 @@ class Action:
     finish_reason: str | None = None
     as_tool: bool | None = None
     usage: tuple[int, int] | None = None
+    logprobs: tuple[tuple[str, dict[str, float]], ...] | None = None
+    """The answer's tokens, each with its alternatives' log-probabilities (the chosen token's
+    own among them); sent, in the provider's wire shape, to a request that asks for them."""
+
+
+#: one answer token and the log-probabilities of the tokens that could have stood there
+TokenLogprobs = tuple[str, dict[str, float]]
 
 
 def reply(
@@ -45,10 +52,16 @@ def reply(
     as_tool: bool | None = None,
     finish_reason: str | None = None,
     usage: tuple[int, int] | None = None,
+    logprobs: list[TokenLogprobs] | None = None,
 ) -> Action:
-    """Answer with ``content`` (a dict is sent as JSON). ``as_tool``: None = as the request asks."""
+    """Answer with ``content`` (a dict is sent as JSON). ``as_tool``: None = as the request asks.
+    ``logprobs``: the tokens of ``content`` with their alternatives (default, for a request that
+    asks for log-probabilities: each token certain, with no alternative)."""
     text = content if isinstance(content, str) else json.dumps(content)
-    return Action("reply", content=text, as_tool=as_tool, finish_reason=finish_reason, usage=usage)
+    return Action(
+        "reply", content=text, as_tool=as_tool, finish_reason=finish_reason, usage=usage,
+        logprobs=tuple(logprobs) if logprobs is not None else None,
+    )  # fmt: skip
 
 
 def refuse(text: str = "I'm sorry, but I can't help with that.") -> Action:

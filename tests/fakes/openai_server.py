@@ -19,6 +19,33 @@ from .base import Action, FakeServer, json_response, reply
 from .openai_batches import BatchEndpoints
 from .schema_values import example_from_schema
 
+#: a crude tokenizer for default log-probabilities: words, spaces-before-words, punctuation
+_TOKENS = re.compile(r" ?\w+|[^\w\s]+|\s+")
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def wire_logprobs(action: Action, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``choices[0].logprobs`` as Chat Completions sends it: None unless the request set
+    ``logprobs: true``; then ``{"content": [{token, logprob, bytes, top_logprobs: [...]}],
+    "refusal": None}`` with at most ``top_logprobs`` alternatives per token, most likely first.
+    An action without scripted log-probabilities gets each token of its text at 0.0."""
+    if not body.get("logprobs") or action.content is None:
+        return None
+    n = int(body.get("top_logprobs") or 0)
+    tokens = action.logprobs or tuple((t, {t: 0.0}) for t in _TOKENS.findall(action.content))
+    content = []
+    for token, alternatives in tokens:
+        ranked = sorted(alternatives.items(), key=lambda kv: -kv[1])[:n]
+        content.append(
+            _entry(token, alternatives.get(token, 0.0))
+            | {"top_logprobs": [_entry(t, lp) for t, lp in ranked]}
+        )
+    return {"content": content, "refusal": None}
+
+
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -177,7 +204,12 @@ class FakeOpenAIServer(BatchEndpoints, FakeServer):
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [
-                {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish,
+                    "logprobs": wire_logprobs(action, body),
+                }
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,

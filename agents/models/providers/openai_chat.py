@@ -62,6 +62,7 @@ from agents.models.providers.openai_wire import (
     chat_response,
     parse_completion,
     wire_messages,
+    with_logprobs,
 )
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
@@ -303,6 +304,9 @@ class OpenAIChatProvider:
             kwargs["top_p"] = params.top_p
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.top_logprobs is not None:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = params.top_logprobs
         if timeout is not None:
             kwargs["timeout"] = timeout
         return kwargs
@@ -322,6 +326,9 @@ class OpenAIChatProvider:
             body["top_p"] = params.top_p
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = params.top_logprobs
         return body
 
     async def complete(
@@ -445,7 +452,9 @@ class OpenAIChatProvider:
             text = json.dumps(parsed, ensure_ascii=False)
         elif dialect == "tools" and answer.invalid_tool_calls:
             text = answer.invalid_tool_calls[0].get("args") or ""
-        return langchain_response(answer, text, parsed, finish, dialect)
+        return with_logprobs(
+            langchain_response(answer, text, parsed, finish, dialect), meta.get("logprobs")
+        )
 
 
 def make_openai_provider(spec: ModelSpec, settings: RoleSettings) -> OpenAIChatProvider:

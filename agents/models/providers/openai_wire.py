@@ -77,9 +77,19 @@ def parse_completion(body_text: str, dialect: str, endpoint: str) -> ProviderRes
         else:
             text = arguments
     usage = data.get("usage") or {}
-    return chat_response(
+    response = chat_response(
         text, parsed, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish, dialect
     )
+    return with_logprobs(response, choice.get("logprobs"))
+
+
+def with_logprobs(response: ProviderResponse, logprobs: Any) -> ProviderResponse:
+    """``response`` with the choice's token log-probabilities (``logprobs.content``, the Chat
+    Completions shape) in ``extra["logprobs"]``, when the answer has them."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if isinstance(content, list) and content:
+        response.extra["logprobs"] = content
+    return response
 
 
 def chat_response(

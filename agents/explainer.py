@@ -108,14 +108,15 @@ async def explain(
     )
 
 
-def _category(inputs: Inputs) -> str:
+def required_category(
+    inputs: Inputs,
+    why: str = "the explainer needs a category, but the sample has no annotation and the "
+    "describer proposed none",
+) -> str:
     """The sample's category, narrowed: without one there is no rule-table row to explain."""
     category = inputs.get("category")
     if not category:
-        raise MissingCategoryError(
-            f"sample {inputs['sample'].sample_id}: the explainer needs a category, but the "
-            "sample has no annotation and the describer proposed none"
-        )
+        raise MissingCategoryError(f"sample {inputs['sample'].sample_id}: {why}")
     return str(category)
 
 
@@ -126,7 +127,7 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[ArgumentValue]:
         call.layer,
         call.policy,
         rule=call.rule,
-        category=_category(inputs),
+        category=required_category(inputs),
         description=inputs.get("description") or "",
         context=inputs.get("context"),
         feedback=call.feedback,
@@ -141,7 +142,7 @@ def _write(value: ArgumentValue, call: StageCall, inputs: Inputs) -> dict[str, A
     """The item stored under the rule in ``explanations``: the model's argument, the verdict
     (the table's, or the model's for a proposed category) and the conclusion written by code."""
     assert call.rule is not None  # per-rule stage: the node always sets it
-    expected = call.policy.verdict(_category(inputs), call.rule)
+    expected = call.policy.verdict(required_category(inputs), call.rule)
     source = verdict_source(inputs.get("category_source"))
     if source == "model":
         if not isinstance(value, ExplanationValue):

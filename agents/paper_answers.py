@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.describer import category_attributes_text
-from agents.explainer import MissingCategoryError
+from agents.explainer import required_category
 from agents.models.result import CallResult
 from agents.role_call import ask_role
 from agents.schemas import PaperAnswersValue, paper_answers_model
@@ -36,13 +36,10 @@ def paper_question(term: str) -> str:
 
 
 def _category(inputs: Inputs) -> str:
-    category = inputs.get("category")
-    if not category:
-        raise MissingCategoryError(
-            f"sample {inputs['sample'].sample_id}: the paper pipeline is seeded with the "
-            "category's sentence, and the sample has no category"
-        )
-    return str(category)
+    return required_category(
+        inputs, "the paper pipeline is seeded with the category's sentence, and the sample has "
+        "no category",
+    )  # fmt: skip
 
 
 async def _ask(call: StageCall, inputs: Inputs) -> CallResult[PaperAnswersValue]:

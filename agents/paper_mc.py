@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.models.result import CallResult
-from agents.paper_qa import qa_rule, variables
-from agents.role_call import ask_role
+from agents.paper_qa import ask_pass, qa_rule
 from agents.schemas import QAValue, qa_model
 from agents.stages import Inputs, StageCall, StageSpec
 
@@ -25,15 +24,7 @@ def _schema(call: StageCall) -> type[QAValue]:
 
 
 async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
-    return await ask_role(
-        call.layer,
-        role=NAME,
-        schema=_schema(call),
-        variables=variables(call, inputs),
-        sample_id=call.sample_id,
-        stage=NAME,
-        attempt=call.attempt,
-    )
+    return await ask_pass(NAME, _schema(call), call, inputs)
 
 
 def _write(value: QAValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:

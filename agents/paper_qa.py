@@ -55,16 +55,24 @@ def _schema(call: StageCall) -> type[QAValue]:
     return qa_model(counts.yes_no, 0, counts.what, counts.how, call.lengths)
 
 
-async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
+async def ask_pass(
+    name: str, schema: type[QAValue], call: StageCall, inputs: Inputs
+) -> CallResult[QAValue]:
+    """One Q-A pass (this one or the multiple-choice one): role ``name``'s templates over the
+    pass's source text."""
     return await ask_role(
         call.layer,
-        role=NAME,
-        schema=_schema(call),
+        role=name,
+        schema=schema,
         variables=variables(call, inputs),
         sample_id=call.sample_id,
-        stage=NAME,
+        stage=name,
         attempt=call.attempt,
     )
+
+
+async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
+    return await ask_pass(NAME, _schema(call), call, inputs)
 
 
 def _write(value: QAValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:

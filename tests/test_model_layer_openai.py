@@ -431,3 +431,31 @@ def test_async_context_flushes_and_closes_clients(fake_keys, openai_server, llm_
     call_id = asyncio.run(run())
     assert llm_store.scalar("SELECT call_id FROM llm_calls") == call_id
     assert llm_store.scalar("SELECT count(*) FROM llm_cache") == 1
+
+
+def test_token_logprobs_are_asked_for_read_back_and_never_cached(
+    fake_keys, openai_server, llm_store, no_sleep
+):
+    """``top_logprobs=N``: the request carries ``logprobs: true, top_logprobs: N`` and the
+    answer's token list comes back on the result (every client); such calls skip the cache."""
+    tokens = [('{"', {'{"': 0.0}), ("label", {"label": 0.0}),
+              ("yes", {"yes": -0.2, "no": -1.8, "maybe": -3.0})]  # fmt: skip
+    openai_server.push(reply(GOOD, logprobs=tokens), reply(GOOD, logprobs=tokens))
+    layer = make_layer(openai_spec(openai_server), llm_store, no_sleep, "top_logprobs=2")
+    first, second = ask(layer), ask(layer)
+    assert first.ok and second.ok and not second.cache_hit
+    bodies = [r.body for r in openai_server.chat_requests()]
+    assert len(bodies) == 2 and all(
+        b["logprobs"] is True and b["top_logprobs"] == 2 for b in bodies
+    )
+    assert first.logprobs is not None and [t["token"] for t in first.logprobs] == [
+        '{"', "label", "yes",
+    ]  # fmt: skip
+    assert first.logprobs[2]["top_logprobs"] == [
+        {"token": "yes", "logprob": -0.2, "bytes": list(b"yes")},
+        {"token": "no", "logprob": -1.8, "bytes": list(b"no")},
+    ]
+    assert llm_store.scalar("SELECT count(*) FROM llm_cache") == 0
+    plain = make_layer(openai_spec(openai_server), llm_store, no_sleep)
+    assert ask(plain).logprobs is None  # not asked: the server sends none
+    assert "logprobs" not in openai_server.chat_requests()[-1].body

@@ -23,6 +23,7 @@ from data.manifest import ManifestError
 from data.policy_models import PolicyError
 from data.store import DEFAULT_DB_PATH, StoreError
 from graphs.presets import GENERATE as PRESETS
+from graphs.presets import check_preset
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
 #: what ``python graphs/generate.py`` runs with no manifest, config or --role
@@ -184,8 +185,7 @@ def load_config(
     data = _file_settings(path)
     preset = preset or overrides.get("preset") or data.get("preset")
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
+        check_preset(preset)
         named = PRESETS[preset] | {"preset": preset}
         data = _merged(data, named) if preset_over_file else _merged(named, data)
     return _validated(path, _with_overrides(data, overrides))

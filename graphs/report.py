@@ -190,12 +190,15 @@ def cache_line(calls: int, cached: int, tokens: int) -> str:
     return f"{calls} model calls ({cached} from cache), {tokens} tokens spent"
 
 
-def one_line_reason(outcome: SampleOutcome) -> str:
-    """The first recorded reason, cut to one line (``+N more`` when there are others)."""
+def one_line_reason(outcome: SampleOutcome, checked: bool = True) -> str:
+    """The first recorded reason, cut to one line (``+N more`` when there are others).
+    ``checked``: whether the run checked its samples at all (the paper preset does not)."""
     if not outcome.reasons:
         if outcome.status == "pending":
             return "not run yet (--limit, or interrupted): the same command continues it"
-        return "passed every check" if outcome.status == "accepted" else "no reason recorded"
+        if outcome.status == "accepted":
+            return "passed every check" if checked else "accepted unchecked (checks are off)"
+        return "no reason recorded"
     first = " ".join(outcome.reasons[0].split())
     if len(first) > REASON_WIDTH:
         first = first[: REASON_WIDTH - 1] + "…"
@@ -206,6 +209,7 @@ def one_line_reason(outcome: SampleOutcome) -> str:
 def print_final_report(console: Console, summary: Any) -> None:
     """Per-sample outcomes, one accepted record in full, exports and cache use (see module)."""
     db = Path(summary.db)
+    checked = bool(getattr(summary, "checked", True))
     with Store.open(db, read_only=True) as store:
         outcomes = sample_outcomes(store, summary.run_id)
         records = collect_records(store, summary.run_id).records
@@ -214,7 +218,8 @@ def print_final_report(console: Console, summary: Any) -> None:
         name = Path(outcome.image_path).name if outcome.image_path else outcome.sample_id
         mark = _MARKS.get(outcome.status, outcome.status)
         console.print(
-            f"  {mark}  {escape(name):<24} {escape(one_line_reason(outcome))}", highlight=False
+            f"  {mark}  {escape(name):<24} {escape(one_line_reason(outcome, checked))}",
+            highlight=False,
         )
     for bad in getattr(summary, "bad_rows", None) or []:
         console.print(f"  [red]bad manifest row[/] (--skip-bad-rows): {escape(bad)}")

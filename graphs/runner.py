@@ -102,6 +102,9 @@ class RunSummary:
     cached_calls: int = 0
     bad_rows: list[str] = field(default_factory=list)
     """Manifest rows recorded as failed before any model ran (``--skip-bad-rows``)."""
+    checked: bool = True
+    """Whether samples were checked at all (deterministic checks or the LLM critic); the
+    paper preset turns both off, so "accepted" there means "not rejected by anything"."""
 
 
 def sample_id_for(run_id: str, row: ManifestRow, image_sha256: str | None) -> str:
@@ -448,6 +451,7 @@ class GenerationRun:
             specs = self.register_samples(store, rows, policies)
             todo, skipped = self.select(store, specs)
             summary = RunSummary(self.run_id, config.db, skipped=skipped)
+            summary.checked = config.checks or config.llm_critic
             todo = self.fail_bad_rows(writer, specs, rows, problems, todo, policies, summary)
             if on_start:
                 on_start(len(todo), skipped)

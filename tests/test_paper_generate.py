@@ -137,6 +137,7 @@ def test_generate_preset_paper_makes_the_releases_calls(tmp_path: Path) -> None:
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stderr.count("accepted unchecked (checks are off)") == 3
         bodies = [r.body for r in server.chat_requests() if r.body]
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for body in bodies:

@@ -94,6 +94,10 @@ def test_one_line_reasons() -> None:
         return SampleOutcome("s1", "/x/0.png", None, status, reasons)
 
     assert one_line_reason(outcome("accepted")) == "passed every check"
+    # a run without checks (the paper preset) does not claim its samples passed any
+    assert one_line_reason(outcome("accepted"), checked=False) == (
+        "accepted unchecked (checks are off)"
+    )
     assert "the same command continues it" in one_line_reason(outcome("pending"))
     assert one_line_reason(outcome("failed", "a\nb", "c", "d")) == "a b (+2 more)"
     long = one_line_reason(outcome("rejected", "x" * 500))

@@ -48,7 +48,7 @@ from agents.schemas import (
 from agents.stages import CRITIC, StageCall, StageRegistry, StageSpec, Target, default_registry
 from data.policy_models import Policy
 from data.store import records, utcnow
-from data.store.batch import BatchWriter
+from data.store.batch import RowQueue
 from evaluators.consistency import Check
 from evaluators.text_checks import schema_texts, with_garbage_checks
 from graphs.state import SampleSpec, SampleState
@@ -86,7 +86,7 @@ class StoreRecorder:
     column holds the registered stage's name (or ``critic``).
     """
 
-    writer: BatchWriter
+    writer: RowQueue
 
     @staticmethod
     def _id(*parts: object) -> str:

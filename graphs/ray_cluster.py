@@ -3,15 +3,18 @@
 With ``--ray-address`` the driver connects to an existing cluster and leaves it running. Without
 it a local cluster is started for this process and shut down when the run ends (also on Ctrl-C;
 when the driver is killed, Ray's own reaper process stops it). The local cluster keeps every
-listener on 127.0.0.1: by default Ray binds the machine's own address (all interfaces), so
-:func:`ray_session` names the loopback node address, sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-(without it the GCS and raylet ports still listen on every interface; seen on this kind of
-machine) and starts no dashboard.
+listener on 127.0.0.1: by default Ray binds the machine's own address (all interfaces; seen on
+this kind of machine, even with ``_node_ip_address="127.0.0.1"``). Ray's local-only mode (the one
+it uses on macOS and Windows) is switched on by ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which
+Ray reads once, when it is imported: :func:`local_init_options` sets it for this process and
+the cluster's processes, and sets Ray's constant too when Ray was imported before. No
+dashboard is started. ``tests/test_ray_executor.py`` checks every listener's address.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,8 +45,11 @@ def import_ray() -> Any:
 
 
 def local_init_options(num_cpus: int | None = None) -> dict[str, Any]:
-    """``ray.init`` options of a local, loopback-only cluster (the env var is set here too)."""
+    """``ray.init`` options of a local, loopback-only cluster (see the module docstring)."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # read at Ray's import, before the env var
     # The actors import this checkout's packages, whatever is installed elsewhere.
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -61,12 +67,13 @@ def local_init_options(num_cpus: int | None = None) -> dict[str, Any]:
 def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[Any]:
     """Ray connected for the block: to ``address``, to the cluster this process already
     joined, or to a local loopback cluster started here (and shut down on leaving)."""
+    local = None if address else local_init_options(num_cpus)  # before Ray is imported
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     try:
-        if address:
+        if local is None:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(**local_init_options(num_cpus))

@@ -97,6 +97,7 @@ class RayExecutor:
         config = run.config
         per_actor = max(1, math.ceil(config.concurrency / self.actors))
         batch_size = max(1, math.ceil(per_actor / BATCHES_PER_ACTOR))
+        feeders_per_actor = math.ceil(per_actor / batch_size)  # in flight: at most per_actor
         replayer = None
         if config.use_cache:
             replayer = SampleWorker(run, policies, store=store, cache_only=True)
@@ -161,7 +162,7 @@ class RayExecutor:
             feeders = [
                 asyncio.create_task(feed(index))
                 for index in range(self.actors)
-                for _ in range(BATCHES_PER_ACTOR)
+                for _ in range(feeders_per_actor)
             ]
             done, _ = await asyncio.wait(feeders, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:  # the first failure ends the run (the finally stops the rest)
@@ -188,10 +189,11 @@ class RayExecutor:
         return handle, int(pid)
 
     async def _start_pool(self, ray: Any, run: GenerationRun, policies: dict) -> list[_Slot]:
-        with run.reporter.step(f"starting {self.actors} Ray actors"):
+        with run.reporter.step(f"starting {self.actors} Ray actors") as said:
             started = await asyncio.gather(
                 *(self._start_actor(ray, run, policies) for _ in range(self.actors))
             )
+            said.append("pids " + ", ".join(str(pid) for _, pid in started))
         return [_Slot(n, h, pid, asyncio.Lock()) for n, (h, pid) in enumerate(started)]
 
     async def _replace(

@@ -47,9 +47,9 @@ def import_ray() -> Any:
 def local_init_options(num_cpus: int | None = None) -> dict[str, Any]:
     """``ray.init`` options of a local, loopback-only cluster (see the module docstring)."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
+    constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
-        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # read at Ray's import, before the env var
+        constants.ENABLE_RAY_CLUSTER = False  # read when Ray was imported, before the env var
     # The actors import this checkout's packages, whatever is installed elsewhere.
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -23,13 +23,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from agents.models.base import ImageInput, ProviderError
 from agents.models.cache import CacheMiss
@@ -684,22 +677,6 @@ class GenerationRun:
         finally:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
         return out
-
-
-def progress_columns() -> tuple[ProgressColumn, ...]:
-    """The generation progress bar: done/total, accepted/rejected/failed, tokens, cost, ETA."""
-    return (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn(
-            "[green]{task.fields[accepted]} ok[/] [yellow]{task.fields[rejected]} rej[/] "
-            "[red]{task.fields[failed]} fail[/]  {task.fields[tokens]} tok  "
-            "${task.fields[cost]:.4f}"
-        ),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
 
 
 def _contradiction_finder() -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 
 from data.policy_models import Policy
 from data.store import Store
+from graphs.ray_cluster import import_ray
 from graphs.runner import GenerationRun, OnSample, RunConfigError, RunSummary
 from graphs.sample_worker import Dispatch, SampleResult, SampleWorker, apply_result
 from graphs.state import SampleSpec
@@ -87,8 +88,6 @@ class RayExecutor:
                 "--executor ray sends requests as they come; delivery=batch rounds run in one "
                 "process (drop --executor ray for that run)"
             )
-        from graphs.ray_cluster import import_ray
-
         ray = import_ray()
         if not ray.is_initialized():
             raise RunConfigError("--executor ray: Ray is not connected (graphs.ray_cluster)")
@@ -176,6 +175,8 @@ class RayExecutor:
                 pool.cancel()
                 await asyncio.gather(pool, return_exceptions=True)
             self.kill_all(ray)
+            if replayer is not None:
+                await replayer.close()
 
     async def _start_actor(self, ray: Any, run: GenerationRun, policies: dict) -> tuple[Any, int]:
         from graphs.ray_actor import RemoteGenerationActor  # imports ray: only on use

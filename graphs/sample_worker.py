@@ -92,6 +92,10 @@ class SampleWorker:
         await self.layer.warm_up(roles)
         await self.run.load_local_models(roles)
 
+    async def close(self) -> None:
+        """Close the layer's HTTP clients (nothing is written: its rows went with samples)."""
+        await self.layer.aclose()
+
     async def run_one(self, dispatch: Dispatch) -> SampleResult:
         """Run one sample; its rows come back instead of going to a store.
 

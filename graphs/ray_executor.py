@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,12 +159,13 @@ class RayExecutor:
 
         feeders: list[asyncio.Task[None]] = []
         try:
-            feeders = [
-                asyncio.create_task(feed(index))
-                for index in range(self.actors)
-                for _ in range(feeders_per_actor)
-            ]
-            done, _ = await asyncio.wait(feeders, return_when=asyncio.FIRST_EXCEPTION)
+            with run.reporter.samples(run.run_id, len(todo)):  # the one-process progress line
+                feeders = [
+                    asyncio.create_task(feed(index))
+                    for index in range(self.actors)
+                    for _ in range(feeders_per_actor)
+                ]
+                done, _ = await asyncio.wait(feeders, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:  # the first failure ends the run (the finally stops the rest)
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
@@ -190,11 +192,15 @@ class RayExecutor:
         return handle, int(pid)
 
     async def _start_pool(self, ray: Any, run: GenerationRun, policies: dict) -> list[_Slot]:
-        with run.reporter.step(f"starting {self.actors} Ray actors") as said:
-            started = await asyncio.gather(
-                *(self._start_actor(ray, run, policies) for _ in range(self.actors))
-            )
-            said.append("pids " + ", ".join(str(pid) for _, pid in started))
+        began = time.perf_counter()
+        started = await asyncio.gather(
+            *(self._start_actor(ray, run, policies) for _ in range(self.actors))
+        )
+        pids = ", ".join(str(pid) for _, pid in started)  # printed: `kill` one to try a loss
+        took = time.perf_counter() - began
+        run.reporter.note(
+            f"[green]✓[/] started {self.actors} Ray actors: pids {pids} ({took:.1f} s)"
+        )
         return [_Slot(n, h, pid, asyncio.Lock()) for n, (h, pid) in enumerate(started)]
 
     async def _replace(

@@ -33,7 +33,7 @@ from test_generate import (
     run_pipeline,
     wait_for,
 )
-from test_workers import CATEGORIES, EVENT_TIMEOUT_S, OPEN_FOR
+from test_workers import CATEGORIES, EVENT_TIMEOUT_S, OPEN_FOR, deliverable_sigint  # noqa: F401
 
 from data.store import Store
 from graphs.config import load_config
@@ -171,8 +171,10 @@ def _state(pid: int) -> str:
         return "zombie"
 
 
-def test_a_killed_driver_leaves_no_actor_and_the_rerun_completes(
-    ray_address: str, reference: tuple[Path, Path], tmp_path: Path
+@pytest.mark.usefixtures("deliverable_sigint")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_killed_or_interrupted_driver_leaves_no_actor_and_the_rerun_completes(
+    ray_address: str, reference: tuple[Path, Path], tmp_path: Path, sig: signal.Signals
 ) -> None:
     manifest, ref = reference
     db = tmp_path / "ray.duckdb"
@@ -186,15 +188,18 @@ def test_a_killed_driver_leaves_no_actor_and_the_rerun_completes(
         try:
             assert gate.holding.wait(EVENT_TIMEOUT_S), "the run never reached the held requests"
             wait_for(lambda: finished_in_snapshot(db) > 0, "a committed sample")
-            driver.kill()
+            driver.send_signal(sig)
             _, err = driver.communicate(timeout=EVENT_TIMEOUT_S)
+            # Ctrl-C: the driver kills its actors and says how to resume (exit 130)
+            assert driver.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), err
         finally:
             if driver.poll() is None:
                 driver.kill()
         listed = re.search(rb"pids ([\d, ]+)", err)
         assert listed, err.decode(errors="replace")
         actors = [int(p) for p in listed.group(1).split(b",")]
-        # Ray ends a dead driver's actors (they belong to its job): none keeps running.
+        # Ray ends a dead driver's actors (they belong to its job), an interrupted driver
+        # kills them itself: none keeps running.
         wait_for(lambda: not any(_alive(p) for p in actors), "the actors to end")
         gate.release()
         with Store.open(db, read_only=True) as store:

@@ -92,8 +92,7 @@ class RayExecutor:
         ray = import_ray()
         if not ray.is_initialized():
             raise RunConfigError("--executor ray: Ray is not connected (graphs.ray_cluster)")
-        writer = run._writer
-        assert writer is not None, "drive runs inside GenerationRun.run, which sets the writer"
+        writer = run.writer
         config = run.config
         per_actor = max(1, math.ceil(config.concurrency / self.actors))
         batch_size = max(1, math.ceil(per_actor / BATCHES_PER_ACTOR))

@@ -150,6 +150,13 @@ class GenerationRun:
         self._writer: BatchWriter | None = None
         self.reporter = RunReporter(self.console)
 
+    @property
+    def writer(self) -> BatchWriter:
+        """The run's batch writer (an executor applies finished samples through it)."""
+        if self._writer is None:
+            raise RuntimeError("the writer exists only while run() runs")
+        return self._writer
+
     # ------------------------------------------------------------------ preparation
     def load_policies(self) -> dict[str, Policy]:
         names = manifest_policies(self.config.manifest_path, self.config.policy)

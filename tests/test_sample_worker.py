@@ -60,7 +60,7 @@ class InProcess:
             if isinstance(got, Dispatch):
                 self.dispatched.append(got)
                 got = await worker.run_one(got)
-            apply_result(run._writer, got, run, summary, on_sample)
+            apply_result(run.writer, got, run, summary, on_sample)
         await worker.close()
         await replayer.close()
 

@@ -33,6 +33,7 @@ from test_generate import (
     run_pipeline,
     wait_for,
 )
+from test_sample_worker import COMPARED, rows_of
 from test_workers import CATEGORIES, EVENT_TIMEOUT_S, OPEN_FOR, deliverable_sigint  # noqa: F401
 
 from data.store import Store
@@ -43,17 +44,6 @@ from graphs.runner import GenerationRun, RunSummary
 from graphs.sample_worker import SampleResult
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
-
-#: rows that must be equal between two runs of the same samples (no ids made at random, no
-#: times): each table's content as sets of tuples
-COMPARED = {
-    "samples": "sample_id, status, category, attempts, reasons_json",
-    "stage_outputs": "output_id, stage, rule_variant, attempt, status, output_json, feedback",
-    "critiques": "critique_id, stage, attempt, check_name, source, passed, message",
-    "explanations": "sample_id, rule_variant, verdict, explanation",
-    "qa_items": "qa_id, qa_type, question, options_json, answer",
-    "llm_calls": "sample_id, stage, role, attempt, status, parsed_json",
-}
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +77,10 @@ def _run_on_ray(config, executor: RayExecutor) -> RunSummary:
     return asyncio.run(GenerationRun(config, console, executor).run())
 
 
-def _rows(db: Path) -> dict[str, set[tuple]]:
-    with Store.open(db, read_only=True) as store:
-        return {
-            table: {tuple(r.values()) for r in store.rows(f"SELECT {columns} FROM {table}")}
-            for table, columns in COMPARED.items()
-        }
-
-
 def _assert_same_as_reference(db: Path, reference: Path) -> None:
     assert _accepted(db) == _accepted(reference)
     assert_complete_without_duplicates(db, len(CATEGORIES))
-    ours, theirs = _rows(db), _rows(reference)
+    ours, theirs = rows_of(db), rows_of(reference)
     for table in COMPARED:
         assert ours[table] == theirs[table], table
 

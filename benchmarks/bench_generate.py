@@ -18,7 +18,13 @@ so it says where a level's shortfall comes from.
 Run from the repository root::
 
     python benchmarks/bench_generate.py [--latency-ms 50] [--samples 96] [--levels 1,8,32]
-        [--clients langchain,sdk] [--workers 1,2] [--repeats 3]
+        [--clients langchain,sdk] [--workers 1,2] [--executors local,ray] [--repeats 3]
+
+``--executors ray`` runs each ``--workers`` count as that many Ray actors on one local
+loopback cluster (started once, before the first measurement; the ``ray`` extra). Its CPU
+ms/call then adds the actors' CPU (read from /proc, from each actor's first finished sample to
+its last) to the driver's; ``driver CPU ms/sample`` is this process's alone (with Ray: the
+store, dispatch and applying each sample's rows; start-up and the final report included).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import agents.models.providers.openai_chat  # noqa: E402,F401  (imported before 
 from data.policy import load_policy  # noqa: E402
 from data.store import Store, queries  # noqa: E402
 from graphs.config import load_config  # noqa: E402
-from graphs.runner import GenerationRun  # noqa: E402
+from graphs.runner import GenerationRun, RunSummary  # noqa: E402
 from graphs.workers import run_with_workers  # noqa: E402
 
 
@@ -93,8 +99,34 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_on_ray(config, actors: int) -> tuple[RunSummary, float]:
+    """The run on ``actors`` Ray actors; returns it and the CPU seconds its actors used."""
+    from graphs.ray_executor import RayExecutor
+
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+
+    def note(result, slot: int) -> None:
+        # From each actor's first finished sample on: its start-up (imports, clients) is
+        # left out, like the driver's; so is the work of its first sample (a slight undercount)
+        used = process_cpu_s(result.pid)
+        if used is not None and result.pid != os.getpid():
+            first.setdefault(result.pid, used)
+            last[result.pid] = used
+
+    executor = RayExecutor(actors, on_result=note)
+    summary = asyncio.run(GenerationRun(config, executor=executor).run())
+    return summary, sum(last[pid] - first[pid] for pid in last)
+
+
 def measure(
-    manifest: Path, level: int, latency_s: float, rules: list[str], client: str, workers: int
+    manifest: Path,
+    level: int,
+    latency_s: float,
+    rules: list[str],
+    client: str,
+    workers: int,
+    executor: str = "local",
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as (base_url, server_pid):
         db = Path(tmp) / "bench.duckdb"
@@ -115,12 +147,16 @@ def measure(
         )
         start, cpu_start = time.perf_counter(), time.process_time() + children_cpu_s()
         server_start = process_cpu_s(server_pid)
-        if workers > 1:
+        actors_cpu = 0.0
+        if executor == "ray":
+            summary, actors_cpu = run_on_ray(config, workers)
+        elif workers > 1:
             summary = run_with_workers(config, workers, Console(stderr=True))
         else:
             summary = asyncio.run(GenerationRun(config).run())
         wall = time.perf_counter() - start
-        cpu = time.process_time() + children_cpu_s() - cpu_start
+        driver_cpu = time.process_time() + children_cpu_s() - cpu_start
+        cpu = driver_cpu + actors_cpu
         server_end = process_cpu_s(server_pid)
         with Store.open(db, read_only=True) as store:
             calls = queries.call_count(store)
@@ -133,6 +169,7 @@ def measure(
     return {
         "concurrency": level,
         "client": client,
+        "executor": executor,
         "workers": workers,
         "samples": samples,
         "accepted": summary.counts.get("accepted", 0),
@@ -145,6 +182,7 @@ def measure(
         "ideal_samples_per_min": round(ideal, 1),
         "efficiency": round(measured / ideal, 3),
         "cpu_ms_per_call": round(cpu * 1000 / calls, 2),
+        "driver_cpu_ms_per_sample": round(driver_cpu * 1000 / samples, 2),
         "server_cpu_ms_per_call": (
             round((server_end - server_start) * 1000 / calls, 2)
             if server_start is not None and server_end is not None
@@ -169,14 +207,24 @@ def main() -> None:
     parser.add_argument(
         "--workers", default="1,2", help="process counts (--workers of generate), comma-separated"
     )
+    parser.add_argument(
+        "--executors", default="local", help="local (processes) and/or ray (actors)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rules = args.rules.split(",")
     setups = [
-        (client, int(w)) for client in args.clients.split(",") for w in args.workers.split(",")
+        (client, int(w), executor)
+        for client in args.clients.split(",")
+        for executor in args.executors.split(",")
+        for w in args.workers.split(",")
     ]
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        if "ray" in args.executors.split(","):
+            from graphs.ray_cluster import ray_session
+
+            stack.enter_context(ray_session(None))
         for level in (int(x) for x in args.levels.split(",")):
             n = max(args.samples, 2 * level) if level > 1 else max(16, args.samples // 4)
             folder = Path(tmp) / f"in{level}"
@@ -184,11 +232,11 @@ def main() -> None:
             manifest = make_inputs(folder, n)
             latency = args.latency_ms / 1000
             # Setups alternate within each repeat, so a noisy minute hits all of them alike.
-            runs: dict[tuple[str, int], list[dict]] = {setup: [] for setup in setups}
+            runs: dict[tuple[str, int, str], list[dict]] = {setup: [] for setup in setups}
             for _ in range(args.repeats):
-                for client, workers in setups:
-                    one = measure(manifest, level, latency, rules, client, workers)
-                    runs[(client, workers)].append(one)
+                for client, workers, executor in setups:
+                    one = measure(manifest, level, latency, rules, client, workers, executor)
+                    runs[(client, workers, executor)].append(one)
             for setup in setups:
                 kept = sorted(runs[setup], key=lambda r: r["efficiency"])[len(runs[setup]) // 2]
                 kept["efficiency_runs"] = [r["efficiency"] for r in runs[setup]]
@@ -196,17 +244,19 @@ def main() -> None:
                 print(json.dumps(kept), file=sys.stderr)
     print(f"\nlatency {args.latency_ms:.0f} ms per call, rules {args.rules}, cache off")
     print(
-        "concurrency | client | workers | samples | seq. calls/sample | samples/min | ideal | "
-        "efficiency (median; all) | wall | CPU ms/call (run, fake server)"
+        "concurrency | client | executor | workers | samples | seq. calls/sample | samples/min | "
+        "ideal | efficiency (median; all) | wall | CPU ms/call (run, fake server) | "
+        "driver CPU ms/sample"
     )
     for r in results:
         spread = ", ".join(f"{e:.0%}" for e in r["efficiency_runs"])
         print(
-            f"{r['concurrency']} | {r['client']} | {r['workers']} | {r['samples']} | "
+            f"{r['concurrency']} | {r['client']} | {r['executor']} | {r['workers']} | "
+            f"{r['samples']} | "
             f"{r['sequential_calls_per_sample']} | {r['samples_per_min']} | "
             f"{r['ideal_samples_per_min']} | {r['efficiency']:.0%} ({spread}) | "
             f"{r['samples_per_min_wall']}/min | {r['cpu_ms_per_call']}, "
-            f"{r['server_cpu_ms_per_call']}"
+            f"{r['server_cpu_ms_per_call']} | {r['driver_cpu_ms_per_sample']}"
         )
     print("\nreproduce: python benchmarks/bench_generate.py " + " ".join(sys.argv[1:]))
     if args.json:

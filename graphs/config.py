@@ -236,4 +236,9 @@ def _validated(path: Path | None, data: dict[str, Any]) -> GenerateConfig:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the input's fault: ``icm generate`` and its workers print them as one
     line and exit with code 2."""
-    return (ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError)
+    from graphs.ray_cluster import RayUnavailableError  # no Ray import: a light module
+
+    return (
+        ValueError, ManifestError, MissingCredentialsError, PolicyError, StoreError,
+        RayUnavailableError,
+    )  # fmt: skip

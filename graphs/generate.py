@@ -128,9 +128,28 @@ def generate_command(
             "under DB.workers/, merged into --db at the end, also after an error or Ctrl-C; a "
             "rerun resumes them). One process spends a few ms of CPU per model call, so at high "
             "--concurrency against a fast endpoint more processes (up to the CPU cores) finish "
-            "sooner. Each loads its own copy of a local model.",
+            "sooner. Each loads its own copy of a local model. With --executor ray: the number "
+            "of Ray actors.",
         ),
     ] = 1,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local: this machine's processes (--workers, merged stores; no extra "
+            "dependency). ray: Ray actors run the samples (--workers of them, the ray extra) "
+            "while this process keeps the store; a local loopback cluster unless "
+            "--ray-address.",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="An existing Ray cluster (e.g. 10.0.0.5:6379, or auto) for --executor ray; "
+            "its nodes need this project installed and the model keys in their environment.",
+        ),
+    ] = None,
     retry_failed: Annotated[
         bool | None,
         typer.Option("--retry-failed", help="Also re-run samples that ended failed or rejected."),
@@ -203,7 +222,15 @@ def generate_command(
             console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
         # an explicit --preset wins over the implicit demo profile, not over a --config file
         cfg = load_config(config, overrides, preset=preset, preset_over_file=implicit_demo)
-        if workers > 1:
+        if executor not in ("local", "ray"):
+            raise ValueError(f"--executor: local or ray, not {executor!r}")
+        if ray_address and executor != "ray":
+            raise ValueError("--ray-address needs --executor ray")
+        if executor == "ray":
+            from graphs.ray_run import run_on_ray  # only with --executor ray
+
+            summary = run_on_ray(cfg, workers, ray_address, console)
+        elif workers > 1:
             from graphs.workers import run_with_workers  # only with --workers
 
             summary = run_with_workers(cfg, workers, console)

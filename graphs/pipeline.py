@@ -56,7 +56,7 @@ from agents.stages import (
 )
 from data.policy_models import Policy
 from data.store import records, utcnow
-from data.store.batch import BatchWriter
+from data.store.batch import RowQueue
 from evaluators.consistency import Check
 from evaluators.text_checks import schema_texts, with_garbage_checks
 from graphs.state import SampleSpec, SampleState
@@ -94,7 +94,7 @@ class StoreRecorder:
     column holds the registered stage's name (or ``critic``).
     """
 
-    writer: BatchWriter
+    writer: RowQueue
 
     @staticmethod
     def _id(*parts: object) -> str:

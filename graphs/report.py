@@ -58,6 +58,11 @@ class CallTally:
     last: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def set(self, calls: int, cached: int, tokens: int) -> None:
+        """Totals counted elsewhere (the ``--workers`` parent adds up its workers' reports)."""
+        with self._lock:
+            self.calls, self.cached, self.tokens = calls, cached, tokens
+
     def add(self, stage: str, result: Any) -> None:
         tokens_in = int(getattr(result, "input_tokens", 0) or 0)
         tokens_out = int(getattr(result, "output_tokens", 0) or 0)
@@ -149,8 +154,10 @@ class RunReporter:
         self.console.print(text, highlight=False)
 
     @contextmanager
-    def samples(self, run_id: str, total: int) -> Iterator[None]:
-        """The live progress line for ``total`` samples."""
+    def samples(self, run_id: str, total: int | None) -> Iterator[None]:
+        """The live progress line for ``total`` samples (None: not known yet, see
+        :meth:`set_total`). One line for every executor: one process, ``--workers`` (the
+        parent's), Ray (the driver's)."""
         with Progress(*progress_columns(), console=self.console, transient=False) as progress:
             self._progress = progress
             self._task = progress.add_task(
@@ -161,6 +168,11 @@ class RunReporter:
                 yield
             finally:
                 self._progress, self._task = None, None
+
+    def set_total(self, total: int) -> None:
+        """The number of samples to do, once known (``--workers``: when every worker said)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=total)
 
     def on_call(self, stage: str, result: Any) -> None:
         self.tally.add(stage, result)

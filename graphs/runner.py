@@ -17,21 +17,15 @@ import json
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from agents.models.base import ImageInput, ProviderError
+from agents.models.cache import CacheMiss
 from agents.models.images import prepare_image
 from agents.models.layer import ModelLayer
 from agents.models.providers import IN_PROCESS_PROVIDERS, make_provider
@@ -51,12 +45,13 @@ from data.policy import load_policy
 from data.policy_models import Policy
 from data.provenance import git_revision, package_versions
 from data.store import Store, queries, records, to_json, utcnow
-from data.store.batch import BatchWriter
+from data.store.batch import BatchWriter, RowQueue
 from data.store.snapshot import SnapshotPublisher, SnapshotSink
 from graphs.config import GenerateConfig
 from graphs.pipeline import (
     RECURSION_LIMIT,
     PipelineDeps,
+    StageRecorder,
     StoreRecorder,
     build_graph,
     generation_roles,
@@ -85,6 +80,31 @@ def registry_for(config: GenerateConfig) -> StageRegistry:
 
 class RunConfigError(ValueError):
     """The run name exists with another configuration, or the inputs cannot be used."""
+
+
+#: a sample's perception evidence: (as data, as the text prompts show) or (None, None)
+Evidence = tuple[dict | None, str | None]
+#: ``on_sample(status, summary)``, called after each finished sample
+OnSample = Callable[[str, "RunSummary"], None]
+
+
+class SampleExecutor(Protocol):
+    """Who runs the samples still to do, once the run, its samples and its writer are set
+    up: this process (``GenerationRun._drive``), or Ray actors (``graphs.ray_executor``)."""
+
+    def drive(
+        self,
+        run: GenerationRun,
+        store: Store,
+        policies: dict[str, Policy],
+        todo: list[SampleSpec],
+        summary: RunSummary,
+        on_sample: OnSample | None,
+    ) -> Awaitable[None]: ...
+
+    def loads_models_here(self) -> bool:
+        """Whether in-process models are loaded in this process (they are not for Ray)."""
+        ...
 
 
 @dataclass
@@ -121,8 +141,14 @@ def _file_sha256(path: Path) -> str:
 class GenerationRun:
     """One invocation of ``generate``: prepares the store, then drives samples through the graph."""
 
-    def __init__(self, config: GenerateConfig, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        config: GenerateConfig,
+        console: Console | None = None,
+        executor: SampleExecutor | None = None,
+    ) -> None:
         self.config = config
+        self.executor = executor
         self.console = console or Console(stderr=True)
         self.run_id = config.run_id()
         self.model_config = ModelConfig.from_mapping(
@@ -136,6 +162,13 @@ class GenerationRun:
         self._writer: BatchWriter | None = None
         self.reporter = RunReporter(self.console)
         self.registry = registry_for(config)
+
+    @property
+    def writer(self) -> BatchWriter:
+        """The run's batch writer (an executor applies finished samples through it)."""
+        if self._writer is None:
+            raise RuntimeError("the writer exists only while run() runs")
+        return self._writer
 
     # ------------------------------------------------------------------ preparation
     def load_policies(self) -> dict[str, Policy]:
@@ -292,12 +325,12 @@ class GenerationRun:
             self._images[sample.sample_id] = (prepare_image(Path(sample.image_path), side),)
         return self._images[sample.sample_id]
 
-    def _prepare(self, store: Store, sample: SampleSpec) -> tuple[dict | None, str | None]:
+    def _prepare(self, store: Store | None, sample: SampleSpec) -> Evidence:
         """Before the graph, on a worker thread: the image as sent, then perception evidence."""
         self.load_images(sample)
         return self.evidence_for(store, sample)
 
-    def evidence_for(self, store: Store, sample: SampleSpec) -> tuple[dict | None, str | None]:
+    def evidence_for(self, store: Store | None, sample: SampleSpec) -> Evidence:
         """Perception evidence (cached in the store) or (None, None) when perception is off."""
         if not self.config.perception or not sample.image_sha256 or sample.given_description:
             return None, None
@@ -310,7 +343,7 @@ class GenerationRun:
         return evidence.model_dump(mode="json"), evidence.as_text()
 
     def queue_outcome(
-        self, writer: BatchWriter, sample: SampleSpec, policy: Policy, out: dict[str, Any]
+        self, writer: RowQueue, sample: SampleSpec, policy: Policy, out: dict[str, Any]
     ) -> str:
         """Queue the sample's outcome; it commits with the next batch, replacing an earlier one."""
         status = out.get("status", "failed")
@@ -455,22 +488,8 @@ class GenerationRun:
             todo = self.fail_bad_rows(writer, specs, rows, problems, todo, policies, summary)
             if on_start:
                 on_start(len(todo), skipped)
-            finder = _contradiction_finder()
-            deps = PipelineDeps(
-                layer=layer,
-                policies=policies,
-                recorder=ReportingRecorder(StoreRecorder(writer), self.reporter),
-                load_images=self.load_images,
-                qa_counts=QACounts(**config.qa.model_dump()),
-                max_stage_retries=config.max_stage_retries,
-                llm_critic=config.llm_critic,
-                contradiction_finder=finder,
-                lengths=LENGTH_PROFILES[config.text_length],
-                registry=self.registry,
-                paper=config.paper.options(),
-                checks=config.checks,
-            )
-            graph = build_graph(deps)
+            recorder = ReportingRecorder(StoreRecorder(writer), self.reporter)
+            graph = self.build_pipeline(layer, policies, recorder)
             if todo:  # a finished run re-run does not load its models
                 await self._warm_up(layer, len(todo))
             # Everything built so far (imported libraries, clients, the graph) lives as long as
@@ -484,7 +503,10 @@ class GenerationRun:
             gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
             flusher = asyncio.create_task(self._flush_periodically(writer))
             try:
-                await self._drive(store, graph, policies, todo, summary, on_sample)
+                if self.executor is not None:
+                    await self.executor.drive(self, store, policies, todo, summary, on_sample)
+                else:
+                    await self._drive(store, graph, policies, todo, summary, on_sample)
             finally:
                 gc.set_threshold(*threshold)
                 gc.unfreeze()
@@ -516,6 +538,28 @@ class GenerationRun:
                     with contextlib.suppress(Exception, asyncio.CancelledError):
                         await layer.aclose()
                 store.close()
+
+    def build_pipeline(
+        self, layer: ModelLayer, policies: dict[str, Policy], recorder: StageRecorder
+    ) -> Any:
+        """The compiled graph of this run's configuration over ``layer`` and ``recorder`` (the
+        run's own, a Ray actor's, or the Ray driver's cache replay)."""
+        config = self.config
+        deps = PipelineDeps(
+            layer=layer,
+            policies=policies,
+            recorder=recorder,
+            load_images=self.load_images,
+            qa_counts=QACounts(**config.qa.model_dump()),
+            max_stage_retries=config.max_stage_retries,
+            llm_critic=config.llm_critic,
+            contradiction_finder=_contradiction_finder(),
+            lengths=LENGTH_PROFILES[config.text_length],
+            registry=self.registry,
+            paper=config.paper.options(),
+            checks=config.checks,
+        )
+        return build_graph(deps)
 
     def check_rows(self, rows: Sequence[ManifestRow]) -> list[RowProblem]:
         """Every image row's file must exist and decode, checked before any model loads.
@@ -567,17 +611,23 @@ class GenerationRun:
 
     async def _warm_up(self, layer: ModelLayer, n_todo: int) -> None:
         """Build every role's client, and load in-process models, before the first sample."""
-        config = self.config
-        roles = [r for r in generation_roles(self.registry) if r != "critic" or config.llm_critic]
+        roles = self.roles()
         try:
             with self.reporter.step(f"starting the clients of {len(roles)} roles"):
                 await layer.warm_up(roles)
-            await self._load_local_models(roles)
+            if self.executor is None or self.executor.loads_models_here():
+                await self.load_local_models(roles)
         except ProviderError as exc:
             raise RunConfigError(f"cannot start a model: {exc.message}") from exc
         self.reporter.note(f"generating {n_todo} samples")
 
-    async def _load_local_models(self, roles: Sequence[str]) -> None:
+    def roles(self) -> list[str]:
+        """The roles this run asks models (the critic only with its LLM critique on)."""
+        return [
+            r for r in generation_roles(self.registry) if r != "critic" or self.config.llm_critic
+        ]
+
+    async def load_local_models(self, roles: Sequence[str]) -> None:
         """Load each in-process model once, as a visible step (a 1.5B model takes seconds;
         its first run also joins and verifies its weights). Loaded models are shared per
         process, so the roles' own clients find them loaded."""
@@ -634,40 +684,37 @@ class GenerationRun:
     async def _one(self, store, graph, policy, sample, summary) -> str:
         writer = self._writer
         assert writer is not None, "_one runs inside run(), which sets the writer"
+        out = await self.outcome_of(store, graph, sample)
+        summary.tokens += int(out.get("tokens", 0) or 0)
+        summary.cost_usd += float(out.get("cost_usd", 0.0) or 0.0)
+        return self.queue_outcome(writer, sample, policy, out)
+
+    async def outcome_of(
+        self, store: Store | None, graph: Any, sample: SampleSpec, evidence: Evidence | None = None
+    ) -> dict[str, Any]:
+        """Run one sample through ``graph``; its final state (a failure is a status, never an
+        exception, except :class:`CacheMiss` from a cache-only layer). ``evidence``: perception
+        already run elsewhere (the Ray driver ships it with the sample)."""
         out: dict[str, Any]
         try:
             if sample.image_sha256 is None and sample.given_description is None:
-                out = {"status": "failed", "reasons": [f"image not found: {sample.image_path}"]}
-                return self.queue_outcome(writer, sample, policy, out)
-            # Detectors and image decoding/resizing are CPU-bound: keep them off the event loop
-            # so API calls keep flowing (one thread hop for both).
-            evidence, evidence_text = await asyncio.to_thread(self._prepare, store, sample)
-            state = initial_state(sample, evidence, evidence_text, self.registry)
+                return {"status": "failed", "reasons": [f"image not found: {sample.image_path}"]}
+            if evidence is None:
+                # Detectors and image decoding/resizing are CPU-bound: keep them off the event
+                # loop so API calls keep flowing (one thread hop for both).
+                evidence = await asyncio.to_thread(self._prepare, store, sample)
+            else:
+                await asyncio.to_thread(self.load_images, sample)
+            state = initial_state(sample, *evidence, self.registry)
             out = await graph.ainvoke(state, config={"recursion_limit": RECURSION_LIMIT})
+        except CacheMiss:
+            raise
         except Exception as exc:  # one bad sample must not stop the batch
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             out = {"status": "failed", "reasons": [f"error: {detail}"]}
         finally:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
-        summary.tokens += int(out.get("tokens", 0) or 0)
-        summary.cost_usd += float(out.get("cost_usd", 0.0) or 0.0)
-        return self.queue_outcome(writer, sample, policy, out)
-
-
-def progress_columns() -> tuple[ProgressColumn, ...]:
-    """The generation progress bar: done/total, accepted/rejected/failed, tokens, cost, ETA."""
-    return (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn(
-            "[green]{task.fields[accepted]} ok[/] [yellow]{task.fields[rejected]} rej[/] "
-            "[red]{task.fields[failed]} fail[/]  {task.fields[tokens]} tok  "
-            "${task.fields[cost]:.4f}"
-        ),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+        return out
 
 
 def _contradiction_finder() -> Any:

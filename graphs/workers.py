@@ -23,19 +23,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 from rich.console import Console
-from rich.progress import Progress
 
 from data.store import Store, queries
 from data.store.merge import merge_stores
 from graphs.config import GenerateConfig, load_config, user_errors
-from graphs.runner import FINAL, GenerationRun, RunConfigError, RunSummary, progress_columns
+from graphs.report import RunReporter
+from graphs.runner import FINAL, GenerationRun, RunConfigError, RunSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 #: how long interrupted workers get to write their last results before they are killed
@@ -167,17 +166,13 @@ def _read_reports(index: int, stream: IO[str] | None, reports: queue.Queue) -> N
 def _follow(
     workers: list[Worker], reports: queue.Queue, summary: RunSummary, console: Console
 ) -> None:
-    """One progress bar for all workers, until every worker's output has ended."""
-    tally: Counter[str] = Counter()
+    """One progress line for all workers (the one a single process shows: ``RunReporter``),
+    until every worker's output has ended. Each report carries its worker's running totals."""
     todo: dict[int, int] = {}
     open_streams = len(workers)
-    tokens: dict[int, int] = {}
-    cost: dict[int, float] = {}
-    with Progress(*progress_columns(), console=console, transient=False) as progress:
-        task = progress.add_task(
-            f"{summary.run_id} ({len(workers)} workers)",
-            total=None, accepted=0, rejected=0, failed=0, tokens=0, cost=0.0,
-        )  # fmt: skip
+    latest: dict[int, dict[str, Any]] = {}
+    reporter = RunReporter(console)
+    with reporter.samples(f"{summary.run_id} ({len(workers)} workers)", None):
         while open_streams:
             index, report = reports.get()
             if report is None:
@@ -187,16 +182,18 @@ def _follow(
                 todo[index] = int(report["todo"])
                 summary.skipped += int(report["skipped"])
                 if len(todo) == len(workers):
-                    progress.update(task, total=sum(todo.values()))
+                    reporter.set_total(sum(todo.values()))
                 continue
-            tally[report["status"]] += 1
+            latest[index] = report
             summary.processed += 1
-            tokens[index], cost[index] = int(report["tokens"]), float(report["cost_usd"])
-            summary.tokens, summary.cost_usd = sum(tokens.values()), sum(cost.values())
-            progress.update(
-                task, advance=1, accepted=tally["accepted"], rejected=tally["rejected"],
-                failed=tally["failed"], tokens=summary.tokens, cost=summary.cost_usd,
-            )  # fmt: skip
+
+            def total(name: str) -> Any:
+                return sum(r.get(name, 0) for r in latest.values())
+
+            summary.tokens, summary.cost_usd = total("tokens"), total("cost_usd")
+            reporter.tally.set(total("calls"), total("cached"), summary.tokens)
+            reporter.on_sample(report["status"], summary.cost_usd)
+    summary.calls, summary.cached_calls = reporter.tally.calls, reporter.tally.cached
     for worker in workers:
         worker.process.wait()
 
@@ -251,15 +248,18 @@ def worker_main(config_path: Path) -> int:
     def on_start(todo: int, skipped: int) -> None:
         report({"event": "start", "todo": todo, "skipped": skipped})
 
+    run = GenerationRun(config, console)
+
     def on_sample(status: str, summary: RunSummary) -> None:
+        tally = run.reporter.tally
         report(
             {"event": "sample", "status": status, "tokens": summary.tokens,
-             "cost_usd": summary.cost_usd}
+             "cost_usd": summary.cost_usd, "calls": tally.calls, "cached": tally.cached}
         )  # fmt: skip
 
     threading.Thread(target=_stop_when_orphaned, daemon=True).start()
     try:
-        asyncio.run(GenerationRun(config, console).run(on_start=on_start, on_sample=on_sample))
+        asyncio.run(run.run(on_start=on_start, on_sample=on_sample))
     except KeyboardInterrupt:
         return 130
     except user_errors() as exc:

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,34 @@ def test_workers_and_shard_together_are_refused(tmp_path: Path) -> None:
 def test_workers_must_be_positive(tmp_path: Path, workers: int) -> None:
     result = CliRunner().invoke(app, ["generate", "--workers", str(workers)])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--executor", "threads"], "--executor"),
+        (["--ray-address", "127.0.0.1:6379"], "--executor ray"),
+        (["--executor", "ray", "--shard", "0/2"], "--shard"),
+    ],
+)
+def test_executor_options_that_cannot_work_are_refused(
+    tmp_path: Path, options: list[str], named: str
+) -> None:
+    # refused before any cluster is started or joined (no Ray needed)
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:1])
+    result = CliRunner().invoke(
+        app,
+        ["generate", str(manifest), "--db", str(tmp_path / "x.duckdb"), *options,
+         "--role", "all=openai-compatible:http://127.0.0.1:9/v1#m"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert named in " ".join(result.output.split())
+
+
+def test_the_cli_does_not_import_ray_unless_asked() -> None:
+    code = (
+        "import sys, graphs.cli, graphs.config; graphs.config.user_errors(); "
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

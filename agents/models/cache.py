@@ -37,6 +37,19 @@ from data.store import Store, queries, utcnow
 _MEMORY_ENTRIES = 4096
 
 
+class CacheMiss(Exception):
+    """A cache-only layer met a call the cache cannot answer (``ModelLayer(cache_only=True)``).
+
+    Why an exception: a Ray driver replays a sample against the cache before dispatching it;
+    the first miss ends that replay at once (nothing is sent), and the sample goes to an actor
+    with the entries that did hit.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no cached answer for {key[:12]}")
+        self.key = key
+
+
 @cache
 def schema_document(schema: type[BaseModel]) -> tuple[dict[str, Any], str]:
     """The schema's JSON schema and its canonical JSON text, computed once per class."""
@@ -100,10 +113,15 @@ class CacheEntry:
 
 
 class ResponseCache:
-    """Read-through, write-behind cache over ``llm_cache`` (memory only without a store)."""
+    """Read-through, write-behind cache over ``llm_cache`` (memory only without a store).
 
-    def __init__(self, store: Store | None) -> None:
+    ``keep_new``: new entries are kept for :meth:`take_pending` even without a store (a Ray
+    actor ships them to the driver, which writes them).
+    """
+
+    def __init__(self, store: Store | None, *, keep_new: bool = False) -> None:
         self._store = store
+        self._keep_new = keep_new
         self._memory: OrderedDict[str, CacheEntry] = OrderedDict()
         self._stored_keys: set[str] | None = None
         self._pending: list[dict[str, Any]] = []
@@ -147,15 +165,34 @@ class ResponseCache:
         ):
             return
         self._remember(entry)
-        if self._store is not None:
+        if self._store is not None or self._keep_new:
             with self._pending_lock:
                 self._pending.append(asdict(entry) | {"created_at": utcnow()})
+        if self._store is not None:
             self._known_keys().add(entry.cache_key)
 
-    def take_pending(self) -> list[dict[str, Any]]:
-        """Rows not yet written (the writer calls this when it flushes)."""
+    def seed(self, entries: list[CacheEntry]) -> None:
+        """Answers looked up elsewhere (the Ray driver's store), served from memory here."""
+        for entry in entries:
+            self._remember(entry)
+
+    def remembered(self, keys: list[str]) -> list[CacheEntry]:
+        """The entries of ``keys`` held in memory (those a replay just hit)."""
+        return [self._memory[k] for k in keys if k in self._memory]
+
+    def is_empty(self) -> bool:
+        """No entry in the store or in memory: every lookup would miss."""
+        return not self._memory and not self._known_keys()
+
+    def take_pending(self, keys: set[str] | None = None) -> list[dict[str, Any]]:
+        """Rows not yet written (the writer calls this when it flushes); with ``keys``, only
+        the rows of those cache keys (one sample's, shipped with it)."""
         with self._pending_lock:
-            rows, self._pending = self._pending, []
+            if keys is None:
+                rows, self._pending = self._pending, []
+                return rows
+            rows = [r for r in self._pending if r["cache_key"] in keys]
+            self._pending = [r for r in self._pending if r["cache_key"] not in keys]
         return rows
 
     def requeue(self, rows: list[dict[str, Any]]) -> None:

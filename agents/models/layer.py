@@ -30,7 +30,13 @@ from pydantic import BaseModel
 
 from agents.models.base import GenerationParams, ImageInput, Message, Provider, ProviderError
 from agents.models.batching import CALL_KEY, Participant, Rounds
-from agents.models.cache import CacheEntry, ResponseCache, cache_key, messages_for_record
+from agents.models.cache import (
+    CacheEntry,
+    CacheMiss,
+    ResponseCache,
+    cache_key,
+    messages_for_record,
+)
 from agents.models.credentials import read_key
 from agents.models.images import IMAGE_MODE_TEXT_RETRY, fit_images, without_images
 from agents.models.parsing import reask_messages, validate_answer
@@ -90,7 +96,15 @@ class ModelLayer:
         rng: Callable[[], float] = random.random,
         flush_every: int | None = 64,
         flush_interval_s: float = 2.0,
+        collect: bool = False,
+        cache_only: bool = False,
     ) -> None:
+        """``collect``: trace rows and new cache entries are kept per sample for
+        :meth:`take_sample`, never written here (a Ray actor; ``store`` may then be None).
+        ``cache_only``: a call the cache cannot answer raises :class:`CacheMiss` instead of
+        asking the model (the Ray driver's replay before dispatch)."""
+        if cache_only and not use_cache:
+            raise ValueError("a cache-only layer needs the cache")
         self.config = config or ModelConfig()
         self.store = store
         self.run_id = run_id
@@ -98,10 +112,12 @@ class ModelLayer:
         self._sleep = sleep
         self._rng = rng
         self._secrets: set[str] = set()
-        self._cache = ResponseCache(store)
+        self.cache_only = cache_only
+        self._cache = ResponseCache(store, keep_new=collect)
         self._writer = StoreWriter(
-            store, self._cache, self._secrets, batch_size=flush_every, interval_s=flush_interval_s
-        )
+            store, self._cache, self._secrets, batch_size=flush_every, interval_s=flush_interval_s,
+            collect=collect,
+        )  # fmt: skip
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -129,6 +145,26 @@ class ModelLayer:
     def flush(self) -> None:
         """Write buffered trace rows and cache entries to the store."""
         self._writer.flush()
+
+    def take_sample(self, sample_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``collect`` mode: the (trace rows, new cache rows) of one sample's calls."""
+        return self._writer.take_sample(sample_id)
+
+    def drop_sample(self, sample_id: str) -> list[dict[str, Any]]:
+        """``collect`` mode: the sample's trace rows so far, and later ones are ignored."""
+        return self._writer.drop_sample(sample_id)
+
+    def seed_cache(self, entries: list[CacheEntry]) -> None:
+        """Serve these answers from memory (entries the Ray driver found for a sample)."""
+        self._cache.seed(entries)
+
+    def cached_entries(self, keys: list[str]) -> list[CacheEntry]:
+        """The cache entries of ``keys`` this layer just served (a replay's hits)."""
+        return self._cache.remembered(keys)
+
+    def cache_is_empty(self) -> bool:
+        """Whether every lookup would miss (then a replay before dispatch is pointless)."""
+        return not self.use_cache or self._cache.is_empty()
 
     def close(self) -> None:
         self.flush()
@@ -318,6 +354,8 @@ class ModelLayer:
                     role=role,
                 )
                 return self._finish(hit, row, sent, meta, started, parsed_json=entry.parsed_json)
+            if self.cache_only:
+                raise CacheMiss(key)
         token = CALL_KEY.set(key)  # a batch request's custom_id derives from it
         try:
             result, final_messages = await self._ask(

@@ -72,30 +72,41 @@ class StoreWriter:
         batch_size: int | None = 64,
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        collect: bool = False,
     ) -> None:
         self.store = store
+        #: keep rows for :meth:`take_sample` and never write them (a Ray actor, whose rows the
+        #: driver commits; a driver's cache replay, whose rows are kept only when it completes)
+        self.collect = collect
         self.cache = cache
         self.secrets = secrets
         self.batch_size = None if batch_size is None else max(1, batch_size)
         self.interval_s = interval_s
         self._clock = clock
         self._rows: list[dict[str, Any]] = []
+        self._dropped: set[str] = set()
         self._lock = threading.Lock()
         self._last_flush = clock()
 
     def add(self, row: dict[str, Any]) -> None:
         """Queue one trace row (redacted now, while the secrets are known)."""
-        if self.store is None:
+        if self.store is None and not self.collect:
             return
         for name in REDACTED_FIELDS:
             value = row.get(name)
             if isinstance(value, str):
                 row[name] = redact(value, self.secrets)
         with self._lock:
+            if row.get("sample_id") in self._dropped:
+                return
             self._rows.append(row)
-            due = self.batch_size is not None and (
-                len(self._rows) >= self.batch_size
-                or self._clock() - self._last_flush >= self.interval_s
+            due = (
+                not self.collect
+                and self.batch_size is not None
+                and (
+                    len(self._rows) >= self.batch_size
+                    or self._clock() - self._last_flush >= self.interval_s
+                )
             )
         if due:
             self.flush()
@@ -112,17 +123,38 @@ class StoreWriter:
         in the same transaction as the stage results written from them.
         """
         self._last_flush = self._clock()
-        if self.store is None:
+        if self.store is None or self.collect:
             return None
-        cache_rows = self.cache.take_pending()
-        for row in cache_rows:
-            for name in ("raw_output", "parsed_json"):
-                row[name] = redact(row[name], self.secrets)
+        cache_rows = self._redacted(self.cache.take_pending())
         with self._lock:
             rows, self._rows = self._rows, []
         if not rows and not cache_rows:
             return None
         return rows, cache_rows
+
+    def take_sample(self, sample_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(trace rows, new cache rows) of one sample's calls, handed over and forgotten
+        (``collect`` mode: they travel with the sample to the process that holds the store)."""
+        with self._lock:
+            rows = [r for r in self._rows if r.get("sample_id") == sample_id]
+            self._rows = [r for r in self._rows if r.get("sample_id") != sample_id]
+        made = {r["cache_key"] for r in rows if r.get("status") == "ok" and not r.get("cache_hit")}
+        return rows, self._redacted(self.cache.take_pending(made)) if made else []
+
+    def drop_sample(self, sample_id: str) -> list[dict[str, Any]]:
+        """``collect`` mode: hand over the sample's trace rows and ignore any that still come
+        (an abandoned replay's parallel branches may finish after it ended)."""
+        with self._lock:
+            self._dropped.add(sample_id)
+            rows = [r for r in self._rows if r.get("sample_id") == sample_id]
+            self._rows = [r for r in self._rows if r.get("sample_id") != sample_id]
+        return rows
+
+    def _redacted(self, cache_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in cache_rows:
+            for name in ("raw_output", "parsed_json"):
+                row[name] = redact(row[name], self.secrets)
+        return cache_rows
 
     def write(self, store: Store, taken: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> int:
         """Insert what :meth:`take` handed over (inside the caller's transaction)."""

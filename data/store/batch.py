@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from data.store.store import OnConflict, Store
@@ -37,6 +38,24 @@ class PendingSource(Protocol):
     def restore(self, taken: Any) -> None: ...
 
 
+class RowQueue(Protocol):
+    """Where typed writes are queued (``records.queue_*``): a :class:`BatchWriter`, or a
+    :class:`SampleWrites` in a process that does not hold the store."""
+
+    def add(
+        self,
+        table: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        on_conflict: OnConflict = "error",
+        key: str | None = None,
+    ) -> None: ...
+
+    def delete(self, table: str, column: str, value: Any) -> None: ...
+
+    def update(self, table: str, key: str, row: Mapping[str, Any]) -> None: ...
+
+
 class BatchWriter:
     """Thread-safe buffer of writes for one :class:`Store`.
 
@@ -48,7 +67,8 @@ class BatchWriter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._lock = threading.Lock()
+        # re-entrant: :meth:`atomically` holds it around several queueing calls
+        self._lock = threading.RLock()
         self._statements: list[tuple[str, Sequence[Any]]] = []
         self._rows: dict[tuple[str, OnConflict], list[Mapping[str, Any]]] = {}
         self._keyed: dict[tuple[str, OnConflict, str], dict[Any, Mapping[str, Any]]] = {}
@@ -56,6 +76,12 @@ class BatchWriter:
         self._updates: dict[tuple[str, str, tuple[str, ...]], dict[Any, Mapping[str, Any]]] = {}
         self._sources: list[PendingSource] = []
         self.flushes = 0
+
+    def atomically(self) -> AbstractContextManager[Any]:
+        """Hold off flushes while several writes are queued (``with writer.atomically():``),
+        so they commit in the same transaction: a Ray driver applies a sample's shipped rows
+        this way, and a crash never leaves half of them in the store."""
+        return self._lock
 
     def attach(self, source: PendingSource) -> None:
         """Commit ``source``'s rows in each flush's transaction, after this writer's own."""
@@ -148,3 +174,72 @@ class BatchWriter:
             raise
         self.flushes += 1
         return held
+
+
+#: one queued write as :class:`SampleWrites` keeps it: (method, positional args, keyword args)
+Write = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+class SampleWrites:
+    """A :class:`RowQueue` that keeps each sample's writes apart instead of committing them.
+
+    Why: a process that does not hold the store (a Ray actor) runs the pipeline with this in
+    place of the run's :class:`BatchWriter`; when a sample finishes, :meth:`take` hands over
+    exactly that sample's writes, which the driver replays (:func:`replay`) into its own writer.
+    Every per-sample row carries ``sample_id`` (deletions and updates are keyed by it), which
+    is how a write is routed; anything else is refused rather than guessed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._writes: dict[str, list[Write]] = {}
+        self._dropped: set[str] = set()
+
+    def _keep(self, sample_id: Any, write: Write) -> None:
+        if not isinstance(sample_id, str):
+            raise ValueError(f"{write[0]} on {write[1][0]}: a per-sample write needs a sample_id")
+        with self._lock:
+            if sample_id not in self._dropped:
+                self._writes.setdefault(sample_id, []).append(write)
+
+    def add(
+        self,
+        table: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        on_conflict: OnConflict = "error",
+        key: str | None = None,
+    ) -> None:
+        by_sample: dict[Any, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            by_sample.setdefault(row.get("sample_id"), []).append(dict(row))
+        for sample_id, batch in by_sample.items():
+            self._keep(sample_id, ("add", (table, batch), {"on_conflict": on_conflict, "key": key}))
+
+    def delete(self, table: str, column: str, value: Any) -> None:
+        if column != "sample_id":
+            raise ValueError(f"delete on {table}.{column}: only per-sample deletions are kept")
+        self._keep(value, ("delete", (table, column, value), {}))
+
+    def update(self, table: str, key: str, row: Mapping[str, Any]) -> None:
+        self._keep(row.get("sample_id"), ("update", (table, key, dict(row)), {}))
+
+    def take(self, sample_id: str) -> list[Write]:
+        """The sample's writes in queue order (and forget them)."""
+        with self._lock:
+            return self._writes.pop(sample_id, [])
+
+    def drop(self, sample_id: str) -> None:
+        """Forget the sample's writes, and ignore any that still come (an abandoned replay's
+        parallel branches may finish after it ended)."""
+        with self._lock:
+            self._writes.pop(sample_id, None)
+            self._dropped.add(sample_id)
+
+
+def replay(writes: Sequence[Write], writer: RowQueue) -> None:
+    """Queue ``writes`` (from :meth:`SampleWrites.take`) in ``writer``, in their order."""
+    for method, args, kwargs in writes:
+        if method not in ("add", "delete", "update"):
+            raise ValueError(f"not a queued write: {method}")
+        getattr(writer, method)(*args, **kwargs)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from data.policy_models import Policy
-from data.store.batch import BatchWriter
+from data.store.batch import RowQueue
 from data.store.store import OnConflict, Store, to_json, utcnow
 
 
@@ -136,7 +136,7 @@ def register_samples(
 
 
 def queue_sample_outcome(
-    writer: BatchWriter,
+    writer: RowQueue,
     outcome: Mapping[str, Any],
     explanations: Sequence[Mapping[str, Any]] = (),
     qa_items: Sequence[Mapping[str, Any]] = (),
@@ -151,12 +151,12 @@ def queue_sample_outcome(
     writer.add("qa_items", qa_items)
 
 
-def queue_stage_output(writer: BatchWriter, row: Mapping[str, Any]) -> None:
+def queue_stage_output(writer: RowQueue, row: Mapping[str, Any]) -> None:
     """Queue one stage result (a re-run's row with the same ``output_id`` replaces it)."""
     writer.add("stage_outputs", [row], on_conflict="replace", key="output_id")
 
 
-def queue_critiques(writer: BatchWriter, rows: Sequence[Mapping[str, Any]]) -> None:
+def queue_critiques(writer: RowQueue, rows: Sequence[Mapping[str, Any]]) -> None:
     """Queue the critic's checks of one attempt (same ``critique_id`` replaces)."""
     writer.add("critiques", rows, on_conflict="replace", key="critique_id")
 
@@ -169,6 +169,18 @@ def record_calls(
         store.insert("llm_cache", cache_entries, on_conflict="ignore")
     if calls:
         store.insert("llm_calls", calls, on_conflict="ignore")
+
+
+def queue_calls(
+    writer: RowQueue,
+    calls: Sequence[Mapping[str, Any]],
+    cache_entries: Sequence[Mapping[str, Any]],
+) -> None:
+    """Queue model-call traces and new cache entries that another process made (a Ray actor's,
+    shipped with its sample): written as :func:`record_calls` writes them, at the next flush."""
+    # keyed: two actors may ship the same new entry, and one insert must not hold a key twice
+    writer.add("llm_cache", cache_entries, on_conflict="ignore", key="cache_key")
+    writer.add("llm_calls", calls, on_conflict="ignore")
 
 
 # --------------------------------------------------------------------------- judging

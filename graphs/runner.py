@@ -217,7 +217,13 @@ class GenerationRun:
                 name=self.config.run or self.run_id,
                 kind="generate",
                 config=config_record,
-                role_bindings=self.model_config.record(),
+                # the roles this run asks (the judge, the moderator and the other pipeline's
+                # stages are bound by `all=` too, but never called here)
+                role_bindings={
+                    role: binding
+                    for role, binding in self.model_config.record().items()
+                    if role in self.roles()
+                },
                 policy_name=",".join(policies),
                 policy_sha256=",".join(p.sha256 for p in policies.values()),
                 rule_variants=",".join(

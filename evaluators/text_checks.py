@@ -67,7 +67,7 @@ def find_loop(text: str) -> str | None:
     # where enough words in a row occur that often, which in most texts is nowhere.
     tally = Counter(tokens)
     counts = [tally[t] for t in tokens]
-    twice = bytes(c >= 2 for c in counts)
+    twice = bytes(map((2).__le__, counts))  # 1 where the word occurs at least twice
     for k in range(1, min(12, n // 2) + 1):
         need = _tandem_copies(k)
         if _ONES[: k * need] not in twice:
@@ -89,7 +89,7 @@ def find_loop(text: str) -> str | None:
                 return f"writes the sentence '{_clip(sentence.strip())}' twice"
             seen.add(key)
     for size, most in ((8, 3), (5, 5)):
-        if _ONES[:size] not in bytes(c >= most for c in counts):
+        if _ONES[:size] not in bytes(map(most.__le__, counts)):
             continue
         grams = Counter(tuple(tokens[i : i + size]) for i in range(n - size + 1))
         gram, times = grams.most_common(1)[0]
@@ -267,19 +267,28 @@ _JSON_RESIDUE: tuple[tuple[re.Pattern[str], str], ...] = (
 _PLAIN_ENGLISH = {"minimum", "maximum"}
 
 
-#: for each pattern above, characters of which every match it reports holds one: a text with
-#: none of them is not scanned for it (prose rarely has braces, colons or underscores, and the
-#: critic reads every text of every sample). The schema keywords all hold one of ``LIPOM``
-#: (``minLength``, ``anyOf``, ``exclusiveMinimum``...) or ``$``; bare ``minimum`` and
-#: ``maximum`` are never reported.
-_RESIDUE_HINTS = ("{}", "[]{}", ":", "$LIPOM", ":", "_")
+#: for each pattern above, strings of which every match it reports holds one: a text with none
+#: of them is not scanned for that pattern (prose rarely has braces, colons or underscores, and
+#: the critic reads every text of every sample). Every schema keyword reported holds one of the
+#: fourth entry (bare ``minimum`` and ``maximum`` never are).
+_RESIDUE_HINTS: tuple[tuple[str, ...], ...] = (
+    ("{", "}"),
+    ("[", "]", "{", "}"),
+    (":",),
+    ("Length", "Items", "Properties", "Of", "exclusiveM", "$"),
+    (":",),
+    ("_",),
+)
 
 
 def json_residue(text: str) -> str | None:
     """What JSON or schema residue the text contains, quoted, or None."""
     for (pattern, what), hints in zip(_JSON_RESIDUE, _RESIDUE_HINTS, strict=True):
-        if not any(c in text for c in hints):
-            continue
+        for hint in hints:
+            if hint in text:
+                break
+        else:
+            continue  # no match of this pattern is possible
         for match in pattern.finditer(text):
             found = match.group(0)
             if found.lower() in _PLAIN_ENGLISH:
@@ -396,6 +405,7 @@ def check_key_elements(elements: Sequence[str], description: str) -> Check:
 
 # ----------------------------------------------------------------------------- Q-A answers
 
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 _BARE_YES_NO = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)
 _DANGLING = frozenset((
     "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "because",
@@ -411,7 +421,7 @@ _YES_NO_FORM = re.compile(
 def text_problem(text: str) -> str | None:
     """Why a question, option or answer is not a usable text: empty, only punctuation, or
     carrying JSON residue (``No'}], ``)."""
-    if not re.search(r"[^\W_]", text):
+    if not _LETTER_OR_DIGIT.search(text):
         return "is empty or only punctuation"
     residue = json_residue(text)
     return f"contains {residue}" if residue else None

@@ -14,9 +14,10 @@ served from the cache ("14 calls from cache, 0 tokens spent").
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,15 +122,25 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
     )
 
 
+#: the progress line takes new figures at most this often (rich redraws it 10 times a second):
+#: at 32 samples in flight a run finishes hundreds of calls a second, and each update takes the
+#: display's lock on the event loop. Every call is still counted (``CallTally``) at once.
+UPDATE_INTERVAL_S = 0.1
+
+
 class RunReporter:
     """Steps before the samples, then the live progress line; counts calls for the summary."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
         self.tally = CallTally()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._outcomes = {"accepted": 0, "rejected": 0, "failed": 0}
+        self._clock = clock
+        self._updated_at = -math.inf
+        self._advance = 0  # samples finished since the last update of the display
+        self._cost: float | None = None
 
     @contextmanager
     def step(self, what: str) -> Iterator[list[str]]:
@@ -160,6 +171,7 @@ class RunReporter:
             try:
                 yield
             finally:
+                self._refresh(force=True)  # the last line shows the final figures
                 self._progress, self._task = None, None
 
     def on_call(self, stage: str, result: Any) -> None:
@@ -169,17 +181,26 @@ class RunReporter:
     def on_sample(self, status: str, cost_usd: float) -> None:
         if status in self._outcomes:
             self._outcomes[status] += 1
-        self._refresh(advance=1, cost=cost_usd)
+        self._advance += 1
+        self._cost = cost_usd
+        self._refresh()
 
-    def _refresh(self, advance: int = 0, cost: float | None = None) -> None:
+    def _refresh(self, *, force: bool = False) -> None:
+        """Hand the display the current figures, at most every :data:`UPDATE_INTERVAL_S`
+        unless ``force``."""
         if self._progress is None or self._task is None:
             return
+        now = self._clock()
+        if not force and now - self._updated_at < UPDATE_INTERVAL_S:
+            return
+        self._updated_at = now
         t = self.tally
         fields: dict[str, Any] = {**self._outcomes, "calls": t.calls, "cached": t.cached,
                                   "tokens": t.tokens, "last": t.last}  # fmt: skip
-        if cost is not None:
-            fields["cost"] = cost
-        self._progress.update(self._task, advance=advance, **fields)
+        if self._cost is not None:
+            fields["cost"] = self._cost
+        self._progress.update(self._task, advance=self._advance, **fields)
+        self._advance = 0
 
 
 # ---------------------------------------------------------------------------- the end

@@ -56,7 +56,7 @@ class CallTally:
     calls: int = 0
     cached: int = 0
     tokens: int = 0
-    last: str = ""
+    _last: tuple[str, bool, int, int, float] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, stage: str, result: Any) -> None:
@@ -68,11 +68,18 @@ class CallTally:
             self.calls += 1
             self.cached += cached
             self.tokens += tokens_in + tokens_out
-            if cached:
-                self.last = f"{stage}: from cache"
-            else:
-                speed = f", {tokens_out / seconds:.1f} tok/s" if seconds > 0 and tokens_out else ""
-                self.last = f"{stage}: {tokens_in}+{tokens_out} tok in {seconds:.1f} s{speed}"
+            self._last = (stage, cached, tokens_in, tokens_out, seconds)
+
+    @property
+    def last(self) -> str:
+        """The last call in words (written when shown, not for every call)."""
+        if self._last is None:
+            return ""
+        stage, cached, tokens_in, tokens_out, seconds = self._last
+        if cached:
+            return f"{stage}: from cache"
+        speed = f", {tokens_out / seconds:.1f} tok/s" if seconds > 0 and tokens_out else ""
+        return f"{stage}: {tokens_in}+{tokens_out} tok in {seconds:.1f} s{speed}"
 
 
 class ReportingRecorder:

@@ -141,4 +141,6 @@ def test_the_progress_line_is_updated_at_most_every_interval_and_ends_exact(
     final = updates[-1]
     assert final["advance"] == 2 and final["accepted"] == 2 and final["rejected"] == 1
     assert final["cost"] == 1.0 and final["tokens"] == 41 * 12
-    assert "3/3" in out.getvalue().splitlines()[-1] and "41 calls" in out.getvalue()
+    last_line = out.getvalue().splitlines()[-1]
+    assert "3/3" in last_line and "41 calls" in last_line
+    assert "critic: 10+2 tok in 0.1 s, 40.0 tok/s" in last_line  # the last call, in words

@@ -94,7 +94,14 @@ def lemma(word: str) -> str:
 
 def words(text: str) -> list[str]:
     """Lower-case word tokens: letters and digits, with an inner apostrophe kept (``don't``)."""
-    return _WORD.findall(text.lower().replace("\u2019", "'"))
+    return list(_tokens(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tokens(text: str) -> tuple[str, ...]:
+    """:func:`words`, memoised: the critic's checks read each text of a sample several times
+    (loops, schema echoes, lemmas, the last word)."""
+    return tuple(_WORD.findall(text.lower().replace("\u2019", "'")))
 
 
 def content_lemmas(text: str) -> list[str]:

@@ -52,6 +52,10 @@ def _tandem_copies(k: int) -> int:
     return 4 if k == 1 else 3 if k <= 4 else 2
 
 
+#: (run length k, copies in a row that make a loop) for the runs :func:`find_loop` looks for
+_TANDEM = tuple((k, _tandem_copies(k)) for k in range(1, 13))
+
+
 def find_loop(text: str) -> str | None:
     """A description of the looping in ``text``, or None.
 
@@ -68,9 +72,9 @@ def find_loop(text: str) -> str | None:
     tally = Counter(tokens)
     counts = [tally[t] for t in tokens]
     twice = bytes(map((2).__le__, counts))  # 1 where the word occurs at least twice
-    for k in range(1, min(12, n // 2) + 1):
-        need = _tandem_copies(k)
-        if _ONES[: k * need] not in twice:
+    longest = max(map(len, twice.split(b"\0")))  # most words in a row that occur again
+    for k, need in _TANDEM[: n // 2]:
+        if k * need > longest:
             continue
         # same[j] == 1 where word j equals word j + k: the k words at i are followed by c
         # copies of themselves exactly where same[i : i + c * k] is all ones, so the first run

@@ -285,8 +285,14 @@ _RESIDUE_HINTS: tuple[tuple[str, ...], ...] = (
 )
 
 
+#: any hint of any pattern: one scan that clears most texts (questions, options, answers)
+_ANY_HINT = re.compile("|".join(map(re.escape, dict.fromkeys(itertools.chain(*_RESIDUE_HINTS)))))
+
+
 def json_residue(text: str) -> str | None:
     """What JSON or schema residue the text contains, quoted, or None."""
+    if not _ANY_HINT.search(text):
+        return None
     for (pattern, what), hints in zip(_JSON_RESIDUE, _RESIDUE_HINTS, strict=True):
         for hint in hints:
             if hint in text:

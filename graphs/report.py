@@ -4,7 +4,8 @@ While it runs: each preparation step as it happens (manifest checked, models loa
 times), then one progress line that moves with every model call, not only when a sample ends
 (samples done, accepted/rejected/failed, calls and how many came from the cache, tokens so far,
 the last call's stage and tokens, elapsed time and ETA). A slow local model spends a minute or
-more on one sample; a bar that only moves per sample looks stuck.
+more on one sample; a bar that only moves per sample looks stuck. (Every call is counted as it
+finishes; the line takes the new figures at most ten times a second, as often as it is redrawn.)
 
 When it ends: every sample's status with the one-line reason, one accepted record printed in
 full in the LLaVA form ``icm export`` writes, where the exports go, and whether the calls were

@@ -62,9 +62,10 @@ async def ask_role(
     extra: dict[str, Any] = {}
     if images and variables.get("has_image"):
         # what the layer sends instead if the endpoint answers that its model takes no images:
-        # the prompt for a model that cannot see (it leans on the detector evidence)
+        # the prompt for a model that cannot see (it leans on the detector evidence), rendered
+        # only if that happens
         blind = {**variables, "has_image": False}
-        extra["text_only"] = [
+        extra["text_only"] = lambda: [
             Message(role="system", text=system.render(**blind)),
             Message(role="user", text=user.render(**blind)),
         ]

@@ -10,6 +10,7 @@ needs. Keys are not always English words; never show them to a user.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -60,10 +61,17 @@ mouth". Negations are not stopwords."""
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
+_POSSESSIVE = re.compile(r"'s$|s'$|'$")
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def lemma(word: str) -> str:
-    """The matching key of one word (see the module docstring)."""
+    """The matching key of one word (see the module docstring).
+
+    Memoised: the critic reduces the same few hundred words (the policy's synonyms, the
+    common words of every description) for every sample."""
     w = word.lower()
-    w = re.sub(r"'s$|s'$|'$", "", w)
+    w = _POSSESSIVE.sub("", w)
     w = _IRREGULAR.get(w, w)
     if len(w) > 4 and w.endswith("ies"):
         w = w[:-3] + "y"
@@ -86,7 +94,14 @@ def lemma(word: str) -> str:
 
 def words(text: str) -> list[str]:
     """Lower-case word tokens: letters and digits, with an inner apostrophe kept (``don't``)."""
-    return _WORD.findall(text.lower().replace("\u2019", "'"))
+    return list(_tokens(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tokens(text: str) -> tuple[str, ...]:
+    """:func:`words`, memoised: the critic's checks read each text of a sample several times
+    (loops, schema echoes, lemmas, the last word)."""
+    return tuple(_WORD.findall(text.lower().replace("\u2019", "'")))
 
 
 def content_lemmas(text: str) -> list[str]:

@@ -17,7 +17,9 @@ checks over a pipeline state.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,10 +42,18 @@ def _clip(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
+#: enough ones for the longest run :func:`find_loop` looks for (12 words, 2 copies)
+_ONES = b"\1" * 64
+
+
 def _tandem_copies(k: int) -> int:
     """Copies in a row of a k-word run that make a loop: 4 of one word ("very very very
     very"), 3 of a short phrase, 2 of a run as long as a clause."""
     return 4 if k == 1 else 3 if k <= 4 else 2
+
+
+#: (run length k, copies in a row that make a loop) for the runs :func:`find_loop` looks for
+_TANDEM = tuple((k, _tandem_copies(k)) for k in range(1, 13))
 
 
 def find_loop(text: str) -> str | None:
@@ -55,25 +65,38 @@ def find_loop(text: str) -> str | None:
     """
     tokens = words(text)
     n = len(tokens)
-    for k in range(1, min(12, n // 2) + 1):
-        need = _tandem_copies(k)
-        i = 0
-        while i + k * need <= n:
-            copies = 1
-            while tokens[i + copies * k : i + (copies + 1) * k] == tokens[i : i + k]:
-                copies += 1
-            if copies >= need:
-                return f"repeats '{' '.join(tokens[i : i + k])}' {copies} times in a row"
-            i += 1
-    seen: set[tuple[str, ...]] = set()
-    for sentence in _SENTENCES.split(text):
-        key = tuple(words(sentence))
-        if len(key) >= 5 and key in seen:
-            return f"writes the sentence '{_clip(sentence.strip())}' twice"
-        seen.add(key)
+    # Each shape is a run of words that occurs again, so every word of it occurs at least
+    # twice in the text (three or five times for the last shape). The critic runs this on
+    # every text of every sample: the words are counted once, and a shape is looked for only
+    # where enough words in a row occur that often, which in most texts is nowhere.
+    tally = Counter(tokens)
+    counts = [tally[t] for t in tokens]
+    twice = bytes(map((2).__le__, counts))  # 1 where the word occurs at least twice
+    longest = max(map(len, twice.split(b"\0")))  # most words in a row that occur again
+    for k, need in _TANDEM[: n // 2]:
+        if k * need > longest:
+            continue
+        # same[j] == 1 where word j equals word j + k: the k words at i are followed by c
+        # copies of themselves exactly where same[i : i + c * k] is all ones, so the first run
+        # of k * (need - 1) ones is the first loop of this length.
+        same = bytes(map(operator.eq, tokens, tokens[k:]))
+        i = same.find(_ONES[: k * (need - 1)])
+        if i >= 0:
+            end = same.find(b"\0", i)
+            copies = 1 + ((len(same) if end < 0 else end) - i) // k
+            return f"repeats '{' '.join(tokens[i : i + k])}' {copies} times in a row"
+    if _ONES[:5] in twice:  # a sentence's words are a run of the text's words
+        seen: set[tuple[str, ...]] = set()
+        for sentence in _SENTENCES.split(text):
+            key = tuple(words(sentence))
+            if len(key) >= 5 and key in seen:
+                return f"writes the sentence '{_clip(sentence.strip())}' twice"
+            seen.add(key)
     for size, most in ((8, 3), (5, 5)):
+        if _ONES[:size] not in bytes(map(most.__le__, counts)):
+            continue
         grams = Counter(tuple(tokens[i : i + size]) for i in range(n - size + 1))
-        gram, times = grams.most_common(1)[0] if grams else ((), 0)
+        gram, times = grams.most_common(1)[0]
         if times >= most:
             return f"writes '{' '.join(gram)}' {times} times"
     return None
@@ -103,7 +126,7 @@ _VERDICT_LINE = re.compile(r"\b(verdict|conclusion|label|answer)\s*:\s*$", re.IG
 _NEGATED = re.compile(r"\b(not|never|neither|nor|hardly)\b|n't\b", re.IGNORECASE)
 _BREAK = re.compile(r"[,;:()\u2014]|\s-\s|\b(but|and|yet|so|because|however)\b", re.IGNORECASE)
 _SIDE_BY_SIDE = re.compile(r"^\s*([,/;|]|-|or|and|vs\.?)?\s*$", re.IGNORECASE)
-_SENTENCE_START = re.compile(r"[.!?\n]")
+_CONDITIONAL = re.compile(r"\b(whether|if)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,18 @@ class LabelStatement:
     start: int
 
 
+@functools.lru_cache(maxsize=256)
+def _label_pattern(label: str) -> re.Pattern[str]:
+    return re.compile(r"\b" + re.escape(label.lower()) + r"\b")
+
+
+def _sentence_start(text: str, before: int) -> int:
+    """Where the sentence holding position ``before`` starts: after the last ``.!?`` or line
+    break before it (0 when there is none)."""
+    return max(text.rfind(".", 0, before), text.rfind("!", 0, before),
+               text.rfind("?", 0, before), text.rfind("\n", 0, before)) + 1  # fmt: skip
+
+
 def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
     """Occurrences of the labels, sorted; one inside a longer label's occurrence (``sexy`` in
     ``not sexy``) is left out."""
@@ -122,7 +157,7 @@ def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
     spans = [
         (m.start(), m.end(), label)
         for label in set(labels)
-        for m in re.finditer(r"\b" + re.escape(label.lower()) + r"\b", lowered)
+        for m in _label_pattern(label).finditer(lowered)
     ]
     kept = [
         (s, e, label)
@@ -141,13 +176,17 @@ def label_statements(text: str, labels: Iterable[str]) -> list[LabelStatement]:
     ``Conclusion:``. A clause that hedges ("might be seen as sexy", "although it is sexy to
     some") states nothing, and nor does a label used as an adjective ("a sexy atmosphere").
     """
+    return _statements(text, label_spans(text, labels))
+
+
+def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelStatement]:
+    """:func:`label_statements` over spans already found."""
     out = []
-    for start, _end, label in label_spans(text, labels):
-        sentence_start = max((m.end() for m in _SENTENCE_START.finditer(text, 0, start)), default=0)
-        before = text[sentence_start:start]
+    for start, _end, label in spans:
+        before = text[_sentence_start(text, start) : start]
         breaks = list(_BREAK.finditer(before))
         clause = before[breaks[-1].end() :] if breaks else before
-        if _VERDICT_LINE.search(before):
+        if ":" in before and _VERDICT_LINE.search(before):  # the pattern ends in a colon
             out.append(LabelStatement(label, True, start))
         elif _STATING.search(clause) and not _HEDGE.search(clause):
             out.append(LabelStatement(label, not _NEGATED.search(clause), start))
@@ -157,8 +196,13 @@ def label_statements(text: str, labels: Iterable[str]) -> list[LabelStatement]:
 def stated_labels(text: str, labels: Sequence[str]) -> list[str]:
     """Distinct labels the text affirms, in order of first statement. With exactly two labels
     a denial affirms the other one ("is not considered sexy" states "not sexy")."""
+    return _affirmed(label_statements(text, labels), labels)
+
+
+def _affirmed(statements: Iterable[LabelStatement], labels: Sequence[str]) -> list[str]:
+    """:func:`stated_labels` over statements already read."""
     found: list[str] = []
-    for statement in label_statements(text, labels):
+    for statement in statements:
         label: str | None = statement.label
         if not statement.affirmed:
             others = [other for other in labels if other != statement.label]
@@ -171,14 +215,15 @@ def stated_labels(text: str, labels: Sequence[str]) -> list[str]:
 def side_by_side_labels(text: str, labels: Iterable[str]) -> tuple[str, str] | None:
     """Two different labels next to each other ("sexy, not sexy", "sexy/not sexy", "sexy or
     not sexy"), outside a "whether"/"if" clause."""
-    spans = label_spans(text, labels)
+    return _side_by_side(text, label_spans(text, labels))
+
+
+def _side_by_side(text: str, spans: Sequence[tuple[int, int, str]]) -> tuple[str, str] | None:
+    """:func:`side_by_side_labels` over spans already found."""
     for (s1, e1, a), (s2, _e2, b) in itertools.pairwise(spans):
-        if a != b and _SIDE_BY_SIDE.match(text[e1:s2]):
-            sentence_start = max(
-                (m.end() for m in _SENTENCE_START.finditer(text, 0, s1)), default=0
-            )
-            if not re.search(r"\b(whether|if)\b", text[sentence_start:s1], re.IGNORECASE):
-                return a, b
+        between, sentence = text[e1:s2], text[_sentence_start(text, s1) : s1]
+        if a != b and _SIDE_BY_SIDE.match(between) and not _CONDITIONAL.search(sentence):
+            return a, b
     return None
 
 
@@ -188,11 +233,12 @@ def check_states_one_label(stage: str, text: str, labels: Sequence[str], where: 
 
     A text whose only label is its conclusion passes; so does one that states no label.
     """
-    pair = side_by_side_labels(text, labels)
+    spans = label_spans(text, labels)  # found once for both readings below
+    pair = _side_by_side(text, spans)
     if pair:
         msg = f"{where} states '{pair[0]}' and '{pair[1]}' side by side; state one verdict"
         return Check("states_one_label", stage, False, msg)
-    stated = stated_labels(text, labels)
+    stated = _affirmed(_statements(text, spans), labels)
     if len(stated) > 1:
         both = " and ".join(f"'{label}'" for label in stated)
         msg = f"{where} states both {both}; state one verdict, once"
@@ -225,9 +271,34 @@ _JSON_RESIDUE: tuple[tuple[re.Pattern[str], str], ...] = (
 _PLAIN_ENGLISH = {"minimum", "maximum"}
 
 
+#: for each pattern above, strings of which every match it reports holds one: a text with none
+#: of them is not scanned for that pattern (prose rarely has braces, colons or underscores, and
+#: the critic reads every text of every sample). Every schema keyword reported holds one of the
+#: fourth entry (bare ``minimum`` and ``maximum`` never are).
+_RESIDUE_HINTS: tuple[tuple[str, ...], ...] = (
+    ("{", "}"),
+    ("[", "]", "{", "}"),
+    (":",),
+    ("Length", "Items", "Properties", "Of", "exclusiveM", "$"),
+    (":",),
+    ("_",),
+)
+
+
+#: any hint of any pattern: one scan that clears most texts (questions, options, answers)
+_ANY_HINT = re.compile("|".join(map(re.escape, dict.fromkeys(itertools.chain(*_RESIDUE_HINTS)))))
+
+
 def json_residue(text: str) -> str | None:
     """What JSON or schema residue the text contains, quoted, or None."""
-    for pattern, what in _JSON_RESIDUE:
+    if not _ANY_HINT.search(text):
+        return None
+    for (pattern, what), hints in zip(_JSON_RESIDUE, _RESIDUE_HINTS, strict=True):
+        for hint in hints:
+            if hint in text:
+                break
+        else:
+            continue  # no match of this pattern is possible
         for match in pattern.finditer(text):
             found = match.group(0)
             if found.lower() in _PLAIN_ENGLISH:
@@ -262,12 +333,21 @@ _ECHO_WORDS = 6
 words) may be written in good prose, "The mood or atmosphere the image conveys" is not."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _echo_needle(description: str) -> str | None:
+    """A schema description as it is looked for in a text's words (`` w1 w2 ... ``), or None
+    when it is too short to count; the same few descriptions come back for every text."""
+    wanted = words(description)
+    return f" {' '.join(wanted)} " if len(wanted) >= _ECHO_WORDS else None
+
+
 def schema_echo(text: str, schema: Iterable[str]) -> str | None:
     """The first schema description the text copies word for word, or None."""
-    tokens = words(text)
+    # Words never contain a space, so a run of words is a substring of the space-joined words.
+    haystack = f" {' '.join(words(text))} "
     for description in schema:
-        wanted = words(description)
-        if len(wanted) >= _ECHO_WORDS and contains_phrase(tokens, wanted):
+        needle = _echo_needle(description)
+        if needle is not None and needle in haystack:
             return description
     return None
 
@@ -335,6 +415,7 @@ def check_key_elements(elements: Sequence[str], description: str) -> Check:
 
 # ----------------------------------------------------------------------------- Q-A answers
 
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 _BARE_YES_NO = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)
 _DANGLING = frozenset((
     "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "because",
@@ -350,7 +431,7 @@ _YES_NO_FORM = re.compile(
 def text_problem(text: str) -> str | None:
     """Why a question, option or answer is not a usable text: empty, only punctuation, or
     carrying JSON residue (``No'}], ``)."""
-    if not re.search(r"[^\W_]", text):
+    if not _LETTER_OR_DIGIT.search(text):
         return "is empty or only punctuation"
     residue = json_residue(text)
     return f"contains {residue}" if residue else None

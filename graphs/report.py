@@ -4,7 +4,8 @@ While it runs: each preparation step as it happens (manifest checked, models loa
 times), then one progress line that moves with every model call, not only when a sample ends
 (samples done, accepted/rejected/failed, calls and how many came from the cache, tokens so far,
 the last call's stage and tokens, elapsed time and ETA). A slow local model spends a minute or
-more on one sample; a bar that only moves per sample looks stuck.
+more on one sample; a bar that only moves per sample looks stuck. (Every call is counted as it
+finishes; the line takes the new figures at most ten times a second, as often as it is redrawn.)
 
 When it ends: every sample's status with the one-line reason, one accepted record printed in
 full in the LLaVA form ``icm export`` writes, where the exports go, and whether the calls were
@@ -14,9 +15,10 @@ served from the cache ("14 calls from cache, 0 tokens spent").
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +57,7 @@ class CallTally:
     calls: int = 0
     cached: int = 0
     tokens: int = 0
-    last: str = ""
+    _last: tuple[str, bool, int, int, float] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set(self, calls: int, cached: int, tokens: int) -> None:
@@ -72,11 +74,18 @@ class CallTally:
             self.calls += 1
             self.cached += cached
             self.tokens += tokens_in + tokens_out
-            if cached:
-                self.last = f"{stage}: from cache"
-            else:
-                speed = f", {tokens_out / seconds:.1f} tok/s" if seconds > 0 and tokens_out else ""
-                self.last = f"{stage}: {tokens_in}+{tokens_out} tok in {seconds:.1f} s{speed}"
+            self._last = (stage, cached, tokens_in, tokens_out, seconds)
+
+    @property
+    def last(self) -> str:
+        """The last call in words (written when shown, not for every call)."""
+        if self._last is None:
+            return ""
+        stage, cached, tokens_in, tokens_out, seconds = self._last
+        if cached:
+            return f"{stage}: from cache"
+        speed = f", {tokens_out / seconds:.1f} tok/s" if seconds > 0 and tokens_out else ""
+        return f"{stage}: {tokens_in}+{tokens_out} tok in {seconds:.1f} s{speed}"
 
 
 class ReportingRecorder:
@@ -126,15 +135,25 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
     )
 
 
+#: the progress line takes new figures at most this often (rich redraws it 10 times a second):
+#: at 32 samples in flight a run finishes hundreds of calls a second, and each update takes the
+#: display's lock on the event loop. Every call is still counted (``CallTally``) at once.
+UPDATE_INTERVAL_S = 0.1
+
+
 class RunReporter:
     """Steps before the samples, then the live progress line; counts calls for the summary."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
         self.tally = CallTally()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._outcomes = {"accepted": 0, "rejected": 0, "failed": 0}
+        self._clock = clock
+        self._updated_at = -math.inf
+        self._advance = 0  # samples finished since the last update of the display
+        self._cost: float | None = None
 
     @contextmanager
     def step(self, what: str) -> Iterator[list[str]]:
@@ -167,6 +186,7 @@ class RunReporter:
             try:
                 yield
             finally:
+                self._refresh(force=True)  # the last line shows the final figures
                 self._progress, self._task = None, None
 
     def set_total(self, total: int) -> None:
@@ -181,17 +201,26 @@ class RunReporter:
     def on_sample(self, status: str, cost_usd: float) -> None:
         if status in self._outcomes:
             self._outcomes[status] += 1
-        self._refresh(advance=1, cost=cost_usd)
+        self._advance += 1
+        self._cost = cost_usd
+        self._refresh()
 
-    def _refresh(self, advance: int = 0, cost: float | None = None) -> None:
+    def _refresh(self, *, force: bool = False) -> None:
+        """Hand the display the current figures, at most every :data:`UPDATE_INTERVAL_S`
+        unless ``force``."""
         if self._progress is None or self._task is None:
             return
+        now = self._clock()
+        if not force and now - self._updated_at < UPDATE_INTERVAL_S:
+            return
+        self._updated_at = now
         t = self.tally
         fields: dict[str, Any] = {**self._outcomes, "calls": t.calls, "cached": t.cached,
                                   "tokens": t.tokens, "last": t.last}  # fmt: skip
-        if cost is not None:
-            fields["cost"] = cost
-        self._progress.update(self._task, advance=advance, **fields)
+        if self._cost is not None:
+            fields["cost"] = self._cost
+        self._progress.update(self._task, advance=self._advance, **fields)
+        self._advance = 0
 
 
 # ---------------------------------------------------------------------------- the end

@@ -64,14 +64,29 @@ def layer_for(server: FakeOpenAIServer, store: Store | None, sleep: SleepRecorde
     return ModelLayer(config, store, run_id="run-i", sleep=sleep)
 
 
-def describe(layer: ModelLayer, sample: str, *, with_text_only: bool = True) -> Any:
+def describe(
+    layer: ModelLayer,
+    sample: str,
+    *,
+    with_text_only: bool = True,
+    rendered: list[str] | None = None,
+) -> Any:
+    """One describer call; with ``rendered``, its text-only request is passed as a function
+    (as ``agents.role_call`` does) that notes the sample in ``rendered`` when it is called."""
     image = _image()
+
+    def render_text_only() -> list[Message]:
+        assert rendered is not None
+        rendered.append(sample)
+        return [SYSTEM, Message("user", blind(sample))]
 
     async def go() -> Any:
         sees = await layer.sees_images("describer")
         text = seeing(sample) if sees else blind(sample)
         messages = [SYSTEM, Message("user", text, (image,))]
-        text_only = [SYSTEM, Message("user", blind(sample))]
+        text_only: Any = [SYSTEM, Message("user", blind(sample))]
+        if rendered is not None:
+            text_only = render_text_only
         extra = {"text_only": text_only} if sees and with_text_only else {}
         return await layer.call(
             role="describer",
@@ -125,6 +140,18 @@ def test_a_text_only_endpoint_gets_a_text_only_retry_and_is_remembered(
     assert retried["sample_id"] == "s-1"
     assert (straight["sample_id"], straight["image_mode"]) == ("s-2", "none (text-only model)")
     assert first.call_id == retried["call_id"]
+
+
+def test_a_text_only_request_given_as_a_function_is_rendered_only_when_needed(
+    fake_keys, openai_server, no_sleep
+):
+    rendered: list[str] = []
+    assert describe(layer_for(openai_server, None, no_sleep), "s-1", rendered=rendered).ok
+    assert rendered == []  # the endpoint took the image: no text-only prompt was rendered
+    with FakeOpenAIServer(text_only="vllm") as server:
+        assert describe(layer_for(server, None, no_sleep), "s-2", rendered=rendered).ok
+        retry = server.chat_requests()[1].body
+    assert rendered == ["s-2"] and retry["messages"][1]["content"] == blind("s-2")
 
 
 def test_without_a_text_only_prompt_the_image_is_dropped_from_the_same_messages(

@@ -8,17 +8,25 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fakes import FakeOpenAIServer
 from fakes.icm_responder import ICMResponder
 from rich.console import Console
+from rich.progress import Progress
 from test_generate import FAST, make_manifest
 
 from data.store import Store
 from data.store.outcomes import SampleOutcome
 from graphs.config import load_config
-from graphs.report import cache_line, one_line_reason, print_final_report
+from graphs.report import (
+    UPDATE_INTERVAL_S,
+    RunReporter,
+    cache_line,
+    one_line_reason,
+    print_final_report,
+)
 from graphs.runner import GenerationRun, RunSummary
 
 
@@ -104,3 +112,39 @@ def test_one_line_reasons() -> None:
     assert len(long) == 110 and long.endswith("…")
     assert cache_line(3, 1, 40) == "3 model calls (1 from cache), 40 tokens spent"
     assert RunSummary("r", Path("db")).bad_rows == []
+
+
+def test_the_progress_line_is_updated_at_most_every_interval_and_ends_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hundreds of calls a second must not each take the display's lock; every call is still
+    counted, and the line left on screen shows the final figures."""
+    updates: list[dict] = []
+    real_update = Progress.update
+
+    def spy(self: Progress, task: object, **fields: object) -> None:
+        updates.append(fields)
+        real_update(self, task, **fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Progress, "update", spy)
+    now = [0.0]
+    out = io.StringIO()
+    reporter = RunReporter(Console(file=out, width=250, color_system=None), clock=lambda: now[0])
+    result = SimpleNamespace(input_tokens=10, output_tokens=2, cache_hit=False, latency_ms=50.0)
+    with reporter.samples("run", 3):
+        for _ in range(40):  # all within one interval: only the first call reaches the display
+            reporter.on_call("explainer", result)
+        reporter.on_sample("accepted", 0.5)
+        assert len(updates) == 1 and updates[0]["calls"] == 1
+        now[0] += UPDATE_INTERVAL_S
+        reporter.on_call("critic", result)
+        assert len(updates) == 2 and updates[1]["calls"] == 41 and updates[1]["advance"] == 1
+        reporter.on_sample("rejected", 0.75)
+        reporter.on_sample("accepted", 1.0)
+    assert reporter.tally.calls == 41
+    final = updates[-1]
+    assert final["advance"] == 2 and final["accepted"] == 2 and final["rejected"] == 1
+    assert final["cost"] == 1.0 and final["tokens"] == 41 * 12
+    last_line = out.getvalue().splitlines()[-1]
+    assert "3/3" in last_line and "41 calls" in last_line
+    assert "critic: 10+2 tok in 0.1 s, 40.0 tok/s" in last_line  # the last call, in words

@@ -57,6 +57,10 @@ from prompts import PromptTemplate
 
 T = TypeVar("T", bound=BaseModel)
 
+TextOnly = list[Message] | Callable[[], list[Message]]
+"""A call's request for a model that cannot see, or the function that renders it (called only
+when that request is needed)."""
+
 #: the concurrency cap of a ``delivery=batch`` role: its requests wait for a round, all at once
 BATCH_SLOTS = 1_000_000
 
@@ -79,7 +83,14 @@ class _Ask(Generic[T]):
     messages: list[Message]
     prompt_hash: str | None
     trace: dict[str, Any]
-    text_only: list[Message] | None
+    text_only: TextOnly | None
+
+    def blind(self) -> list[Message]:
+        """The request for a model that cannot see: ``text_only`` (rendered now if it was
+        given as a function), else the same messages without their images."""
+        if self.text_only is None:
+            return without_images(self.messages)
+        return self.text_only() if callable(self.text_only) else self.text_only
 
 
 class ModelLayer:
@@ -206,7 +217,7 @@ class ModelLayer:
         sample_id: str | None = None,
         stage: str | None = None,
         attempt: int = 1,
-        text_only: list[Message] | None = None,
+        text_only: TextOnly | None = None,
     ) -> CallResult[T]:
         """Ask the model bound to ``role`` for a ``schema`` object; model errors never raise.
 
@@ -214,8 +225,8 @@ class ModelLayer:
         temperature or :data:`REFUSAL_RETRY_TEMPERATURE` when that is 0), then the role's
         ``fallback`` model once; only then the call ends ``refused``. ``text_only``: the same
         request rendered for a model that cannot see (no images), sent when the endpoint
-        answers that its model takes no images (default: ``messages`` without their images).
-        Every attempt is its own trace row.
+        answers that its model takes no images (default: ``messages`` without their images); a
+        function returning it is called only then. Every attempt is its own trace row.
         """
         binding = self.config.for_role(role)
         prompt_id, prompt_hash = prompt_identity(prompt)
@@ -266,11 +277,11 @@ class ModelLayer:
         attempt again text-only (its trace row says ``image_mode``: text-only retry)."""
         messages = ask.messages
         if ask.text_only is not None and not await self._binding_sees(binding, ask.role):
-            messages = ask.text_only  # learned during this call (a refusal retry after it)
+            messages = ask.blind()  # learned during this call (a refusal retry after it)
         result = await self._call_binding(binding, ask, messages, extra, temperature)
         if result.error_kind != "images_unsupported":
             return result
-        text = ask.text_only if ask.text_only is not None else without_images(ask.messages)
+        text = ask.blind()
         extra = {**extra, "images_rejected": result.call_id}
         return await self._call_binding(
             binding, ask, text, extra, temperature, image_mode=IMAGE_MODE_TEXT_RETRY

@@ -1,0 +1,126 @@
+"""The fast paths of the garbage checks (evaluators/text_checks.py) give the verdicts of the
+plain definitions they replace.
+
+The critic runs ``find_loop`` and ``json_residue`` on every text of every sample, so both skip
+work that cannot find anything (a loop needs words that occur again; each residue pattern needs
+one of a few characters). These tests keep the plain definitions, written the obvious way, and
+compare them with the real functions on thousands of seeded random texts built to hit every
+shape: loops of every length planted at random places, repeated sentences and phrases, JSON
+fragments and schema keywords among ordinary words.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+from evaluators.lemmas import words
+from evaluators.text_checks import _JSON_RESIDUE, _PLAIN_ENGLISH, _SENTENCES, find_loop
+from evaluators.text_checks import json_residue as fast_json_residue
+
+_WORDS = ("the", "image", "is", "sexy", "not", "a", "woman", "citing", "description", "very",
+          "red", "lips", "and", "it", "was", "shows", "alpha", "beta", "gamma", "minimum", "type",
+          "key_elements")  # fmt: skip
+_BITS = ("{", "}", "[", "]", "'", '"', "`", ":", '"key":', "minLength", "anyOf", "$ref",
+         "$schema", "exclusiveMinimum", "maximum", "Properties :", "REQUIRED:", "enum:",
+         "yes_no", "items\":", "I", "Map", "LIP")  # fmt: skip
+
+
+def plain_find_loop(text: str) -> str | None:
+    """``find_loop`` as first written: every start and length tried, slice against slice."""
+    tokens = words(text)
+    n = len(tokens)
+    for k in range(1, min(12, n // 2) + 1):
+        need = 4 if k == 1 else 3 if k <= 4 else 2
+        i = 0
+        while i + k * need <= n:
+            copies = 1
+            while tokens[i + copies * k : i + (copies + 1) * k] == tokens[i : i + k]:
+                copies += 1
+            if copies >= need:
+                return f"repeats '{' '.join(tokens[i : i + k])}' {copies} times in a row"
+            i += 1
+    seen: set[tuple[str, ...]] = set()
+    for sentence in _SENTENCES.split(text):
+        key = tuple(words(sentence))
+        if len(key) >= 5 and key in seen:
+            clipped = sentence.strip()
+            clipped = clipped if len(clipped) <= 100 else clipped[:97].rstrip() + "..."
+            return f"writes the sentence '{clipped}' twice"
+        seen.add(key)
+    for size, most in ((8, 3), (5, 5)):
+        grams = Counter(tuple(tokens[i : i + size]) for i in range(n - size + 1))
+        gram, times = grams.most_common(1)[0] if grams else ((), 0)
+        if times >= most:
+            return f"writes '{' '.join(gram)}' {times} times"
+    return None
+
+
+def plain_json_residue(text: str) -> str | None:
+    """``json_residue`` as first written: every pattern scanned over every text."""
+    for pattern, what in _JSON_RESIDUE:
+        for match in pattern.finditer(text):
+            if match.group(0).lower() not in _PLAIN_ENGLISH:
+                return f"{what} ('{match.group(0).strip()}')"
+    return None
+
+
+#: each shape at its smallest, between words that occur once (no run longer than the shape)
+EDGES = [
+    "one two three four five. Alpha beta. One two three four five.",
+    "one two three four. Alpha beta. One two three four.",
+    " ".join(f"a b c d e x{i}" for i in range(5)),
+    " ".join(f"a b c d e x{i}" for i in range(4)),
+    " ".join(f"a b c d e f g h x{i}" for i in range(3)),
+    " ".join(f"a b c d e f g h x{i}" for i in range(2)),
+    "x so so so so y",
+    "x so so so y",
+    "x a b a b a b y",
+    "x a b a b y",
+    "u " + "a b c d e f g h i j k l " * 2 + "v",
+    "u " + "a b c d e f g h i j k l m " * 2 + "v",
+]
+
+
+def random_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = list(EDGES)
+    for _ in range(count):
+        shape = rng.randrange(3)
+        vocab = _WORDS[: rng.randint(3, len(_WORDS))]
+        if shape == 0:  # a run of words planted several times in a row
+            body = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
+            run = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 13)))
+            at = rng.randint(0, len(body))
+            texts.append(" ".join(body[:at] + [run] * rng.randint(1, 5) + body[at:]))
+        elif shape == 1:  # sentences drawn from a small pool: repeats, far apart or not
+            pool = [
+                " ".join(rng.choice(vocab) for _ in range(rng.randint(3, 10)))
+                for _ in range(rng.randint(2, 6))
+            ]
+            sep = rng.choice([". ", "! ", "\n", "? ", ", ", " "])
+            texts.append(sep.join(rng.choice(pool) for _ in range(rng.randint(1, 8))))
+        else:  # JSON bits and schema words among ordinary words
+            parts = [rng.choice(_BITS) if rng.random() < 0.15 else rng.choice(vocab)
+                     for _ in range(rng.randint(0, 30))]  # fmt: skip
+            texts.append(" ".join(parts) if rng.random() < 0.5 else "".join(parts))
+    return texts
+
+
+def test_find_loop_matches_its_plain_definition() -> None:
+    texts = random_texts(13, 4000)
+    found = [find_loop(t) for t in texts]
+    assert found == [plain_find_loop(t) for t in texts]
+    # the texts exercise every shape, and clean texts too
+    kinds = Counter(re.sub(r" '.*", "", f) if f else None for f in found)
+    assert kinds["repeats"] > 500 and kinds["writes the sentence"] > 50 and kinds[None] > 500
+    assert any(f and re.match(r"writes '[^']*' \d+ times$", f) for f in found)
+
+
+def test_json_residue_matches_its_plain_definition() -> None:
+    texts = random_texts(31, 4000)
+    found = [fast_json_residue(t) for t in texts]
+    assert found == [plain_json_residue(t) for t in texts]
+    kinds = Counter(f.split(" (")[0] if f else None for f in found)
+    assert len(kinds) == 6  # five kinds of residue, and texts without any

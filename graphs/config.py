@@ -23,8 +23,6 @@ from data.policy_models import PolicyError
 from data.store import DEFAULT_DB_PATH, StoreError
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
-#: what ``python graphs/generate.py`` runs with no manifest, config or --role
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "offline_demo.yaml"
 
 
 class QAConfig(BaseModel):

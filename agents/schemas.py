@@ -114,7 +114,8 @@ def description_model(lengths: Lengths = FULL) -> type[DescriptionValue]:
             Field(
                 min_length=1,
                 max_length=6,
-                description="Short noun phrases for the visible elements that matter.",
+                description="Short noun phrases for the visible elements that matter, each "
+                "in the description's own words.",
             ),
         ),
     )

@@ -60,7 +60,7 @@ class GenerateConfig(BaseModel):
     qa: QAConfig = Field(default_factory=QAConfig)
     max_stage_retries: int = Field(2, ge=0, le=10)
     max_rules: int | None = Field(None, ge=1)
-    text_length: Literal["full", "short"] = "full"
+    text_length: Literal["full", "medium", "short"] = "full"
     llm_critic: bool = True
     perception: bool = True
 

@@ -23,7 +23,7 @@ def test_qwen_profile_when_the_extra_is_installed() -> None:
     cfg = load_config(choice.config, {})
     assert cfg.roles == {"all": QWEN_KEY}
     # what the 1-of-14 demo profile lacked: bounds long enough for qwen's texts, and a retry
-    assert cfg.text_length == "full" and cfg.max_stage_retries >= 1
+    assert cfg.text_length == "medium" and cfg.max_stage_retries >= 1
 
 
 def test_smollm2_profile_otherwise_and_the_line_says_how_to_get_qwen() -> None:

@@ -37,21 +37,27 @@ class _Recorded(Exception):
     pass
 
 
-@pytest.mark.parametrize("installed", [True, False])
-def test_generate_without_arguments_runs_the_chosen_profile(
-    installed: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[GenerateConfig] = []
+@pytest.fixture
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[GenerateConfig]:
+    """The configurations ``generate`` starts runs with; the run itself stops at once."""
+    configs: list[GenerateConfig] = []
 
     class RecordingRun:
         def __init__(self, config: GenerateConfig, console: Any = None) -> None:
-            seen.append(config)
+            configs.append(config)
 
         async def run(self) -> Any:
             raise _Recorded
 
-    monkeypatch.setattr(graphs.demo, "qwen_available", lambda: installed)
     monkeypatch.setattr(graphs.runner, "GenerationRun", RecordingRun)
+    return configs
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_generate_without_arguments_runs_the_chosen_profile(
+    installed: bool, seen: list[GenerateConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(graphs.demo, "qwen_available", lambda: installed)
     result = CliRunner().invoke(app, [], env={"COLUMNS": "300"})
     assert isinstance(result.exception, _Recorded)
     (cfg,) = seen
@@ -65,18 +71,10 @@ def test_generate_without_arguments_runs_the_chosen_profile(
         assert "[qwen]" in result.output
 
 
-def test_a_role_on_the_command_line_is_not_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[GenerateConfig] = []
-
-    class RecordingRun:
-        def __init__(self, config: GenerateConfig, console: Any = None) -> None:
-            seen.append(config)
-
-        async def run(self) -> Any:
-            raise _Recorded
-
+def test_a_role_on_the_command_line_is_not_the_demo(
+    seen: list[GenerateConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(graphs.demo, "qwen_available", lambda: True)
-    monkeypatch.setattr(graphs.runner, "GenerationRun", RecordingRun)
     result = CliRunner().invoke(app, ["--role", "all=local:smollm2"])
     assert isinstance(result.exception, _Recorded)
     assert seen[0].roles == {"all": "local:smollm2"} and seen[0].text_length == "full"

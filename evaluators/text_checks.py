@@ -376,22 +376,28 @@ def _items(qa: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
             yield kind, item
 
 
-def qa_problems(qa: Mapping[str, Any]) -> list[str]:
+_LETTER_ONLY = re.compile(r"^\W*[A-Da-d]\W*$")
+
+
+def qa_problems(qa: Mapping[str, Any], answer_limit: int | None = None) -> list[str]:
     """Unusable texts in a Q-A set in the pipeline's shape (``yes_no``, ``multiple_choice``,
     ``what``, ``how`` lists of items with ``question`` and ``answer``/``options``): empty,
-    punctuation or JSON residue anywhere; a question without '?'; an open answer that breaks
-    off."""
+    punctuation or JSON residue anywhere; a question without '?'; an option that is only a
+    letter (qwen wrote the options "A", "B", "C", "D"); an open answer that breaks off, on a
+    dangling word or, without a sentence end, at ``answer_limit`` (where decoding cut it)."""
     problems = []
     for kind, item in _items(qa):
         question = str(item.get("question", ""))
         why = text_problem(question)
-        # a question may end inside its closing quote: "... question 'Is it sexy?'"
-        if why is None and not question.rstrip().rstrip("'\"’”)").endswith("?"):
+        # a question may end inside its closing quote: "... question 'Is it sexy?'" or "'... ? '"
+        if why is None and not question.rstrip().rstrip("'\"’”)").rstrip().endswith("?"):
             why = "is not a question (no '?')"
         if why:
             problems.append(f"the question '{question}' {why}")
         for option in (str(o) for o in item.get("options") or []):
-            why = text_problem(option)
+            why = text_problem(option) or (
+                "is only a letter, not an answer" if _LETTER_ONLY.match(option) else None
+            )
             if why:
                 problems.append(f"an option of '{question}' ('{option}') {why}")
         if kind in ("what", "how"):
@@ -399,14 +405,20 @@ def qa_problems(qa: Mapping[str, Any]) -> list[str]:
             why = text_problem(answer) or (
                 fragment_problem(answer) if is_open_question(question) else None
             )
+            if (
+                why is None
+                and answer_limit
+                and not check_complete_text("qa_writer", answer, "", answer_limit).passed
+            ):
+                why = "breaks off at the length limit"
             if why:
                 problems.append(f"the {kind} answer '{answer}' to '{question}' {why}")
     return problems
 
 
-def check_qa_well_formed(qa: Mapping[str, Any]) -> Check:
+def check_qa_well_formed(qa: Mapping[str, Any], answer_limit: int | None = None) -> Check:
     """Every question, option and open answer must be a complete, plain text."""
-    problems = qa_problems(qa)
+    problems = qa_problems(qa, answer_limit)
     return Check("qa_well_formed", "qa_writer", not problems, "; ".join(problems))
 
 
@@ -514,11 +526,12 @@ def garbage_checks(
     state: Mapping[str, Any],
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
+    answer_limit: int | None = None,
 ) -> list[Check]:
     """Every check above over a pipeline state (the critic's input): the description and key
     elements (unless the description was given), the context, each rule's explanation, the
     Q-A set. ``schema``: the output schemas' field descriptions (:func:`schema_texts`), which
-    a prose field must not copy."""
+    a prose field must not copy; ``*_limit``: the length bounds decoding enforced."""
     checks: list[Check] = []
     sample = state.get("sample")
     given = sample is not None and getattr(sample, "given_description", None) is not None
@@ -548,7 +561,7 @@ def garbage_checks(
         checks.append(check_complete_text("explainer", argument, where, explanation_limit))
     qa = state.get("qa")
     if qa:
-        checks.append(check_qa_well_formed(qa))
+        checks.append(check_qa_well_formed(qa, answer_limit))
         checks.append(check_qa_fits_kind(qa))
     return checks
 
@@ -559,11 +572,12 @@ def with_garbage_checks(
     checks: Sequence[Check],
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
+    answer_limit: int | None = None,
 ) -> list[Check]:
     """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
     one of the same name and stage there: ``attributes_mentioned`` reads the policy's
     synonyms and lemmas instead of words cut from the value's description."""
-    extra = garbage_checks(policy, state, schema, explanation_limit)
+    extra = garbage_checks(policy, state, schema, explanation_limit, answer_limit)
     replaced = {(c.name, c.stage) for c in extra}
     return [c for c in checks if (c.name, c.stage) not in replaced] + extra
 

@@ -168,16 +168,26 @@ def stated_labels(text: str, labels: Sequence[str]) -> list[str]:
     return found
 
 
+#: a sentence that denies what it lists: "does not raise any concerns about hate, violence,
+#: sexual, nudity" argues for "safe" by naming every other label
+_LIST_DENIED = re.compile(
+    r"\b(whether|if|not|no|never|neither|nor|without|free of|absence of|lack of)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
 def side_by_side_labels(text: str, labels: Iterable[str]) -> tuple[str, str] | None:
     """Two different labels next to each other ("sexy, not sexy", "sexy/not sexy", "sexy or
-    not sexy"), outside a "whether"/"if" clause."""
+    not sexy"), outside a "whether"/"if" clause and outside a sentence that denies them (a
+    "not"/"no"/"without" before the first of the two: a label of its own, "not sexy", does not
+    count, it is a label span)."""
     spans = label_spans(text, labels)
     for (s1, e1, a), (s2, _e2, b) in itertools.pairwise(spans):
         if a != b and _SIDE_BY_SIDE.match(text[e1:s2]):
             sentence_start = max(
                 (m.end() for m in _SENTENCE_START.finditer(text, 0, s1)), default=0
             )
-            if not re.search(r"\b(whether|if)\b", text[sentence_start:s1], re.IGNORECASE):
+            if not _LIST_DENIED.search(text[sentence_start:s1]):
                 return a, b
     return None
 

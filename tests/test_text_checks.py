@@ -349,6 +349,30 @@ CAMERA = "A person in a grey coat stands on a quiet street, holding a camera up 
 
 GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (
+        "qwen2.5-1.5b: a denial that lists the other labels (rocket.jpg, R2)",
+        "general_safety",
+        explainer(
+            "The image does not raise any concerns about hate, violence, sexual, nudity, "
+            "weapons, substance abuse, self-harm, animal cruelty, disaster, or safety. The "
+            "content is entirely neutral and does not involve any explicit or potentially "
+            "harmful elements. Therefore, based on the rule R2, the image is judged safe.",
+            rule="R2",
+            verdict="safe",
+        ),
+    ),
+    (
+        "qwen2.5-1.5b: 'does not contain ... violence, sexual themes' (rocket.jpg, R2 redo)",
+        "general_safety",
+        explainer(
+            "The image does not contain any explicit content, violence, sexual themes, nudity, "
+            "weapons, substance abuse, self-harm, animal cruelty, disaster, or any other "
+            "potentially harmful elements. It is a peaceful scene with a missile and a drilling "
+            "platform, which are both neutral and non-threatening.",
+            rule="R2",
+            verdict="safe",
+        ),
+    ),
+    (
         "qwen2.5-1.5b: a question that ends inside its closing quote",
         "horrifying",
         qa(

@@ -23,11 +23,30 @@ from agents.schemas import (
 )
 from agents.stages import Inputs, StageCall, StageSpec
 from data.policy_models import Policy
+from evaluators.text_checks import attribute_mentions
+
+#: synonyms shown per annotated attribute: enough to show the kind of words, short enough for
+#: a 2-core prefill
+HINT_PHRASES = 4
 
 
 def category_attributes_text(policy: Policy, category: str) -> str:
     """``region=upper, exposure=leg`` for prompts and checks."""
     return ", ".join(f"{k}={v}" for k, v in policy.categories[category].attributes.items())
+
+
+def attribute_hints(policy: Policy, category: str) -> str:
+    """``region=upper (e.g. upper body, upper, chest, breast)``: the words the critic accepts as
+    mentioning each annotated attribute (:func:`evaluators.text_checks.attribute_mentions`).
+
+    A model describing from detector evidence alone was told the annotation but not that the
+    description must say it: "a person in a military uniform" was rejected for never
+    mentioning region=upper. Attributes without phrases ("subject=none") need no mention."""
+    return "; ".join(
+        f"{key} (e.g. {', '.join(phrases[:HINT_PHRASES])})"
+        for key, phrases in attribute_mentions(policy, category).items()
+        if phrases
+    )
 
 
 def description_schema(
@@ -60,6 +79,7 @@ async def describe(
         "category": category,
         "category_attributes": category_attributes_text(policy, category) if category else "",
         "category_description": policy.categories[category].description if category else "",
+        "attribute_hints": attribute_hints(policy, category) if category else "",
         "category_choices": ", ".join(policy.categories),
         "evidence": evidence_text,
         "feedback": feedback,

@@ -37,7 +37,13 @@ class Lengths:
 FULL = Lengths()
 SHORT = Lengths(description=350, element=40, context_field=120, explanation=450, question=120,
                 answer=120, option=60)  # fmt: skip
-LENGTH_PROFILES: dict[str, Lengths] = {"full": FULL, "short": SHORT}
+#: ``FULL`` with the explanation bound at 1,000 characters: the longest bound llama.cpp's grammar
+#: can enforce (``providers.local_llamacpp.MAX_GRAMMAR_LENGTH``). Above it the bound is left to
+#: validation, and a 1.5B model that loops under greedy decoding runs to ``max_tokens`` (seen:
+#: one explanation, three attempts of 1,024 tokens each, 11 minutes); within it a loop is cut
+#: at the bound and the critic sends the text back.
+MEDIUM = Lengths(explanation=1000)
+LENGTH_PROFILES: dict[str, Lengths] = {"full": FULL, "medium": MEDIUM, "short": SHORT}
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ def description_model(lengths: Lengths = FULL) -> type[DescriptionValue]:
             Field(
                 min_length=1,
                 max_length=6,
-                description="Short noun phrases for the visible elements that matter.",
+                description="Distinct short noun phrases for the visible elements that "
+                "matter, each in the description's own words.",
             ),
         ),
     )

@@ -126,7 +126,6 @@ _VERDICT_LINE = re.compile(r"\b(verdict|conclusion|label|answer)\s*:\s*$", re.IG
 _NEGATED = re.compile(r"\b(not|never|neither|nor|hardly)\b|n't\b", re.IGNORECASE)
 _BREAK = re.compile(r"[,;:()\u2014]|\s-\s|\b(but|and|yet|so|because|however)\b", re.IGNORECASE)
 _SIDE_BY_SIDE = re.compile(r"^\s*([,/;|]|-|or|and|vs\.?)?\s*$", re.IGNORECASE)
-_CONDITIONAL = re.compile(r"\b(whether|if)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -212,9 +211,19 @@ def _affirmed(statements: Iterable[LabelStatement], labels: Sequence[str]) -> li
     return found
 
 
+#: a sentence that denies what it lists: "does not raise any concerns about hate, violence,
+#: sexual, nudity" argues for "safe" by naming every other label
+_LIST_DENIED = re.compile(
+    r"\b(whether|if|not|no|never|neither|nor|without|free of|absence of|lack of)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
 def side_by_side_labels(text: str, labels: Iterable[str]) -> tuple[str, str] | None:
     """Two different labels next to each other ("sexy, not sexy", "sexy/not sexy", "sexy or
-    not sexy"), outside a "whether"/"if" clause."""
+    not sexy"), outside a "whether"/"if" clause and outside a sentence that denies them (a
+    "not"/"no"/"without" before the first of the two: a label of its own, "not sexy", does not
+    count, it is a label span)."""
     return _side_by_side(text, label_spans(text, labels))
 
 
@@ -222,7 +231,7 @@ def _side_by_side(text: str, spans: Sequence[tuple[int, int, str]]) -> tuple[str
     """:func:`side_by_side_labels` over spans already found."""
     for (s1, e1, a), (s2, _e2, b) in itertools.pairwise(spans):
         between, sentence = text[e1:s2], text[_sentence_start(text, s1) : s1]
-        if a != b and _SIDE_BY_SIDE.match(between) and not _CONDITIONAL.search(sentence):
+        if a != b and _SIDE_BY_SIDE.match(between) and not _LIST_DENIED.search(sentence):
             return a, b
     return None
 
@@ -457,22 +466,28 @@ def _items(qa: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
             yield kind, item
 
 
-def qa_problems(qa: Mapping[str, Any]) -> list[str]:
+_LETTER_ONLY = re.compile(r"^\W*[A-Da-d]\W*$")
+
+
+def qa_problems(qa: Mapping[str, Any], answer_limit: int | None = None) -> list[str]:
     """Unusable texts in a Q-A set in the pipeline's shape (``yes_no``, ``multiple_choice``,
     ``what``, ``how`` lists of items with ``question`` and ``answer``/``options``): empty,
-    punctuation or JSON residue anywhere; a question without '?'; an open answer that breaks
-    off."""
+    punctuation or JSON residue anywhere; a question without '?'; an option that is only a
+    letter (qwen wrote the options "A", "B", "C", "D"); an open answer that breaks off, on a
+    dangling word or, without a sentence end, at ``answer_limit`` (where decoding cut it)."""
     problems = []
     for kind, item in _items(qa):
         question = str(item.get("question", ""))
         why = text_problem(question)
-        # a question may end inside its closing quote: "... question 'Is it sexy?'"
-        if why is None and not question.rstrip().rstrip("'\"’”)").endswith("?"):
+        # a question may end inside its closing quote: "... question 'Is it sexy?'" or "'... ? '"
+        if why is None and not question.rstrip().rstrip("'\"’”)").rstrip().endswith("?"):
             why = "is not a question (no '?')"
         if why:
             problems.append(f"the question '{question}' {why}")
         for option in (str(o) for o in item.get("options") or []):
-            why = text_problem(option)
+            why = text_problem(option) or (
+                "is only a letter, not an answer" if _LETTER_ONLY.match(option) else None
+            )
             if why:
                 problems.append(f"an option of '{question}' ('{option}') {why}")
         if kind in ("what", "how"):
@@ -480,14 +495,20 @@ def qa_problems(qa: Mapping[str, Any]) -> list[str]:
             why = text_problem(answer) or (
                 fragment_problem(answer) if is_open_question(question) else None
             )
+            if (
+                why is None
+                and answer_limit
+                and not check_complete_text("qa_writer", answer, "", answer_limit).passed
+            ):
+                why = "breaks off at the length limit"
             if why:
                 problems.append(f"the {kind} answer '{answer}' to '{question}' {why}")
     return problems
 
 
-def check_qa_well_formed(qa: Mapping[str, Any]) -> Check:
+def check_qa_well_formed(qa: Mapping[str, Any], answer_limit: int | None = None) -> Check:
     """Every question, option and open answer must be a complete, plain text."""
-    problems = qa_problems(qa)
+    problems = qa_problems(qa, answer_limit)
     return Check("qa_well_formed", "qa_writer", not problems, "; ".join(problems))
 
 
@@ -595,11 +616,12 @@ def garbage_checks(
     state: Mapping[str, Any],
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
+    answer_limit: int | None = None,
 ) -> list[Check]:
     """Every check above over a pipeline state (the critic's input): the description and key
     elements (unless the description was given), the context, each rule's explanation, the
     Q-A set. ``schema``: the output schemas' field descriptions (:func:`schema_texts`), which
-    a prose field must not copy."""
+    a prose field must not copy; ``*_limit``: the length bounds decoding enforced."""
     checks: list[Check] = []
     sample = state.get("sample")
     given = sample is not None and getattr(sample, "given_description", None) is not None
@@ -629,7 +651,7 @@ def garbage_checks(
         checks.append(check_complete_text("explainer", argument, where, explanation_limit))
     qa = state.get("qa")
     if qa:
-        checks.append(check_qa_well_formed(qa))
+        checks.append(check_qa_well_formed(qa, answer_limit))
         checks.append(check_qa_fits_kind(qa))
     return checks
 
@@ -640,11 +662,12 @@ def with_garbage_checks(
     checks: Sequence[Check],
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
+    answer_limit: int | None = None,
 ) -> list[Check]:
     """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
     one of the same name and stage there: ``attributes_mentioned`` reads the policy's
     synonyms and lemmas instead of words cut from the value's description."""
-    extra = garbage_checks(policy, state, schema, explanation_limit)
+    extra = garbage_checks(policy, state, schema, explanation_limit, answer_limit)
     replaced = {(c.name, c.stage) for c in extra}
     return [c for c in checks if (c.name, c.stage) not in replaced] + extra
 

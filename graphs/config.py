@@ -26,8 +26,6 @@ from graphs.presets import GENERATE as PRESETS
 from graphs.presets import check_preset
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "data" / "samples" / "manifest.jsonl"
-#: what ``python graphs/generate.py`` runs with no manifest, config or --role
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "offline_demo.yaml"
 
 
 class QAConfig(BaseModel):
@@ -79,7 +77,7 @@ class GenerateConfig(BaseModel):
     qa: QAConfig = Field(default_factory=QAConfig)
     max_stage_retries: int = Field(2, ge=0, le=10)
     max_rules: int | None = Field(None, ge=1)
-    text_length: Literal["full", "short"] = "full"
+    text_length: Literal["full", "medium", "short"] = "full"
     llm_critic: bool = True
     perception: bool = True
     preset: Literal["paper"] | None = None

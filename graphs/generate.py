@@ -1,7 +1,8 @@
 """Generate an ICM-Instruct set: ``python graphs/generate.py`` (the same as ``icm generate``).
 
 With no arguments it runs the offline demo: the bundled samples (``data/samples``), every role
-on ``local:smollm2`` with the perception toolkit standing in for sight, written to
+on ``local:qwen2.5-1.5b`` when the ``qwen`` extra is installed, else on ``local:smollm2``
+(``graphs/demo.py`` chooses), with the perception toolkit standing in for sight, written to
 ``runs/icm.duckdb``. Re-running the same command resumes the same run.
 """
 
@@ -30,10 +31,10 @@ HELP = (
     f"Stages: {STAGES.help_chain()}, with critic-driven retries.\n\n"
     f"--preset paper: the paper's released pipeline, {PAPER_STAGES.help_chain()} (no checks, "
     "no retries; see README 'Paper vs default').\n\n"
-    "Without arguments: the offline demo on the bundled samples, every role on local:smollm2 "
-    "(SmolLM2-135M-Instruct under grammar-constrained decoding). A 135M model shows the "
-    "pipeline working; it cannot write good moderation explanations. Bind real models with "
-    "--role."
+    "Without arguments: the offline demo on the bundled samples, every role on "
+    "local:qwen2.5-1.5b (llama.cpp) when the qwen extra is installed, else on local:smollm2 "
+    "(SmolLM2-135M-Instruct: it shows the pipeline working but cannot write good moderation "
+    "explanations). The first line printed says which. Bind real models with --role."
 )
 
 
@@ -181,7 +182,8 @@ def generate_command(
     ] = None,
 ) -> None:
     # Imported on use: `icm --help` must not load the model layer.
-    from graphs.config import DEMO_CONFIG, load_config, user_errors
+    from graphs.config import load_config, user_errors
+    from graphs.demo import choose_demo
     from graphs.runner import GenerationRun
 
     console = Console(stderr=True)
@@ -215,11 +217,12 @@ def generate_command(
             overrides["role_settings"] = settings
         implicit_demo = config is None and manifest is None and not roles
         if implicit_demo:
-            config = DEMO_CONFIG
+            demo = choose_demo()
+            config = demo.config
             # Perception runs beside the model; one torch thread each holds up on a busy
             # 2-core machine where two threads per model collapse (measured).
             os.environ.setdefault("ICM_TORCH_THREADS", "1")
-            console.print(f"offline demo: bundled samples, every role on local:smollm2 ({config})")
+            console.print(demo.line, markup=False, highlight=False)
         # an explicit --preset wins over the implicit demo profile, not over a --config file
         cfg = load_config(config, overrides, preset=preset, preset_over_file=implicit_demo)
         if executor not in ("local", "ray"):

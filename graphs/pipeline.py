@@ -357,6 +357,7 @@ async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
         deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder),
         SCHEMA_TEXTS,
         explanation_limit=deps.lengths.explanation,
+        answer_limit=deps.lengths.answer,
     )
     deps.recorder.checks(state, attempt, checks, "deterministic")
     if any(not c.passed for c in checks):

@@ -349,6 +349,30 @@ CAMERA = "A person in a grey coat stands on a quiet street, holding a camera up 
 
 GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (
+        "qwen2.5-1.5b: a denial that lists the other labels (rocket.jpg, R2)",
+        "general_safety",
+        explainer(
+            "The image does not raise any concerns about hate, violence, sexual, nudity, "
+            "weapons, substance abuse, self-harm, animal cruelty, disaster, or safety. The "
+            "content is entirely neutral and does not involve any explicit or potentially "
+            "harmful elements. Therefore, based on the rule R2, the image is judged safe.",
+            rule="R2",
+            verdict="safe",
+        ),
+    ),
+    (
+        "qwen2.5-1.5b: 'does not contain ... violence, sexual themes' (rocket.jpg, R2 redo)",
+        "general_safety",
+        explainer(
+            "The image does not contain any explicit content, violence, sexual themes, nudity, "
+            "weapons, substance abuse, self-harm, animal cruelty, disaster, or any other "
+            "potentially harmful elements. It is a peaceful scene with a missile and a drilling "
+            "platform, which are both neutral and non-threatening.",
+            rule="R2",
+            verdict="safe",
+        ),
+    ),
+    (
         "qwen2.5-1.5b: a question that ends inside its closing quote",
         "horrifying",
         qa(
@@ -647,3 +671,40 @@ def test_released_explanations_with_a_code_written_conclusion() -> None:
             caught += label == other and not passed
     assert agreeing == 0
     assert caught >= 0.7 * len(records)
+
+
+# qwen2.5-1.5b's Q-A set on astronaut.jpg in the qwen demo (issue 15), verbatim
+QWEN_CUT_ANSWER = (
+    "The image shows a person with a frontal face, which is covered by clothing. The exposure "
+    "level is very low, and the person is in an appropriate image. The annotation states that "
+    "the region is upper and the exposure is normal. The conservative culture typically values "
+    "traditional and conservative aes"
+)
+QWEN_QUOTED_QUESTION = (
+    "What is the correct answer to the question 'Is the image sexy according to rule R1? '"
+)
+
+
+def test_options_that_are_only_letters_are_rejected() -> None:
+    state = qa(choice=[(QWEN_QUOTED_QUESTION, ["A", "B", "C", "D"], "D")])
+    failed = failures("icm_sexy", state)
+    assert "('A') is only a letter" in failed["qa_well_formed"]
+    # the question itself ends inside its quote, after a space: it is a question
+    assert "no '?'" not in failed["qa_well_formed"]
+    fine = qa(choice=[(QWEN_QUOTED_QUESTION, ["Yes", "No", "A bit", "Cannot tell"], "B")])
+    assert "qa_well_formed" not in failures("icm_sexy", fine)
+
+
+def test_an_open_answer_cut_at_its_length_bound_is_rejected() -> None:
+    assert len(QWEN_CUT_ANSWER) == 300  # the full and medium profiles' answer bound
+    state = qa(what=[("What is the explanation under rule R1?", QWEN_CUT_ANSWER)])
+    full = {"sample": SimpleNamespace(given_description=None), **state}
+    checks = garbage_checks(load_policy("icm_sexy"), full, SCHEMA_TEXTS, answer_limit=300)
+    (well_formed,) = [c for c in checks if c.name == "qa_well_formed"]
+    assert not well_formed.passed and "breaks off at the length limit" in well_formed.message
+    # the same answer ending in a full stop below the bound passes
+    whole = QWEN_CUT_ANSWER.rsplit(". ", 1)[0] + "."
+    state = qa(what=[("What is the explanation under rule R1?", whole)])
+    full = {"sample": SimpleNamespace(given_description=None), **state}
+    checks = garbage_checks(load_policy("icm_sexy"), full, SCHEMA_TEXTS, answer_limit=300)
+    assert all(c.passed for c in checks if c.name == "qa_well_formed")

@@ -194,8 +194,9 @@ class Evidence(_Model):
     def as_text(self) -> str:
         """Compact, grounded evidence for a text-only model (one line per finding)."""
         lines = [
-            "Detector evidence (automatic detectors, scores 0-1; they can be wrong, and they "
-            "cannot see actions, clothing details, blood or context):",
+            "Detector evidence (automatic detectors, scores 0-1; they can be wrong; actions, "
+            "clothing details, blood and context are outside what they detect, so this list "
+            "says nothing about them either way):",
             f"- image: {self.width}x{self.height} px",
         ]
         people = self.people

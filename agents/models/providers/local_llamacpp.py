@@ -7,7 +7,9 @@ it with pydantic and reports ``parse_failed`` (raw text kept) when it does not v
 cut off at ``max_tokens``. The schema also goes into the prompt, compact, so the model knows
 what each field means (the same instruction the transformers models get). Calls run on the
 model's own worker thread under its lock; a call's ``timeout`` bounds its generation, counted
-from when it gets the model.
+from when it gets the model. Greedy decoding runs with a no-repeat n-gram penalty
+(:mod:`agents.models.ngram_penalty`; ``ICM_LLAMA_NO_REPEAT_NGRAM``, ``0`` turns it off): without
+it qwen looped on a sentence until the length bound.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from agents.models.llamacpp_loading import (
     qwen_endpoint,
 )
 from agents.models.model_thread import model_worker, run_on_model_thread
+from agents.models.ngram_penalty import RepeatedNgramPenalty, ngram_size
 from agents.models.providers.local_transformers import render_chat
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
@@ -50,6 +53,11 @@ class LlamaCppProvider:
         self.supports_images = False
         self._worker = model_worker(key)
         self._load = load
+        # greedy decoding of a small model loops; see agents/models/ngram_penalty.py
+        self._ngram = ngram_size()
+        if self._ngram:
+            # the decoding differs, so the endpoint (part of the cache key and the trace) says so
+            self.endpoint = f"{endpoint} +no-repeat-{self._ngram}gram"
 
     async def complete(
         self,
@@ -78,9 +86,12 @@ class LlamaCppProvider:
         local: LlamaModel = self._load()
         grammar = schema_grammar(schema)
         chat = render_chat(messages, prompt_schema(schema), with_images=False)
+        processors: list[Any] = [RepeatedNgramPenalty(self._ngram)] if self._ngram else []
         with local.lock:
             started = time.perf_counter()
             deadline = time.monotonic() + timeout if timeout else None
+            if deadline:
+                processors.append(_deadline_check(deadline, timeout))
             raw = local.llama.create_chat_completion(
                 messages=chat,
                 grammar=grammar,
@@ -91,7 +102,7 @@ class LlamaCppProvider:
                 repeat_penalty=1.0,  # llama-cpp-python's 1.1 default penalises JSON's own syntax
                 max_tokens=params.max_tokens,
                 seed=params.seed,
-                logits_processor=[_deadline_check(deadline, timeout)] if deadline else None,
+                logits_processor=processors or None,
             )
             elapsed = time.perf_counter() - started
         return _response(raw, elapsed)

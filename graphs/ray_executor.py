@@ -61,12 +61,19 @@ class RayExecutor:
     """
 
     def __init__(
-        self, actors: int, *, on_result: Callable[[SampleResult, int], None] | None = None
+        self,
+        actors: int,
+        *,
+        on_result: Callable[[SampleResult, int], None] | None = None,
+        connect: Callable[[], None] | None = None,
     ) -> None:
         if actors < 1:
             raise RunConfigError("--workers: at least one Ray actor")
         self.actors = actors
         self.on_result = on_result
+        self.connect = connect
+        """Connects Ray when the first actor is needed (``icm generate``: a rerun with nothing
+        left, or one the cache answers, never starts a cluster); None: Ray is connected."""
         self.slots: list[_Slot] = []
         self.replaced = 0
         self.replayed = 0
@@ -90,7 +97,7 @@ class RayExecutor:
                 "process (drop --executor ray for that run)"
             )
         ray = import_ray()
-        if not ray.is_initialized():
+        if self.connect is None and not ray.is_initialized():
             raise RunConfigError("--executor ray: Ray is not connected (graphs.ray_cluster)")
         writer = run.writer
         config = run.config
@@ -137,6 +144,8 @@ class RayExecutor:
             # completely (or a rerun with nothing left) never starts them.
             nonlocal pool
             if pool is None:
+                if self.connect is not None:
+                    self.connect()  # blocks the loop for ray.init: nothing else runs yet
                 pool = asyncio.create_task(self._start_pool(ray, run, policies))
             self.slots = await asyncio.shield(pool)
             return self.slots[index]

@@ -117,6 +117,34 @@ def test_a_ray_run_equals_the_single_process_run_and_a_cached_rerun_stays_in_the
     assert cached.calls == cached.cached_calls > 0
 
 
+def test_the_command_joins_ray_only_when_a_sample_needs_an_actor(
+    ray_address: str, reference: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    """``icm generate --executor ray`` (``run_on_ray``): a rerun with nothing left starts no
+    cluster; a run with samples to do joins one (here the module's, already connected)."""
+    import graphs.ray_run as ray_run
+
+    manifest, ref = reference
+    joined: list[str | None] = []
+    real_session = ray_run.ray_session
+
+    def recording_session(address: str | None):
+        joined.append(address)
+        return real_session(address)
+
+    monkeypatch.setattr(ray_run, "ray_session", recording_session)
+    console = Console(file=io.StringIO())
+    with FakeOpenAIServer(responder=ICMResponder()) as server:
+        db = tmp_path / "cli.duckdb"
+        first = ray_run.run_on_ray(_config(manifest, db, server), 2, None, console)
+        assert first.processed == len(CATEGORIES) and joined == [None]
+        requests = len(server.chat_requests())
+        rerun = ray_run.run_on_ray(_config(manifest, db, server), 2, None, console)
+    assert rerun.processed == 0 and joined == [None]  # nothing left: Ray was never joined
+    assert len(server.chat_requests()) == requests
+    _assert_same_as_reference(db, ref)
+
+
 def test_a_killed_actor_s_samples_are_run_again_elsewhere_and_nothing_twice(
     ray_address: str, reference: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -39,11 +39,15 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shards")
     manifest = make_manifest(root / "in")
     paths = {name: root / f"{name}.duckdb" for name in ("whole", "shard0", "shard1")}
-    # One server for all three: its URL is part of the run's identity (the shard is not), and a
-    # responder without scripted faults answers every run alike.
+    # One server and one run name for all three: the name fixes the sample ids, hence the split
+    # (an id derived from the server's port would split the six samples differently each time,
+    # now and then all into one shard); a responder without scripted faults answers every run
+    # alike.
     with FakeOpenAIServer(responder=ICMResponder()) as server:
         for name, shard in (("whole", None), ("shard0", "0/2"), ("shard1", "1/2")):
-            run_pipeline(manifest, paths[name], server, shard=shard, max_stage_retries=1)
+            run_pipeline(
+                manifest, paths[name], server, shard=shard, max_stage_retries=1, run="sharded"
+            )
     return paths
 
 

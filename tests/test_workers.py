@@ -50,13 +50,15 @@ def test_two_workers_equal_one_process_and_a_rerun_has_nothing_left(tmp_path: Pa
     manifest = make_manifest(tmp_path / "in", CATEGORIES)
     with FakeOpenAIServer(responder=ICMResponder()) as server:
         reference = tmp_path / "ref.duckdb"
-        run_pipeline(manifest, reference, server)
+        # A fixed run name fixes the sample ids and so the workers' split (ids derived from the
+        # server's port would now and then put all six samples on one worker).
+        run_pipeline(manifest, reference, server, run="split")
         db = tmp_path / "workers.duckdb"
         spec = f"openai-compatible:{server.base_url}#fake-model"
         config = load_config(
             None,
             {"manifest": manifest, "db": db, "rules": ["R1", "R2"], "roles": {"all": spec},
-             "role_settings": FAST, "perception": False, "concurrency": 4},
+             "role_settings": FAST, "perception": False, "concurrency": 4, "run": "split"},
         )  # fmt: skip
         console = Console(file=io.StringIO())
         summary = run_with_workers(config, 2, console)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
 
 from agents.critic import (
     ContradictionFinder,
@@ -417,58 +418,61 @@ def state_schema(registry: StageRegistry) -> type:
 
 
 def build_graph(deps: PipelineDeps) -> Any:
-    """Compile the generation graph over ``deps.registry``'s stages."""
+    """Compile the generation graph over ``deps.registry``'s stages.
+
+    Each node names its successor itself (a LangGraph ``Command``): the routing functions above
+    decide it, applied to the state as the node leaves it. A conditional edge per node would do
+    the same at the price of one more runnable invocation per step (config, callbacks), about a
+    tenth of the graph's CPU per sample at high concurrency (``benchmarks/bench_generate.py``).
+    """
     registry = deps.registry
     graph: Any = StateGraph(state_schema(registry))  # its schema is known only at run time
-    # Each node and router is a thin binding of the top-level functions above. Routers are
-    # coroutines: LangGraph runs a plain function given as an edge on a worker thread when
-    # the graph runs async, a thread hop per edge per sample.
-    for spec in registry:
-        graph.add_node(spec.name, _bind_stage(spec, deps))
-
-    async def critic(state: SampleState) -> dict[str, Any]:
-        return await critic_node(state, deps)
-
-    async def start(state: SampleState) -> str:
-        return first_node(state, registry)
-
-    async def after_critic_router(state: SampleState) -> str:
-        return after_critic(state)
-
-    graph.add_node(CRITIC, critic)
     chains = {flag: registry.chain(flag) for flag in (False, True)}
-    graph.add_conditional_edges(START, start, sorted({c[0] for c in chains.values()}))
     for spec in registry:
         nexts = {
             flag: successor(spec.name, flag, registry)
             for flag in chains
             if spec.name in chains[flag]
         }
-        graph.add_conditional_edges(
-            spec.name, _bind_router(nexts), [*sorted(set(nexts.values())), END]
+        graph.add_node(
+            spec.name,
+            _bind_stage(spec, deps, nexts),
+            destinations=(*sorted(set(nexts.values())), END),
         )
-    graph.add_conditional_edges(CRITIC, after_critic_router, [*registry.names, END])
+
+    async def critic(state: SampleState) -> Command[str]:
+        update = await critic_node(state, deps)
+        return Command(update=update, goto=after_critic(_after(state, update)))
+
+    async def start(state: SampleState) -> str:
+        return first_node(state, registry)
+
+    graph.add_node(CRITIC, critic, destinations=(*registry.names, END))
+    graph.add_conditional_edges(START, start, sorted({c[0] for c in chains.values()}))
     return graph.compile()
 
 
+def _after(state: SampleState, update: Mapping[str, Any]) -> SampleState:
+    """The state as a node leaves it (its update over it), for routing."""
+    return typing.cast(SampleState, {**state, **update})
+
+
 def _bind_stage(
-    spec: StageSpec, deps: PipelineDeps
-) -> Callable[[SampleState], typing.Awaitable[dict[str, Any]]]:
-    async def node(state: SampleState) -> dict[str, Any]:
-        return await run_stage(spec, state, deps)
+    spec: StageSpec, deps: PipelineDeps, nexts: Mapping[bool, str]
+) -> Callable[[SampleState], typing.Awaitable[Command[str]]]:
+    async def node(state: SampleState) -> Command[str]:
+        update = await run_stage(spec, state, deps)
+        return Command(update=update, goto=next_after_stage(_after(state, update), nexts))
 
     return node
 
 
-def _bind_router(nexts: Mapping[bool, str]) -> Callable[[SampleState], typing.Awaitable[str]]:
-    """END after a failure (or a stage's own rejection), else the next node of the chain."""
-
-    async def router(state: SampleState) -> str:
-        if state.get("status") in ("failed", "rejected"):  # a stage may reject its sample
-            return END
-        return nexts[state["sample"].given_description is not None]
-
-    return router
+def next_after_stage(state: SampleState, nexts: Mapping[bool, str]) -> str:
+    """END after a failure (or a stage's own rejection), else the next node of the chain
+    (``nexts``: by whether the sample has a given description)."""
+    if state.get("status") in ("failed", "rejected"):  # a stage may reject its sample
+        return END
+    return nexts[state["sample"].given_description is not None]
 
 
 def initial_state(

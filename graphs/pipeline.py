@@ -86,6 +86,11 @@ class StageRecorder(Protocol):
                source: str) -> None: ...  # fmt: skip
 
 
+def _digest(key: str) -> str:
+    """A row id from its ``|``-joined parts: rewriting an attempt's rows overwrites them."""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
 @dataclass
 class StoreRecorder:
     """Queues each stage result for the run's next batched commit (every fraction of a second).
@@ -99,7 +104,7 @@ class StoreRecorder:
 
     @staticmethod
     def _id(*parts: object) -> str:
-        return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
+        return _digest("|".join(map(str, parts)))
 
     def stage(
         self,
@@ -136,9 +141,10 @@ class StoreRecorder:
     ) -> None:
         sample = state["sample"]
         now = utcnow()
+        key = f"{sample.sample_id}|{attempt}|{source}"  # the id's parts common to every row
         rows = [
             {
-                "critique_id": self._id(sample.sample_id, attempt, source, n, c.name, c.stage),
+                "critique_id": _digest(f"{key}|{n}|{c.name}|{c.stage}"),
                 "sample_id": sample.sample_id,
                 "run_id": sample.run_id,
                 "stage": c.stage,

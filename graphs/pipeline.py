@@ -86,6 +86,14 @@ class StageRecorder(Protocol):
                source: str) -> None: ...  # fmt: skip
 
 
+def _output_json(result: CallResult[Any]) -> str | None:
+    """The stage output's JSON: the text the model layer wrote to the call's trace row, or
+    (a result made elsewhere, e.g. a scripted layer in tests) the value serialised now."""
+    if result.value is None:
+        return None
+    return result.parsed_json or result.value.model_dump_json()
+
+
 def _digest(key: str) -> str:
     """A row id from its ``|``-joined parts: rewriting an attempt's rows overwrites them."""
     return hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -116,7 +124,6 @@ class StoreRecorder:
         feedback: str | None,
     ) -> None:
         sample = state["sample"]
-        value = result.value
         records.queue_stage_output(
             self.writer,
             {
@@ -127,8 +134,8 @@ class StoreRecorder:
                 "rule_variant": rule,
                 "attempt": attempt,
                 "status": result.status,
-                # pydantic's own serializer: the same JSON as the call's parsed_json trace
-                "output_json": value.model_dump_json() if value is not None else None,
+                # the call's parsed_json trace (pydantic's serialiser), made once per call
+                "output_json": _output_json(result),
                 "raw_text": result.raw_text,
                 "feedback": feedback,
                 "call_id": result.call_id,

@@ -22,6 +22,7 @@ from graphs.pipeline import (
     critic_node,
     first_node,
     initial_state,
+    next_after_stage,
     route,
     run_stage,
     successor,
@@ -334,6 +335,11 @@ def test_routers_follow_the_registry_chain() -> None:
     assert successor("qa_writer", False, STAGES) == CRITIC
     assert after_critic({**plain, "next_stage": "explainer"}) == "explainer"  # type: ignore[typeddict-item]
     assert after_critic({**plain, "status": "accepted"}) == "__end__"  # type: ignore[typeddict-item]
+    nexts = {False: "context_interpreter", True: "explainer"}
+    assert next_after_stage(plain, nexts) == "context_interpreter"
+    assert next_after_stage(given, nexts) == "explainer"
+    for ended in ("failed", "rejected"):  # a stage's failure (or its own rejection) ends it
+        assert next_after_stage({**plain, "status": ended}, nexts) == "__end__"  # type: ignore[typeddict-item]
     assert rule_of(Ask("explainer", "explainer:R2", 1, dict, [], None), RULES) == "R2"  # type: ignore[arg-type]
 
 

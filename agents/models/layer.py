@@ -483,6 +483,7 @@ class ModelLayer:
     ) -> CallResult[T]:
         result.call_id = row["call_id"]
         result.latency_ms = (time.perf_counter() - started) * 1000.0
+        result.parsed_json = parsed_json
         row.update(
             cache_hit=result.cache_hit,
             messages_json=to_json(messages_for_record(messages)),

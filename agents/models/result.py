@@ -49,6 +49,10 @@ class CallResult(Generic[T]):
     role asked for them (``top_logprobs``) and the API returned them. None otherwise: an API
     without them (Anthropic's), a local model, or a call that was not asked."""
 
+    parsed_json: str | None = None
+    """The value as pydantic serialised it for the call's trace row (``llm_calls.parsed_json``);
+    the stage recorder stores the same text instead of serialising the value again."""
+
     @property
     def ok(self) -> bool:
         return self.status == "ok"

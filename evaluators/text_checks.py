@@ -437,12 +437,13 @@ _YES_NO_FORM = re.compile(
 )
 
 
-def text_problem(text: str) -> str | None:
+def text_problem(text: str, *, residue_possible: bool = True) -> str | None:
     """Why a question, option or answer is not a usable text: empty, only punctuation, or
-    carrying JSON residue (``No'}], ``)."""
+    carrying JSON residue (``No'}], ``). ``residue_possible=False``: the caller already saw
+    that the text holds none of residue's characters, so it is not scanned again."""
     if not _LETTER_OR_DIGIT.search(text):
         return "is empty or only punctuation"
-    residue = json_residue(text)
+    residue = json_residue(text) if residue_possible else None
     return f"contains {residue}" if residue else None
 
 
@@ -476,23 +477,31 @@ def qa_problems(qa: Mapping[str, Any], answer_limit: int | None = None) -> list[
     letter (qwen wrote the options "A", "B", "C", "D"); an open answer that breaks off, on a
     dangling word or, without a sentence end, at ``answer_limit`` (where decoding cut it)."""
     problems = []
+    # One scan over every text of the set clears most sets of JSON residue at once (a hint
+    # cannot span the line breaks that join them); only a set with a hint is read text by text.
+    texts = (
+        str(text)
+        for _kind, item in _items(qa)
+        for text in (item.get("question", ""), item.get("answer", ""), *(item.get("options") or []))
+    )
+    hinted = bool(_ANY_HINT.search("\n".join(texts)))
     for kind, item in _items(qa):
         question = str(item.get("question", ""))
-        why = text_problem(question)
+        why = text_problem(question, residue_possible=hinted)
         # a question may end inside its closing quote: "... question 'Is it sexy?'" or "'... ? '"
         if why is None and not question.rstrip().rstrip("'\"’”)").rstrip().endswith("?"):
             why = "is not a question (no '?')"
         if why:
             problems.append(f"the question '{question}' {why}")
         for option in (str(o) for o in item.get("options") or []):
-            why = text_problem(option) or (
+            why = text_problem(option, residue_possible=hinted) or (
                 "is only a letter, not an answer" if _LETTER_ONLY.match(option) else None
             )
             if why:
                 problems.append(f"an option of '{question}' ('{option}') {why}")
         if kind in ("what", "how"):
             answer = str(item.get("answer", ""))
-            why = text_problem(answer) or (
+            why = text_problem(answer, residue_possible=hinted) or (
                 fragment_problem(answer) if is_open_question(question) else None
             )
             if (

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -401,17 +402,6 @@ async def _llm_critic(
 
 
 # ----------------------------------------------------------------------------- routing
-def first_node(state: SampleState, registry: StageRegistry) -> str:
-    """The node a sample starts at (the first stage that runs for it)."""
-    return registry.chain(state["sample"].given_description is not None)[0]
-
-
-def successor(node: str, has_description: bool, registry: StageRegistry) -> str:
-    """The node after ``node`` in a sample's chain."""
-    chain = registry.chain(has_description)
-    return chain[chain.index(node) + 1]
-
-
 def after_critic(state: SampleState) -> str:
     """END once the sample is decided, else the stage the critic sent it back to."""
     if state.get("status") in ("accepted", "rejected", "failed"):
@@ -430,38 +420,49 @@ def state_schema(registry: StageRegistry) -> type:
     return typing.cast(type, make("SampleStateWithStages", {**hints, **extra}, total=False))
 
 
-def build_graph(deps: PipelineDeps) -> Any:
-    """Compile the generation graph over ``deps.registry``'s stages.
+class SampleGraph:
+    """The compiled graph of each chain a sample can take (image stages first, or straight to
+    the explainer for a sample with a given description); :meth:`ainvoke` runs a sample
+    through its own. Each starts at its first stage by a plain edge: no router runs at START.
+    """
+
+    def __init__(self, graphs: Mapping[bool, Any]) -> None:
+        self.graphs = dict(graphs)  # by whether the sample has a given description
+
+    async def ainvoke(self, state: SampleState, config: Any = None) -> dict[str, Any]:
+        graph = self.graphs[state["sample"].given_description is not None]
+        out: dict[str, Any] = await graph.ainvoke(state, config)
+        return out
+
+
+def build_graph(deps: PipelineDeps) -> SampleGraph:
+    """Compile the generation graphs over ``deps.registry``'s stages.
 
     Each node names its successor itself (a LangGraph ``Command``): the routing functions above
     decide it, applied to the state as the node leaves it. A conditional edge per node would do
     the same at the price of one more runnable invocation per step (config, callbacks), about a
     tenth of the graph's CPU per sample at high concurrency (``benchmarks/bench_generate.py``).
     """
-    registry = deps.registry
-    graph: Any = StateGraph(state_schema(registry))  # its schema is known only at run time
-    chains = {flag: registry.chain(flag) for flag in (False, True)}
-    for spec in registry:
-        nexts = {
-            flag: successor(spec.name, flag, registry)
-            for flag in chains
-            if spec.name in chains[flag]
-        }
-        graph.add_node(
-            spec.name,
-            _bind_stage(spec, deps, nexts),
-            destinations=(*sorted(set(nexts.values())), END),
-        )
+    schema = state_schema(deps.registry)  # known only at run time
+    return SampleGraph(
+        {flag: _compile_chain(deps, schema, deps.registry.chain(flag)) for flag in (False, True)}
+    )
+
+
+def _compile_chain(deps: PipelineDeps, schema: type, chain: Sequence[str]) -> Any:
+    """One chain's graph: START -> its stages in order -> the critic, which ends the sample
+    or sends it back to one of them."""
+    graph: Any = StateGraph(schema)
+    for name, following in itertools.pairwise(chain):
+        spec = deps.registry.get(name)
+        graph.add_node(name, _bind_stage(spec, deps, following), destinations=(following, END))
 
     async def critic(state: SampleState) -> Command[str]:
         update = await critic_node(state, deps)
         return Command(update=update, goto=after_critic(_after(state, update)))
 
-    async def start(state: SampleState) -> str:
-        return first_node(state, registry)
-
-    graph.add_node(CRITIC, critic, destinations=(*registry.names, END))
-    graph.add_conditional_edges(START, start, sorted({c[0] for c in chains.values()}))
+    graph.add_node(CRITIC, critic, destinations=(*chain[:-1], END))
+    graph.add_edge(START, chain[0])
     return graph.compile()
 
 
@@ -471,21 +472,21 @@ def _after(state: SampleState, update: Mapping[str, Any]) -> SampleState:
 
 
 def _bind_stage(
-    spec: StageSpec, deps: PipelineDeps, nexts: Mapping[bool, str]
+    spec: StageSpec, deps: PipelineDeps, following: str
 ) -> Callable[[SampleState], typing.Awaitable[Command[str]]]:
     async def node(state: SampleState) -> Command[str]:
         update = await run_stage(spec, state, deps)
-        return Command(update=update, goto=next_after_stage(_after(state, update), nexts))
+        return Command(update=update, goto=next_after_stage(_after(state, update), following))
 
     return node
 
 
-def next_after_stage(state: SampleState, nexts: Mapping[bool, str]) -> str:
-    """END after a failure (or a stage's own rejection), else the next node of the chain
-    (``nexts``: by whether the sample has a given description)."""
+def next_after_stage(state: SampleState, following: str) -> str:
+    """END after a failure (or a stage's own rejection), else ``following``, the next node of
+    the sample's chain."""
     if state.get("status") in ("failed", "rejected"):  # a stage may reject its sample
         return END
-    return nexts[state["sample"].given_description is not None]
+    return following
 
 
 def initial_state(

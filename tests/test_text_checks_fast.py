@@ -16,7 +16,7 @@ import re
 from collections import Counter
 
 from evaluators.lemmas import words
-from evaluators.text_checks import _JSON_RESIDUE, _PLAIN_ENGLISH, _SENTENCES, find_loop
+from evaluators.text_checks import _JSON_RESIDUE, _PLAIN_ENGLISH, _SENTENCES, find_loop, qa_problems
 from evaluators.text_checks import json_residue as fast_json_residue
 
 _WORDS = ("the", "image", "is", "sexy", "not", "a", "woman", "citing", "description", "very",
@@ -124,3 +124,34 @@ def test_json_residue_matches_its_plain_definition() -> None:
     assert found == [plain_json_residue(t) for t in texts]
     kinds = Counter(f.split(" (")[0] if f else None for f in found)
     assert len(kinds) == 6  # five kinds of residue, and texts without any
+
+
+def _qa_set(texts: list[str]) -> tuple[dict[str, list[dict[str, object]]], list[str]]:
+    """A Q-A set built from ten ``texts``, and the texts as placed in it (questions, options
+    and open answers: the ones checked for residue)."""
+    placed = [f"{texts[0]}?", f"{texts[1]}?", *texts[2:6], f"What {texts[6]}?", f"{texts[7]}.",
+              f"How {texts[8]}?", f"{texts[9]}."]  # fmt: skip
+    qa: dict[str, list[dict[str, object]]] = {
+        "yes_no": [{"question": placed[0], "answer": "No"}],
+        "multiple_choice": [{"question": placed[1], "options": placed[2:6], "answer": "A"}],
+        "what": [{"question": placed[6], "answer": placed[7]}],
+        "how": [{"question": placed[8], "answer": placed[9]}],
+    }
+    return qa, placed
+
+
+def test_qa_problems_scans_a_set_at_once_and_finds_residue_in_any_one_text() -> None:
+    # qa_problems looks for residue text by text only when the whole set holds a hint of it:
+    # its verdicts must be those of scanning every text (the plain definition).
+    rng = random.Random(7)
+    found = 0
+    for _ in range(300):
+        texts = [" ".join(rng.choices(_WORDS[:18], k=rng.randint(2, 6))) for _ in range(10)]
+        texts[rng.randrange(10)] += " " + rng.choice(_BITS)
+        qa, placed = _qa_set(texts)
+        reported = [p for p in qa_problems(qa) if "contains" in p]
+        expected = [r for t in placed if (r := plain_json_residue(t))]
+        assert len(reported) == len(expected), (placed, reported)
+        assert all(e in r for e, r in zip(expected, reported, strict=True))
+        found += bool(expected)
+    assert 100 < found < 300  # sets with residue and sets without

@@ -1,10 +1,12 @@
 """The generation graph: the registered stages in chain order (describer -> context interpreter
--> explainer per rule variant -> Q-A writer), then the critic, whose conditional edges send a
-failing stage back for another attempt.
+-> explainer per rule variant -> Q-A writer), then the critic, which sends a failing stage back
+for another attempt.
 
-One compiled graph serves every sample; each sample runs as its own thread of state. Retries
-are edges, not loops in code: the critic writes ``next_stage`` and the router follows it, so
-LangGraph's trace of the run shows each retry as a step. Attempts are bounded per stage; a
+Two compiled graphs serve every sample, one per chain (with the image stages, or from the
+explainer for a sample with a given description); each sample runs as its own thread of state.
+Retries are steps, not loops in code: the critic writes ``next_stage`` and its node names that
+stage as the next node (a LangGraph ``Command``), so LangGraph's trace of the run shows each
+retry as a step. Attempts are bounded per stage; a
 stage that still fails after ``max_stage_retries`` retries ends the sample as ``rejected`` with
 the critic's reasons.
 

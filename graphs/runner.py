@@ -51,6 +51,7 @@ from graphs.config import GenerateConfig
 from graphs.pipeline import (
     RECURSION_LIMIT,
     PipelineDeps,
+    SampleGraph,
     StageRecorder,
     StoreRecorder,
     build_graph,
@@ -547,8 +548,8 @@ class GenerationRun:
 
     def build_pipeline(
         self, layer: ModelLayer, policies: dict[str, Policy], recorder: StageRecorder
-    ) -> Any:
-        """The compiled graph of this run's configuration over ``layer`` and ``recorder`` (the
+    ) -> SampleGraph:
+        """The compiled graphs of this run's configuration over ``layer`` and ``recorder`` (the
         run's own, a Ray actor's, or the Ray driver's cache replay)."""
         config = self.config
         deps = PipelineDeps(
@@ -696,7 +697,11 @@ class GenerationRun:
         return self.queue_outcome(writer, sample, policy, out)
 
     async def outcome_of(
-        self, store: Store | None, graph: Any, sample: SampleSpec, evidence: Evidence | None = None
+        self,
+        store: Store | None,
+        graph: SampleGraph,
+        sample: SampleSpec,
+        evidence: Evidence | None = None,
     ) -> dict[str, Any]:
         """Run one sample through ``graph``; its final state (a failure is a status, never an
         exception, except :class:`CacheMiss` from a cache-only layer). ``evidence``: perception

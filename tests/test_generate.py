@@ -195,6 +195,37 @@ def test_unannotated_images_get_a_proposed_category(tmp_path, server) -> None:
     assert row["category"] is not None
 
 
+def test_text_only_rows_take_their_own_chain_with_retries(tmp_path, server) -> None:
+    # A row with a given description runs in the graph of its own chain (explainer, Q-A
+    # writer, critic): no image stage runs, and the critic's redo of the explainer (middle_leg
+    # is answered wrongly once) and its rejection (upper_bust always) happen inside it.
+    folder = tmp_path / "in"
+    make_manifest(folder, CATEGORIES[:1])
+    rows = [{"image": "0.png", "policy": "icm_sexy", "category": CATEGORIES[0]}] + [
+        {"image": f"gone-{c}.png", "policy": "icm_sexy", "category": c,
+         "description": f"A person on a beach; the {c.replace('_', ' ')} is visible."}
+        for c in ("middle_leg", "upper_bust")
+    ]  # fmt: skip
+    manifest = folder / "mixed.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = run_pipeline(manifest, tmp_path / "icm.duckdb", server)
+    assert (summary.counts["accepted"], summary.counts["rejected"]) == (2, 1)
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        stages = store.rows(
+            "SELECT s.category, o.stage, max(o.attempt) AS attempts FROM stage_outputs o "
+            "JOIN samples s USING (sample_id) GROUP BY s.category, o.stage"
+        )
+        status = {r["category"]: r["status"] for r in store.rows("SELECT * FROM samples")}
+    ran = {(r["category"], r["stage"]): r["attempts"] for r in stages}
+    assert ("middle_leg", "describer") not in ran and (
+        "upper_bust",
+        "context_interpreter",
+    ) not in ran
+    assert (CATEGORIES[0], "describer") in ran  # the image row took the image chain
+    assert ran[("middle_leg", "explainer")] == 2 and status["middle_leg"] == "accepted"
+    assert ran[("upper_bust", "explainer")] > 2 and status["upper_bust"] == "rejected"
+
+
 def test_bad_manifest_names_file_and_line(tmp_path, server) -> None:
     folder = tmp_path / "in"
     make_manifest(folder, CATEGORIES[:1])

@@ -325,8 +325,8 @@ def test_critic_node_turns_the_llm_critiques_problem_into_a_redo() -> None:
     assert update["feedback"] == {Target("qa_writer"): "repeats"}
 
 
-# ----------------------------------------------------------------------------- routers
-def test_routers_follow_the_registry_chain() -> None:
+# ----------------------------------------------------------------------------- routing
+def test_routing_follows_the_registry_chain() -> None:
     plain = state_for(sample())
     image_chain = ("describer", "context_interpreter", "explainer", "qa_writer", CRITIC)
     assert STAGES.chain(False) == image_chain

@@ -133,7 +133,10 @@ class SampleWorker:
         dispatch (the entries hit so far, and the evidence already computed)."""
         evidence: Evidence | None = None
         if self.run.config.perception:  # computed once, here, and shipped with the sample
-            evidence = await asyncio.to_thread(self.run.evidence_for, self.store, sample)
+            try:
+                evidence = await asyncio.to_thread(self.run.evidence_for, self.store, sample)
+            except Exception:  # e.g. an image gone since the check: the actor runs perception
+                evidence = None  # again inside the sample's own guard, which fails only it
         try:
             return await self.run_one(Dispatch(sample, evidence=evidence))
         except CacheMiss:

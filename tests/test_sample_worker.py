@@ -15,6 +15,7 @@ from rich.console import Console
 from test_generate import FAST, assert_complete_without_duplicates, make_manifest, run_pipeline
 from test_workers import CATEGORIES
 
+from data.images import ImageLoadError
 from data.store import Store
 from data.store.batch import SampleWrites, replay
 from graphs.config import load_config
@@ -119,6 +120,32 @@ def test_the_replay_keeps_cached_samples_and_ships_only_the_hits(tmp_path: Path)
         ("describer", True), ("context_interpreter", True), ("explainer", True),
         ("qa_writer", True), ("critic", False),
     }  # fmt: skip
+
+
+def test_perception_failing_in_the_replay_fails_only_its_sample(tmp_path, monkeypatch) -> None:
+    # The driver's replay runs perception outside any sample's guard; an image that cannot be
+    # read there must fail that sample (on the worker, inside outcome_of), not end the run.
+    manifest = make_manifest(tmp_path / "in", SAMPLES)
+    unreadable = "2.png"
+
+    def evidence_for(self, store, sample):
+        if sample.image_path.endswith(unreadable):
+            raise ImageLoadError(sample.image_path, "truncated")
+        return None, None
+
+    monkeypatch.setattr(GenerationRun, "evidence_for", evidence_for)
+    spec = "openai-compatible:{}#fake-model"
+    with FakeOpenAIServer(responder=ICMResponder()) as server:
+        options = {"manifest": manifest, "db": tmp_path / "x.duckdb", "rules": ["R1", "R2"],
+                   "roles": {"all": spec.format(server.base_url)}, "role_settings": FAST,
+                   "perception": True, "run": "p"}  # fmt: skip
+        console = Console(file=io.StringIO())
+        summary = asyncio.run(GenerationRun(load_config(None, options), console, InProcess()).run())
+    assert summary.processed == len(SAMPLES)
+    assert summary.counts["failed"] == 1 and summary.counts["accepted"] == len(SAMPLES) - 1
+    with Store.open(tmp_path / "x.duckdb", read_only=True) as store:
+        reasons = store.scalar("SELECT reasons_json FROM samples WHERE status = 'failed'")
+    assert "truncated" in reasons
 
 
 def test_sample_writes_keep_each_sample_apart_and_replay_in_order() -> None:

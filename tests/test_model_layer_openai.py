@@ -29,6 +29,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from agents.models import Message, ModelConfig, ModelLayer, prepare_image
+from agents.models.cache import CacheMiss
 from data.store import Store
 from prompts import PromptTemplate
 
@@ -459,3 +460,16 @@ def test_token_logprobs_are_asked_for_read_back_and_never_cached(
     plain = make_layer(openai_spec(openai_server), llm_store, no_sleep)
     assert ask(plain).logprobs is None  # not asked: the server sends none
     assert "logprobs" not in openai_server.chat_requests()[-1].body
+
+
+@pytest.mark.parametrize("settings", [(), ("top_logprobs=3",)], ids=["plain", "logprobs"])
+def test_a_cache_only_layer_sends_nothing(
+    fake_keys, openai_server, llm_store, no_sleep, settings: tuple[str, ...]
+) -> None:
+    # The Ray driver's replay is cache-only: a miss must raise, also for a call that asks for
+    # log-probabilities (which the cache never holds), and no request may leave.
+    openai_server.push(reply(GOOD))
+    layer = make_layer(openai_spec(openai_server), llm_store, no_sleep, *settings, cache_only=True)
+    with pytest.raises(CacheMiss):
+        ask(layer)
+    assert openai_server.chat_requests() == []

@@ -365,8 +365,8 @@ class ModelLayer:
                     role=role,
                 )
                 return self._finish(hit, row, sent, meta, started, parsed_json=entry.parsed_json)
-            if self.cache_only:
-                raise CacheMiss(key)
+        if self.cache_only:  # a replay sends nothing, a call the cache cannot hold included
+            raise CacheMiss(key)
         token = CALL_KEY.set(key)  # a batch request's custom_id derives from it
         try:
             result, final_messages = await self._ask(

@@ -48,4 +48,12 @@ def yes_no_score(logprobs: Sequence[dict[str, Any]] | None) -> TokenScore:
         missing = YES if yes is None else NO
         shown = len(position.get("top_logprobs") or [])
         return TokenScore(None, f"'{missing}' is not among the top {shown} log-probabilities")
-    return TokenScore(1.0 / (1.0 + math.exp(float(no) - float(yes))), None, yes, no)
+    return TokenScore(_sigmoid(float(yes) - float(no)), None, yes, no)
+
+
+def _sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) without overflow: APIs report an all but impossible token as -9999."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)

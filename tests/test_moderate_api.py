@@ -129,6 +129,9 @@ def test_the_score_is_the_softmax_over_exactly_the_yes_and_no_tokens() -> None:
         "no answer token is exactly 'Yes' or 'No'"
     )
     assert yes_no_score(None).note == "no token log-probabilities: the API returned none"
+    # OpenAI reports an all but impossible token as -9999: a score near 0 or 1, not an overflow
+    assert yes_no_score(position("No", {"No": -0.0, "Yes": -9999.0})).score == pytest.approx(0)
+    assert yes_no_score(position("Yes", {"Yes": -0.0, "No": -9999.0})).score == pytest.approx(1)
 
 
 def test_an_api_without_logprobs_gives_no_score_and_says_so(tmp_path: Path, fake_keys: Any) -> None:

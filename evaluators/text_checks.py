@@ -437,13 +437,12 @@ _YES_NO_FORM = re.compile(
 )
 
 
-def text_problem(text: str, *, residue_possible: bool = True) -> str | None:
+def text_problem(text: str) -> str | None:
     """Why a question, option or answer is not a usable text: empty, only punctuation, or
-    carrying JSON residue (``No'}], ``). ``residue_possible=False``: the caller already saw
-    that the text holds none of residue's characters, so it is not scanned again."""
+    carrying JSON residue (``No'}], ``)."""
     if not _LETTER_OR_DIGIT.search(text):
         return "is empty or only punctuation"
-    residue = json_residue(text) if residue_possible else None
+    residue = json_residue(text)
     return f"contains {residue}" if residue else None
 
 
@@ -477,38 +476,26 @@ def qa_problems(qa: Mapping[str, Any], answer_limit: int | None = None) -> list[
     letter (qwen wrote the options "A", "B", "C", "D"); an open answer that breaks off, on a
     dangling word or, without a sentence end, at ``answer_limit`` (where decoding cut it)."""
     problems = []
-    # One scan over every text of the set clears most sets of JSON residue at once (a hint
-    # cannot span the line breaks that join them); only a set with a hint is read text by text.
-    texts = (
-        str(text)
-        for _kind, item in _items(qa)
-        for text in (item.get("question", ""), item.get("answer", ""), *(item.get("options") or []))
-    )
-    hinted = bool(_ANY_HINT.search("\n".join(texts)))
     for kind, item in _items(qa):
         question = str(item.get("question", ""))
-        why = text_problem(question, residue_possible=hinted)
+        why = text_problem(question)
         # a question may end inside its closing quote: "... question 'Is it sexy?'" or "'... ? '"
         if why is None and not question.rstrip().rstrip("'\"’”)").rstrip().endswith("?"):
             why = "is not a question (no '?')"
         if why:
             problems.append(f"the question '{question}' {why}")
         for option in (str(o) for o in item.get("options") or []):
-            why = text_problem(option, residue_possible=hinted) or (
+            why = text_problem(option) or (
                 "is only a letter, not an answer" if _LETTER_ONLY.match(option) else None
             )
             if why:
                 problems.append(f"an option of '{question}' ('{option}') {why}")
         if kind in ("what", "how"):
             answer = str(item.get("answer", ""))
-            why = text_problem(answer, residue_possible=hinted) or (
+            why = text_problem(answer) or (
                 fragment_problem(answer) if is_open_question(question) else None
             )
-            if (
-                why is None
-                and answer_limit
-                and not check_complete_text("qa_writer", answer, "", answer_limit).passed
-            ):
+            if why is None and _cut_at(answer, answer_limit):
                 why = "breaks off at the length limit"
             if why:
                 problems.append(f"the {kind} answer '{answer}' to '{question}' {why}")
@@ -598,6 +585,16 @@ def check_attributes_mentioned(
 _SENTENCE_END = re.compile(r"[.!?…][\"'’”)\]]*\s*$")
 
 
+def _reaches(text: str, limit: int | None) -> bool:
+    """Whether ``text`` reached the length bound decoding enforced (where a grammar cuts it)."""
+    return limit is not None and len(text.strip()) >= limit - 3
+
+
+def _cut_at(text: str, limit: int | None) -> bool:
+    """Cut by its length bound: it reached the bound with no sentence end."""
+    return _reaches(text, limit) and not _SENTENCE_END.search(text)
+
+
 def check_complete_text(stage: str, text: str, where: str, limit: int | None = None) -> Check:
     """A prose field must not break off: a text cut by its length bound ("... and the image does
     not") is a fragment, whatever is appended to it later (the code-written conclusion).
@@ -606,9 +603,8 @@ def check_complete_text(stage: str, text: str, where: str, limit: int | None = N
     that is where a grammar cuts it) or its last word needs more after it ("with", "the").
     Released, human-checked texts sometimes just lack the final period; that alone passes."""
     tokens = words(text)
-    at_limit = limit is not None and len(text.strip()) >= limit - 3
     dangling = len(tokens) > 1 and tokens[-1] in _DANGLING
-    if not text.strip() or _SENTENCE_END.search(text) or not (at_limit or dangling):
+    if not text.strip() or _SENTENCE_END.search(text) or not (_reaches(text, limit) or dangling):
         return Check("complete_text", stage, True)
     tail = " ".join(text.split()[-6:])
     return Check(

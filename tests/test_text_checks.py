@@ -28,6 +28,7 @@ from evaluators.text_checks import (
     check_states_one_label,
     garbage_checks,
     label_statements,
+    qa_problems,
     stated_labels,
     with_garbage_checks,
 )
@@ -708,3 +709,8 @@ def test_an_open_answer_cut_at_its_length_bound_is_rejected() -> None:
     full = {"sample": SimpleNamespace(given_description=None), **state}
     checks = garbage_checks(load_policy("icm_sexy"), full, SCHEMA_TEXTS, answer_limit=300)
     assert all(c.passed for c in checks if c.name == "qa_well_formed")
+    # far below the bound an answer is not "cut at the length limit" (a short "A dress with"
+    # to a yes/no-shaped What question was rejected so, wrongly)
+    short = qa(what=[("Is the woman wearing a top or a dress?", "A dress with")])
+    problems = qa_problems(short["qa"], answer_limit=300)
+    assert not any("length limit" in p for p in problems), problems

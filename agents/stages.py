@@ -27,6 +27,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from agents.schemas import FULL, Lengths, QACounts
+from evaluators.seed_leak import LeakMode
 from prompts import PromptTemplate, load_prompt
 
 if TYPE_CHECKING:  # types only: the model layer imports this module while it initialises
@@ -52,7 +53,7 @@ PAPER_STAGE_MODULES = (
     "agents.paper_qa",
     "agents.paper_mc",
 )
-SeedLeakFilter = Literal["rest", "sentence", "off"]
+SeedLeakFilter = LeakMode  # the seed-leak filter's own modes
 QASource = Literal["explanation", "answers"]
 #: the critic checks every stage's output; it is the graph's fixed last node, not a stage
 CRITIC = "critic"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.models.credentials import MissingCredentialsError
 from agents.models.settings import DELIVERY_SETTINGS
-from agents.stages import PaperOptions
+from agents.stages import PaperOptions, QASource, SeedLeakFilter
 from data.manifest import ManifestError
 from data.policy_models import PolicyError
 from data.store import DEFAULT_DB_PATH, StoreError
@@ -43,8 +43,8 @@ class PaperConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed_leak_filter: Literal["rest", "sentence", "off"] = "rest"
-    qa_from: Literal["explanation", "answers"] = "explanation"
+    seed_leak_filter: SeedLeakFilter = "rest"
+    qa_from: QASource = "explanation"
     moderation_focus: bool = True
 
     def options(self) -> PaperOptions:

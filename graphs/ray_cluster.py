@@ -76,7 +76,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[An
         if local is None:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(**local_init_options(num_cpus))
+            ray.init(**local)
     except Exception as exc:  # Ray raises several kinds (timeouts, connection errors)
         where = address or "a local cluster"
         raise RayUnavailableError(f"{where}: {type(exc).__name__}: {exc}\n{INIT_HELP}") from exc

@@ -150,6 +150,12 @@ class GenerateConfig(BaseModel):
     def run_id(self) -> str:
         return self.run or f"gen-{self.identity_hash()}"
 
+    @property
+    def checked(self) -> bool:
+        """Whether samples are checked at all (deterministic checks or the LLM critic): the
+        paper preset turns both off, so "accepted" then means "not rejected by anything"."""
+        return self.checks or self.llm_critic
+
     def shard_of(self) -> tuple[int, int] | None:
         if not self.shard:
             return None

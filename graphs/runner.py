@@ -491,7 +491,7 @@ class GenerationRun:
             specs = self.register_samples(store, rows, policies)
             todo, skipped = self.select(store, specs)
             summary = RunSummary(self.run_id, config.db, skipped=skipped)
-            summary.checked = config.checks or config.llm_critic
+            summary.checked = config.checked
             todo = self.fail_bad_rows(writer, specs, rows, problems, todo, policies, summary)
             if on_start:
                 on_start(len(todo), skipped)

@@ -104,7 +104,7 @@ def run_with_workers(config: GenerateConfig, workers: int, console: Console) -> 
     started_workers: list[Worker] = []
     reports: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
     summary = RunSummary(config.run_id(), config.db)
-    summary.checked = config.checks or config.llm_critic
+    summary.checked = config.checked
     try:
         for cfg in worker_configs(config, workers, skip_file):
             started_workers.append(_spawn(cfg, folder, reports))

@@ -30,9 +30,10 @@ from evaluators.seed_leak import filter_seed_leaks
 NAME = "paper_answers"
 
 
-def paper_question(term: str) -> str:
-    """The instruction a paper-style explanation answers (the release's base question)."""
-    return f"Is the image {term}? Explain why."
+def first_rule(inputs: Inputs) -> str:
+    """The rule variant the paper pipeline's explanation (and so its Q-A) is about: the
+    sample's first."""
+    return str(inputs["sample"].rules[0])
 
 
 def _category(inputs: Inputs) -> str:
@@ -84,7 +85,7 @@ def _write(value: PaperAnswersValue, call: StageCall, inputs: Inputs) -> dict[st
     if not explanation.text:
         reason = f"{NAME}: the seed-leak filter ({mode}) left no explanation: {dropped[:2]}"
         return update | {"status": "rejected", "reasons": [reason]}
-    rule = inputs["sample"].rules[0]
+    rule = first_rule(inputs)
     verdict = call.policy.verdict(_category(inputs), rule)
     item = {
         "explanation": explanation.text,
@@ -92,7 +93,7 @@ def _write(value: PaperAnswersValue, call: StageCall, inputs: Inputs) -> dict[st
         "verdict": verdict,
         "verdict_source": "rule_table",
         "expected": verdict,
-        "question": paper_question(call.policy.term),
+        "question": f"{call.policy.question} Explain why.",  # the release's base question
     }
     return update | {"explanations": {rule: item}}
 
@@ -106,5 +107,5 @@ STAGE = StageSpec(
     ask=_ask,
     write=_write,
     summary="three questions (explicit, implicit, explanation)",
-    about_rule=lambda inputs: str(inputs["sample"].rules[0]),
+    about_rule=first_rule,
 )

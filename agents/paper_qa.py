@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.models.result import CallResult
+from agents.paper_answers import first_rule
 from agents.role_call import ask_role
 from agents.schemas import QAValue, qa_model
 from agents.stages import Inputs, StageCall, StageSpec
@@ -22,9 +23,7 @@ from agents.stages import Inputs, StageCall, StageSpec
 NAME = "paper_qa"
 
 
-def qa_rule(inputs: Inputs) -> str:
-    """The rule variant the explanation (and so the Q-A) is about: the sample's first."""
-    return str(inputs["sample"].rules[0])
+qa_rule = first_rule  # the Q-A is about the explanation's rule
 
 
 def source_text(call: StageCall, inputs: Inputs) -> str:

@@ -17,9 +17,7 @@ LLaMA-Factory's ``sharegpt`` formatting reads, with the ``dataset_info.json`` en
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.atomic_write import atomic_dir, atomic_file, write_text_atomically
 from data.store import Store, queries
 
 Format = Literal["llava", "sharegpt", "parquet", "hf"]
@@ -434,10 +433,7 @@ def records_table(records: list[ExportRecord]) -> pa.Table:
 # --------------------------------------------------------------------------- writers
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
 def sidecar_path(out: Path) -> Path:
@@ -448,7 +444,7 @@ def sidecar_path(out: Path) -> Path:
 def _write_meta(out: Path, records: list[ExportRecord]) -> Path:
     path = sidecar_path(out)
     lines = [json.dumps(r.meta(), ensure_ascii=False) + "\n" for r in records]
-    path.write_text("".join(lines), encoding="utf-8")
+    write_text_atomically(path, "".join(lines))
     return path
 
 
@@ -483,16 +479,16 @@ def _write_hf(out: Path, table: pa.Table) -> None:
         raise ExportError(
             "the hf format needs the Hugging Face `datasets` package: pip install datasets"
         ) from exc
-    if out.exists():
-        if out.is_dir() and (out / "state.json").exists():
-            shutil.rmtree(out)  # a previous export: replace it whole, no stale shards
-        elif out.is_file() or any(out.iterdir()):
+    if out.exists() and not (out.is_dir() and (out / "state.json").exists()):
+        if out.is_file() or any(out.iterdir()):
             raise ExportError(f"{out} exists and is not a saved dataset: choose another --out")
     # From the typed Arrow table, not ``from_list``: a list of no rows carries no columns and
     # ``datasets`` refuses the features. With no rows, one (empty) shard is asked for, since the
     # default of zero shards saves a folder ``load_from_disk`` cannot read back.
     dataset = Dataset(table, info=DatasetInfo(features=Features.from_arrow_schema(TABLE_SCHEMA)))
-    dataset.save_to_disk(str(out), num_shards=None if table.num_rows else 1)
+    # a previous export is replaced whole (no stale shards), and only once this one is saved
+    with atomic_dir(out) as tmp:
+        dataset.save_to_disk(str(tmp), num_shards=None if table.num_rows else 1)
 
 
 def export_run(
@@ -526,10 +522,9 @@ def export_run(
         dataset_info = {dataset_name(out): sharegpt_dataset_info(out.name)}
         extra.append(_merge_dataset_info(out, dataset_info))
     elif fmt == "parquet":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(records_table(records), out)
+        with atomic_file(out) as tmp:
+            pq.write_table(records_table(records), tmp)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
         _write_hf(out, records_table(records))
     return ExportSummary(
         run_id=selection.run["run_id"],

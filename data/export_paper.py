@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from data.atomic_write import write_text_atomically
 from data.export import (
     IMAGE_TOKEN,
     ExportError,
@@ -220,7 +221,7 @@ def export_paper_run(
     )
     write_json(out, records)
     sidecar = sidecar_path(out)
-    sidecar.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in meta))
+    write_text_atomically(sidecar, "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in meta))
     return ExportSummary(
         run_id=selection.run["run_id"],
         run_name=selection.run["name"],

@@ -8,6 +8,7 @@ an attribute product of the policy), a source and a split. Rows that carry a ``d
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class ManifestRow:
     source: str | None
     split: str | None
     description: str | None
+    path_error: str | None = None
+    """Why the image's name cannot be used as a path (too long, ...): the row's problem."""
 
 
 def _records(path: Path) -> list[tuple[int, dict]]:
@@ -39,8 +42,7 @@ def _records(path: Path) -> list[tuple[int, dict]]:
         raise ManifestError(f"manifest not found: {path}")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        return [(n + 2, dict(row)) for n, row in enumerate(reader)]
+        return _csv_records(text)
     records, errors = [], []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -56,6 +58,33 @@ def _records(path: Path) -> list[tuple[int, dict]]:
         records.append((n, value))
     if errors:
         raise ManifestError("\n".join(errors))
+    return records
+
+
+def _csv_records(text: str) -> list[tuple[int, dict]]:
+    """CSV records with the PHYSICAL line each starts on.
+
+    Read from the text as a stream (``newline=""``), not line by line: a quoted field may hold
+    newlines, which belong to the value, and a record then spans several lines, so counting
+    records would misname every line after it.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
+    records = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        if not values:  # a blank line
+            continue
+        row = dict(zip(header, values, strict=False))
+        for name in header[len(values) :]:
+            row[name] = None
+        records.append((start, row))
     return records
 
 
@@ -96,12 +125,13 @@ def read_manifest(
                 f"policy '{policy}'"
             )
             continue
-        candidate = Path(image) if Path(image).is_absolute() else base / image
+        image_path, path_error = _image_path(image, base)
         rows.append(
             ManifestRow(
                 line=line,
                 image=image,
-                image_path=candidate.resolve() if candidate.is_file() else None,
+                image_path=image_path,
+                path_error=path_error,
                 policy=policy,
                 category=category,
                 source=record.get("source"),
@@ -112,6 +142,20 @@ def read_manifest(
     if errors:
         raise ManifestError("\n".join(errors))
     return rows
+
+
+def _image_path(image: str, base: Path) -> tuple[Path | None, str | None]:
+    """The image's resolved path (None when no such file) and why the name is unusable.
+
+    A name the file system refuses (over 255 bytes, a NUL byte...) is a problem of this row,
+    reported with its line like a missing file, never an exception that ends the run.
+    """
+    try:
+        candidate = Path(image) if Path(image).is_absolute() else base / image
+        return (candidate.resolve() if candidate.is_file() else None), None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None, f"unusable file name ({reason})"
 
 
 @dataclass(frozen=True)
@@ -136,7 +180,9 @@ def image_problems(manifest: Path, rows: Sequence[ManifestRow]) -> list[RowProbl
     for row in rows:
         if row.description is not None:
             continue
-        if row.image_path is None:
+        if row.path_error is not None:
+            reason = row.path_error
+        elif row.image_path is None:
             reason = "image not found"
         else:
             try:

@@ -5,6 +5,10 @@ written with `region: upper` and later `region: lower` would load as `region: lo
 would know. Policy errors must name a file, a line and a field, so this module composes the node
 graph (which keeps marks), rejects duplicate keys, and builds plain dicts and lists together with
 a map from each key path to the line it was written on.
+
+Aliases (``*name``) are refused, not expanded: composing is linear in the text, but expanding a
+node graph whose aliases nest ("billion laughs") is exponential, so a 10 KB file could ask for
+gigabytes. A policy has no need to share nodes; the error names the alias's line.
 """
 
 from __future__ import annotations
@@ -73,6 +77,23 @@ def format_path(path: KeyPath) -> str:
     return out
 
 
+def first_alias_line(text: str) -> int | None:
+    """The 1-based line of the text's first alias (``*name``), None when it has none.
+
+    For files read with ``yaml.safe_load`` (run configs): PyYAML shares an aliased object rather
+    than copying it, but whatever walks the result afterwards (validation, ``json.dumps``)
+    expands it, so nested aliases are refused before loading. Syntax errors are left to the
+    loader that follows, which reports them with its own position.
+    """
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.AliasEvent):
+                return event.start_mark.line + 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def load_located(text: str) -> LocatedYaml:
     """Parse one YAML document; raise `YamlSyntaxError` when the text does not parse."""
     try:
@@ -102,25 +123,31 @@ class _Builder:
     def __init__(self, located: LocatedYaml) -> None:
         self.located = located
         self.constructor = yaml.constructor.SafeConstructor()
-        self.active: set[int] = set()
+        # every node already built: meeting one again means an alias (the composer hands the
+        # anchored node itself), refused before it could be expanded
+        self.built: set[int] = set()
 
     def problem(self, path: KeyPath, node: Node, message: str) -> None:
         self.located.problems.append(YamlProblem(path, node.start_mark.line + 1, message))
 
-    def build(self, node: Node, path: KeyPath) -> object:
+    def build(self, node: Node, path: KeyPath, line: int | None = None) -> object:
+        """``line``: where the reference to ``node`` was written (an alias's own position is
+        not kept by the composer: its key's line, or where its list item starts)."""
+        if id(node) in self.built:
+            message = (
+                "YAML aliases ('*name') are not supported: write the value out "
+                f"(its anchor is on line {node.start_mark.line + 1})"
+            )
+            at = line if line is not None else node.start_mark.line + 1
+            self.located.problems.append(YamlProblem(path, at, message))
+            return None
+        self.built.add(id(node))
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
-        if id(node) in self.active:
-            self.problem(path, node, "recursive alias: a node cannot contain itself")
-            return None
-        self.active.add(id(node))
-        try:
-            if isinstance(node, SequenceNode):
-                return self.sequence(node, path)
-            if isinstance(node, MappingNode):
-                return self.mapping(node, path)
-        finally:
-            self.active.discard(id(node))
+        if isinstance(node, SequenceNode):
+            return self.sequence(node, path)
+        if isinstance(node, MappingNode):
+            return self.mapping(node, path)
         raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover
 
     def scalar(self, node: ScalarNode, path: KeyPath) -> object:
@@ -134,9 +161,13 @@ class _Builder:
         if node.tag != _SEQ_TAG:
             self.problem(path, node, f"unsupported tag {node.tag}")
         items: list[object] = []
+        after = node.start_mark  # an aliased item is written after the item before it
         for index, item in enumerate(node.value):
             self.located.lines[(*path, index)] = item.start_mark.line + 1
-            items.append(self.build(item, (*path, index)))
+            alias = id(item) in self.built
+            items.append(self.build(item, (*path, index), after.line + 1))
+            if not alias:
+                after = item.end_mark
         return items
 
     def mapping(self, node: MappingNode, path: KeyPath) -> dict[str, object]:
@@ -166,5 +197,5 @@ class _Builder:
                 continue
             first_line[key] = line
             self.located.lines[(*path, key)] = line
-            result[key] = self.build(value_node, (*path, key))
+            result[key] = self.build(value_node, (*path, key), line)
         return result

@@ -21,6 +21,7 @@ from agents.models.settings import DELIVERY_SETTINGS
 from agents.stages import PaperOptions, QASource, SeedLeakFilter
 from data.manifest import ManifestError
 from data.policy_models import PolicyError
+from data.yaml_lines import first_alias_line
 from data.store import DEFAULT_DB_PATH, StoreError
 from graphs.presets import GENERATE as PRESETS
 from graphs.presets import check_preset
@@ -199,7 +200,14 @@ def _file_settings(path: Path | None) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
+            text = path.read_text()
+            alias = first_alias_line(text)
+            if alias is not None:
+                raise ValueError(
+                    f"{path}:{alias}: YAML aliases ('*name') are not supported: write the "
+                    "value out"
+                )
+            loaded = yaml.safe_load(text)
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"cannot read config {path}: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):

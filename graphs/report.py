@@ -262,6 +262,8 @@ def print_final_report(console: Console, summary: Any) -> None:
             f"  {mark}  {escape(name):<24} {escape(one_line_reason(outcome, checked))}",
             highlight=False,
         )
+    for repeated in getattr(summary, "repeated_rows", None) or []:
+        console.print(f"  [yellow]repeated manifest rows[/]: {escape(repeated)}")
     for bad in getattr(summary, "bad_rows", None) or []:
         console.print(f"  [red]bad manifest row[/] (--skip-bad-rows): {escape(bad)}")
     if records:

@@ -41,10 +41,19 @@ from data.manifest import (
     manifest_policies,
     read_manifest,
 )
+from data.sample_identity import DistinctRows, distinct_rows
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.provenance import git_revision, package_versions
-from data.store import Store, queries, records, to_json, utcnow
+from data.store import (
+    Store,
+    StoreWriteError,
+    is_storage_failure,
+    queries,
+    records,
+    to_json,
+    utcnow,
+)
 from data.store.batch import BatchWriter, RowQueue
 from data.store.snapshot import SnapshotPublisher, SnapshotSink
 from graphs.config import GenerateConfig
@@ -121,6 +130,8 @@ class RunSummary:
     calls: int = 0
     """Model calls this invocation made, and how many of them the cache answered."""
     cached_calls: int = 0
+    repeated_rows: list[str] = field(default_factory=list)
+    """Manifest rows that repeat a sample, folded into it (each naming the lines)."""
     bad_rows: list[str] = field(default_factory=list)
     """Manifest rows recorded as failed before any model ran (``--skip-bad-rows``)."""
     checked: bool = True
@@ -128,15 +139,17 @@ class RunSummary:
     paper preset turns both off, so "accepted" there means "not rejected by anything"."""
 
 
-def sample_id_for(run_id: str, row: ManifestRow, image_sha256: str | None) -> str:
+def sample_id_for(
+    run_id: str, row: ManifestRow, image_sha256: str | None, variant: str = ""
+) -> str:
+    """A sample's id: its run, policy and image bytes (:mod:`data.sample_identity` says why),
+    plus ``variant`` when one image has samples that ask differently."""
     key = (
         f"{run_id}|{row.policy}|{image_sha256 or row.image}|{row.line if not image_sha256 else ''}"
     )
+    if variant:
+        key += f"|{variant}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class GenerationRun:
@@ -238,14 +251,14 @@ class GenerationRun:
         records.record_policies(store, policies.values())
 
     def register_samples(
-        self, store: Store, rows: Sequence[ManifestRow], policies: dict[str, Policy]
+        self, store: Store, distinct: DistinctRows, policies: dict[str, Policy]
     ) -> list[SampleSpec]:
         """Write every sample as ``pending`` (existing ones are kept) and return them all."""
         now = utcnow()
         specs, sample_rows, image_rows = [], [], []
-        for row in rows:
-            sha = _file_sha256(row.image_path) if row.image_path else None
-            sample_id = sample_id_for(self.run_id, row, sha)
+        for row in distinct.rows:
+            sha = distinct.sha256[row.line]
+            sample_id = sample_id_for(self.run_id, row, sha, distinct.variant(row))
             text_only = row.description is not None
             spec = SampleSpec(
                 sample_id=sample_id,
@@ -464,7 +477,11 @@ class GenerationRun:
         # A viewer's brief read can hold the file for a moment: wait rather than fail.
         store = Store.open(config.db, wait_s=STORE_WAIT_S)
         layer: ModelLayer | None = None
-        writer = BatchWriter(store)
+
+        def write_failed(sample_id: str, reason: str) -> None:
+            records.record_write_failure(store, sample_id, reason)  # the others are kept
+
+        writer = BatchWriter(store, on_sample_error=write_failed)
         self._writer = writer
         try:
             with self.reporter.step(f"checking {config.manifest_path}") as said:
@@ -475,8 +492,10 @@ class GenerationRun:
                 )  # fmt: skip
                 if not rows:
                     raise RunConfigError(f"{config.manifest_path}: no rows to generate from")
-                problems = self.check_rows(rows)
-                said.append(f"{len(rows)} rows, {len(rows) - len(problems)} usable")
+                distinct, problems = self.check_rows(rows)
+                said.append(f"{len(rows)} rows, {len(distinct.rows) - len(problems)} usable")
+            for note in distinct.notes:
+                self.reporter.note(note)
             # flush_every=None: traces are written by _flush_periodically's thread, never by
             # the event loop (a commit there would stall every sample in flight).
             layer = ModelLayer(
@@ -488,11 +507,14 @@ class GenerationRun:
             writer.attach(layer.trace_buffer)
             layer.check_credentials()
             self.register_run(store, policies)
-            specs = self.register_samples(store, rows, policies)
+            specs = self.register_samples(store, distinct, policies)
             todo, skipped = self.select(store, specs)
             summary = RunSummary(self.run_id, config.db, skipped=skipped)
             summary.checked = config.checked
-            todo = self.fail_bad_rows(writer, specs, rows, problems, todo, policies, summary)
+            summary.repeated_rows = list(distinct.notes)
+            todo = self.fail_bad_rows(
+                writer, specs, distinct.rows, problems, todo, policies, summary
+            )
             if on_start:
                 on_start(len(todo), skipped)
             recorder = ReportingRecorder(StoreRecorder(writer), self.reporter)
@@ -509,17 +531,20 @@ class GenerationRun:
             threshold = gc.get_threshold()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
             flusher = asyncio.create_task(self._flush_periodically(writer))
+            if self.executor is not None:
+                drive = self.executor.drive(self, store, policies, todo, summary, on_sample)
+            else:
+                drive = self._drive(store, graph, policies, todo, summary, on_sample)
+            driving = asyncio.ensure_future(drive)
             try:
-                if self.executor is not None:
-                    await self.executor.drive(self, store, policies, todo, summary, on_sample)
-                else:
-                    await self._drive(store, graph, policies, todo, summary, on_sample)
+                await stop_when_the_store_fails(driving, flusher)
             finally:
                 gc.set_threshold(*threshold)
                 gc.unfreeze()
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
+                for task in (driving, flusher):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StoreWriteError):
+                        await task
             writer.flush()
             records.finish_run(store, self.run_id)
             if self.snapshots:
@@ -538,7 +563,7 @@ class GenerationRun:
             with contextlib.suppress(Exception):
                 writer.flush()
             try:
-                if layer is not None:
+                if layer is not None and writer.failure is None:
                     layer.close()  # writes the last traces
             finally:
                 if layer is not None:  # HTTP clients close in their own loop, even on Ctrl-C
@@ -568,21 +593,29 @@ class GenerationRun:
         )
         return build_graph(deps)
 
-    def check_rows(self, rows: Sequence[ManifestRow]) -> list[RowProblem]:
-        """Every image row's file must exist and decode, checked before any model loads.
+    def check_rows(self, rows: Sequence[ManifestRow]) -> tuple[DistinctRows, list[RowProblem]]:
+        """Every image row's file must exist and decode, checked before any model loads, and
+        repeated rows are folded into one sample each (:mod:`data.sample_identity`).
+
+        Returns the distinct rows and the problems of those rows (bad images, rows that
+        contradict each other).
 
         Raises:
             ManifestError: naming the manifest file and line of each bad row, unless
                 ``skip_bad_rows`` (then the problems are returned and those rows fail).
         """
-        problems = image_problems(self.config.manifest_path, rows)
+        manifest = self.config.manifest_path
+        unreadable = image_problems(manifest, rows)
+        distinct = distinct_rows(manifest, rows, unusable={p.line for p in unreadable})
+        kept = {r.line for r in distinct.rows}
+        problems = [p for p in unreadable if p.line in kept] + distinct.conflicts
         if problems and not self.config.skip_bad_rows:
             listed = "\n".join(p.message for p in problems)
             raise ManifestError(
                 f"{listed}\n{len(problems)} of {len(rows)} manifest rows cannot be used; fix "
                 "them, or pass --skip-bad-rows to record them as failed and run the rest"
             )
-        return problems
+        return distinct, problems
 
     def fail_bad_rows(
         self,
@@ -597,7 +630,12 @@ class GenerationRun:
         """Record the skipped bad rows still to do as ``failed`` with their reason; the rest."""
         if not problems:
             return todo
-        by_line = {p.line: p for p in problems}
+        by_line: dict[int, RowProblem] = {}
+        for p in problems:  # a row with two problems: both reasons in one message
+            seen = by_line.get(p.line)
+            by_line[p.line] = p if seen is None else RowProblem(
+                p.line, p.image, p.reason, f"{seen.message}; {p.message}"
+            )
         bad = {
             spec.sample_id: by_line[row.line]
             for spec, row in zip(specs, rows, strict=True)
@@ -721,11 +759,28 @@ class GenerationRun:
         except CacheMiss:
             raise
         except Exception as exc:  # one bad sample must not stop the batch
+            if is_storage_failure(exc) and self._writer is not None:
+                # ...but a store that cannot be written stops the run (perception evidence,
+                # written from here, met it first)
+                raise self._writer.fail(exc) from exc
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             out = {"status": "failed", "reasons": [f"error: {detail}"]}
         finally:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
         return out
+
+
+async def stop_when_the_store_fails(driving: asyncio.Future[None], flusher: asyncio.Task) -> None:
+    """Wait for the samples (``driving``); if the periodic flush fails first, the store cannot
+    keep what the samples produce, so they are cancelled at once (no further model call is
+    made) and the flush's :class:`StoreWriteError` is raised."""
+    await asyncio.wait({driving, flusher}, return_when=asyncio.FIRST_COMPLETED)
+    if not driving.done():
+        driving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await driving
+        flusher.result()  # the flush failed: its error (a flusher never ends otherwise)
+    driving.result()
 
 
 def _contradiction_finder() -> Any:

@@ -7,7 +7,9 @@ from data.store.store import (
     StoreError,
     StoreLockedError,
     StoreVersionError,
+    StoreWriteError,
     from_json,
+    is_storage_failure,
     to_json,
     utcnow,
 )
@@ -21,7 +23,9 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreVersionError",
+    "StoreWriteError",
     "from_json",
+    "is_storage_failure",
     "to_json",
     "utcnow",
 ]

@@ -11,16 +11,26 @@ when the process dies is lost, which for the generation run means those samples 
 Other buffers attach to a writer (:meth:`BatchWriter.attach`): the model layer's trace rows
 commit in the same transaction as the stage results written from those calls, so the store
 never holds a sample's rows without the calls that produced them.
+
+Two kinds of failure, two answers. A write the store cannot make at all (disk full, I/O error,
+an invalidated database) raises :class:`StoreWriteError` and the writer refuses every later
+flush: the run must stop, not go on paying for answers it cannot keep. A write one sample's
+rows break (a duplicate key, a value of the wrong type) must not take the other samples of the
+batch with it: the flush is retried with each sample's rows in a transaction of their own, and
+the sample that still fails is handed to ``on_sample_error`` (the run records it as failed).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from data.store.store import OnConflict, Store
+from data.store.store import OnConflict, Store, StoreWriteError, is_storage_failure
+
+#: called with (sample id, one-line reason) for a sample whose rows could not be written
+OnSampleError = Callable[[str, str], None]
 
 
 class PendingSource(Protocol):
@@ -65,8 +75,11 @@ class BatchWriter:
     the event loop, and a flush may hold thousands.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_sample_error: OnSampleError | None = None) -> None:
         self.store = store
+        self.on_sample_error = on_sample_error
+        self.failure: StoreWriteError | None = None
+        """Set by the first flush the store could not take; every later flush raises it."""
         # re-entrant: :meth:`atomically` holds it around several queueing calls
         self._lock = threading.RLock()
         self._statements: list[tuple[str, Sequence[Any]]] = []
@@ -142,7 +155,14 @@ class BatchWriter:
             )
 
     def flush(self) -> int:
-        """Commit everything queued in one transaction; returns how many writes it held."""
+        """Commit everything queued in one transaction; returns how many writes it held.
+
+        Raises:
+            StoreWriteError: the store cannot be written (then, and ever after, for this
+                writer); the rows of this flush stay queued.
+        """
+        if self.failure is not None:
+            raise self.failure
         with self._lock:
             statements, self._statements = self._statements, []
             deletes, self._deletes = self._deletes, {}
@@ -156,24 +176,117 @@ class BatchWriter:
         taken = [(source, t) for source, t in taken if t]
         if not held and not taken:
             return 0
+        writes = _Writes(statements, deletes, updates, inserts)
         try:
             with self.store.transaction():
-                for sql, params in statements:
-                    self.store.execute(sql, params)
-                for (table, column), values in deletes.items():
-                    self.store.delete_where_in(table, column, sorted(values, key=str))
-                for (table, key, _), rows in updates.items():
-                    self.store.update_by_key(table, key, list(rows.values()))
-                for table, on_conflict, batch in inserts:
-                    self.store.insert(table, batch, on_conflict=on_conflict)
+                writes.apply(self.store)
                 for source, t in taken:
                     held += source.write(self.store, t)
+        except Exception as exc:
+            if is_storage_failure(exc) or self.on_sample_error is None:
+                for source, t in taken:
+                    source.restore(t)
+                if is_storage_failure(exc):
+                    raise self.fail(exc) from exc
+                raise
+            self._commit_apart(writes, taken)
         except BaseException:
             for source, t in taken:
                 source.restore(t)
             raise
         self.flushes += 1
         return held
+
+    def fail(self, exc: BaseException) -> StoreWriteError:
+        """Mark the store unwritable (by ``exc``, a storage failure met here or elsewhere) and
+        return the error every later flush raises."""
+        if self.failure is None:
+            self.failure = (
+                exc if isinstance(exc, StoreWriteError) else StoreWriteError(self.store.path, exc)
+            )
+        return self.failure
+
+    def _commit_apart(self, writes: _Writes, taken: list[tuple[PendingSource, Any]]) -> None:
+        """After a failed flush: the writes of no sample and the attached sources' rows (the
+        calls) in one transaction, then each sample's writes in its own. A sample whose writes
+        still fail is reported to ``on_sample_error``; the others are kept."""
+        shared, by_sample = writes.split()
+        try:
+            with self.store.transaction():
+                shared.apply(self.store)
+                for source, t in taken:
+                    source.write(self.store, t)
+        except BaseException as exc:
+            for source, t in taken:
+                source.restore(t)
+            if is_storage_failure(exc):
+                raise self.fail(exc) from exc
+            raise
+        assert self.on_sample_error is not None
+        for sample_id, own in by_sample.items():
+            try:
+                with self.store.transaction():
+                    own.apply(self.store)
+            except Exception as exc:
+                if is_storage_failure(exc):
+                    raise self.fail(exc) from exc
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                self.on_sample_error(sample_id, f"store write failed: {reason}")
+
+
+class _Writes:
+    """One flush's writes in commit order (statements, deletions, updates, inserts)."""
+
+    def __init__(
+        self,
+        statements: list[tuple[str, Sequence[Any]]],
+        deletes: dict[tuple[str, str], set[Any]],
+        updates: dict[tuple[str, str, tuple[str, ...]], dict[Any, Mapping[str, Any]]],
+        inserts: list[tuple[str, OnConflict, list[Mapping[str, Any]]]],
+    ) -> None:
+        self.statements = statements
+        self.deletes = deletes
+        self.updates = updates
+        self.inserts = inserts
+
+    def apply(self, store: Store) -> None:
+        for sql, params in self.statements:
+            store.execute(sql, params)
+        for (table, column), values in self.deletes.items():
+            store.delete_where_in(table, column, sorted(values, key=str))
+        for (table, key, _), rows in self.updates.items():
+            store.update_by_key(table, key, list(rows.values()))
+        for table, on_conflict, batch in self.inserts:
+            if batch:
+                store.insert(table, batch, on_conflict=on_conflict)
+
+    def split(self) -> tuple[_Writes, dict[str, _Writes]]:
+        """(the writes of no sample, each sample's writes); a write belongs to a sample when
+        it deletes by ``sample_id`` or its row carries one. Statements belong to none."""
+        shared = _Writes(list(self.statements), {}, {}, [])
+        by_sample: dict[str, _Writes] = {}
+
+        def own(row_or_id: Any) -> _Writes:
+            if isinstance(row_or_id, Mapping):
+                row_or_id = row_or_id.get("sample_id")
+            if not isinstance(row_or_id, str):
+                return shared
+            return by_sample.setdefault(row_or_id, _Writes([], {}, {}, []))
+
+        for (table, column), values in self.deletes.items():
+            for value in values:
+                target = own(value) if column == "sample_id" else shared
+                target.deletes.setdefault((table, column), set()).add(value)
+        for group, rows in self.updates.items():
+            for row_key, row in rows.items():
+                own(row).updates.setdefault(group, {})[row_key] = row
+        for table, on_conflict, batch in self.inserts:
+            for row in batch:
+                target = own(row)
+                if not target.inserts or target.inserts[-1][:2] != (table, on_conflict):
+                    target.inserts.append((table, on_conflict, []))
+                target.inserts[-1][2].append(row)
+        return shared, by_sample
 
 
 #: one queued write as :class:`SampleWrites` keeps it: (method, positional args, keyword args)

@@ -151,6 +151,25 @@ def queue_sample_outcome(
     writer.add("qa_items", qa_items)
 
 
+def record_write_failure(store: Store, sample_id: str, reason: str) -> None:
+    """Mark a sample ``failed`` whose rows the store refused (``BatchWriter``'s
+    ``on_sample_error``): a rerun then skips it, as any failed sample, instead of generating it
+    again into the same refusal; ``--retry-failed`` redoes it."""
+    with store.transaction():
+        store.update_by_key(
+            "samples",
+            "sample_id",
+            [
+                {
+                    "sample_id": sample_id,
+                    "status": "failed",
+                    "reasons_json": to_json([reason]),
+                    "updated_at": utcnow(),
+                }
+            ],
+        )
+
+
 def queue_stage_output(writer: RowQueue, row: Mapping[str, Any]) -> None:
     """Queue one stage result (a re-run's row with the same ``output_id`` replaces it)."""
     writer.add("stage_outputs", [row], on_conflict="replace", key="output_id")

@@ -59,6 +59,36 @@ class StoreVersionError(StoreError):
     """The file was written by a newer version of this tool than the one running."""
 
 
+class StoreWriteError(StoreError):
+    """A write the file system or DuckDB could not make (disk full, I/O error, a database
+    DuckDB invalidated after such an error): nothing more can be written by this process.
+
+    One line, naming the file and the cause; what was committed before stays in the file, and
+    a rerun resumes from it once the cause is fixed.
+    """
+
+    def __init__(self, path: Path | str, cause: BaseException) -> None:
+        self.path = path
+        self.cause = cause
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        super().__init__(
+            f"cannot write the store {path}: {reason}. The run stopped; what was committed is "
+            "kept: free space (or fix the cause) and rerun the same command to resume"
+        )
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the store cannot be written at all (as opposed to one bad row).
+
+    DuckDB raises ``IOException`` for a failed write or sync, and ``FatalException`` (or an
+    error saying the database "has been invalidated") for every statement after one; an
+    ``OSError`` from our own file handling means the same.
+    """
+    if isinstance(exc, StoreWriteError | duckdb.IOException | duckdb.FatalException | OSError):
+        return True
+    return isinstance(exc, duckdb.Error) and "invalidated" in str(exc)
+
+
 def utcnow() -> datetime:
     """Timestamps are stored as naive UTC, the form DuckDB's TIMESTAMP keeps."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -335,7 +365,9 @@ class Store:
             try:
                 yield self
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # an invalidated database refuses the rollback too: the first error matters
+                with suppress(duckdb.Error):
+                    self._conn.execute("ROLLBACK")
                 raise
             else:
                 self._conn.execute("COMMIT")

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from agents.stages import CRITIC, default_registry, paper_registry
+from graphs.console import make_console, plain, styled
 
 #: the help text names the registered stages (agents/stages.py), so a new stage shows up here
 STAGES = default_registry()
@@ -186,7 +187,7 @@ def generate_command(
     from graphs.demo import choose_demo
     from graphs.runner import GenerationRun
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -240,7 +241,7 @@ def generate_command(
         else:
             summary = asyncio.run(GenerationRun(cfg, console).run())
     except user_errors() as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        console.print(styled("[red]error:[/] {}", exc))
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         console.print("interrupted: finished samples are saved; rerun the same command to resume")
@@ -272,10 +273,13 @@ def _report(console: Console, summary: Any) -> None:
     c = summary.counts
     db = summary.db
     console.print(
-        f"\nrun [bold]{summary.run_id}[/]: {summary.processed} processed, {summary.skipped} "
-        f"already done; accepted {c.get('accepted', 0)}, rejected {c.get('rejected', 0)}, "
-        f"failed {c.get('failed', 0)}, pending {c.get('pending', 0)}; {summary.tokens} tokens, "
-        f"${summary.cost_usd:.4f}, {summary.seconds:.0f} s"
+        styled("\nrun [bold]{}[/]: ", summary.run_id)
+        + plain(
+            f"{summary.processed} processed, {summary.skipped} already done; accepted "
+            f"{c.get('accepted', 0)}, rejected {c.get('rejected', 0)}, failed "
+            f"{c.get('failed', 0)}, pending {c.get('pending', 0)}; {summary.tokens} tokens, "
+            f"${summary.cost_usd:.4f}, {summary.seconds:.0f} s"
+        )
     )
     from graphs.report import print_final_report  # late: `icm --help` stays fast
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from data.policy_models import Policy
 from data.store import Store
+from graphs.console import styled
 from graphs.ray_cluster import import_ray
 from graphs.runner import GenerationRun, OnSample, RunConfigError, RunSummary
 from graphs.sample_worker import Dispatch, SampleResult, SampleWorker, apply_result
@@ -207,7 +208,7 @@ class RayExecutor:
         pids = ", ".join(str(pid) for _, pid in started)  # printed: `kill` one to try a loss
         took = time.perf_counter() - began
         run.reporter.note(
-            f"[green]✓[/] started {self.actors} Ray actors: pids {pids} ({took:.1f} s)"
+            styled("[green]✓[/] started {} Ray actors: pids {} ({} s)", self.actors, pids, f"{took:.1f}")
         )
         return [_Slot(n, h, pid, asyncio.Lock()) for n, (h, pid) in enumerate(started)]
 

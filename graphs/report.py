@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from rich.progress import (
     BarColumn,
     Progress,
@@ -42,6 +42,7 @@ from data.store import Store
 from data.store.outcomes import SampleOutcome, sample_outcomes
 from evaluators.consistency import Check
 from graphs.commands.runs import default_export_path
+from graphs.console import plain, styled
 from graphs.state import SampleState
 
 #: a reason longer than this is cut in the per-sample list (``icm traces`` shows it whole)
@@ -119,7 +120,7 @@ class ReportingRecorder:
 def progress_columns() -> tuple[ProgressColumn, ...]:
     """done/total, outcomes, calls (cached), tokens, the last call, elapsed, ETA."""
     return (
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # the run's name
         BarColumn(bar_width=20),
         TextColumn("{task.completed}/{task.total}"),
         TextColumn(
@@ -131,7 +132,7 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        TextColumn("[dim]{task.fields[last]}"),
+        TextColumn("{task.fields[last]}", style="dim", markup=False),
     )
 
 
@@ -161,16 +162,15 @@ class RunReporter:
         details the caller appended to the yielded list."""
         started = time.perf_counter()
         details: list[str] = []
-        with self.console.status(f"{what} …", spinner="dots"):
+        with self.console.status(plain(f"{what} …"), spinner="dots"):
             yield details
         said = f": {'; '.join(details)}" if details else ""
-        self.console.print(
-            f"[green]✓[/] {escape(what)}{escape(said)} ({time.perf_counter() - started:.1f} s)",
-            highlight=False,
-        )
+        took = f"{time.perf_counter() - started:.1f}"
+        self.console.print(styled("[green]✓[/] {}{} ({} s)", what, said, took))
 
-    def note(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+    def note(self, text: str | Text) -> None:
+        """One line: a string prints as written, a :func:`graphs.console.styled` line styled."""
+        self.console.print(plain(text) if isinstance(text, str) else text)
 
     @contextmanager
     def samples(self, run_id: str, total: int | None) -> Iterator[None]:
@@ -254,42 +254,48 @@ def print_final_report(console: Console, summary: Any) -> None:
     with Store.open(db, read_only=True) as store:
         outcomes = sample_outcomes(store, summary.run_id)
         records = collect_records(store, summary.run_id).records
-    console.print(f"\n[bold]samples[/] ({len(outcomes)}):")
+    console.print(styled("\n[bold]samples[/] ({}):", len(outcomes)))
     for outcome in outcomes:
         name = Path(outcome.image_path).name if outcome.image_path else outcome.sample_id
-        mark = _MARKS.get(outcome.status, outcome.status)
-        console.print(
-            f"  {mark}  {escape(name):<24} {escape(one_line_reason(outcome, checked))}",
-            highlight=False,
-        )
+        mark = _MARKS.get(outcome.status)
+        reason = one_line_reason(outcome, checked)
+        if mark:
+            console.print(styled(f"  {mark}  {{:<24}} {{}}", name, reason))
+        else:
+            console.print(styled("  {}  {:<24} {}", outcome.status, name, reason))
     for repeated in getattr(summary, "repeated_rows", None) or []:
-        console.print(f"  [yellow]repeated manifest rows[/]: {escape(repeated)}")
+        console.print(styled("  [yellow]repeated manifest rows[/]: {}", repeated))
     for bad in getattr(summary, "bad_rows", None) or []:
-        console.print(f"  [red]bad manifest row[/] (--skip-bad-rows): {escape(bad)}")
+        console.print(styled("  [red]bad manifest row[/] (--skip-bad-rows): {}", bad))
     if records:
         record = records[0]
         console.print(
-            f"\n[bold]one accepted record[/] (sample {record.sample_id}, rule {record.rule}; "
-            "as `icm export --format llava` writes it):"
+            styled(
+                "\n[bold]one accepted record[/] (sample {}, rule {}; as `icm export --format "
+                "llava` writes it):",
+                record.sample_id,
+                record.rule,
+            )
         )
-        console.print(
-            escape(json.dumps(llava_record(record), indent=2, ensure_ascii=False)),
-            highlight=False,
-        )
+        console.print(plain(json.dumps(llava_record(record), indent=2, ensure_ascii=False)))
     else:
-        console.print("\nno accepted record to show")
+        console.print(plain("\nno accepted record to show"))
     export = default_export_path(summary.run_id, "llava")
     console.print(
-        f"\nexports: icm export {summary.run_id} --format llava --db {db}   (writes {export}; "
-        "--format sharegpt, parquet or hf for the others)"
+        plain(
+            f"\nexports: icm export {summary.run_id} --format llava --db {db}   (writes "
+            f"{export}; --format sharegpt, parquet or hf for the others)"
+        )
     )
     calls = int(getattr(summary, "calls", 0) or 0)
     if calls:
         console.print(
-            cache_line(calls, int(getattr(summary, "cached_calls", 0) or 0), summary.tokens)
+            plain(cache_line(calls, int(getattr(summary, "cached_calls", 0) or 0), summary.tokens))
         )
     elif summary.processed == 0:
         console.print(
-            f"nothing to do: all {summary.skipped} samples are already done "
-            "(--retry-failed redoes rejected and failed ones)"
+            plain(
+                f"nothing to do: all {summary.skipped} samples are already done "
+                "(--retry-failed redoes rejected and failed ones)"
+            )
         )

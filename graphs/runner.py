@@ -163,7 +163,7 @@ class GenerationRun:
     ) -> None:
         self.config = config
         self.executor = executor
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.run_id = config.run_id()
         self.model_config = ModelConfig.from_mapping(
             {"roles": config.roles, "settings": config.role_settings}

@@ -238,7 +238,7 @@ def worker_main(config_path: Path) -> int:
     import asyncio
 
     config = load_config(config_path, {})
-    console = Console(stderr=True, force_terminal=False, width=120)
+    console = make_console(stderr=True, force_terminal=False, width=120)
     out = sys.stdout
 
     def report(event: dict[str, Any]) -> None:

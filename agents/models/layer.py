@@ -193,13 +193,16 @@ class ModelLayer:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Flush, then close the HTTP clients opened in the running event loop."""
-        self.flush()
-        state = self._loops.pop(asyncio.get_running_loop(), None)
-        for provider in state.providers.values() if state else ():
-            closer = getattr(provider, "aclose", None)
-            if closer is not None:
-                await closer()
+        """Flush, then close the HTTP clients opened in the running event loop (closed even
+        when the flush fails: a store that cannot be written)."""
+        try:
+            self.flush()
+        finally:
+            state = self._loops.pop(asyncio.get_running_loop(), None)
+            for provider in state.providers.values() if state else ():
+                closer = getattr(provider, "aclose", None)
+                if closer is not None:
+                    await closer()
 
     def batch_participant(self) -> contextlib.AbstractContextManager[Participant]:
         """Around one sample's work, in its task: a ``delivery=batch`` round starts when every

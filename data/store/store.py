@@ -33,6 +33,7 @@ DEFAULT_DB_PATH = Path("runs") / "icm.duckdb"
 OnConflict = Literal["error", "ignore", "replace"]
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
+_ORIGINAL_ERROR = re.compile(r'Original error: "(.*)"')
 
 
 class StoreError(RuntimeError):
@@ -71,6 +72,11 @@ class StoreWriteError(StoreError):
         self.path = path
         self.cause = cause
         reason = " ".join(str(cause).split()) or type(cause).__name__
+        # DuckDB repeats the first fatal error inside every later one: name that cause alone
+        original = _ORIGINAL_ERROR.search(reason)
+        if original:
+            reason = original.group(1)
+        self.reason = reason
         super().__init__(
             f"cannot write the store {path}: {reason}. The run stopped; what was committed is "
             "kept: free space (or fix the cause) and rerun the same command to resume"

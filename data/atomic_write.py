@@ -82,4 +82,3 @@ def write_text_atomically(path: Path, text: str) -> None:
     """``path.write_text(text)`` through :func:`atomic_file` (UTF-8)."""
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-

@@ -479,9 +479,9 @@ def _write_hf(out: Path, table: pa.Table) -> None:
         raise ExportError(
             "the hf format needs the Hugging Face `datasets` package: pip install datasets"
         ) from exc
-    if out.exists() and not (out.is_dir() and (out / "state.json").exists()):
-        if out.is_file() or any(out.iterdir()):
-            raise ExportError(f"{out} exists and is not a saved dataset: choose another --out")
+    saved = out.is_dir() and (out / "state.json").exists()
+    if out.exists() and not saved and (out.is_file() or any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not a saved dataset: choose another --out")
     # From the typed Arrow table, not ``from_list``: a list of no rows carries no columns and
     # ``datasets`` refuses the features. With no rows, one (empty) shard is asked for, since the
     # default of zero shards saves a folder ``load_from_disk`` cannot read back.

@@ -21,8 +21,8 @@ from agents.models.settings import DELIVERY_SETTINGS
 from agents.stages import PaperOptions, QASource, SeedLeakFilter
 from data.manifest import ManifestError
 from data.policy_models import PolicyError
-from data.yaml_lines import first_alias_line
 from data.store import DEFAULT_DB_PATH, StoreError
+from data.yaml_lines import first_alias_line
 from graphs.presets import GENERATE as PRESETS
 from graphs.presets import check_preset
 
@@ -204,8 +204,7 @@ def _file_settings(path: Path | None) -> dict[str, Any]:
             alias = first_alias_line(text)
             if alias is not None:
                 raise ValueError(
-                    f"{path}:{alias}: YAML aliases ('*name') are not supported: write the "
-                    "value out"
+                    f"{path}:{alias}: YAML aliases ('*name') are not supported: write the value out"
                 )
             loaded = yaml.safe_load(text)
         except (OSError, yaml.YAMLError) as exc:

@@ -208,7 +208,8 @@ class RayExecutor:
         pids = ", ".join(str(pid) for _, pid in started)  # printed: `kill` one to try a loss
         took = time.perf_counter() - began
         run.reporter.note(
-            styled("[green]✓[/] started {} Ray actors: pids {} ({} s)", self.actors, pids, f"{took:.1f}")
+            styled("[green]✓[/] started {} Ray actors: pids {} ", self.actors, pids)
+            + f"({took:.1f} s)"
         )
         return [_Slot(n, h, pid, asyncio.Lock()) for n, (h, pid) in enumerate(started)]
 

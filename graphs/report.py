@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     Progress,
@@ -35,6 +34,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from agents.models.result import CallResult
 from data.export import collect_records, llava_record

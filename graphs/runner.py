@@ -41,10 +41,10 @@ from data.manifest import (
     manifest_policies,
     read_manifest,
 )
-from data.sample_identity import DistinctRows, distinct_rows
 from data.policy import load_policy
 from data.policy_models import Policy
 from data.provenance import git_revision, package_versions
+from data.sample_identity import DistinctRows, distinct_rows
 from data.store import (
     Store,
     StoreWriteError,
@@ -57,6 +57,7 @@ from data.store import (
 from data.store.batch import BatchWriter, RowQueue
 from data.store.snapshot import SnapshotPublisher, SnapshotSink
 from graphs.config import GenerateConfig
+from graphs.console import make_console
 from graphs.pipeline import (
     RECURSION_LIMIT,
     PipelineDeps,
@@ -633,8 +634,10 @@ class GenerationRun:
         by_line: dict[int, RowProblem] = {}
         for p in problems:  # a row with two problems: both reasons in one message
             seen = by_line.get(p.line)
-            by_line[p.line] = p if seen is None else RowProblem(
-                p.line, p.image, p.reason, f"{seen.message}; {p.message}"
+            by_line[p.line] = (
+                p
+                if seen is None
+                else RowProblem(p.line, p.image, p.reason, f"{seen.message}; {p.message}")
             )
         bad = {
             spec.sample_id: by_line[row.line]

@@ -33,6 +33,7 @@ from rich.console import Console
 from data.store import Store, queries
 from data.store.merge import merge_stores
 from graphs.config import GenerateConfig, load_config, user_errors
+from graphs.console import make_console
 from graphs.report import RunReporter
 from graphs.runner import FINAL, GenerationRun, RunConfigError, RunSummary
 

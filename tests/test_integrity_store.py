@@ -123,9 +123,9 @@ def test_a_store_that_cannot_be_written_stops_the_run_at_once(tmp_path, monkeypa
     db = tmp_path / "icm.duckdb"
     responder = TimedResponder()
     with FakeOpenAIServer(responder=responder) as server:
-        with FailingStore(after=2).installed(monkeypatch) as failing:
-            with pytest.raises(StoreWriteError) as info:
-                run_pipeline(manifest, db, server, concurrency=4)
+        failing_store = FailingStore(after=2).installed(monkeypatch)
+        with failing_store as failing, pytest.raises(StoreWriteError) as info:
+            run_pipeline(manifest, db, server, concurrency=4)
         message = str(info.value)
         assert "\n" not in message and str(db) in message
         assert "No space left on device" in message and "rerun the same command" in message

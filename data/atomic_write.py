@@ -80,5 +80,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """``path.write_text(text)`` through :func:`atomic_file` (UTF-8)."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_texts_atomically({path: text})
+
+
+def write_texts_atomically(texts: dict[Path, str]) -> None:
+    """Several files that belong together (an export and its sidecar): every one is written
+    and synced under its temporary name first, then all are renamed, so a failure while
+    writing leaves every earlier file as it was, never a new export beside an old sidecar."""
+    with contextlib.ExitStack() as stack:
+        temporary = {path: stack.enter_context(atomic_file(path)) for path in texts}
+        for path, tmp in temporary.items():
+            tmp.write_text(texts[path], encoding="utf-8")

@@ -27,7 +27,12 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.atomic_write import atomic_dir, atomic_file, write_text_atomically
+from data.atomic_write import (
+    atomic_dir,
+    atomic_file,
+    write_text_atomically,
+    write_texts_atomically,
+)
 from data.store import Store, queries
 
 Format = Literal["llava", "sharegpt", "parquet", "hf"]
@@ -433,7 +438,7 @@ def records_table(records: list[ExportRecord]) -> pa.Table:
 # --------------------------------------------------------------------------- writers
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON atomically (a temporary file, then a rename)."""
-    write_text_atomically(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomically(path, json_text(value))
 
 
 def sidecar_path(out: Path) -> Path:
@@ -441,10 +446,20 @@ def sidecar_path(out: Path) -> Path:
     return out.with_suffix(".meta.jsonl")
 
 
-def _write_meta(out: Path, records: list[ExportRecord]) -> Path:
+def json_text(value: Any) -> str:
+    """The indented JSON every JSON export writes."""
+    return json.dumps(value, ensure_ascii=False, indent=2) + "\n"
+
+
+def meta_text(metas: Iterable[dict[str, Any]]) -> str:
+    """A sidecar's JSON lines."""
+    return "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metas)
+
+
+def _write_with_meta(out: Path, value: Any, records: list[ExportRecord]) -> Path:
+    """The export and its sidecar, replaced together (both or neither); the sidecar's path."""
     path = sidecar_path(out)
-    lines = [json.dumps(r.meta(), ensure_ascii=False) + "\n" for r in records]
-    write_text_atomically(path, "".join(lines))
+    write_texts_atomically({out: json_text(value), path: meta_text(r.meta() for r in records)})
     return path
 
 
@@ -514,11 +529,9 @@ def export_run(
     extra: list[Path] = []
     dataset_info = None
     if fmt == "llava":
-        write_json(out, [llava_record(r) for r in records])
-        extra.append(_write_meta(out, records))
+        extra.append(_write_with_meta(out, [llava_record(r) for r in records], records))
     elif fmt == "sharegpt":
-        write_json(out, [sharegpt_record(r) for r in records])
-        extra.append(_write_meta(out, records))
+        extra.append(_write_with_meta(out, [sharegpt_record(r) for r in records], records))
         dataset_info = {dataset_name(out): sharegpt_dataset_info(out.name)}
         extra.append(_merge_dataset_info(out, dataset_info))
     elif fmt == "parquet":

@@ -25,14 +25,13 @@ before the multiple-choice instruction (``"\\n " + instruction``) is not reprodu
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from data.atomic_write import write_text_atomically
+from data.atomic_write import write_texts_atomically
 from data.export import (
     IMAGE_TOKEN,
     ExportError,
@@ -40,8 +39,9 @@ from data.export import (
     ExportSummary,
     QAItem,
     collect_records,
+    json_text,
+    meta_text,
     sidecar_path,
-    write_json,
 )
 from data.policy import PolicyError, load_policy
 from data.store import Store
@@ -219,9 +219,8 @@ def export_paper_run(
     records, meta, skipped = paper_llava_records(
         selection.records, terms=terms, base_rules=base_rules, seed=seed, copies=copies
     )
-    write_json(out, records)
     sidecar = sidecar_path(out)
-    write_text_atomically(sidecar, "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in meta))
+    write_texts_atomically({out: json_text(records), sidecar: meta_text(meta)})
     return ExportSummary(
         run_id=selection.run["run_id"],
         run_name=selection.run["name"],

@@ -580,6 +580,8 @@ def export_command(
                 )
         except ExportError as exc:
             raise fail(str(exc)) from exc
+        except OSError as exc:  # a full disk: the earlier export is intact (data/atomic_write)
+            raise fail(f"cannot write {target}: {exc.strerror or exc}") from exc
     if summary.empty_message:
         typer.echo(f"warning: {summary.empty_message}", err=True)
     typer.echo(

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from data.store import DEFAULT_DB_PATH, LATEST_VERSION, Store, StoreError
+from graphs.console import make_console
 
 app = typer.Typer(help="Inspect the DuckDB store.", no_args_is_help=True)
 
@@ -53,4 +53,4 @@ def info(
     table.add_column("rows", justify="right")
     for name, count in counts.items():
         table.add_row(name, str(count))
-    Console().print(table)
+    make_console().print(table)

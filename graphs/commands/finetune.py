@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from graphs.console import make_console
 from graphs.presets import MODERATE, check_preset, option
 
 FINETUNE_HELP = (
@@ -86,7 +86,7 @@ def finetune_command(
     from finetune.families import FamilyError
     from finetune.train import TrainError, train
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     try:
         cfg = FinetuneConfig.load(
             config,
@@ -120,7 +120,7 @@ def finetune_command(
     table = Table(title=f"fine-tune {result.finetune_id}", show_header=False)
     for key, value in metrics.items():
         table.add_row(key, "" if value is None else str(value))
-    Console().print(table)
+    make_console().print(table)
 
 
 def moderate_command(
@@ -231,7 +231,7 @@ def moderate_command(
             "" if p.score is None else f"{p.score:.3f}", p.expected_verdict or "",
             (p.explanation or "")[:160],
         )  # fmt: skip
-    console = Console()
+    console = make_console()
     console.print(table)
     info = summary.as_dict()
     accuracy = "n/a" if info["accuracy"] is None else f"{info['accuracy']:.3f}"

@@ -16,7 +16,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -33,6 +32,7 @@ from evaluators.calibration import (
 )
 from evaluators.judge_schemas import MEQ_RUBRICS, rubric_settings
 from evaluators.judgments import Judge, Judgment, judge_repeated
+from graphs.console import make_console, styled
 from graphs.judging import (
     PairwiseReport,
     RunNotFoundError,
@@ -137,9 +137,9 @@ def _open(db: Path) -> Store:
 
 
 def _warn(warnings: list[str]) -> None:
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     for warning in warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(styled("[yellow]warning:[/] {}", warning))
 
 
 async def _with_judge(
@@ -166,11 +166,11 @@ async def _with_judge(
 
 def _progress(total: int, label: str) -> Progress:
     progress = Progress(
-        TextColumn(f"[bold]{label}"),
+        TextColumn(label.replace("{", "{{").replace("}", "}}"), style="bold", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         transient=True,
     )
     progress.add_task(label, total=total)
@@ -293,7 +293,7 @@ async def _async_guarded(store: Store, run_id: str, body: Callable[[], Awaitable
 
 
 def _print_calibration(report: CalibrationReport, run_id: str) -> None:
-    console = Console(highlight=False)
+    console = make_console()
     title = (
         f"{report.judge_spec} ({report.judge_kind}, {report.rubric} rubric) vs "
         f"{report.reference_judge}: {report.split}, {report.n_items} pairs"
@@ -405,7 +405,7 @@ def score_command(
     if json_:
         typer.echo(_json(report))
         return
-    console = Console(highlight=False)
+    console = make_console()
     table = Table(title=f"{report.judge_spec} on run {run} ({report.rubric} rubric)")
     for column in ("criterion", "n", "mean", "std"):
         table.add_column(column, justify="left" if column == "criterion" else "right")
@@ -469,7 +469,7 @@ def pairwise_command(
         typer.echo(_json(report))
         return
     s = report.summary
-    Console(highlight=False).print(
+    make_console().print(
         f"{report.judge_spec}: {s.n_pairs} pairs, both orders scored for {s.n_both_scored}; "
         f"position-swap disagreement {_num(s.disagreement_rate, '.1%')}; "
         f"preferred {s.preferred} (first = {run_a}, second = {run_b}); stored as run {run_id}"
@@ -497,7 +497,7 @@ def fit_metric_command(
     if json_:
         typer.echo(json.dumps(fitted.held_out, indent=2))
         return
-    console = Console(highlight=False)
+    console = make_console()
     table = Table(title=f"metric:minilm fitted on {fitted.n_fit} pairs -> {target}")
     columns = ("criterion", "held-out n", "metric Spearman", "metric Kendall",
                "cosine Spearman", "cosine Kendall")  # fmt: skip

@@ -24,6 +24,7 @@ from agents.perception.toolkit import Toolkit
 from data.images import ImageLoadError
 from data.policy import PolicyError, load_policy
 from data.store import Store, StoreError
+from graphs.console import make_console, styled
 
 
 def perceive_command(
@@ -52,8 +53,8 @@ def perceive_command(
     ] = None,
 ) -> None:
     """Run the shipped detectors (exposure, NSFW, objects, OCR, faces) on images."""
-    console = Console()
-    errors = Console(stderr=True, soft_wrap=True)
+    console = make_console()
+    errors = make_console(stderr=True, soft_wrap=True)
     loaded_policy = _policy(policy, errors) if policy else None
     store = _store(db, errors) if db else None
     try:
@@ -71,7 +72,7 @@ def perceive_command(
                 {"image": str(path), "error": type(result).__name__, "reason": result.reason}
             )
             if not json_:
-                errors.print(f"[red]error[/red] {type(result).__name__}: {result}", highlight=False)
+                errors.print(styled("[red]error[/red] {}: {}", type(result).__name__, result))
             continue
         extra = _policy_view(result, loaded_policy) if loaded_policy else {}
         documents.append({"image": str(path), **result.model_dump(mode="json"), **extra})
@@ -89,7 +90,7 @@ def _policy(name: str, errors: Console) -> Any:
     try:
         return load_policy(name)
     except PolicyError as exc:
-        errors.print(f"[red]error[/red] {exc}", highlight=False)
+        errors.print(styled("[red]error[/red] {}", exc))
         raise typer.Exit(2) from exc
 
 
@@ -97,7 +98,7 @@ def _store(path: Path, errors: Console) -> Any:
     try:
         return Store.open(path)
     except StoreError as exc:
-        errors.print(f"[red]error[/red] {exc}", highlight=False)
+        errors.print(styled("[red]error[/red] {}", exc))
         raise typer.Exit(2) from exc
 
 

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from data.export import DEFAULT_SUFFIX, ExportError, export_run
@@ -30,6 +28,7 @@ from data.provenance import compact_roles
 from data.store import DEFAULT_DB_PATH, Store, StoreError, from_json, queries
 from data.store.outcomes import failure_kind, outcome_label
 from data.store.reading import as_of_note, open_for_reading
+from graphs.console import make_console, styled
 from graphs.presets import EXPORT, check_preset, option
 
 DEFAULT_EXPORT_DIR = Path("runs") / "exports"
@@ -120,7 +119,7 @@ def runs_command(db: DbOption = DEFAULT_DB_PATH, json_: JsonOption = False) -> N
     if not runs:
         typer.echo(f"{db} holds no runs yet: `icm generate` makes one.")
         return
-    console = Console(highlight=False)
+    console = make_console()
     if console.width < _WIDE:
         typer.echo("\n\n".join(_run_block(run) for run in runs))
     else:
@@ -163,11 +162,11 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
         if run["cache_hits"]:
             calls += f"\n{run['cache_hits']} cached"
         table.add_row(
-            f"{escape(run['name'])}\n[dim]{escape(run['run_id'])}[/dim]",
-            f"{run['status']}\n[dim]{run['kind']}[/dim]",
+            styled("{}\n[dim]{}[/dim]", run["name"], run["run_id"]),
+            styled("{}\n[dim]{}[/dim]", run["status"], run["kind"]),
             run["created_at"] or "",
-            escape(f"{run['policy'] or '-'}\n{run['rules'] or ''}"),
-            escape(compact_roles(run["roles"]).replace(" ", "\n")),
+            f"{run['policy'] or '-'}\n{run['rules'] or ''}",
+            compact_roles(run["roles"]).replace(" ", "\n"),
             f"{run['accepted']}/{run['rejected']}/{_failed(run)}/{run['pending']}",
             calls,
             f"{run['tokens']:,}",

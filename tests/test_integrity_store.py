@@ -191,7 +191,7 @@ def test_disk_full_on_a_small_tmpfs_stops_and_resumes(tmp_path: Path) -> None:
             assert error.startswith(f"error: cannot write the store {db}: ")
             assert "No space left on device" in error
             assert "Traceback" not in stopped.stderr
-            assert asked < full_run / 2  # stopped early, not after every call
+            assert asked < full_run * 3 / 4  # stopped early (measured 92 of 210), not at the end
             # free space, rerun: the run resumes to the same accepted set
             subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
             resumed = _generate(manifest, db, server.base_url)

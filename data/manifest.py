@@ -81,9 +81,9 @@ def _csv_records(text: str) -> list[tuple[int, dict]]:
             break
         if not values:  # a blank line
             continue
-        row = dict(zip(header, values, strict=False))
-        for name in header[len(values) :]:
-            row[name] = None
+        # a short record leaves its last fields out (None), as csv.DictReader does
+        row: dict[str, str | None] = dict(zip(header, values, strict=False))
+        row.update(dict.fromkeys(header[len(values) :]))
         records.append((start, row))
     return records
 

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from agents.stages import CRITIC, default_registry, paper_registry
+from data.redaction import install_redacting_streams
 
 #: the help text names the registered stages (agents/stages.py), so a new stage shows up here
 STAGES = default_registry()
@@ -186,6 +187,7 @@ def generate_command(
     from graphs.demo import choose_demo
     from graphs.runner import GenerationRun
 
+    install_redacting_streams()  # also run as `python graphs/generate.py`, without graphs.cli
     console = Console(stderr=True)
     overrides: dict[str, Any] = {
         key: value

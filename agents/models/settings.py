@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.models.key_refusal import refuse_key_setting, refuse_url_credentials
 from agents.models.spec import ModelSpec, parse_spec
 from agents.stages import all_model_roles
 
@@ -160,6 +161,13 @@ class RoleSettings(BaseModel):
             parse_spec(value)
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            refuse_url_credentials("base_url", value)
+        return value
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
@@ -171,14 +179,22 @@ class RoleSettings(BaseModel):
         """A copy with ``overrides`` applied and validated (strings are coerced)."""
         if not overrides:
             return self
+        for name, value in overrides.items():
+            refuse_key_setting(str(name), value)
         data = self.model_dump(exclude_unset=True) | dict(overrides)
         try:
             return RoleSettings.model_validate(data)
         except ValidationError as exc:
+            # Name the settings and what is wrong, never their values: a value may be a key
+            # pasted in the wrong place (pydantic's own message quotes each input).
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or '?'}: {error['msg']}"
+                for error in exc.errors()
+            )
             fields = ", ".join(RoleSettings.model_fields)
             raise ValueError(
-                f"bad role settings {dict(overrides)}: {exc}\nknown: {fields}"
-            ) from exc
+                f"bad role settings ({', '.join(map(str, overrides))}): {problems}\nknown: {fields}"
+            ) from None
 
 
 class RoleBinding(BaseModel):

@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from data.redaction import redact
 from data.store import browse
 from data.store.snapshot import DataSource, SourceInfo, SourceUnavailable
 from graphs.viewer import queries, reports
@@ -104,7 +105,7 @@ def create_app(
         html = env.get_template(name).render(
             links=links, source=info, db=str(source.db), export=False, **context
         )
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(redact(html), status_code=status)  # served: an output boundary
 
     def not_found(what: str, info: SourceInfo | None = None) -> HTMLResponse:
         return page("error.html", info, 404, title="Not found", message=what, refresh=None)
@@ -142,7 +143,9 @@ def create_app(
         return page("runs.html", info, runs=rows, params=params, refresh=refresh,
                     judge=judge, finetunes=finetunes, calibrations=calibrations)  # fmt: skip
 
-    @app.get("/runs/{run_id}", response_class=HTMLResponse)
+    # ``:path``: a run id may hold any character, a ``/`` included (its link encodes it as %2F,
+    # which the server decodes before routing)
+    @app.get("/runs/{run_id:path}", response_class=HTMLResponse)
     def run_page(
         run_id: str, status: str = "", category: str = "", rule: str = "", check: str = "",
         reason: str = "", page_no: int = Query(1, alias="page", ge=1),

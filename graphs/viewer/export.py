@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from data.redaction import redact
 from data.store import Store, browse
 from data.store.snapshot import DataSource, SourceInfo
 from graphs.viewer import queries, reports
@@ -97,7 +98,7 @@ def export_report(
     )
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html, encoding="utf-8")
+    target.write_text(redact(html), encoding="utf-8")  # written: an output boundary
     shown = sum(len(r["rows"]) for r in context["runs"])
     left = sum(r["samples"] - len(r["rows"]) for r in context["runs"])
     return ExportSummary(target, len(context["runs"]), shown, left, target.stat().st_size, info)

@@ -10,23 +10,33 @@ never repeats the value.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlsplit
 
 from data.redaction import redact
 
-#: parts of a setting's or a URL parameter's name that say it carries a credential
-CREDENTIAL_WORDS = (
-    "key",
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "auth",
-    "header",
-    "cookie",
-    "credential",
-    "bearer",
-    "session",
+#: words of a setting's or a URL parameter's name (split at ``_``, ``-``, ``.``) that say it
+#: carries a credential; whole words, so ``max_tokens`` is not one
+CREDENTIAL_WORDS = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "accesstoken",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "auth",
+        "authorization",
+        "header",
+        "headers",
+        "cookie",
+        "credential",
+        "credentials",
+        "bearer",
+        "session",
+    }
 )
 
 #: the one setting whose name says "key" but holds a variable's name, not a key
@@ -52,7 +62,8 @@ class KeyInSpecError(ValueError):
 def credential_name(name: str) -> bool:
     """Whether a setting or query parameter named ``name`` would carry a credential."""
     lowered = name.lower()
-    return lowered != KEY_ENV_SETTING and any(word in lowered for word in CREDENTIAL_WORDS)
+    words = re.split(r"[_\-.\s]+", lowered)
+    return lowered != KEY_ENV_SETTING and any(word in CREDENTIAL_WORDS for word in words)
 
 
 def refuse_url_credentials(setting: str, url: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.models.answer_bounds import DEFAULT_MAX_ANSWER_BYTES
 from agents.models.key_refusal import refuse_key_setting, refuse_url_credentials
 from agents.models.spec import ModelSpec, parse_spec
 from agents.stages import all_model_roles
@@ -72,6 +73,7 @@ DELIVERY_SETTINGS = frozenset(
         "delivery",
         "batch_poll_s",
         "batch_timeout_s",
+        "max_answer_bytes",
     }
 )
 
@@ -92,6 +94,9 @@ class RoleSettings(BaseModel):
     servers: ``logprobs: true, top_logprobs: N``; 20 is OpenAI's maximum). APIs without them
     (Anthropic) answer as usual and the call has none. Such calls skip the cache (it keeps
     answers, not log-probabilities)."""
+    max_answer_bytes: int = Field(DEFAULT_MAX_ANSWER_BYTES, ge=1024)
+    """Largest answer (UTF-8 bytes) a call accepts; a larger one ends the call ``too_large``,
+    stored cut at this size (agents/models/answer_bounds.py says why 1 MiB)."""
     timeout_s: float = Field(60.0, gt=0.0)
     """Per-request timeout; a timeout is retried with backoff."""
     max_concurrency: int = Field(8, ge=1)

@@ -406,7 +406,8 @@ class ModelLayer:
         settings = binding.settings
         limiter = self._limiter(state, binding, role)
         tokens_in = tokens_out = parse_attempts = 0
-        attempts = Attempts()
+        request_s, call_s = binding.timeouts()
+        attempts = Attempts(request_timeout_s=request_s, call_deadline_s=call_s)
         meta["waits_s"] = attempts.waits_s
 
         def result(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agents.models.answer_bounds import DEFAULT_MAX_ANSWER_BYTES
 from agents.models.key_refusal import refuse_key_setting, refuse_url_credentials
 from agents.models.spec import ModelSpec, parse_spec
+from agents.models.timeouts import DEFAULT_TIMEOUTS, Timeouts, endpoint_kind
 from agents.stages import all_model_roles
 
 
@@ -56,6 +57,7 @@ Delivery = Literal["sync", "batch"]
 DELIVERY_SETTINGS = frozenset(
     {
         "timeout_s",
+        "call_deadline_s",
         "max_concurrency",
         "requests_per_minute",
         "tokens_per_minute",
@@ -98,7 +100,13 @@ class RoleSettings(BaseModel):
     """Largest answer (UTF-8 bytes) a call accepts; a larger one ends the call ``too_large``,
     stored cut at this size (agents/models/answer_bounds.py says why 1 MiB)."""
     timeout_s: float = Field(60.0, gt=0.0)
-    """Per-request timeout; a timeout is retried with backoff."""
+    """Per-request timeout; a timeout is retried with backoff. Unless set, the default of the
+    endpoint's kind (agents/models/timeouts.py: hosted 60 s, self-hosted 90 s, in-process
+    600 s)."""
+    call_deadline_s: float = Field(120.0, gt=0.0)
+    """Longest one call may take across its retries and re-asks; no request starts after it
+    and none runs past it. Unless set, the default of the endpoint's kind (hosted and
+    self-hosted 120 s, in-process 600 s)."""
     max_concurrency: int = Field(8, ge=1)
     """Requests of this role (per model) in flight at once."""
     requests_per_minute: float | None = Field(None, gt=0.0)
@@ -215,6 +223,17 @@ class RoleBinding(BaseModel):
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
         base = settings or RoleSettings()
         return cls(spec=parsed, settings=base.merged(parsed.options))
+
+    def timeouts(self) -> Timeouts:
+        """(per request, per call) seconds: those set for the role, else the defaults of the
+        spec's kind of endpoint (agents/models/timeouts.py). Resolved here, at use, so a
+        refusal fallback of another kind gets its own kind's defaults."""
+        defaults = DEFAULT_TIMEOUTS[endpoint_kind(self.spec.provider)]
+        chosen = self.settings.model_fields_set
+        return Timeouts(
+            self.settings.timeout_s if "timeout_s" in chosen else defaults.request_s,
+            self.settings.call_deadline_s if "call_deadline_s" in chosen else defaults.call_s,
+        )
 
     def record(self) -> dict[str, Any]:
         """What a run stores about this binding (names of key variables, never keys)."""

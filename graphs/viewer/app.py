@@ -13,6 +13,7 @@ the store names, looked up by sample id.
 from __future__ import annotations
 
 import threading
+from urllib.parse import unquote
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,15 @@ class _Cache:
                 self._data.clear()
             self._data[(version, key)] = value
         return value
+
+
+def _path_tail(request: Request, prefix: str, decoded: str) -> str:
+    """The path after ``prefix``, percent-decoded exactly once from the raw request path (a run
+    id may itself hold ``%2F``; some servers decode the path twice), else ``decoded``."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes) and raw.startswith(prefix.encode()):
+        return unquote(raw[len(prefix) :].decode("latin-1"), errors="strict")
+    return decoded
 
 
 def create_app(
@@ -147,11 +157,12 @@ def create_app(
     # which the server decodes before routing)
     @app.get("/runs/{run_id:path}", response_class=HTMLResponse)
     def run_page(
-        run_id: str, status: str = "", category: str = "", rule: str = "", check: str = "",
+        request: Request, run_id: str, status: str = "", category: str = "", rule: str = "", check: str = "",
         reason: str = "", page_no: int = Query(1, alias="page", ge=1),
         per: int = queries.DEFAULT_PAGE_SIZE, sort: str = "id", desc: bool = False,
         refresh: int | None = Query(None, ge=1, le=600),
     ) -> HTMLResponse:  # fmt: skip
+        run_id = _path_tail(request, "/runs/", run_id)
         filters = queries.SampleFilters(status, category, rule, check, reason)
         with source.reading() as (store, info):
             run = queries.run(store, run_id)

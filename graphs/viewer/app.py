@@ -13,11 +13,11 @@ the store names, looked up by sample id.
 from __future__ import annotations
 
 import threading
-from urllib.parse import unquote
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -157,8 +157,8 @@ def create_app(
     # which the server decodes before routing)
     @app.get("/runs/{run_id:path}", response_class=HTMLResponse)
     def run_page(
-        request: Request, run_id: str, status: str = "", category: str = "", rule: str = "", check: str = "",
-        reason: str = "", page_no: int = Query(1, alias="page", ge=1),
+        request: Request, run_id: str, status: str = "", category: str = "", rule: str = "",
+        check: str = "", reason: str = "", page_no: int = Query(1, alias="page", ge=1),
         per: int = queries.DEFAULT_PAGE_SIZE, sort: str = "id", desc: bool = False,
         refresh: int | None = Query(None, ge=1, le=600),
     ) -> HTMLResponse:  # fmt: skip

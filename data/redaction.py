@@ -67,6 +67,10 @@ _KEY_ASSIGNMENT = re.compile(
     r"x-api-key|authorization)\s*[=:]\s*)(?!\[REDACTED\])(?=[^\s&#\"'<>,;]*[0-9])[^\s&#\"'<>,;]{8,}"
 )
 
+#: substrings without which each pattern above cannot match
+_KEY_MARKERS = ("sk-", "hf_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AKIA", "AIza")
+_ASSIGNMENT_WORDS = ("key", "token", "secret", "password", "authorization")
+
 _registered_lock = threading.Lock()
 _registered_env: set[str] = set()
 
@@ -109,10 +113,18 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     for secret in known_secrets() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    text = _KEY_LOOKING.sub(REDACTED, text)
-    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}", text)
-    return _KEY_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    # Each pattern runs only where a cheap substring test says it could match: most texts
+    # (model answers, prompts) hold none of these, and the store redacts every text it writes.
+    if any(marker in text for marker in _KEY_MARKERS):
+        text = _KEY_LOOKING.sub(REDACTED, text)
+    if "earer" in text or "EARER" in text or "Basic" in text:
+        text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}", text)
+    lowered = text.lower()
+    if any(word in lowered for word in _ASSIGNMENT_WORDS):
+        text = _KEY_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return text
 
 
 def redact_value(value: Any, secrets: Iterable[str] | None = None) -> Any:

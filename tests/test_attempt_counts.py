@@ -66,7 +66,7 @@ def test_calls_of_a_superseded_attempt_are_counted_apart(tmp_path: Path) -> None
 
     compare = CliRunner().invoke(app, ["compare", "counted", "--db", str(db), "--no-plots"])
     assert compare.exit_code == 0, compare.output
-    assert "earlier attempts" in compare.output and str(earlier) in compare.output
+    assert "earlier-attempt calls" in compare.output and str(earlier) in compare.output
 
     page = TestClient(create_app(db), base_url="http://127.0.0.1").get("/runs/counted")
     assert f"{earlier} from interrupted or superseded attempts" in page.text

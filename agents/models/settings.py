@@ -22,6 +22,7 @@ from agents.models.key_refusal import refuse_key_setting, refuse_url_credentials
 from agents.models.spec import ModelSpec, parse_spec
 from agents.models.timeouts import DEFAULT_TIMEOUTS, Timeouts, endpoint_kind
 from agents.stages import all_model_roles
+from data.redaction import register_key_env
 
 
 def model_roles() -> tuple[str, ...]:
@@ -186,6 +187,8 @@ class RoleSettings(BaseModel):
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not value.replace("_", "").isalnum():
             raise ValueError(f"api_key_env must name an environment variable, got {value!r}")
+        if value is not None:
+            register_key_env(value)  # its value is redacted wherever text is stored or shown
         return value
 
     def merged(self, overrides: Mapping[str, Any]) -> RoleSettings:

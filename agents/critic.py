@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.injection_check import check_argument_not_instructed, image_texts
 from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
 from agents.schemas import CritiqueValue, critique_model
@@ -145,8 +146,11 @@ def deterministic_checks(
             )
         if state.get("context"):
             checks.append(check_no_refusal("context_interpreter", state["context"]))
+    texts = image_texts(state.get("evidence"), description)
     for rule, item in state.get("explanations", {}).items():
         per_rule = explanation_checks(policy, rule, item)
+        argument = item.get("argument") or item["explanation"]
+        per_rule.append(check_argument_not_instructed(argument, texts))
         if contradiction_finder and state.get("evidence"):
             for message in contradiction_finder(item["explanation"], state["evidence"]):
                 per_rule.append(Check("evidence_consistent", "explainer", False, message))

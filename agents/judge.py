@@ -55,6 +55,7 @@ _STATUS: dict[str, JudgmentStatus] = {
     "parse_failed": "unscored",
     "refused": "refused",
     "failed": "failed",
+    "too_large": "failed",
 }
 METRIC_PREFIX = "metric:"
 

@@ -33,6 +33,7 @@ from data.atomic_write import (
     write_text_atomically,
     write_texts_atomically,
 )
+from data.redaction import redact_value
 from data.store import Store, queries
 
 Format = Literal["llava", "sharegpt", "parquet", "hf"]
@@ -258,7 +259,10 @@ def collect_records(
     run_id = run_row["run_id"]
     counts = {s: 0 for s in SAMPLE_STATUSES}
     counts.update(queries.status_counts(store, run_id))
-    samples, explanations, qa_rows = queries.export_rows(store, run_id, include_all=include_all)
+    # Exports are an output boundary: a store written before redaction existed may hold a key.
+    samples, explanations, qa_rows = redact_value(
+        queries.export_rows(store, run_id, include_all=include_all)
+    )
     by_sample: dict[str, list[dict[str, Any]]] = {}
     for row in explanations:
         by_sample.setdefault(row["sample_id"], []).append(row)

@@ -149,6 +149,7 @@ def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "critic_failures": failures,
         "calls": int(calls["calls"]),
         "cache_hits": int(calls["cache_hits"]),
+        "earlier_attempt_calls": int(calls["earlier_calls"]),
         "input_tokens": tokens_in,
         "output_tokens": tokens_out,
         "tokens": tokens_in + tokens_out,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from data.redaction import install_redacting_streams
 from graphs.commands.db import app as db_app
 from graphs.commands.evaluate import audit_command, compare_command, metrics_command
 from graphs.commands.finetune import finetune_command, moderate_command
@@ -25,6 +26,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _redact_output() -> None:
+    """Every command prints through the one redaction (no key reaches a terminal or a log)."""
+    install_redacting_streams()
+
+
 app.add_typer(rules_app, name="rules", help="List, show and check moderation policies.")
 app.add_typer(db_app, name="db", help="Inspect the DuckDB store.")
 app.add_typer(

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from agents.stages import CRITIC, default_registry, paper_registry
+from data.redaction import install_redacting_streams
 from graphs.console import make_console, plain, styled
 
 #: the help text names the registered stages (agents/stages.py), so a new stage shows up here
@@ -187,6 +188,7 @@ def generate_command(
     from graphs.demo import choose_demo
     from graphs.runner import GenerationRun
 
+    install_redacting_streams()  # also run as `python graphs/generate.py`, without graphs.cli
     console = make_console(stderr=True)
     overrides: dict[str, Any] = {
         key: value

@@ -383,6 +383,8 @@ class GenerationRun:
             "category_source": out.get("category_source"),
             "attempts": attempts,
             "updated_at": now,
+            # calls of this sample that started before this attempt belong to earlier ones
+            "attempt_started_at": out.get("attempt_started_at"),
         }
         # Every sample keeps the last explanations and Q-A it reached, whatever its status (the
         # sample row says which): `icm export --all` and the viewer show what a rejected or
@@ -748,9 +750,14 @@ class GenerationRun:
         exception, except :class:`CacheMiss` from a cache-only layer). ``evidence``: perception
         already run elsewhere (the Ray driver ships it with the sample)."""
         out: dict[str, Any]
+        started = utcnow()  # this attempt's calls start after it (queries.EARLIER_ATTEMPT_SQL)
         try:
             if sample.image_sha256 is None and sample.given_description is None:
-                return {"status": "failed", "reasons": [f"image not found: {sample.image_path}"]}
+                return {
+                    "status": "failed",
+                    "reasons": [f"image not found: {sample.image_path}"],
+                    "attempt_started_at": started,
+                }
             if evidence is None:
                 # Detectors and image decoding/resizing are CPU-bound: keep them off the event
                 # loop so API calls keep flowing (one thread hop for both).
@@ -770,7 +777,7 @@ class GenerationRun:
             out = {"status": "failed", "reasons": [f"error: {detail}"]}
         finally:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
-        return out
+        return {**out, "attempt_started_at": started}
 
 
 async def stop_when_the_store_fails(driving: asyncio.Future[None], flusher: asyncio.Task) -> None:

@@ -193,8 +193,31 @@ def test_bad_input_raises_typed_error_naming_the_file(tmp_path: Path, name: str)
 
 def test_text_file_with_image_extension_says_it_is_text(tmp_path: Path) -> None:
     path = _write(tmp_path, "photo.jpg", b"this is not a photo")
-    with pytest.raises(NotAnImageError, match="holds text"):
+    with pytest.raises(NotAnImageError, match="is a text file"):
         load_image(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"root:*:20228:0:99999:7:::\ndaemon:*:20228:0:99999:7:::\n", "a text file"),
+        (b"SHELL=/bin/bash\x00OPENAI_API_KEY=sk-leak0123456789abcdef\x00", "a binary file"),
+        (b"\x7fELF\x02\x01\x01\x00secret-bytes-here", "an ELF binary"),
+        (b"#!/bin/sh\nexport TOKEN=hunter2hunter2\n", "a script"),
+        (b"%PDF-1.7 confidential", "a PDF document"),
+    ],
+)
+def test_not_an_image_error_names_the_kind_never_the_content(
+    tmp_path: Path, content: bytes, kind: str
+) -> None:
+    """Issue 23: a path to /etc/shadow or /proc/self/environ must not print what it holds."""
+    path = _write(tmp_path, "photo.jpg", content)
+    with pytest.raises(NotAnImageError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert kind in message
+    for fragment in (b"root", b"20228", b"SHELL", b"sk-leak", b"secret", b"hunter2", b"confid"):
+        assert fragment.decode() not in message.replace(str(path), "")
 
 
 def test_pixel_limit_is_enforced_before_decoding(tmp_path: Path) -> None:

@@ -326,7 +326,7 @@ def test_cli_reports_bad_files_and_carries_on(tmp_path: Path) -> None:
     assert documents[1] == {
         "image": str(fake),
         "error": "NotAnImageError",
-        "reason": "not an image: the file holds text ('not an image'...)",
+        "reason": "not an image: the file is a text file (12 bytes)",
     }
 
 

@@ -12,14 +12,15 @@ import os
 
 from agents.models.settings import RoleSettings
 from agents.models.spec import ModelSpec
+from data.redaction import REDACTED as REDACTED
+from data.redaction import known_secrets, register_key_env
+from data.redaction import redact as redact_text
 
 #: where each hosted provider's key is looked up unless a role names another variable
 DEFAULT_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 #: sent to servers that need no key (vLLM, Ollama, llama.cpp): the OpenAI client requires one
 NO_KEY_PLACEHOLDER = "not-needed"
-
-REDACTED = "[REDACTED]"
 
 
 class MissingCredentialsError(RuntimeError):
@@ -53,6 +54,7 @@ def read_key(spec: ModelSpec, settings: RoleSettings, role: str | None = None) -
     name = key_env(spec, settings)
     if name is None:
         return None
+    register_key_env(name)  # its value is redacted wherever text is stored or shown
     value = os.environ.get(name, "").strip()
     if not value:
         raise MissingCredentialsError(name, spec, role)
@@ -60,10 +62,8 @@ def read_key(spec: ModelSpec, settings: RoleSettings, role: str | None = None) -
 
 
 def redact(text: str | None, secrets: frozenset[str] | set[str]) -> str | None:
-    """Replace every occurrence of a known secret in ``text`` (servers may echo a key back)."""
-    if not text or not secrets:
+    """``text`` through the one redaction (``data.redaction.redact``) with the layer's own keys
+    added to the environment's (servers may echo a key back)."""
+    if not text:
         return text
-    for secret in secrets:
-        if len(secret) >= 8 and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+    return redact_text(text, known_secrets(secrets))

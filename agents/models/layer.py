@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from agents.models.answer_bounds import TOO_LARGE, capped, size_of, too_large_error
 from agents.models.base import GenerationParams, ImageInput, Message, Provider, ProviderError
 from agents.models.batching import CALL_KEY, Participant, Rounds
 from agents.models.cache import (
@@ -408,7 +409,8 @@ class ModelLayer:
         settings = binding.settings
         limiter = self._limiter(state, binding, role)
         tokens_in = tokens_out = parse_attempts = 0
-        attempts = Attempts()
+        request_s, call_s = binding.timeouts()
+        attempts = Attempts(request_timeout_s=request_s, call_deadline_s=call_s)
         meta["waits_s"] = attempts.waits_s
 
         def result(
@@ -422,7 +424,7 @@ class ModelLayer:
                 error_kind=kind,
                 status=status,
                 value=value,
-                raw_text=raw,
+                raw_text=capped(raw, settings.max_answer_bytes),
                 error=error,
                 call_id="",
                 cache_hit=False,
@@ -463,6 +465,10 @@ class ModelLayer:
                 meta["batch_id"] = response.extra["batch_id"]
             tokens_in += response.input_tokens or 0
             tokens_out += response.output_tokens or 0
+            size = size_of(response.raw_text)
+            if size > settings.max_answer_bytes:
+                error = too_large_error(size, settings.max_answer_bytes)
+                return result(TOO_LARGE, None, response.raw_text, error, TOO_LARGE), messages
             value, problem = validate_answer(response, schema)
             if value is not None:
                 done = result("ok", value, response.raw_text, None)

@@ -10,8 +10,10 @@ from pydantic import BaseModel
 T = TypeVar("T", bound=BaseModel)
 
 #: ``ok`` (validated value), ``parse_failed`` (raw text kept), ``refused`` (never cached),
-#: ``failed`` (error kept). Only ``ok`` carries a value; nothing is ever filled with a default.
-Status = Literal["ok", "parse_failed", "refused", "failed"]
+#: ``failed`` (error kept), ``too_large`` (the answer exceeded the role's ``max_answer_bytes``:
+#: not parsed, not cached, raw text kept cut at the bound). Only ``ok`` carries a value; nothing
+#: is ever filled with a default.
+Status = Literal["ok", "parse_failed", "refused", "failed", "too_large"]
 
 
 @dataclass

@@ -13,6 +13,7 @@ The sleep function and random source are injected, so tests never wait.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,12 @@ class Attempts:
 
     requests: int = 0
     waits_s: list[float] = field(default_factory=list)
+    request_timeout_s: float | None = None
+    """Per request (the binding's: agents/models/timeouts.py); None: the role setting's."""
+    call_deadline_s: float | None = None
+    """The whole call's budget, retries and re-asks included; None: no deadline."""
+    deadline: float | None = None
+    """When the budget runs out (the clock's time), set at the call's first request."""
 
 
 def retry_delay(
@@ -60,16 +67,25 @@ async def request_with_retries(
     *,
     sleep: Sleep,
     rng: Callable[[], float],
+    clock: Callable[[], float] = time.monotonic,
 ) -> ProviderResponse:
-    """One answer from ``provider``; raises the classified ProviderError when retries run out."""
+    """One answer from ``provider``; raises the classified ProviderError when retries run out
+    or the call's deadline (``attempts.call_deadline_s``) passes: no request starts after it,
+    and each request's timeout is cut to what is left of it."""
     chars = sum(len(m.text) for m in messages)
     estimate = estimate_tokens(chars, sum(len(m.images) for m in messages), params.max_tokens)
+    per_request = attempts.request_timeout_s or settings.timeout_s
+    if attempts.deadline is None and attempts.call_deadline_s is not None:
+        attempts.deadline = clock() + attempts.call_deadline_s
     retries = 0
     while True:
+        timeout = per_request
+        if attempts.deadline is not None:
+            timeout = min(per_request, max(attempts.deadline - clock(), 0.001))
         attempts.requests += 1
         try:
             async with limiter.slot(estimate) as slot:
-                response = await provider.complete(messages, schema, params, settings.timeout_s)
+                response = await provider.complete(messages, schema, params, timeout)
                 slot.settle((response.input_tokens or 0) + (response.output_tokens or 0))
             return response
         except Exception as exc:
@@ -78,5 +94,11 @@ async def request_with_retries(
                 raise error from exc
         retries += 1
         delay = retry_delay(error.kind, error.retry_after, retries, settings, rng)
+        if attempts.deadline is not None and clock() + delay >= attempts.deadline:
+            error.message = (
+                f"{error.message} (the call's deadline of {attempts.call_deadline_s or 0:g} s "
+                f"passed after {attempts.requests} request(s); call_deadline_s sets it)"
+            )
+            raise error
         attempts.waits_s.append(round(delay, 3))
         await sleep(delay)

@@ -17,8 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.models.answer_bounds import DEFAULT_MAX_ANSWER_BYTES
+from agents.models.key_refusal import refuse_key_setting, refuse_url_credentials
 from agents.models.spec import ModelSpec, parse_spec
+from agents.models.timeouts import DEFAULT_TIMEOUTS, Timeouts, endpoint_kind
 from agents.stages import all_model_roles
+from data.redaction import register_key_env
 
 
 def model_roles() -> tuple[str, ...]:
@@ -54,6 +58,7 @@ Delivery = Literal["sync", "batch"]
 DELIVERY_SETTINGS = frozenset(
     {
         "timeout_s",
+        "call_deadline_s",
         "max_concurrency",
         "requests_per_minute",
         "tokens_per_minute",
@@ -71,6 +76,7 @@ DELIVERY_SETTINGS = frozenset(
         "delivery",
         "batch_poll_s",
         "batch_timeout_s",
+        "max_answer_bytes",
     }
 )
 
@@ -91,8 +97,17 @@ class RoleSettings(BaseModel):
     servers: ``logprobs: true, top_logprobs: N``; 20 is OpenAI's maximum). APIs without them
     (Anthropic) answer as usual and the call has none. Such calls skip the cache (it keeps
     answers, not log-probabilities)."""
+    max_answer_bytes: int = Field(DEFAULT_MAX_ANSWER_BYTES, ge=1024)
+    """Largest answer (UTF-8 bytes) a call accepts; a larger one ends the call ``too_large``,
+    stored cut at this size (agents/models/answer_bounds.py says why 1 MiB)."""
     timeout_s: float = Field(60.0, gt=0.0)
-    """Per-request timeout; a timeout is retried with backoff."""
+    """Per-request timeout; a timeout is retried with backoff. Unless set, the default of the
+    endpoint's kind (agents/models/timeouts.py: hosted 60 s, self-hosted 90 s, in-process
+    600 s)."""
+    call_deadline_s: float = Field(120.0, gt=0.0)
+    """Longest one call may take across its retries and re-asks; no request starts after it
+    and none runs past it. Unless set, the default of the endpoint's kind (hosted and
+    self-hosted 120 s, in-process 600 s)."""
     max_concurrency: int = Field(8, ge=1)
     """Requests of this role (per model) in flight at once."""
     requests_per_minute: float | None = Field(None, gt=0.0)
@@ -160,25 +175,42 @@ class RoleSettings(BaseModel):
             parse_spec(value)
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            refuse_url_credentials("base_url", value)
+        return value
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not value.replace("_", "").isalnum():
             raise ValueError(f"api_key_env must name an environment variable, got {value!r}")
+        if value is not None:
+            register_key_env(value)  # its value is redacted wherever text is stored or shown
         return value
 
     def merged(self, overrides: Mapping[str, Any]) -> RoleSettings:
         """A copy with ``overrides`` applied and validated (strings are coerced)."""
         if not overrides:
             return self
+        for name, value in overrides.items():
+            refuse_key_setting(str(name), value)
         data = self.model_dump(exclude_unset=True) | dict(overrides)
         try:
             return RoleSettings.model_validate(data)
         except ValidationError as exc:
+            # Name the settings and what is wrong, never their values: a value may be a key
+            # pasted in the wrong place (pydantic's own message quotes each input).
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or '?'}: {error['msg']}"
+                for error in exc.errors()
+            )
             fields = ", ".join(RoleSettings.model_fields)
             raise ValueError(
-                f"bad role settings {dict(overrides)}: {exc}\nknown: {fields}"
-            ) from exc
+                f"bad role settings ({', '.join(map(str, overrides))}): {problems}\nknown: {fields}"
+            ) from None
 
 
 class RoleBinding(BaseModel):
@@ -194,6 +226,17 @@ class RoleBinding(BaseModel):
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
         base = settings or RoleSettings()
         return cls(spec=parsed, settings=base.merged(parsed.options))
+
+    def timeouts(self) -> Timeouts:
+        """(per request, per call) seconds: those set for the role, else the defaults of the
+        spec's kind of endpoint (agents/models/timeouts.py). Resolved here, at use, so a
+        refusal fallback of another kind gets its own kind's defaults."""
+        defaults = DEFAULT_TIMEOUTS[endpoint_kind(self.spec.provider)]
+        chosen = self.settings.model_fields_set
+        return Timeouts(
+            self.settings.timeout_s if "timeout_s" in chosen else defaults.request_s,
+            self.settings.call_deadline_s if "call_deadline_s" in chosen else defaults.call_s,
+        )
 
     def record(self) -> dict[str, Any]:
         """What a run stores about this binding (names of key variables, never keys)."""

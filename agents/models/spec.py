@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.models.key_refusal import refuse_key_setting, refuse_url_credentials
+
 PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "openai-compatible", "hf", "local")
 
 #: names accepted after ``local:`` (models that ship inside PyPI packages)
@@ -81,12 +83,8 @@ def _split_options(spec: str, rest: str) -> tuple[str, dict[str, str]]:
         raise _bad(spec, f"options {query!r} are not key=value pairs joined by '&'") from None
     options: dict[str, str] = {}
     for key, value in pairs:
-        if "key" in key.lower() and key != "api_key_env":
-            # Do not echo the spec: it may hold the very key we refuse to take this way.
-            raise ValueError(
-                f"model specs never carry API keys (option {key!r}): put the key in an "
-                "environment variable and name it with api_key_env=VARIABLE"
-            )
+        # Before anything echoes the spec: it may hold the very key we refuse to take this way.
+        refuse_key_setting(key, value)
         if not key or key in options:
             raise _bad(spec, f"option {key!r} is empty or repeated")
         options[key] = value
@@ -108,6 +106,7 @@ def parse_spec(spec: str) -> ModelSpec:
         base_url, hash_sep, model_part = rest.partition("#")
         if not hash_sep:
             raise _bad(text, "openai-compatible needs '#<model>' after the base URL")
+        refuse_url_credentials("base_url", base_url)  # before an error could echo the URL
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise _bad(text, f"base URL {base_url!r} is not an http(s) URL")

@@ -65,6 +65,11 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
     return store.rows(_RUN_SUMMARIES_SQL)
 
 
+#: a call (``c``) of a sample (``s``) made by an attempt before the one that gave the sample its
+#: current outcome: an interrupted attempt (the run was killed, then resumed) or a superseded
+#: one (``--retry-failed``)
+EARLIER_ATTEMPT_SQL = "s.attempt_started_at IS NOT NULL AND c.started_at < s.attempt_started_at"
+
 _RUN_SUMMARIES_SQL = f"""
 SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy_name,
        r.rule_variants, r.role_bindings_json,
@@ -76,6 +81,7 @@ SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy
        coalesce(s.pending, 0) AS pending,
        coalesce(c.calls, 0) AS calls,
        coalesce(c.cache_hits, 0) AS cache_hits,
+       coalesce(e.earlier_calls, 0) AS earlier_calls,
        coalesce(c.input_tokens, 0) AS input_tokens,
        coalesce(c.output_tokens, 0) AS output_tokens,
        c.cost_usd
@@ -97,6 +103,12 @@ LEFT JOIN (
            sum(cost_usd) AS cost_usd
     FROM llm_calls GROUP BY run_id
 ) c USING (run_id)
+LEFT JOIN (
+    SELECT s.run_id, count(*) AS earlier_calls
+    FROM llm_calls c JOIN samples s USING (sample_id)
+    WHERE {EARLIER_ATTEMPT_SQL}
+    GROUP BY s.run_id
+) e USING (run_id)
 ORDER BY r.created_at, r.run_id
 """
 
@@ -272,11 +284,12 @@ def call_totals(store: Store, run_id: str) -> dict[str, Any]:
     """calls, cache_hits, input/output tokens, cost (None if unknown) and mean latency of the
     calls that reached a model."""
     return store.rows(
-        "SELECT count(*) AS calls, count(*) FILTER (WHERE cache_hit) AS cache_hits, "
-        "coalesce(sum(input_tokens), 0) AS input_tokens, "
-        "coalesce(sum(output_tokens), 0) AS output_tokens, sum(cost_usd) AS cost_usd, "
-        "avg(latency_ms) FILTER (WHERE NOT cache_hit) AS mean_latency_ms "
-        "FROM llm_calls WHERE run_id = ?",
+        "SELECT count(*) AS calls, count(*) FILTER (WHERE c.cache_hit) AS cache_hits, "
+        f"count(*) FILTER (WHERE {EARLIER_ATTEMPT_SQL}) AS earlier_calls, "
+        "coalesce(sum(c.input_tokens), 0) AS input_tokens, "
+        "coalesce(sum(c.output_tokens), 0) AS output_tokens, sum(c.cost_usd) AS cost_usd, "
+        "avg(c.latency_ms) FILTER (WHERE NOT c.cache_hit) AS mean_latency_ms "
+        "FROM llm_calls c LEFT JOIN samples s USING (sample_id) WHERE c.run_id = ?",
         [run_id],
     )[0]
 

@@ -315,10 +315,19 @@ CREATE TABLE llm_batch_items (
 CREATE INDEX llm_batch_items_custom ON llm_batch_items (custom_id);
 """
 
+_V4 = """
+ALTER TABLE samples ADD COLUMN attempt_started_at TIMESTAMP;
+"""
+"""``samples.attempt_started_at``: when the attempt that gave the sample its current outcome
+began. A call of the sample that started before it belongs to an interrupted or superseded
+attempt (a run killed and resumed, ``--retry-failed``): counts show those calls apart. NULL for
+samples finished before this column existed (their calls all count as current)."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "predictions.task: verdict or MQA answer", _V2),
     Migration(3, "provider batches (delivery=batch)", _V3),
+    Migration(4, "samples.attempt_started_at: calls of earlier attempts counted apart", _V4),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

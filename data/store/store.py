@@ -26,6 +26,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from data.redaction import known_secrets, redact, redact_value
 from data.store.schema import LATEST_VERSION, MIGRATIONS
 
 DEFAULT_DB_PATH = Path("runs") / "icm.duckdb"
@@ -129,6 +130,24 @@ def batch_frame(rows: Sequence[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
         return pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         return pd.DataFrame(list(rows))
+
+
+def redacted_frame(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
+    """``rows`` as a frame for DuckDB with every string passed through ``data.redaction``: the
+    store is a boundary every text crosses, so no key reaches the file whatever wrote it."""
+    secrets = known_secrets()
+    if isinstance(rows, pd.DataFrame):
+        frame = rows.copy()
+        for name in frame.columns:
+            if frame[name].dtype == object:
+                frame[name] = [redact(v, secrets) if isinstance(v, str) else v for v in frame[name]]
+        return frame
+    return batch_frame(
+        [
+            {k: redact(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
+            for row in rows
+        ]
+    )
 
 
 def _process_command(pid: int) -> str | None:
@@ -313,7 +332,7 @@ class Store:
         ``on_conflict``: ``error`` raises on a duplicate key, ``ignore`` keeps the existing row
         (idempotent re-runs), ``replace`` overwrites it.
         """
-        frame = rows if isinstance(rows, pd.DataFrame) else batch_frame(list(rows))
+        frame = redacted_frame(rows)
         if not len(frame):
             return 0
         self._check_table(table)
@@ -332,7 +351,7 @@ class Store:
         Rows of the table that no given row matches are untouched; given rows that match nothing
         are ignored. Returns how many rows were offered.
         """
-        frame = rows if isinstance(rows, pd.DataFrame) else batch_frame(list(rows))
+        frame = redacted_frame(rows)
         if not len(frame):
             return 0
         names = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
@@ -359,9 +378,10 @@ class Store:
             )
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
-        """Run one statement that writes (an UPDATE, say)."""
+        """Run one statement that writes (an UPDATE, say); its string parameters are redacted
+        like every other text written (``data.redaction``)."""
         with self._lock:
-            self._conn.execute(sql, params or [])
+            self._conn.execute(sql, redact_value(params) if params else [])
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:

@@ -127,6 +127,7 @@ def comparison_table(comparison: Comparison) -> Table:
         row("judge unscored", [str(r["judge_unscored"]) for r in runs])
     row("tokens (in+out)", [f"{r['tokens']:,}" for r in runs])
     row("calls (cached)", [f"{r['calls']} ({r['cache_hits']})" for r in runs])
+    row("earlier-attempt calls", [str(r["earlier_attempt_calls"]) for r in runs])
     row("cost", [_num(r["cost_usd"], ".4f", " USD") for r in runs])
     row("cost per accepted", [_num(r["cost_per_accepted_usd"], ".5f", " USD") for r in runs])
     row("mean latency per call", [_num(r["mean_latency_ms"], ".0f", " ms") for r in runs])

@@ -96,6 +96,9 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
                 "pending": int(row["pending"]),
                 "calls": int(row["calls"]),
                 "cache_hits": int(row["cache_hits"]),
+                # of the calls: those of interrupted or superseded attempts (a killed run
+                # resumed, --retry-failed), which the finished samples did not use
+                "earlier_attempt_calls": int(row["earlier_calls"]),
                 "input_tokens": tokens_in,
                 "output_tokens": tokens_out,
                 "tokens": tokens_in + tokens_out,
@@ -130,8 +133,16 @@ _WIDE = 140
 """Below this many columns the table folds its cells into slivers: print a block per run."""
 
 
+def calls_text(calls: int, cached: int, earlier: int) -> str:
+    """``327 (212 cached; 48 from interrupted or superseded attempts)``: what the count holds."""
+    notes = [f"{cached} cached"] if cached else []
+    if earlier:
+        notes.append(f"{earlier} from interrupted or superseded attempts")
+    return f"{calls} ({'; '.join(notes)})" if notes else str(calls)
+
+
 def _run_block(run: dict[str, Any]) -> str:
-    calls = f"{run['calls']} ({run['cache_hits']} cached)" if run["cache_hits"] else run["calls"]
+    calls = calls_text(run["calls"], run["cache_hits"], run["earlier_attempt_calls"])
     return "\n".join(
         [
             f"{run['name']}  (id {run['run_id']})  {run['kind']} {run['status']}  "
@@ -161,6 +172,8 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
         calls = str(run["calls"])
         if run["cache_hits"]:
             calls += f"\n{run['cache_hits']} cached"
+        if run["earlier_attempt_calls"]:
+            calls += f"\n{run['earlier_attempt_calls']} earlier attempts"
         table.add_row(
             styled("{}\n[dim]{}[/dim]", run["name"], run["run_id"]),
             styled("{}\n[dim]{}[/dim]", run["status"], run["kind"]),

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -24,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from data.redaction import redact
 from data.store import browse
 from data.store.snapshot import DataSource, SourceInfo, SourceUnavailable
 from graphs.viewer import queries, reports
@@ -55,6 +57,15 @@ class _Cache:
                 self._data.clear()
             self._data[(version, key)] = value
         return value
+
+
+def _path_tail(request: Request, prefix: str, decoded: str) -> str:
+    """The path after ``prefix``, percent-decoded exactly once from the raw request path (a run
+    id may itself hold ``%2F``; some servers decode the path twice), else ``decoded``."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes) and raw.startswith(prefix.encode()):
+        return unquote(raw[len(prefix) :].decode("latin-1"), errors="strict")
+    return decoded
 
 
 def create_app(
@@ -104,7 +115,7 @@ def create_app(
         html = env.get_template(name).render(
             links=links, source=info, db=str(source.db), export=False, **context
         )
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(redact(html), status_code=status)  # served: an output boundary
 
     def not_found(what: str, info: SourceInfo | None = None) -> HTMLResponse:
         return page("error.html", info, 404, title="Not found", message=what, refresh=None)
@@ -142,13 +153,16 @@ def create_app(
         return page("runs.html", info, runs=rows, params=params, refresh=refresh,
                     judge=judge, finetunes=finetunes, calibrations=calibrations)  # fmt: skip
 
-    @app.get("/runs/{run_id}", response_class=HTMLResponse)
+    # ``:path``: a run id may hold any character, a ``/`` included (its link encodes it as %2F,
+    # which the server decodes before routing)
+    @app.get("/runs/{run_id:path}", response_class=HTMLResponse)
     def run_page(
-        run_id: str, status: str = "", category: str = "", rule: str = "", check: str = "",
-        reason: str = "", page_no: int = Query(1, alias="page", ge=1),
+        request: Request, run_id: str, status: str = "", category: str = "", rule: str = "",
+        check: str = "", reason: str = "", page_no: int = Query(1, alias="page", ge=1),
         per: int = queries.DEFAULT_PAGE_SIZE, sort: str = "id", desc: bool = False,
         refresh: int | None = Query(None, ge=1, le=600),
     ) -> HTMLResponse:  # fmt: skip
+        run_id = _path_tail(request, "/runs/", run_id)
         filters = queries.SampleFilters(status, category, rule, check, reason)
         with source.reading() as (store, info):
             run = queries.run(store, run_id)

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from data.atomic_write import write_text_atomically
+from data.redaction import redact
 from data.store import Store, browse
 from data.store.snapshot import DataSource, SourceInfo
 from graphs.viewer import queries, reports
@@ -97,7 +98,8 @@ def export_report(
         )
     )
     target = Path(out)
-    write_text_atomically(target, html)  # an earlier report stays whole until this one is
+    # redacted (an output boundary); an earlier report stays whole until this one is written
+    write_text_atomically(target, redact(html))
     shown = sum(len(r["rows"]) for r in context["runs"])
     left = sum(r["samples"] - len(r["rows"]) for r in context["runs"])
     return ExportSummary(target, len(context["runs"]), shown, left, target.stat().st_size, info)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader
+from markupsafe import Markup
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -64,6 +66,26 @@ def clip(text: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+#: the Unicode bidirectional controls: embeddings, overrides, isolates and their terminators,
+#: and the implicit marks
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
+
+def visible_controls(value: Any) -> Any:
+    """Every printed value with its bidi controls made visible (``[U+202E]``).
+
+    Why: model text and file names are untrusted; an unclosed RIGHT-TO-LEFT OVERRIDE in one
+    reverses the page's own text after it, and one in a file name shows ``gpj.exe`` as
+    ``exe.jpg``. Shown as code points, a control can neither reorder the page nor hide what a
+    name really is. (The stylesheet isolates model-text elements as well: ``unicode-bidi:
+    isolate``, so right-to-left text stays within its element.) Markup (the inlined
+    stylesheet) and non-strings pass unchanged.
+    """
+    if isinstance(value, str) and not isinstance(value, Markup) and BIDI_CONTROLS.search(value):
+        return BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", value)
+    return value
+
+
 def query(params: dict[str, Any], **changes: Any) -> str:
     """``?a=1&b=2`` from the current parameters with ``changes`` applied (None removes)."""
     merged = {**params, **changes}
@@ -102,6 +124,7 @@ def environment() -> Environment:
         undefined=ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=visible_controls,
     )
     env.filters.update(pretty=pretty, num=num, cost=cost, duration=duration, stamp=stamp, clip=clip)
     env.globals.update(query=query)

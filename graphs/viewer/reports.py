@@ -60,6 +60,7 @@ def comparison_rows(comp: Any) -> list[tuple[str, list[str]]]:
     rows += [
         ("tokens (in+out)", [f"{r['tokens']:,}" for r in runs]),
         ("calls (cached)", [f"{r['calls']} ({r['cache_hits']})" for r in runs]),
+        ("earlier-attempt calls", [str(r["earlier_attempt_calls"]) for r in runs]),
         ("cost", [num(r["cost_usd"], ".4f", " USD") for r in runs]),
         ("cost per accepted", [num(r["cost_per_accepted_usd"], ".5f", " USD") for r in runs]),
         ("mean latency per call", [num(r["mean_latency_ms"], ".0f", " ms") for r in runs]),

@@ -1,0 +1,195 @@
+"""One redaction for every text that leaves a model call: stored, printed, exported or served.
+
+Endpoints echo keys back (a 401 body saying ``Incorrect API key provided: sk-...``, a proxy's 500
+page quoting the request's headers), and that text travels: into a sample's reasons, the
+end-of-run summary, ``icm samples --json``, the viewer, ``report.html``. Redacting at each call
+site misses one sooner or later, so redaction sits at the boundaries instead, and every boundary
+calls :func:`redact`:
+
+- the store: ``Store.insert``, ``update_by_key`` and ``execute`` redact every string they write;
+- the terminal: ``graphs.cli`` wraps stdout and stderr (:class:`RedactingStream`);
+- exports: each record's texts pass :func:`redact_value` when it is shaped;
+- the viewer: every response body passes :func:`redact` before it is served or written.
+
+What counts as a secret:
+
+- the value of every environment variable that holds a key by name (``OPENAI_API_KEY``,
+  ``ANTHROPIC_API_KEY``, any ``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``);
+- the value of every variable a spec names with ``api_key_env`` (:func:`register_key_env`),
+  whatever its name;
+- any key-looking string, known or not: ``sk-...``, ``sk-ant-...``, ``hf_...``, GitHub and Slack
+  tokens, AWS access key ids, the credential of a ``Bearer``/``Basic`` header, a URL's password
+  and ``api_key=``/``token=``-like query values, since an endpoint may echo a key the
+  environment does not hold (an old one, a colleague's).
+
+Values shorter than 8 characters are not treated as secrets: replacing ``"1"`` everywhere would
+destroy the text and protect nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+REDACTED = "[REDACTED]"
+
+#: the shortest value treated as a secret
+MIN_SECRET_LENGTH = 8
+
+#: environment variable names whose values are keys
+KEY_ENV_SUFFIXES = ("_API_KEY", "_APIKEY", "_TOKEN", "_SECRET", "_SECRET_KEY", "_PASSWORD")
+KEY_ENV_NAMES = frozenset({"OPENAI_API_KEY", "ANTHROPIC_API_KEY"})
+
+#: strings that look like keys whatever their source (providers' documented key formats)
+_KEY_LOOKING = re.compile(
+    r"(?<![A-Za-z0-9+/])(?:"
+    r"sk-[A-Za-z0-9_\-]{16,}"  # OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), many proxies
+    r"|hf_[A-Za-z0-9]{20,}"  # Hugging Face
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
+    r"|AIza[0-9A-Za-z_\-]{35}"  # Google API key
+    # bounded on both sides by what base64 never holds next to a key, so an inlined image's
+    # data: URI is never mistaken for one
+    r")(?![A-Za-z0-9+/=])"
+)
+#: the credential of an HTTP authorization header
+_AUTH_HEADER = re.compile(r"\b([Bb]earer|BEARER|Basic)\s+(?=[^\s]*[0-9])[A-Za-z0-9._~+/=\-]{12,}")
+#: the password of a URL's user info (``scheme://user:password@host``)
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(@)")
+#: a key given as a URL query value or a ``name=value`` setting
+_KEY_ASSIGNMENT = re.compile(
+    r"(?i)(\b(?:api[_\-]?key|access[_\-]?token|auth[_\-]?token|token|secret|password|"
+    r"x-api-key|authorization)\s*[=:]\s*)(?!\[REDACTED\])(?=[^\s&#\"'<>,;]*[0-9])[^\s&#\"'<>,;]{8,}"
+)
+
+#: substrings without which each pattern above cannot match
+_KEY_MARKERS = ("sk-", "hf_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AKIA", "AIza")
+_ASSIGNMENT_WORDS = ("key", "token", "secret", "password", "authorization")
+
+_registered_lock = threading.Lock()
+_registered_env: set[str] = set()
+
+
+def register_key_env(name: str) -> None:
+    """Treat the value of ``name`` as a secret too (a spec's ``api_key_env`` may name any
+    variable, ``MY_PROXY_CREDENTIAL`` say)."""
+    with _registered_lock:
+        _registered_env.add(name)
+
+
+def is_key_env(name: str) -> bool:
+    """Whether an environment variable named ``name`` holds a key by its name."""
+    upper = name.upper()
+    return upper in KEY_ENV_NAMES or upper.endswith(KEY_ENV_SUFFIXES)
+
+
+def known_secrets(extra: Iterable[str] = ()) -> list[str]:
+    """The secret values of the environment now, longest first (so a key containing another
+    is replaced whole)."""
+    with _registered_lock:
+        registered = set(_registered_env)
+    values = {
+        value.strip()
+        for name, value in os.environ.items()
+        if name in registered or is_key_env(name)
+    }
+    values.update(extra)
+    return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """``text`` with every secret and key-looking string replaced by ``[REDACTED]``.
+
+    ``secrets``: the values to remove (:func:`known_secrets` when None; a caller redacting many
+    strings computes it once).
+    """
+    if not text:
+        return text
+    for secret in known_secrets() if secrets is None else secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    # Each pattern runs only where a cheap substring test says it could match: most texts
+    # (model answers, prompts) hold none of these, and the store redacts every text it writes.
+    if any(marker in text for marker in _KEY_MARKERS):
+        text = _KEY_LOOKING.sub(REDACTED, text)
+    if "earer" in text or "EARER" in text or "Basic" in text:
+        text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}", text)
+    lowered = text.lower()
+    if any(word in lowered for word in _ASSIGNMENT_WORDS):
+        text = _KEY_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return text
+
+
+def redact_value(value: Any, secrets: Iterable[str] | None = None) -> Any:
+    """``value`` with :func:`redact` applied to every string inside it (dicts, lists, tuples)."""
+    found = list(known_secrets() if secrets is None else secrets)
+    return _redact_value(value, found)
+
+
+def _redact_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, secrets) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_value(v, secrets) for v in value)
+    return value
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that writes through :func:`redact` (stdout and stderr of every command).
+
+    Everything else (``isatty``, ``fileno``, ``encoding``) is the wrapped stream's, so rich still
+    sees a terminal where there is one.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._stream, "errors", None)
+
+    @property
+    def wrapped(self) -> TextIO:
+        return self._stream
+
+
+def install_redacting_streams() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` once (idempotent), at a command's entry point."""
+    import sys
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)

@@ -1,0 +1,100 @@
+"""Issue 23 (bounds): timeouts by kind of endpoint and a per-call deadline across retries, so a
+hung endpoint costs at most the call's deadline (not 60 s x 5 attempts plus backoff)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel
+
+from agents.models.base import GenerationParams, Message, ProviderError
+from agents.models.rate_limit import RateLimiter
+from agents.models.retry import Attempts, request_with_retries
+from agents.models.settings import ModelConfig, RoleBinding, RoleSettings
+
+
+class Answer(BaseModel):
+    label: str
+
+
+class HungEndpoint:
+    """Never answers: each request uses up the whole timeout it was given, on a fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timeouts: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def complete(self, messages, schema, params, timeout):
+        self.timeouts.append(timeout)
+        self.now += timeout
+        raise TimeoutError("read timed out")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("openai:gpt-4o", (60.0, 120.0)),
+        ("anthropic:claude-haiku-4-5", (60.0, 120.0)),
+        ("openai-compatible:http://127.0.0.1:8000/v1#m", (90.0, 120.0)),
+        ("local:smollm2", (600.0, 600.0)),
+    ],
+)
+def test_timeouts_follow_the_kind_of_endpoint(spec: str, expected: tuple[float, float]) -> None:
+    assert tuple(RoleBinding.create(spec).timeouts()) == expected
+
+
+def test_a_timeout_set_for_the_role_wins() -> None:
+    config = ModelConfig.from_args(
+        ["all=openai-compatible:http://127.0.0.1:8000/v1#m"],
+        ["all.timeout_s=15", "critic.call_deadline_s=40"],
+    )
+    assert tuple(config.for_role("critic").timeouts()) == (15.0, 40.0)
+    assert tuple(config.for_role("describer").timeouts()) == (15.0, 120.0)
+    spec_option = RoleBinding.create("local:smollm2?call_deadline_s=30")
+    assert tuple(spec_option.timeouts()) == (600.0, 30.0)
+
+
+def _ask_hung(binding: RoleBinding, endpoint: HungEndpoint) -> Attempts:
+    request_s, call_s = binding.timeouts()
+    attempts = Attempts(request_timeout_s=request_s, call_deadline_s=call_s)
+    settings = binding.settings.model_copy(update={"jitter": False})
+    with pytest.raises(ProviderError) as caught:
+        asyncio.run(
+            request_with_retries(
+                endpoint,
+                RateLimiter(4),
+                settings,
+                Answer,
+                [Message("user", "hi")],
+                GenerationParams(temperature=0.0, max_tokens=64),
+                attempts,
+                sleep=endpoint.sleep,
+                rng=lambda: 0.5,
+                clock=endpoint.clock,
+            )
+        )
+    assert caught.value.kind == "timeout"
+    assert "deadline of 120 s" in caught.value.message
+    return attempts
+
+
+def test_a_hung_self_hosted_endpoint_costs_one_deadline_per_call() -> None:
+    endpoint = HungEndpoint()
+    binding = RoleBinding.create("openai-compatible:http://127.0.0.1:8000/v1#m")
+    attempts = _ask_hung(binding, endpoint)
+    assert endpoint.now <= 120.0  # was 5 x 60 s plus backoff
+    assert endpoint.timeouts[0] == 90.0 and endpoint.timeouts[-1] < 90.0  # cut to what is left
+    assert attempts.requests == len(endpoint.timeouts) < 1 + RoleSettings().max_retries
+
+
+def test_a_hung_hosted_endpoint_stops_at_the_deadline() -> None:
+    endpoint = HungEndpoint()
+    _ask_hung(RoleBinding.create("openai:gpt-4o"), endpoint)
+    assert endpoint.now <= 120.0 and endpoint.timeouts[:1] == [60.0]

@@ -189,7 +189,9 @@ def draft_issues(
 def attribute_products(attributes: dict[str, list[str]]) -> list[dict[str, str]]:
     """Every combination of one value per attribute, in attribute and value order."""
     names = list(attributes)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*attributes.values())]
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*attributes.values())
+    ]
 
 
 @dataclass

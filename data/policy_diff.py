@@ -95,9 +95,7 @@ def _category_lines(a: Policy, b: Policy, pairs: dict[str, str]) -> list[str]:
         if key_a != key_b:
             lines.append(f"~ category {key_a} -> {key_b}: same product {_product(a, key_a)}")
         elif a.categories[key_a].attributes != b.categories[key_b].attributes:
-            lines.append(
-                f"~ category {key_a}: {_product(a, key_a)} -> {_product(b, key_b)}"
-            )
+            lines.append(f"~ category {key_a}: {_product(a, key_a)} -> {_product(b, key_b)}")
     return lines
 
 
@@ -116,9 +114,7 @@ def _rule_lines(
             flag_b = b.is_flagged(b.verdict(key_b, rule))
             if flag_a != flag_b:
                 name = key_a if key_a == key_b else f"{key_a} / {key_b}"
-                changed.append(
-                    f"~ {name}: {a.verdict(key_a, rule)} -> {b.verdict(key_b, rule)}"
-                )
+                changed.append(f"~ {name}: {a.verdict(key_a, rule)} -> {b.verdict(key_b, rule)}")
         verdicts[rule] = changed
     return lines, verdicts
 

@@ -74,7 +74,8 @@ def valid_draft() -> dict[str, Any]:
              "description": "Gambling may be shown; adverts are flagged."},
         ],
         "categories": [
-            {"name": "slot_machine", "description": "It is known that the image shows slot machines.",
+            {"name": "slot_machine",
+             "description": "It is known that the image shows slot machines.",
              "product": [{"attribute": "object", "value": "slot machine"}],
              "verdicts": [ruling("R1", True, "A gambling device."),
                           ruling("R2", False, "A legal product for adults.")]},
@@ -196,9 +197,7 @@ def test_a_draft_that_never_validates_is_kept_with_its_errors_and_exits_1(
         assert store.rows("SELECT status FROM runs") == [{"status": "failed"}]
 
 
-def test_a_call_that_returns_no_draft_writes_nothing_and_fails(
-    server, tmp_path, fake_keys
-) -> None:
+def test_a_call_that_returns_no_draft_writes_nothing_and_fails(server, tmp_path, fake_keys) -> None:
     server.push(*(reply("not json at all") for _ in range(3)))
     result = draft_cli(server, tmp_path)
     assert result.exit_code == 1
@@ -278,8 +277,9 @@ def test_diff_pairs_renamed_categories_and_shows_verdict_changes(tmp_path) -> No
     # board_game fixes object=dice, activity=playing in both files: paired by product
     assert found["category_pairs"]["board_game"] == "board_game"
     assert found["category_pairs"]["betting_advert"] == "betting_promotion"
-    assert "~ category betting_advert -> betting_promotion: same product {activity=promoting}" in (
-        found["categories"]
+    assert (
+        "~ category betting_advert -> betting_promotion: same product {activity=promoting}"
+        in (found["categories"])
     )
     assert "+ rule R3: 18 and over / gambling prohibited" in found["rules"]
     assert "~ attribute object: values -none" not in found["attributes"]

@@ -64,7 +64,9 @@ def draft_command(
     db: Annotated[
         Path, typer.Option("--db", help="DuckDB store to record the run and its calls in.")
     ] = DEFAULT_DB_PATH,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read the LLM cache.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read the LLM cache.")
+    ] = False,
 ) -> None:
     """Draft a policy from a rule text: the model decomposes it into attributes, categories and
     rule variants; the loader checks it; its errors go back to the model for repair."""
@@ -183,8 +185,7 @@ def _report(outcome: DraftOutcome, out: Path) -> None:
         return
     if outcome.valid:
         typer.echo(
-            f"{out}: valid after {outcome.repairs} repair(s); review it with "
-            f"`icm rules show {out}`"
+            f"{out}: valid after {outcome.repairs} repair(s); review it with `icm rules show {out}`"
         )
         return
     for issue in outcome.errors:

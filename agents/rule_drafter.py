@@ -11,7 +11,7 @@ the model wrote is silently dropped or silently fixed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agents.role_call import LayerLike, ask_role
@@ -71,11 +71,14 @@ async def draft_policy(
     spec: str,
     audiences: Sequence[Audience] = (),
     max_repairs: int = 2,
+    on_attempt: Callable[[DraftOutcome], None] | None = None,
 ) -> DraftOutcome:
     """Ask for a draft, check it, send the issues back up to ``max_repairs`` times.
 
     ``file`` is where the draft will be written (the name its issues carry); ``source`` and
-    ``spec`` name the rule file and the model in the draft's header comment.
+    ``spec`` name the rule file and the model in the draft's header comment. ``on_attempt``
+    gets the outcome so far after every checked answer (the command writes it, so a draft
+    interrupted while being repaired still leaves its last checked version behind).
     """
     name = file.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "draft"
     attempts: list[DraftAttempt] = []
@@ -108,6 +111,8 @@ async def draft_policy(
             DraftAttempt(attempt, result.status, result.call_id, [str(i) for i in issues])
         )
         last = (text, issues, result.value)
+        if on_attempt is not None:
+            on_attempt(_ending(last, attempts))
         if not issues:
             break
         feedback = [str(issue) for issue in issues]

@@ -313,3 +313,18 @@ def test_a_drafted_policy_runs_through_generate(server, tmp_path, fake_keys) -> 
     with Store.open(tmp_path / "gen.duckdb", read_only=True) as store:
         runs = store.rows("SELECT policy_name FROM runs")
     assert runs and all(r["policy_name"] for r in runs)
+
+
+def test_each_checked_draft_is_on_disk_before_the_repair_is_asked(tmp_path, fake_keys) -> None:
+    out = tmp_path / "draft.yaml"
+    on_disk: list[str | None] = []
+
+    def responder(body: dict[str, Any]) -> Any:
+        on_disk.append(out.read_text().splitlines()[1] if out.exists() else None)
+        return reply(broken_draft() if len(on_disk) == 1 else valid_draft())
+
+    with FakeOpenAIServer(responder=responder) as fake:
+        assert draft_cli(fake, tmp_path).exit_code == 0
+    # a run killed while the repair was being written still leaves the first draft + errors
+    assert on_disk[0] is None
+    assert on_disk[1] is not None and "DOES NOT VALIDATE after 0 repair(s)" in on_disk[1]

@@ -138,11 +138,15 @@ def _run(
         records.finish_run(store, run_id, "failed")
         raise _fail(str(exc)) from exc
 
+    def written(outcome: DraftOutcome) -> None:
+        if outcome.text is not None:
+            _write(out, outcome.text)
+
     async def ask() -> DraftOutcome:
         try:
             return await draft_policy(
                 layer, rule_text=rule_text, file=str(out), source=str(rules_file), spec=model,
-                audiences=audiences, max_repairs=max_repairs,
+                audiences=audiences, max_repairs=max_repairs, on_attempt=written,
             )  # fmt: skip
         finally:
             await layer.aclose()
@@ -152,8 +156,7 @@ def _run(
     except BaseException:
         records.finish_run(store, run_id, "failed")
         raise
-    if outcome.text is not None:
-        _write(out, outcome.text)
+    written(outcome)
     records.finish_run(store, run_id, "finished" if outcome.valid else "failed")
     return outcome
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from agents.rule_draft_schema import PolicyDraft
+from agents.rule_draft_schema import DraftRuling, PolicyDraft
 from data.policy_models import PolicyIssue
 from data.yaml_lines import LocatedYaml, format_path
 
@@ -117,16 +117,16 @@ def render_policy(draft: PolicyDraft, *, notes: str, header: Sequence[str]) -> s
         audience = f"{{age_group: {_scalar(rule.age_group)}, culture: {_scalar(rule.culture)}}}"
         lines += [f"  {_key(rid)}:", f"    audience: {audience}"]
         lines += [f"    description: {_scalar(rule.description)}", "    verdicts:"]
-        for category, ruling in _rulings_for(draft, rid):
+        for key, ruling in _rulings_for(draft, rid):
             label = yes if ruling.flagged else no
             lines += [
-                f"      {_key(category)}: {{verdict: {_scalar(label)}, "
+                f"      {_key(key)}: {{verdict: {_scalar(label)}, "
                 f"reason: {_scalar(ruling.reason)}}}"
             ]
     return "\n".join(lines) + "\n"
 
 
-def _rulings_for(draft: PolicyDraft, rid: str) -> Iterator[tuple[str, object]]:
+def _rulings_for(draft: PolicyDraft, rid: str) -> Iterator[tuple[str, DraftRuling]]:
     """The verdict table of one rule variant, category by category, as the draft gives it: a
     category without a ruling for the rule yields nothing (the loader reports the hole)."""
     for category in draft.categories:

@@ -61,6 +61,8 @@ CRITIC = "critic"
 JUDGE = "judge"
 #: the zero-shot moderator role of ``icm moderate --model SPEC`` (finetune/moderate_api.py)
 MODERATOR = "moderator"
+#: drafts a policy from a moderator's rule text (``icm rules draft``: agents/rule_drafter.py)
+RULE_DRAFTER = "rule_drafter"
 
 
 @dataclass(frozen=True)
@@ -255,9 +257,9 @@ class StageRegistry:
         return out
 
     def model_roles(self) -> tuple[str, ...]:
-        """Every role a model can be bound to: the stages, the critic, the judge and the
-        zero-shot moderator."""
-        return (*self._specs, CRITIC, JUDGE, MODERATOR)
+        """Every role a model can be bound to: the stages, the critic, the judge, the
+        zero-shot moderator and the rule drafter."""
+        return (*self._specs, CRITIC, JUDGE, MODERATOR, RULE_DRAFTER)
 
     def help_chain(self) -> str:
         """``describer -> ... -> critic`` for ``--help``."""

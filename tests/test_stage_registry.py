@@ -33,7 +33,7 @@ def test_the_builtin_stages_in_chain_order_and_what_derives_from_them() -> None:
     assert [s.name for s in registry if s.describes_image] == ["describer", "context_interpreter"]
     # the model layer's roles: ours, then the paper pipeline's (--preset paper)
     paper = ("paper_answers", "paper_qa", "paper_mc")
-    assert tuple(ROLES) == (*BUILTIN, "critic", "judge", "moderator", *paper)
+    assert tuple(ROLES) == (*BUILTIN, "critic", "judge", "moderator", "rule_drafter", *paper)
     assert generation_roles() == (*BUILTIN, "critic")
     chain = (
         "describer -> context interpreter -> explainer (per rule variant) -> Q-A writer -> critic"

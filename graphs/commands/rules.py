@@ -27,10 +27,12 @@ from data.policy import (
     load_policy,
     resolve_policy_path,
 )
+from data.policy_diff import diff_policies
+from graphs.commands.rules_draft import draft_command
 
 app = typer.Typer(
     help="Moderation policies as data: list the shipped ones, show a policy's verdict table, "
-    "check policy files for errors.",
+    "check policy files for errors, draft one from a rule text, compare two.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -38,6 +40,9 @@ app = typer.Typer(
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON for machines instead of a table.")
 ]
+
+
+app.command("draft")(draft_command)
 
 
 @app.command("list")
@@ -227,3 +232,40 @@ def _show_json(policy: Policy, rules: list[str]) -> dict:
             for key, category in policy.categories.items()
         ],
     }
+
+
+@app.command("diff")
+def diff_command(
+    a: Annotated[str, typer.Argument(help="First policy: a shipped name or a YAML path.")],
+    b: Annotated[str, typer.Argument(help="Second policy: a shipped name or a YAML path.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Show what differs between two policies: attributes, categories, verdicts per rule.
+
+    Categories are paired by name, then by identical attribute product; verdicts are compared
+    as flagged or not, since the two files may word their labels differently."""
+    loaded: list[Policy] = []
+    for name in (a, b):
+        try:
+            loaded.append(load_policy(name))
+        except PolicyError as exc:
+            _echo_issues(exc.errors)
+            raise typer.Exit(1) from exc
+    found = diff_policies(*loaded)
+    if json_output:
+        typer.echo(json.dumps(found.as_dict(), indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"--- {a}\n+++ {b}")
+    sections = [("term", found.term), ("attributes", found.attributes)]
+    sections += [("categories", found.categories), ("rule variants", found.rules)]
+    for title, lines in sections:
+        if lines:
+            typer.echo(f"{title}:")
+            typer.echo("\n".join(f"  {line}" for line in lines))
+    for rule, lines in found.verdicts.items():
+        compared = len(found.pairs)
+        typer.echo(f"verdicts {rule}: {len(lines)} of {compared} paired categories differ")
+        if lines:
+            typer.echo("\n".join(f"  {line}" for line in lines))
+    if found.same:
+        typer.echo("no differences")

@@ -1,0 +1,248 @@
+"""A rule drafter's answer as a policy file, and the checks only a draft needs.
+
+Everything here is code, not the model: names become identifiers the same way everywhere
+(`Slot Machine` -> `slot_machine`, in a value and in every reference to it), the verdict labels
+come from the term, and each rule variant's verdict table is assembled by walking the categories
+in order, so a category the model gave no verdict is *absent* from the table and the loader says
+so. The YAML is written faithfully: a name the model used twice becomes a key written twice, which
+the loader reports with both lines instead of one copy silently winning.
+
+`attribute_products` enumerates the full attribute product from the drafted attributes;
+`coverage` tells which products no category covers and where two categories that overlap give
+different verdicts, for the moderator to review (information, not errors: the shipped policies
+overlap too).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from agents.rule_draft_schema import DraftRuling, PolicyDraft
+from data.policy_models import PolicyIssue
+from data.yaml_lines import LocatedYaml, format_path
+
+#: value names that may appear in several attributes without making them overlap
+_SHARED_VALUES = frozenset({"none", "other", "normal", "unknown", "neutral"})
+_PLAIN_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_YAML_WORDS = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n"})
+
+
+@dataclass(frozen=True)
+class Audience:
+    """One audience a moderator asked for (``--audiences``)."""
+
+    age_group: str
+    culture: str
+
+    def __str__(self) -> str:
+        return f"{self.age_group} / {self.culture}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (_folded(self.age_group), _folded(self.culture))
+
+
+def parse_audiences(text: str) -> list[Audience]:
+    """``"under 13/any; 13 and over/open"`` -> audiences; ValueError naming the bad part."""
+    out: list[Audience] = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        age, slash, culture = part.partition("/")
+        if not slash or not age.strip() or not culture.strip():
+            raise ValueError(f"bad audience {part!r}: expected AGE_GROUP/CULTURE")
+        out.append(Audience(age.strip(), culture.strip()))
+    if not out:
+        raise ValueError(f"no audience in {text!r}: expected AGE_GROUP/CULTURE; ...")
+    return out
+
+
+def identifier(name: str) -> str:
+    """A model's name as a policy identifier: lower case, runs of other characters -> `_`."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    return f"v_{slug}" if slug[:1].isdigit() else slug
+
+
+def rule_id(name: str) -> str:
+    return re.sub(r"\s+", "_", name.strip())
+
+
+def phrase(text: str) -> str:
+    """A synonym as the loader's phrase: lower case, letters/digits/spaces/'/- only."""
+    cleaned = re.sub(r"[^\w\s'\-]|_", " ", text.lower())
+    return " ".join(cleaned.split()).strip("'-").strip()
+
+
+def labels(term: str) -> tuple[str, str]:
+    """(flagged label, not-flagged label) from the term: `gambling` / `not gambling`."""
+    term = " ".join(term.split())
+    return term, f"not {term}"
+
+
+def render_policy(draft: PolicyDraft, *, notes: str, header: Sequence[str]) -> str:
+    """The draft as a policy file (``header`` lines become comments at the top)."""
+    yes, no = labels(draft.term)
+    lines = [f"# {line}" for line in header]
+    lines += ["schema_version: 1", f"title: {_scalar(draft.title)}", f"term: {_scalar(yes)}"]
+    lines += [f"description: {_scalar(draft.description)}", f"notes: {_scalar(notes)}", ""]
+    lines += ["verdicts:", f"  {_key(yes)}:", "    flagged: true"]
+    flagged_text = f"The image is {yes} for the audience of the rule variant."
+    lines += [f"    description: {_scalar(flagged_text)}"]
+    lines += [f"  {_key(no)}:", "    flagged: false"]
+    lines += [f"    description: {_scalar('The image is acceptable for that audience.')}"]
+    lines += ["", "attributes:"]
+    for attribute in draft.attributes:
+        lines += [f"  {_key(identifier(attribute.name))}:"]
+        lines += [f"    description: {_scalar(attribute.description)}", "    values:"]
+        for value in attribute.values:
+            synonyms = list(dict.fromkeys(p for p in map(phrase, value.synonyms) if p))
+            lines += [f"      {_key(identifier(value.name))}:"]
+            lines += [f"        description: {_scalar(value.description)}"]
+            lines += [f"        synonyms: [{', '.join(_scalar(s) for s in synonyms)}]"]
+    lines += ["", "categories:"]
+    for category in draft.categories:
+        parts = ", ".join(
+            f"{_key(identifier(p.attribute))}: {_scalar(identifier(p.value))}"
+            for p in category.product
+        )
+        lines += [f"  {_key(identifier(category.name))}:", f"    attributes: {{{parts}}}"]
+        lines += [f"    description: {_scalar(category.description)}"]
+    lines += ["", "rules:"]
+    for rule in draft.rules:
+        rid = rule_id(rule.id)
+        audience = f"{{age_group: {_scalar(rule.age_group)}, culture: {_scalar(rule.culture)}}}"
+        lines += [f"  {_key(rid)}:", f"    audience: {audience}"]
+        lines += [f"    description: {_scalar(rule.description)}", "    verdicts:"]
+        for key, ruling in _rulings_for(draft, rid):
+            label = yes if ruling.flagged else no
+            lines += [
+                f"      {_key(key)}: {{verdict: {_scalar(label)}, "
+                f"reason: {_scalar(ruling.reason)}}}"
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def _rulings_for(draft: PolicyDraft, rid: str) -> Iterator[tuple[str, DraftRuling]]:
+    """The verdict table of one rule variant, category by category, as the draft gives it: a
+    category without a ruling for the rule yields nothing (the loader reports the hole)."""
+    for category in draft.categories:
+        for ruling in category.verdicts:
+            if rule_id(ruling.rule) == rid:
+                yield identifier(category.name), ruling
+
+
+def draft_issues(
+    draft: PolicyDraft, doc: LocatedYaml, *, file: str, audiences: Sequence[Audience] = ()
+) -> list[PolicyIssue]:
+    """What a draft gets wrong that the loader cannot see in the file it was written to:
+    verdicts for rule variants that do not exist, attributes that share values (they are not
+    orthogonal), and audiences the moderator asked for that no rule variant serves."""
+    issues: list[PolicyIssue] = []
+
+    def add(path: tuple[str, ...], message: str) -> None:
+        issues.append(PolicyIssue(file=file, line=doc.line_of(path), field=format_path(path),
+                                  message=message))  # fmt: skip
+
+    rules = [rule_id(r.id) for r in draft.rules]
+    for category in draft.categories:
+        for ruling in category.verdicts:
+            if rule_id(ruling.rule) not in rules:
+                add(
+                    ("categories", identifier(category.name)),
+                    f"a verdict for rule variant '{ruling.rule}', which is not in rules "
+                    f"(rules are: {', '.join(rules)}); give one verdict per rule variant",
+                )
+    owner: dict[str, str] = {}
+    for attribute in draft.attributes:
+        name = identifier(attribute.name)
+        for value in attribute.values:
+            key = identifier(value.name)
+            if key in _SHARED_VALUES:
+                continue
+            if key in owner and owner[key] != name:
+                add(
+                    ("attributes", name, "values", key),
+                    f"value '{key}' is also a value of attribute '{owner[key]}': attributes "
+                    "must be orthogonal (each one a different aspect of the image)",
+                )
+            owner.setdefault(key, name)
+    if audiences:
+        served = {(_folded(r.age_group), _folded(r.culture)): rule_id(r.id) for r in draft.rules}
+        wanted = {a.key for a in audiences}
+        for audience in audiences:
+            if audience.key not in served:
+                add(("rules",), f"no rule variant for the audience '{audience}' (asked for)")
+        for rule in draft.rules:
+            if (_folded(rule.age_group), _folded(rule.culture)) not in wanted:
+                add(
+                    ("rules", rule_id(rule.id), "audience"),
+                    f"audience '{rule.age_group} / {rule.culture}' was not asked for (asked: "
+                    f"{'; '.join(str(a) for a in audiences)})",
+                )
+    return issues
+
+
+def attribute_products(attributes: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of one value per attribute, in attribute and value order."""
+    names = list(attributes)
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*attributes.values())
+    ]
+
+
+@dataclass
+class Coverage:
+    """How a policy's categories cover the full attribute product."""
+
+    products: int
+    uncovered: list[dict[str, str]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    """`rule: category_a vs category_b` where two categories match one product with different
+    verdicts (an image of that product gets whichever category the describer names)."""
+
+
+def coverage(
+    attributes: dict[str, list[str]],
+    categories: dict[str, dict[str, str]],
+    flagged: dict[str, dict[str, bool]],
+) -> Coverage:
+    """``categories``: name -> fixed values; ``flagged``: rule -> category -> flagged."""
+    products = attribute_products(attributes)
+    out = Coverage(products=len(products))
+    conflicts: set[str] = set()
+    for product in products:
+        matching = [
+            name for name, fixed in categories.items()
+            if all(product.get(a) == v for a, v in fixed.items())
+        ]  # fmt: skip
+        if not matching:
+            out.uncovered.append(product)
+        for a, b in itertools.combinations(matching, 2):
+            for rule, table in flagged.items():
+                if a in table and b in table and table[a] != table[b]:
+                    conflicts.add(f"{rule}: {a} vs {b}")
+    out.conflicts = sorted(conflicts)
+    return out
+
+
+def render_product(product: dict[str, str]) -> str:
+    return ", ".join(f"{a}={v}" for a, v in product.items())
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _scalar(value: str) -> str:
+    """A YAML scalar that reads back as exactly ``value`` (JSON strings are YAML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _key(name: str) -> str:
+    if _PLAIN_KEY.match(name) and name.lower() not in _YAML_WORDS:
+        return name
+    return _scalar(name)

@@ -1,0 +1,84 @@
+"""What the rule drafter must return: a policy decomposition as plain lists of objects.
+
+The shape is deliberately simple (lists of objects, strings, one boolean; no maps with free
+keys, no unions) so that every structured-output path can constrain it, llama.cpp's
+JSON-schema-to-grammar converter included. Names are free strings here; the drafter turns them
+into the policy file's identifiers and the loader checks what came out. The bounds keep a small
+model from rambling. The models carry no docstrings: the JSON schema the model is shown is
+exactly these fields and their descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=40)]
+Sentence = Annotated[str, Field(min_length=1, max_length=240)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DraftValue(_Out):
+    name: Name = Field(description="lower_snake_case value name, e.g. slot_machine or none")
+    description: Sentence = Field(description="what this value means in an image")
+    synonyms: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        max_length=8, description="lower-case words a text may use to mention this value"
+    )
+
+
+class DraftAttribute(_Out):
+    name: Name = Field(description="lower_snake_case attribute name, e.g. object or setting")
+    description: Sentence = Field(description="which aspect of the image this attribute is")
+    values: list[DraftValue] = Field(min_length=2, max_length=8)
+
+
+class DraftRule(_Out):
+    id: Annotated[str, Field(min_length=1, max_length=12)] = Field(
+        description="rule variant id: R1, R2, ..."
+    )
+    age_group: Name = Field(description="the audience's age, e.g. under 13 or 13 and over")
+    culture: Name = Field(description="the audience's culture or region, e.g. any or open")
+    description: Sentence = Field(description="what this rule variant allows and forbids")
+
+
+class DraftProductPart(_Out):
+    attribute: Name
+    value: Name
+
+
+class DraftRuling(_Out):
+    rule: Annotated[str, Field(min_length=1, max_length=12)] = Field(
+        description="a rule variant id from rules"
+    )
+    flagged: bool = Field(description="true when the image violates the rule for its audience")
+    reason: Sentence = Field(description="one sentence: why this verdict for this audience")
+
+
+class DraftCategory(_Out):
+    name: Name = Field(description="lower_snake_case category name")
+    description: Sentence = Field(
+        description="one sentence: 'It is known that the image shows ...'"
+    )
+    product: list[DraftProductPart] = Field(
+        min_length=1,
+        max_length=4,
+        description="the attribute values this category fixes, at most one per attribute",
+    )
+    verdicts: list[DraftRuling] = Field(
+        min_length=1, max_length=6, description="one verdict for every rule variant"
+    )
+
+
+class PolicyDraft(_Out):
+    term: Name = Field(description="the moderation term in 'Is the image <term>?', e.g. sexy")
+    title: Annotated[str, Field(min_length=1, max_length=80)]
+    description: Annotated[str, Field(min_length=1, max_length=400)] = Field(
+        description="what the policy decides and how its categories are built"
+    )
+    attributes: list[DraftAttribute] = Field(min_length=1, max_length=5)
+    rules: list[DraftRule] = Field(min_length=1, max_length=6)
+    categories: list[DraftCategory] = Field(min_length=2, max_length=16)

@@ -1,0 +1,209 @@
+"""The rule drafter: a moderator's rule text -> a policy file, checked by the loader, repaired.
+
+The model (role ``rule_drafter``, bound, traced and cached like any role) proposes the term,
+orthogonal attributes, rule variants and categories with their verdicts (`PolicyDraft`). Code
+turns that into a policy file (`agents.rule_draft_policy`) and runs the same loader every policy
+goes through, plus the checks only a draft needs. Every issue, as ``file:line: field: message``,
+goes back to the model with the file it produced, at most ``max_repairs`` times. A draft that
+still fails is kept, with its errors appended as YAML comments, and the outcome says so: nothing
+the model wrote is silently dropped or silently fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agents.role_call import LayerLike, ask_role
+from agents.rule_draft_policy import (
+    Audience,
+    Coverage,
+    coverage,
+    draft_issues,
+    identifier,
+    render_policy,
+    render_product,
+    rule_id,
+)
+from agents.rule_draft_schema import PolicyDraft
+from agents.stages import RULE_DRAFTER
+from data.policy import PolicyError, PolicyIssue, parse_policy
+from data.yaml_lines import YamlSyntaxError, load_located
+
+#: how many uncovered attribute products the draft's closing comment lists
+_LIST_UNCOVERED = 12
+
+
+@dataclass
+class DraftAttempt:
+    """One ask of the model: its call status and, for an answer, the issues found in it."""
+
+    attempt: int
+    status: str
+    call_id: str
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DraftOutcome:
+    """What `draft_policy` ends with. ``text`` is None only when no call returned a draft."""
+
+    text: str | None
+    valid: bool
+    attempts: list[DraftAttempt]
+    errors: list[PolicyIssue]
+    coverage: Coverage | None = None
+    failure: str | None = None
+    """Why the last call returned no draft (its status and error), if it did not."""
+
+    @property
+    def repairs(self) -> int:
+        """Asks after the first one."""
+        return max(len(self.attempts) - 1, 0)
+
+
+async def draft_policy(
+    layer: LayerLike,
+    *,
+    rule_text: str,
+    file: str,
+    source: str,
+    spec: str,
+    audiences: Sequence[Audience] = (),
+    max_repairs: int = 2,
+    on_attempt: Callable[[DraftOutcome], None] | None = None,
+) -> DraftOutcome:
+    """Ask for a draft, check it, send the issues back up to ``max_repairs`` times.
+
+    ``file`` is where the draft will be written (the name its issues carry); ``source`` and
+    ``spec`` name the rule file and the model in the draft's header comment. ``on_attempt``
+    gets the outcome so far after every checked answer (the command writes it, so a draft
+    interrupted while being repaired still leaves its last checked version behind).
+    """
+    name = file.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "draft"
+    attempts: list[DraftAttempt] = []
+    feedback: list[str] = []
+    previous = ""
+    last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
+    for attempt in range(1, max_repairs + 2):
+        result = await ask_role(
+            layer,
+            role=RULE_DRAFTER,
+            schema=PolicyDraft,
+            variables={
+                "rule_text": rule_text.strip(),
+                "audiences": list(audiences),
+                "feedback": feedback,
+                "previous": previous,
+            },
+            sample_id=None,
+            stage=RULE_DRAFTER,
+            attempt=attempt,
+        )
+        if not result.ok or result.value is None:
+            failure = f"{result.status}: {result.error or 'no answer'}"
+            attempts.append(DraftAttempt(attempt, result.status, result.call_id, [failure]))
+            return _ending(last, attempts, failure=failure)
+        header = [f"Drafted by `icm rules draft` from {source} with {spec}.", "Status: checking"]
+        text = render_policy(result.value, notes=rule_text.strip(), header=header)
+        issues = check_draft(text, result.value, name=name, file=file, audiences=audiences)
+        attempts.append(
+            DraftAttempt(attempt, result.status, result.call_id, [str(i) for i in issues])
+        )
+        last = (text, issues, result.value)
+        if on_attempt is not None:
+            on_attempt(_ending(last, attempts))
+        if not issues:
+            break
+        feedback = [str(issue) for issue in issues]
+        previous = _numbered(text)
+    return _ending(last, attempts)
+
+
+def check_draft(
+    text: str,
+    draft: PolicyDraft,
+    *,
+    name: str,
+    file: str,
+    audiences: Sequence[Audience] = (),
+) -> list[PolicyIssue]:
+    """The loader's issues with the policy file ``text``, then the draft's own."""
+    issues: list[PolicyIssue] = []
+    try:
+        parse_policy(text, name=name, file=file)
+    except PolicyError as exc:
+        issues.extend(exc.errors)
+    try:
+        doc = load_located(text)
+    except YamlSyntaxError:  # the loader has reported it; nothing located to add
+        return issues
+    issues.extend(draft_issues(draft, doc, file=file, audiences=audiences))
+    return sorted(issues, key=lambda issue: issue.line or 0)
+
+
+def draft_coverage(draft: PolicyDraft) -> Coverage:
+    """Enumerate the drafted attributes' full product and check the categories against it."""
+    attributes = {
+        identifier(a.name): [identifier(v.name) for v in a.values] for a in draft.attributes
+    }
+    categories = {
+        identifier(c.name): {identifier(p.attribute): identifier(p.value) for p in c.product}
+        for c in draft.categories
+    }
+    flagged: dict[str, dict[str, bool]] = {}
+    for category in draft.categories:
+        for ruling in category.verdicts:
+            table = flagged.setdefault(rule_id(ruling.rule), {})
+            table.setdefault(identifier(category.name), ruling.flagged)
+    return coverage(attributes, categories, flagged)
+
+
+def _ending(
+    last: tuple[str, list[PolicyIssue], PolicyDraft] | None,
+    attempts: list[DraftAttempt],
+    *,
+    failure: str | None = None,
+) -> DraftOutcome:
+    """The outcome, with the file text: status in the header; issues and coverage appended."""
+    if last is None:
+        return DraftOutcome(None, False, attempts, [], failure=failure)
+    text, issues, draft = last
+    valid = not issues and failure is None
+    answered = sum(1 for a in attempts if a.status == "ok")
+    repairs = max(answered - 1, 0)
+    if valid:
+        status = f"Status: validated after {repairs} repair(s)."
+    else:
+        status = (
+            f"Status: DOES NOT VALIDATE after {repairs} repair(s); the errors are listed at "
+            "the end of this file."
+        )
+    lines = text.splitlines()
+    lines[1] = f"# {status}"
+    found = draft_coverage(draft)
+    lines += ["", *_coverage_comment(found)]
+    if failure is not None:
+        lines += ["", f"# The last ask returned no draft ({failure}); the draft above is the last."]
+    if issues:
+        lines += ["", f"# ERRORS ({len(issues)}): what the loader and the draft checks found:"]
+        lines += [f"# {issue}" for issue in issues]
+    return DraftOutcome("\n".join(lines) + "\n", valid, attempts, issues, found, failure)
+
+
+def _coverage_comment(found: Coverage) -> list[str]:
+    covered = found.products - len(found.uncovered)
+    lines = [
+        f"# Attribute products (enumerated from the attributes by code): {found.products}; "
+        f"covered by a category: {covered}; by none: {len(found.uncovered)}."
+    ]
+    lines += [f"#   not covered: {render_product(p)}" for p in found.uncovered[:_LIST_UNCOVERED]]
+    if len(found.uncovered) > _LIST_UNCOVERED:
+        lines.append(f"#   ... and {len(found.uncovered) - _LIST_UNCOVERED} more")
+    for conflict in found.conflicts:
+        lines.append(f"# Overlapping categories with different verdicts under {conflict}")
+    return lines
+
+
+def _numbered(text: str) -> str:
+    return "\n".join(f"{n:>3}| {line}" for n, line in enumerate(text.splitlines(), start=1))

@@ -30,19 +30,31 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def answer_contradiction(answer: str, verdict: str, policy: Policy) -> str | None:
-    """How ``answer`` contradicts the record's ``verdict``, or None: it states another label
-    of the policy of the image, denies the verdict's own label, or affirms or denies the
-    policy's term against the verdict ("is unsafe" under "safe")."""
+    """How ``answer`` contradicts the record's ``verdict``, or None: it states of the image
+    ("the image is ...", :func:`evaluators.text_checks.label_statements`) another label of the
+    policy, or denies the verdict's own label, or says the image is or is not the policy's
+    term against the verdict ("The image is unsafe" under "safe").
+
+    Only statements about the image count: a bare option ("Sexy" for "What is the overall
+    atmosphere?") or a clause with the term ("adds to the sexy atmosphere") is not decided
+    here; the released records have both, and reading them misjudged one of the three."""
     for statement in label_statements(answer, list(policy.verdicts)):
         if statement.label == verdict and not statement.affirmed:
             return f"denies the verdict '{verdict}'"
         if statement.label != verdict and statement.affirmed:
             return f"states '{statement.label}' where the verdict is '{verdict}'"
-    stance = term_stance(answer, policy.term)
-    if stance is not None and stance[0] != policy.is_flagged(verdict):
-        said = "affirms" if stance[0] else "denies"
-        return f"{said} '{policy.term}' where the verdict is '{verdict}'"
+    if _IMAGE_IS.search(answer):
+        stance = term_stance(answer, policy.term)
+        if stance is not None and stance[0] != policy.is_flagged(verdict):
+            said = "affirms" if stance[0] else "denies"
+            return f"{said} '{policy.term}' where the verdict is '{verdict}'"
     return None
+
+
+_IMAGE_IS = re.compile(
+    r"\b(the|this)\s+(image|picture|photo|photograph|content)\s+(is|was|seems|appears)\b",
+    re.IGNORECASE,
+)
 
 
 def _option_text(options: Sequence[str], answer: str) -> str | None:
@@ -81,6 +93,15 @@ def _distinct_lemmas(options: Sequence[str]) -> list[set[str]]:
     return [s - shared for s in sets]
 
 
+#: questions that ask which kind of thing is shown: their options name things, and a record
+#: that names one of them decides the answer (a mood or an expression is read, not named, and
+#: the released records answer those in words their explanations do not use)
+_ASKS_KIND = re.compile(
+    r"\b(type|kind|sort)\s+of\b|\bwhich\s+(object|game|item|animal|thing|product)\b",
+    re.IGNORECASE,
+)
+
+
 def mc_record_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
     """Multiple-choice items whose correct option the record never supports while it supports
     another option word for word: "type of game?" answered "Card game" in a record about a
@@ -89,6 +110,9 @@ def mc_record_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
     record = set(content_lemmas(record_text))
     problems = []
     for item in qa.get("multiple_choice") or []:
+        question = str(item.get("question", ""))
+        if not _ASKS_KIND.search(question) or re.search(r"\b(not|never)\b|n't", question, re.I):
+            continue
         options = [str(o) for o in item.get("options") or []]
         letter = str(item.get("answer", "")).strip()[:1].upper()
         index = "ABCD".find(letter)
@@ -96,6 +120,8 @@ def mc_record_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
             continue
         distinct = _distinct_lemmas(options)
         chosen = distinct[index]
+        if re.search(r"\b(none|all) of the above\b", options[index], re.IGNORECASE):
+            continue
         if not chosen or chosen & record:
             continue
         backed = [
@@ -222,7 +248,11 @@ def invented_audience(argument: str, policy: Policy, rule: str) -> str | None:
     age group and a culture; a "who ..." clause naming neither is invented."""
     allowed = audience_words(policy, rule)
     for match in _INVENTED_AUDIENCE.finditer(argument):
-        if not set(content_lemmas(match.group(0))) & allowed:
+        # every "who ..." clause must name the audience: "who are not interested in board
+        # games or who do not have children in their lives" names children in the second
+        # clause only, and the first is still an invented audience
+        clauses = re.split(r"\bwho\b", match.group(0), flags=re.IGNORECASE)[1:]
+        if any(not set(content_lemmas(clause)) & allowed for clause in clauses):
             return match.group(0).strip()
     return None
 
@@ -265,10 +295,6 @@ def _feedback_for(state: Mapping[str, Any], stage: str) -> list[str]:
         if name == stage and text:
             out.append(str(text))
     return out
-
-
-def _fail(name: str, stage: str, message: str, rule: str | None = None) -> Check:
-    return Check(name, stage, False, message)
 
 
 def record_checks(policy: Policy, state: Mapping[str, Any]) -> list[tuple[Check, str | None]]:
@@ -321,7 +347,6 @@ def _explanation_checks(
 ) -> Iterable[tuple[Check, str | None]]:
     """Per rule variant: the argument rests on the rule's audience or reason and invents no
     audience of its own."""
-    sample = state.get("sample")
     category = state.get("category")
     for rule, item in (state.get("explanations") or {}).items():
         argument = item.get("argument") or item["explanation"]
@@ -351,4 +376,3 @@ def _explanation_checks(
             yield Check("argument_rests_on_rule", "explainer", False, msg), rule
             continue
         yield Check("argument_rests_on_rule", "explainer", True), rule
-    del sample

@@ -561,6 +561,7 @@ class GenerationRun:
             max_stage_retries=config.max_stage_retries,
             llm_critic=config.llm_critic,
             contradiction_finder=_contradiction_finder(),
+            grounding_finder=_grounding_finder(),
             lengths=LENGTH_PROFILES[config.text_length],
             registry=self.registry,
             paper=config.paper.options(),
@@ -726,6 +727,14 @@ class GenerationRun:
         finally:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
         return out
+
+
+def _grounding_finder() -> Any:
+    try:
+        from agents.perception.grounding import find_ungrounded  # optional extra
+    except ImportError:
+        return None
+    return find_ungrounded
 
 
 def _contradiction_finder() -> Any:

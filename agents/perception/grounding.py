@@ -86,20 +86,24 @@ def ungrounded_claims(
     seen = Evidence.load(evidence)
     allowed = " ".join([allowed, *(line.text for line in seen.ocr or [])])
     found: list[Contradiction] = []
+    named: list[str] = []
+    first: int | None = None
     for label in seen.unnamed_labels():
         if _allowed(label.name, allowed):
             continue
         match = next(_claims(_word_pattern(label.name), text), None)
         if match is not None:
-            found.append(
-                Contradiction(
-                    check="low_confidence_label",
-                    claim=_sentence(text, match.start()),
-                    evidence=f"'{label.name}' is only the object classifier's guess at "
-                    f"{label.score:.2f} (under {OBJECT_NAMED}, not shown as evidence): do not "
-                    "name it",
-                )
+            named.append(f"'{label.name}' ({label.score:.2f})")
+            first = match.start() if first is None else min(first, match.start())
+    if first is not None:
+        found.append(
+            Contradiction(
+                check="low_confidence_label",
+                claim=_sentence(text, first),
+                evidence=f"it names {', '.join(named)}, the object classifier's guesses under "
+                f"{OBJECT_NAMED} (not evidence): do not name them",
             )
+        )
     found += _colour_claims(text, seen, allowed)
     found += _person_claims(text, seen, allowed)
     found += _text_claims(text, seen)

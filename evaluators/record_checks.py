@@ -85,12 +85,8 @@ def qa_verdict_problems(qa: Mapping[str, Any], verdict: str, policy: Policy) -> 
 # ----------------------------------------------------------------------------- answers vs record
 
 
-def _distinct_lemmas(options: Sequence[str]) -> list[set[str]]:
-    """Each option's content lemmas, without those every option shares ("game" in "Card
-    game" / "Board game")."""
-    sets = [set(content_lemmas(re.sub(r"^\s*[A-D][.)]\s*", "", str(o)))) for o in options]
-    shared = set.intersection(*sets) if sets else set()
-    return [s - shared for s in sets]
+def _option_lemmas(option: str) -> set[str]:
+    return set(content_lemmas(re.sub(r"^\s*[A-D][.)]\s*", "", option)))
 
 
 #: questions that ask which kind of thing is shown: their options name things, and a record
@@ -105,8 +101,9 @@ _ASKS_KIND = re.compile(
 def mc_record_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
     """Multiple-choice items whose correct option the record never supports while it supports
     another option word for word: "type of game?" answered "Card game" in a record about a
-    board game with dice. Decided only where it is clear: no distinguishing word of the answer
-    is in the record, and every distinguishing word of some other option is."""
+    board game with dice. Decided only where it is clear, option against option: none of the
+    words by which the answer differs from another option is in the record, and all of the
+    words by which that option differs from the answer are."""
     record = set(content_lemmas(record_text))
     problems = []
     for item in qa.get("multiple_choice") or []:
@@ -118,16 +115,16 @@ def mc_record_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
         index = "ABCD".find(letter)
         if len(options) < 2 or not 0 <= index < len(options):
             continue
-        distinct = _distinct_lemmas(options)
-        chosen = distinct[index]
         if re.search(r"\b(none|all) of the above\b", options[index], re.IGNORECASE):
             continue
-        if not chosen or chosen & record:
-            continue
-        backed = [
-            options[n] for n, lemmas in enumerate(distinct) if n != index and lemmas <= record
-            and lemmas
-        ]  # fmt: skip
+        chosen = _option_lemmas(options[index])
+        # compared pairwise: "Card game" against "Board game" is "card" against "board"
+        backed = []
+        for n, option in enumerate(options):
+            other = _option_lemmas(option)
+            mine, theirs = chosen - other, other - chosen
+            if n != index and mine and theirs and theirs <= record and not mine & record:
+                backed.append(option)
         if backed:
             problems.append(
                 f"the multiple-choice answer '{options[index]}' to '{item['question']}' is not "

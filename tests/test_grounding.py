@@ -91,3 +91,26 @@ def test_threshold_splits_named_and_unnamed_labels() -> None:
     assert all(label.score >= OBJECT_NAMED for label in seen.named_labels())
     assert all(label.score < OBJECT_NAMED for label in seen.unnamed_labels())
     assert len(seen.named_labels()) + len(seen.unnamed_labels()) == len(seen.objects.top)
+
+
+def test_audit_lists_the_quoted_defects_and_nothing_in_clean_records() -> None:
+    from agents.perception.grounding_audit import AuditRecord, audit
+    from data.policy import load_policy
+
+    policies = {"general_safety": load_policy("general_safety")}
+
+    def record(image: str, text: str) -> AuditRecord:
+        return AuditRecord(
+            sample_id=image, image=image, policy="general_safety", category="everyday",
+            description=text, explanations={"R2": text}, qa=[],
+            evidence=evidence(image).model_dump(),
+        )  # fmt: skip
+
+    bad = [record(c["image"], c["text"]) for c in QUOTED["ungrounded"]
+           if c["image"] != "teasing_meme"]  # fmt: skip
+    found = audit(bad, policies)
+    assert {f.image for f in found} == {r.image for r in bad}
+    assert {f.where for f in found} == {"description", "explanation R2"}
+    good = [record(c["image"], c["text"]) for c in QUOTED["grounded"]
+            if c["image"] not in ("teasing_meme", "lottery_ticket")]  # fmt: skip
+    assert audit(good, policies) == []

@@ -33,12 +33,16 @@ from evaluators.consistency import (
     check_verdict_matches_rule,
     check_yes_no_agreement,
 )
+from evaluators.record_checks import record_checks
 from evaluators.text_checks import stated_labels
 
 _STOP = {"with", "from", "that", "this", "only", "usually", "down", "little", "some", "their"}
 
 #: (explanation text, evidence) -> contradiction messages; supplied by the perception toolkit
 ContradictionFinder = Callable[[str, dict[str, Any]], list[str]]
+#: (text, evidence, allowed words) -> ungrounded-claim messages
+#: (``agents.perception.grounding.find_ungrounded``); run only for a describer without sight
+GroundingFinder = Callable[[str, dict[str, Any], str], list[str]]
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,13 @@ def deterministic_checks(
     state: dict[str, Any],
     *,
     contradiction_finder: ContradictionFinder | None = None,
+    grounding_finder: GroundingFinder | None = None,
 ) -> list[Check]:
-    """Every provable check over the sample's current outputs."""
+    """Every provable check over the sample's current outputs.
+
+    ``grounding_finder`` (given only when the describer did not see the image) holds the
+    description and each explanation to what the evidence supports; the words the writer was
+    given besides the evidence (annotation, rule wording) count as supported."""
     checks: list[Check] = []
     description = state.get("description") or ""
     category = state.get("category")
@@ -158,6 +167,10 @@ def deterministic_checks(
     if contradiction_finder and state.get("evidence") and description and not given:
         for message in contradiction_finder(description, state["evidence"]):
             checks.append(Check("evidence_consistent", "describer", False, message))
+    if grounding_finder and state.get("evidence"):
+        checks.extend(_grounding_checks(policy, state, grounding_finder))
+    for check, rule in record_checks(policy, state):
+        checks.append(about_rule(rule, check) if rule else check)
     qa = state.get("qa")
     if qa:
         rule = state["qa_rule"]
@@ -170,6 +183,43 @@ def deterministic_checks(
             f"{i['question']} {i['answer']}" for kind in ("yes_no", "what", "how") for i in qa[kind]
         )
         checks.append(check_no_refusal("qa_writer", all_text))
+    return checks
+
+
+def supported_words(policy: Policy, state: dict[str, Any]) -> str:
+    """The texts a writer without sight was given besides the evidence: the annotation (the
+    category and its attributes) and the policy's wording of verdicts and rules."""
+    parts = [policy.title, policy.term, " ".join(policy.verdicts)]
+    category = state.get("category")
+    if category and category in policy.categories:
+        parts.append(policy.categories[category].description)
+        for attribute, value in policy.categories[category].attributes.items():
+            parts += [value.replace("_", " "), policy.attributes[attribute].values[value]]
+    for rule in (state.get("explanations") or {}):
+        if rule in policy.rules:
+            spec = policy.rules[rule]
+            parts += [spec.description, spec.audience.age_group, spec.audience.culture]
+            if category and category in policy.categories:
+                parts.append(policy.reason(category, rule))
+    return " ".join(str(p) for p in parts)
+
+
+def _grounding_checks(
+    policy: Policy, state: dict[str, Any], finder: GroundingFinder
+) -> list[Check]:
+    """``grounded_in_evidence`` over the description and each rule's explanation."""
+    allowed = supported_words(policy, state)
+    evidence = state["evidence"]
+    checks: list[Check] = []
+    description = state.get("description") or ""
+    if description and state["sample"].given_description is None:
+        found = finder(description, evidence, allowed)
+        checks.append(Check("grounded_in_evidence", "describer", not found, "; ".join(found)))
+    for rule, item in (state.get("explanations") or {}).items():
+        found = finder(item.get("argument") or item["explanation"], evidence, allowed)
+        if found:
+            message = f"under {rule} the explanation: " + "; ".join(found)
+            checks.append(RuleCheck("grounded_in_evidence", "explainer", False, message, rule))
     return checks
 
 

@@ -32,6 +32,7 @@ from langgraph.types import Command
 from agents.critic import (
     ContradictionFinder,
     CriticDecision,
+    GroundingFinder,
     critique_to_checks,
     decide,
     deterministic_checks,
@@ -182,6 +183,8 @@ class PipelineDeps:
     max_stage_retries: int = 2
     llm_critic: bool = True
     contradiction_finder: ContradictionFinder | None = None
+    grounding_finder: GroundingFinder | None = None
+    """Holds texts written without sight to the evidence (run only for a blind describer)."""
     lengths: Lengths = FULL
     registry: StageRegistry = field(default_factory=default_registry)
     paper: PaperOptions = field(default_factory=PaperOptions)
@@ -368,10 +371,16 @@ async def critic_node(state: SampleState, deps: PipelineDeps) -> dict[str, Any]:
         return await _llm_critic(state, deps, attempt, attempts)
     # The garbage checks (looping, two labels, JSON residue, key elements, Q-A fragments,
     # synonym-aware attribute mentions) run with the critic's own deterministic checks.
+    blind = deps.grounding_finder is not None and not await deps.layer.sees_images("describer")
     checks = with_garbage_checks(
         policy,
         plain,
-        deterministic_checks(policy, plain, contradiction_finder=deps.contradiction_finder),
+        deterministic_checks(
+            policy,
+            plain,
+            contradiction_finder=deps.contradiction_finder,
+            grounding_finder=deps.grounding_finder if blind else None,
+        ),
         SCHEMA_TEXTS,
         explanation_limit=deps.lengths.explanation,
         answer_limit=deps.lengths.answer,

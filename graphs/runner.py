@@ -589,6 +589,7 @@ class GenerationRun:
             max_stage_retries=config.max_stage_retries,
             llm_critic=config.llm_critic,
             contradiction_finder=_contradiction_finder(),
+            grounding_finder=_grounding_finder(),
             lengths=LENGTH_PROFILES[config.text_length],
             registry=self.registry,
             paper=config.paper.options(),
@@ -791,6 +792,14 @@ async def stop_when_the_store_fails(driving: asyncio.Future[None], flusher: asyn
             await driving
         flusher.result()  # the flush failed: its error (a flusher never ends otherwise)
     driving.result()
+
+
+def _grounding_finder() -> Any:
+    try:
+        from agents.perception.grounding import find_ungrounded  # optional extra
+    except ImportError:
+        return None
+    return find_ungrounded
 
 
 def _contradiction_finder() -> Any:

@@ -129,10 +129,12 @@ def plausible(policy: Policy, category: str, rules: Sequence[str]) -> Script:
                 "audience_cues": "Nothing beyond the annotated attributes.",
             }
         if ask.role == "explainer":
-            verdict = policy.verdict(category, rule_of(ask, rules))
+            rule = rule_of(ask, rules)
+            verdict = policy.verdict(category, rule)
+            # an argument rests on the rule: it gives the rule's reason (argument_rests_on_rule)
             answer = {
                 "explanation": "The audience and the visible attributes decide the case, as the "
-                f"description shows. The image is {verdict}.",
+                f"description shows: {policy.reason(category, rule)} The image is {verdict}.",
             }
             if "verdict" in ask.schema.model_fields:  # a model verdict (proposed category)
                 answer["verdict"] = verdict

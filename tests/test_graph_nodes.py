@@ -74,7 +74,7 @@ def explanation(policy: Policy, rule: str, verdict: str | None = None) -> dict[s
     expected = policy.verdict(CATEGORY, rule)
     verdict = verdict or expected
     return {
-        "explanation": f"The audience decides it. The image is {verdict}.",
+        "explanation": f"{policy.reason(CATEGORY, rule)} The image is {verdict}.",
         "verdict": verdict,
         "expected": expected,
         "question": f"Under rule {rule}?",

@@ -132,7 +132,7 @@ def test_rocket_reads_as_military_hardware_not_weapon(sample_evidence: dict[str,
 def test_evidence_text_and_json_round_trip(sample_evidence: dict[str, Evidence]) -> None:
     evidence = sample_evidence["grace_hopper.jpg"]
     text = evidence.as_text()
-    assert "people: yes" in text and "NSFW probability" in text and "ImageNet" in text
+    assert "people: likely" in text and "NSFW probability" in text and "ImageNet" in text
     assert set(evidence.tool_versions) == set(TOOL_NAMES)
     again = Evidence.load(json.loads(evidence.model_dump_json()))
     assert again == evidence

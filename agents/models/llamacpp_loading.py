@@ -18,7 +18,9 @@ prompt skip most of its prefill.
 
 Speed knobs (environment; measured settings in NOTES/README): ``ICM_LLAMA_THREADS`` (default:
 the CPU count), ``ICM_LLAMA_CTX`` (context tokens, default 8192), ``ICM_LLAMA_BATCH`` (prompt
-batch, default 512), ``ICM_LLAMA_FLASH_ATTN`` (``1``/``0``, default off).
+batch, default 512), ``ICM_LLAMA_FLASH_ATTN`` (``1``/``0``, default off),
+``ICM_LLAMA_PREFIX_CACHE_MB`` (states of recent prompts kept for prefix reuse across calls,
+default 1024, ``0`` off: :mod:`agents.models.llama_prefix_cache`).
 """
 
 from __future__ import annotations
@@ -128,9 +130,12 @@ def llama_settings() -> dict[str, Any]:
 def _load_llama(path: str, endpoint: str) -> LlamaModel:
     from llama_cpp import Llama  # the optional extra; imported only when the model is used
 
+    from agents.models.llama_prefix_cache import attach_prefix_cache, cache_megabytes
+
     settings = llama_settings()
     llama = Llama(model_path=path, verbose=False, **settings)
-    return LlamaModel(llama, endpoint, settings)
+    attach_prefix_cache(llama)
+    return LlamaModel(llama, endpoint, settings | {"prefix_cache_mb": cache_megabytes()})
 
 
 def _int_env(name: str, default: int) -> int:

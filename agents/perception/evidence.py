@@ -22,7 +22,20 @@ from agents.perception.text_cues import injection_phrases, meaningful_lines
 PERSON_SCORE = 0.5
 """A body-part or face detection at or above this score counts as a person in view."""
 EXPOSED_SCORE = 0.35
-"""Exposed body parts at or above this score are reported as seen in ``as_text``."""
+"""Exposed body parts at or above this score are reported in ``as_text`` (as uncertain below
+``BODY_SURE``)."""
+BODY_SURE = 0.5
+"""A body-part detection at or above this score is reported as detected, not as a guess;
+covered parts below it are left out."""
+OBJECT_NAMED = 0.3
+"""An ImageNet label under this probability is left out of ``as_text`` (the grounding check
+rejects a text without sight that names it): at 0.19 "daisy" on a dahlia, or "hen-of-the-woods"
+at 0.09, is a guess a text-only model repeated as fact."""
+OBJECT_LIKELY = 0.6
+"""An ImageNet label at or above this probability is "likely"; between ``OBJECT_NAMED`` and
+this, "an uncertain guess"."""
+OCR_SURE = 0.8
+"""An OCR line under this confidence is quoted as an uncertain reading."""
 
 
 class _Model(BaseModel):
@@ -120,6 +133,28 @@ class People(_Model):
     sources: list[str]
 
 
+class ColourShare(_Model):
+    """One dominant colour and the share of the image it covers (0..1)."""
+
+    name: str
+    share: float
+
+
+class Appearance(_Model):
+    """Facts measured from the pixels (``agents.perception.appearance``): not guesses."""
+
+    greyscale: bool
+    """No pixel has colour to speak of (a black-and-white photo or drawing)."""
+    graphic: bool
+    """A few flat colours cover most of the image: a drawing, card or meme, not a photograph."""
+    colours: list[ColourShare]
+    """Dominant colours, largest share first."""
+    channel_spread: float
+    """Mean max-minus-min RGB channel difference per pixel (0 for pure grey)."""
+    flat_share: float
+    """Share of the pixels in the 8 most common colours (6 bits per channel)."""
+
+
 class Evidence(_Model):
     """Everything the perception toolkit observed in one image."""
 
@@ -137,6 +172,7 @@ class Evidence(_Model):
     objects: Objects | None = None
     ocr: list[TextLine] | None = None
     faces: Faces | None = None
+    appearance: Appearance | None = None
     tool_versions: dict[str, str] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict)
     """Tool name -> why it has no section (not installed, failed)."""
@@ -191,52 +227,65 @@ class Evidence(_Model):
     def exposed_parts(self, min_score: float = EXPOSED_SCORE) -> list[Detection]:
         return [d for d in self.exposure or [] if d.exposed and d.score >= min_score]
 
+    def named_labels(self) -> list[ImageNetLabel]:
+        """The classifier's labels confident enough to show a model (``OBJECT_NAMED``)."""
+        return [label for label in (self.objects.top if self.objects else [])
+                if label.score >= OBJECT_NAMED]  # fmt: skip
+
+    def unnamed_labels(self) -> list[ImageNetLabel]:
+        """The classifier's top labels under ``OBJECT_NAMED``: guesses no text may state."""
+        return [label for label in (self.objects.top if self.objects else [])
+                if label.score < OBJECT_NAMED]  # fmt: skip
+
+    def text_area(self) -> float:
+        """Share of the image covered by the boxes of the text OCR read (0..1)."""
+        area = sum(line.box.area for line in self.text_lines())
+        return min(1.0, area / max(1, self.width * self.height))
+
     def as_text(self) -> str:
-        """Compact, grounded evidence for a text-only model (one line per finding)."""
+        """Compact, grounded evidence for a text-only model (one line per finding).
+
+        Each finding says how sure it is in words ("measured", "likely", "an uncertain
+        guess"), and findings under each detector's threshold are left out: a small model
+        repeated every label it was given as what the image shows."""
         lines = [
-            "Detector evidence (automatic detectors, scores 0-1; they can be wrong; actions, "
-            "clothing details, blood and context are outside what they detect, so this list "
-            "says nothing about them either way):",
-            f"- image: {self.width}x{self.height} px",
+            "Detector evidence (\"measured\": certain; \"likely\": may be wrong; \"uncertain "
+            "guess\": probably wrong, never write it as what the image shows; the detectors do "
+            "not see actions, clothing details, blood or context):",
+            f"- image: {self.width}x{self.height} px (measured)",
         ]
+        lines += self._appearance_lines()
         people = self.people
         if people.present is None:
             lines.append("- people: unknown (no face or body detector ran)")
         elif people.present:
-            lines.append(f"- people: yes ({'; '.join(people.sources)})")
+            lines.append(f"- people: likely ({'; '.join(people.sources)})")
             if self.faces and self.faces.faces:
                 largest = max(f.area_fraction for f in self.faces.faces)
                 lines.append(f"  largest face covers {largest:.0%} of the image")
         else:
             lines.append("- people: none detected (profiles, backs and small figures are missed)")
         if self.exposure is not None:
-            exposed = self.exposed_parts()
-            covered = [
-                d for d in self.exposure if not d.exposed and not d.label.startswith("FACE_")
-            ]
-            lines.append(
-                "- exposed body parts: "
-                + (_list(exposed) if exposed else "none detected (exposure detector)")
-            )
-            if covered:
-                lines.append(f"- covered body parts: {_list(covered)}")
+            lines += self._exposure_lines()
         if self.nsfw_score is not None:
-            lines.append(f"- NSFW probability (open_nsfw): {self.nsfw_score:.2f}")
-        if self.objects is not None:
-            top = ", ".join(f"{label.name} {label.score:.2f}" for label in self.objects.top)
             lines.append(
-                f"- scene/objects (ImageNet classifier, top {len(self.objects.top)}): {top}"
+                f"- NSFW probability (open_nsfw): {self.nsfw_score:.2f} "
+                f"({_level(self.nsfw_score)})"
             )
-            if self.objects.flagged:
-                flagged = ", ".join(
-                    f"{c.name} {c.score:.2f} ({c.group})" for c in self.objects.flagged
-                )
-                lines.append(f"- moderation-relevant classes: {flagged}")
+        if self.objects is not None:
+            lines += self._object_lines()
         if self.ocr is not None:
             read = self.text_lines()
             if read:
-                quoted = "; ".join(f'"{line.text}" ({line.score:.2f})' for line in read)
-                lines.append(f"- text in the image (OCR): {quoted}")
+                quoted = "; ".join(
+                    f'"{line.text}" ({line.score:.2f}'
+                    + ("" if line.score >= OCR_SURE else ", uncertain reading")
+                    + ")"
+                    for line in read
+                )
+                lines.append(
+                    f"- text in the image (OCR, covers {self.text_area():.0%} of it): {quoted}"
+                )
             else:
                 lines.append("- text in the image (OCR): none read")
         if self.prompt_injection:
@@ -249,10 +298,72 @@ class Evidence(_Model):
             lines.append(f"- {tool}: {message}")
         return "\n".join(lines)
 
+    def _appearance_lines(self) -> list[str]:
+        if self.appearance is None:
+            return []
+        look = self.appearance
+        colours = ", ".join(f"{c.name} {c.share:.0%}" for c in look.colours)
+        kind = (
+            "a flat graphic (drawing, card or text image), not a photograph"
+            if look.graphic
+            else "a photograph or other continuous-tone image"
+        )
+        return [
+            f"- colour: {'greyscale (black and white)' if look.greyscale else 'in colour'} "
+            "(measured)",
+            f"- dominant colours: {colours} (measured)",
+            f"- kind of image: {kind} (measured)",
+        ]
+
+    def _exposure_lines(self) -> list[str]:
+        exposed = self.exposed_parts()
+        covered = [
+            d
+            for d in self.exposure or []
+            if not d.exposed and not d.label.startswith("FACE_") and d.score >= BODY_SURE
+        ]
+        lines = [
+            "- exposed body parts: "
+            + (_guessed(exposed) if exposed else "none detected (exposure detector)")
+        ]
+        if covered:
+            lines.append(f"- covered body parts: {_guessed(covered)}")
+        return lines
+
+    def _object_lines(self) -> list[str]:
+        assert self.objects is not None
+        named = self.named_labels()
+        if named:
+            guesses = ", ".join(
+                f"{label.name} ({label.score:.2f}, "
+                + ("likely" if label.score >= OBJECT_LIKELY else "uncertain guess")
+                + ")"
+                for label in named
+            )
+            lines = [f"- object classifier (ImageNet classes, guesses): {guesses}"]
+        else:
+            best = self.objects.top[0].score if self.objects.top else 0.0
+            lines = [
+                "- object classifier (ImageNet classes): no label is confident enough to name "
+                f"(best {best:.2f}, under {OBJECT_NAMED}); do not name objects from it"
+            ]
+        flagged = [c for c in self.objects.flagged if c.score >= OBJECT_NAMED]
+        if flagged:
+            shown = ", ".join(f"{c.name} {c.score:.2f} ({c.group})" for c in flagged)
+            lines.append(f"- moderation-relevant classes: {shown}")
+        return lines
+
+
+def _level(score: float) -> str:
+    return "high" if score >= 0.7 else "medium" if score >= 0.3 else "low"
+
+
+def _guessed(detections: list[Detection]) -> str:
+    return ", ".join(
+        f"{d.part} {d.score:.2f}" + ("" if d.score >= BODY_SURE else " (uncertain guess)")
+        for d in sorted(detections, key=lambda d: -d.score)
+    )
+
 
 def _sure(detection: Detection) -> bool:
     return detection.score >= PERSON_SCORE
-
-
-def _list(detections: list[Detection]) -> str:
-    return ", ".join(f"{d.part} {d.score:.2f}" for d in sorted(detections, key=lambda d: -d.score))

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from agents.perception.appearance import AppearanceTool
 from agents.perception.base import Frame, Tool
 from agents.perception.evidence import Evidence
 from agents.perception.exposure import ExposureTool
@@ -45,7 +46,14 @@ from data.images import (
 if TYPE_CHECKING:
     from data.store import Store
 
-TOOL_CLASSES: tuple[type[Tool], ...] = (ExposureTool, NsfwTool, ObjectsTool, OcrTool, FacesTool)
+TOOL_CLASSES: tuple[type[Tool], ...] = (
+    ExposureTool,
+    NsfwTool,
+    ObjectsTool,
+    OcrTool,
+    FacesTool,
+    AppearanceTool,
+)
 TOOL_NAMES: tuple[str, ...] = tuple(cls.name for cls in TOOL_CLASSES)
 
 ImageSource = str | os.PathLike[str] | bytes | LoadedImage

@@ -135,9 +135,12 @@ class ICMResponder:
         )
         verdict = next(label for label in labels if label != expected) if bad else expected
         rule = re.search(r"Rule (\w+):", user).group(1)  # type: ignore[union-attr]
+        # the argument rests on the rule's reason, as the prompt gives it (argument_rests_on_rule)
+        reason = re.search(r'are judged "[^"]+" because (.+)', user)
         out = {
             "explanation": f"Under rule {rule} the audience and the visible attributes decide "
-            f"the case; the description supports this reading. The image is {verdict}.",
+            f"the case: {reason.group(1).strip() if reason else ''} The description supports "
+            f"this reading. The image is {verdict}.",
         }
         if "verdict" in schema["properties"]:
             out["verdict"] = verdict

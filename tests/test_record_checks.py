@@ -1,0 +1,191 @@
+"""Record checks: Q-A against the record, pipeline talk, arguments resting on the rule.
+
+The failing texts are the demo outputs issue 22 quotes (the critic, LLM included, passed all
+of them); the passing ones are what a correct record says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.critic import deterministic_checks
+from data.policy import load_policy
+from data.policy_models import Policy
+from evaluators.record_checks import (
+    copied_feedback,
+    invented_audience,
+    kind_word_problems,
+    mc_record_problems,
+    pipeline_talk,
+    qa_verdict_problems,
+    question_set_problems,
+    record_checks,
+    repeated_sentence,
+    rests_on_rule,
+)
+
+
+@pytest.fixture(scope="module")
+def safety() -> Policy:
+    return load_policy("general_safety")
+
+
+@pytest.fixture(scope="module")
+def gambling() -> Policy:
+    return load_policy("gambling")
+
+
+def mc(question: str, options: list[str], answer: str) -> dict[str, Any]:
+    return {"multiple_choice": [{"question": question, "options": options, "answer": answer}]}
+
+
+def test_mc_answer_that_denies_a_safe_verdict_fails(safety: Policy) -> None:
+    qa = mc("Is the image safe?", ["The image is safe", "The image is not safe",
+                                   "It shows violence", "It shows hate"], "B")  # fmt: skip
+    assert qa_verdict_problems(qa, "safe", safety)
+    qa["multiple_choice"][0]["answer"] = "A"
+    assert qa_verdict_problems(qa, "safe", safety) == []
+
+
+def test_open_answer_stating_the_other_label_fails(gambling: Policy) -> None:
+    qa = {"what": [{"question": "What is the verdict?",
+                    "answer": "The image is gambling-related."}]}  # fmt: skip
+    assert qa_verdict_problems(qa, "not gambling-related", gambling)
+    assert qa_verdict_problems(qa, "gambling-related", gambling) == []
+
+
+def test_mc_answer_the_record_contradicts_fails() -> None:
+    qa = mc("What type of game is shown?", ["Card game", "Board game", "Video game",
+                                            "Sports game"], "A")  # fmt: skip
+    record = "A drawn invitation to a family board game night with two dice and no stake."
+    assert mc_record_problems(qa, record)
+    qa["multiple_choice"][0]["answer"] = "B"
+    assert mc_record_problems(qa, record) == []
+
+
+def test_questions_about_the_question_set_fail() -> None:
+    qa = {"what": [
+        {"question": "What are the four distinct answer options for the multiple-choice "
+                     "question?", "answer": "Yes, no, maybe, unsure."},
+        {"question": "What is the answer to the 'what' question?", "answer": "A dice game."},
+    ]}  # fmt: skip
+    assert len(question_set_problems(qa)) == 2
+    fine = {"what": [{"question": "What is written on the card?", "answer": "BET NOW."}]}
+    assert question_set_problems(fine) == []
+
+
+def test_what_question_filed_as_how_fails() -> None:
+    assert kind_word_problems({"how": [{"question": "What colour is the ticket?", "answer": "x"}]})
+    assert not kind_word_problems(
+        {"how": [{"question": "How does the text invite people to bet?", "answer": "x"}]}
+    )
+
+
+def test_same_sentence_twice_fails() -> None:
+    text = "The dice are drawn in white. There is no stake. The dice are drawn in white."
+    assert repeated_sentence(text) == "The dice are drawn in white."
+    assert repeated_sentence("The dice are drawn. There is no stake at all.") is None
+
+
+def test_description_copying_the_critic_fails() -> None:
+    text = "The reviewer's rejection was based on the missing key elements."
+    assert pipeline_talk(text) is not None
+    feedback = "the description never mentions the annotated object=dice (e.g. dice, die, craps)"
+    assert copied_feedback("It never mentions the annotated object=dice (e.g. dice, die", feedback)
+    assert pipeline_talk("A drawn invitation with two dice.") is None
+
+
+def test_invented_audiences_fail(gambling: Policy) -> None:
+    board = ("The image is not suitable for individuals who are not interested in board games "
+             "or who do not have children in their lives.")  # fmt: skip
+    lottery = ("It is not suitable for people who do not have the necessary skills to win the "
+               "lottery.")  # fmt: skip
+    assert invented_audience(board, gambling, "R1")
+    assert invented_audience(lottery, gambling, "R2")
+    assert invented_audience("It is not suitable for children who are under 13.", gambling,
+                             "R1") is None  # fmt: skip
+
+
+def test_argument_must_use_the_rules_audience_or_reason(gambling: Policy) -> None:
+    reason = gambling.reason("lottery_tickets", "R2")
+    assert rests_on_rule("For adults where gambling is legal, a ticket is ordinary.",
+                         gambling, "R2", reason)  # fmt: skip
+    assert rests_on_rule("Lottery tickets are a legal, everyday product.", gambling, "R2", reason)
+    assert not rests_on_rule("The ticket is bright yellow with six boxes.", gambling, "R2", reason)
+
+
+class _Sample:
+    given_description = None
+
+
+def _state(**extra: Any) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "sample": _Sample(),
+        "category": "board_game",
+        "description": "A drawn invitation to a family board game night with two dice.",
+        "key_elements": ["board game", "dice"],
+        "explanations": {
+            "R1": {
+                "verdict": "not gambling-related",
+                "expected": "not gambling-related",
+                "verdict_source": "rule_table",
+                "argument": "For children under 13 dice in a board game without a stake are "
+                "play, not gambling.",
+                "explanation": "For children under 13 dice in a board game without a stake are "
+                "play, not gambling. Conclusion: The picture is not gambling-related.",
+            }
+        },
+        "qa_rule": "R1",
+        "qa": {
+            "yes_no": [{"question": "Is the image gambling-related?", "answer": "No"}],
+            "multiple_choice": [{"question": "What type of game is shown?",
+                                 "options": ["Card game", "Board game", "Video game", "Sport"],
+                                 "answer": "B"}],  # fmt: skip
+            "what": [{"question": "What is drawn on the invitation?", "answer": "Two dice."}],
+            "how": [{"question": "How is the game played?", "answer": "With dice, no stake."}],
+        },
+    }
+    state.update(extra)
+    return state
+
+
+def test_a_good_record_passes_every_record_check(gambling: Policy) -> None:
+    failed = [c for c, _ in record_checks(gambling, _state()) if not c.passed]
+    assert failed == []
+
+
+def test_critic_sends_a_contradicting_mc_back_to_the_qa_writer(gambling: Policy) -> None:
+    state = _state()
+    state["qa"]["multiple_choice"][0]["answer"] = "A"  # "Card game"
+    failed = [c for c in deterministic_checks(gambling, state) if not c.passed]
+    assert [c.name for c in failed] == ["qa_agrees_with_record"]
+    assert failed[0].stage == "qa_writer" and "Card game" in failed[0].message
+
+
+def test_critic_sends_an_invented_audience_back_to_the_explainer(gambling: Policy) -> None:
+    state = _state()
+    item = state["explanations"]["R1"]
+    item["argument"] = ("It is not suitable for individuals who are not interested in board "
+                        "games.")  # fmt: skip
+    item["explanation"] = item["argument"] + " Conclusion: The picture is not gambling-related."
+    failed = [c for c in deterministic_checks(gambling, state) if not c.passed]
+    assert [(c.name, c.stage) for c in failed] == [("argument_rests_on_rule", "explainer")]
+    assert getattr(failed[0], "rule", None) == "R1"
+
+
+def test_critic_runs_the_grounding_check_when_given_one(gambling: Policy) -> None:
+    state = _state(evidence={"fake": True})
+    calls: list[tuple[str, str]] = []
+
+    def finder(text: str, evidence: dict[str, Any], allowed: str) -> list[str]:
+        calls.append((text, allowed))
+        return ["[low_confidence_label] names 'chime'"] if "invitation" in text else []
+
+    failed = [
+        c for c in deterministic_checks(gambling, state, grounding_finder=finder) if not c.passed
+    ]
+    assert [(c.name, c.stage) for c in failed] == [("grounded_in_evidence", "describer")]
+    assert "dice" in calls[0][1]  # the annotation's words count as supported
+    assert all(c.passed for c in deterministic_checks(gambling, state))  # no finder: not run

@@ -60,6 +60,17 @@ def generate_command(
             "options given here override single settings of it.",
         ),
     ] = None,
+    release: Annotated[
+        Path | None,
+        typer.Option(
+            "--release",
+            exists=True,
+            file_okay=False,
+            help="A checkout of the authors' repository (zhaoyuzhi/ICM-Assistant): with "
+            "--preset paper (paper.seeds: release) each image is seeded with the sentence of "
+            "its generation script, read from there.",
+        ),
+    ] = None,
     images_dir: Annotated[
         Path | None,
         typer.Option(
@@ -215,6 +226,8 @@ def generate_command(
         settings = _settings(role_setting or [])
         if settings:
             overrides["role_settings"] = settings
+        if release is not None:
+            overrides["paper"] = {"release": str(release.resolve())}
         implicit_demo = config is None and manifest is None and not roles
         if implicit_demo:
             demo = choose_demo()
@@ -225,6 +238,14 @@ def generate_command(
             console.print(demo.line, markup=False, highlight=False)
         # an explicit --preset wins over the implicit demo profile, not over a --config file
         cfg = load_config(config, overrides, preset=preset, preset_over_file=implicit_demo)
+        if cfg.pipeline == "paper" and cfg.paper.release_seeds_wanted_without_checkout:
+            console.print(
+                "paper.seeds is release, but no --release DIR (a checkout of "
+                "zhaoyuzhi/ICM-Assistant) was given: seeding with the policy's category "
+                "sentences",
+                markup=False,
+                highlight=False,
+            )
         if executor not in ("local", "ray"):
             raise ValueError(f"--executor: local or ray, not {executor!r}")
         if ray_address and executor != "ray":

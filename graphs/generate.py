@@ -300,7 +300,7 @@ def _report(console: Console, summary: Any) -> None:
     )
     from graphs.report import print_final_report  # late: `icm --help` stays fast
 
-    print_final_report(console, summary)
+    paper = print_final_report(console, summary)
     console.print(f"results: {db}")
     console.print("inspect:")
     console.print(f"  icm runs --db {db}")
@@ -309,7 +309,8 @@ def _report(console: Console, summary: Any) -> None:
             console.print(f"  icm samples {summary.run_id} --status {status} --db {db}")
     console.print(f"  icm samples {summary.run_id} --db {db}        (sample ids, status, reason)")
     console.print(f"  icm traces SAMPLE_ID --db {db}")
-    console.print(f"  icm export {summary.run_id} --format llava --db {db}")
+    style = "--preset paper" if paper else "--format llava"
+    console.print(f"  icm export {summary.run_id} {style} --db {db}")
     console.print(f"  icm db info {db}")
 
 

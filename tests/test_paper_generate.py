@@ -178,6 +178,12 @@ def test_generate_preset_paper_makes_the_releases_calls(tmp_path: Path) -> None:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stderr.count("accepted unchecked (checks are off)") == 3
+        # the end-of-run report shows the paper's records and its export command
+        report = " ".join(done.stderr.split())  # the console wraps lines at its width
+        assert "as `icm export --preset paper` writes it" in report
+        assert "_description1" in report and "_pair0" in report
+        assert "icm export paper --preset paper --db" in report
+        assert "--format llava --db" not in report
         bodies = [r.body for r in server.chat_requests() if r.body]
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for body in bodies:

@@ -300,3 +300,42 @@ def test_images_first_reaches_every_openai_client_and_the_cache_key() -> None:
         assert [part["type"] for part in chain] == order  # type: ignore[index, union-attr]
     assert messages_for_record([first])[0]["images_first"] is True
     assert "images_first" not in messages_for_record([after])[0]
+
+
+def test_a_mixed_qa_pass_asks_every_kind_at_once_with_the_moderation_sentence(
+    tmp_path: Path,
+) -> None:
+    """``paper.qa_passes: mixed`` (the release's ``--q_type mix``): one Q-A pass asks yes/no,
+    multiple choice, what and how together, and only that pass carries "All questions are
+    related to content moderation" under the preset's ``moderation_focus: mixed``; no separate
+    multiple-choice pass runs."""
+    import asyncio
+
+    from graphs.runner import GenerationRun
+
+    manifest = make_manifest(tmp_path / "in", CATEGORIES[:1])
+    with FakeOpenAIServer(responder=ICMResponder()) as server:
+        options = {
+            "manifest": manifest,
+            "db": tmp_path / "icm.duckdb",
+            "roles": {"all": f"openai-compatible:{server.base_url}#fake-model"},
+            "role_settings": {"all": {"jitter": "false", "backoff_base_s": "0"}},
+            "perception": False,
+            "qa": {"yes_no": 3, "multiple_choice": 3, "what": 2, "how": 2},
+            "paper": {"qa_passes": "mixed"},
+        }
+        summary = asyncio.run(GenerationRun(load_config(None, options, preset="paper")).run())
+        bodies = [r.body for r in server.chat_requests() if r.body]
+    assert summary.counts["accepted"] == 1
+    qa_bodies = [b for b in bodies if "yes_no" in _schema(b)["properties"]]
+    assert len(qa_bodies) == 1  # one mixed pass, no separate MC pass
+    [body] = qa_bodies
+    assert _counts(_schema(body)) == {"yes_no": 3, "multiple_choice": 3, "what": 2, "how": 2}
+    text = _text(body["messages"][-1])
+    assert "All questions are related to content moderation." in text
+    assert "3 multiple-choice questions" in text
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        stages = {r["stage"] for r in store.rows("SELECT stage FROM stage_outputs")}
+        kinds = Counter(r["qa_type"] for r in store.rows("SELECT qa_type FROM qa_items"))
+    assert stages == {"paper_answers", "paper_qa"}
+    assert kinds == {"yes_no": 3, "multiple_choice": 3, "what": 2, "how": 2}

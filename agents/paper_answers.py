@@ -12,7 +12,10 @@ Each answer then goes through the seed-leak filter (``evaluators.seed_leak``, th
 ``check_all_MLLM_output_content.py``); the unfiltered answers stay in the stage's output row and
 trace. The explanation is stored under the sample's first rule variant with the rule table's
 verdict as its label (the release labels every image by its category), and no conclusion
-sentence is added (the release adds none).
+sentence is added (the release adds none). With ``paper.explanation: merged`` (the paper
+preset) the stored explanation is the three answers merged, the text the release trained on
+and wrote its Q-A from; ``paper.seeds: release`` seeds with the release script's sentences;
+``paper.image_call: release`` sends the image first in one user message, no system message.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from agents.models.result import CallResult
 from agents.role_call import ask_role
 from agents.schemas import PaperAnswersValue, paper_answers_model
 from agents.stages import Inputs, StageCall, StageSpec
-from evaluators.seed_leak import filter_seed_leaks
+from evaluators.seed_leak import Filtered, LeakMode, filter_seed_leaks
 
 NAME = "paper_answers"
 
@@ -50,7 +53,7 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[PaperAnswersValue]
     variables = {
         "has_image": sees,
         "term": call.policy.term,
-        "seed": call.policy.categories[category].description,
+        "seed": seed_sentence(call, category),
         "given_description": inputs["sample"].given_description,
         "evidence": inputs.get("evidence_text"),
         "category": category,
@@ -66,17 +69,51 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[PaperAnswersValue]
         sample_id=call.sample_id,
         stage=NAME,
         attempt=call.attempt,
+        one_message=call.paper.image_call == "release",
     )
+
+
+def seed_sentence(call: StageCall, category: str) -> str:
+    """The release's sentence for ``category`` when its seeds were read (``paper.seeds:
+    release``), else (or for a category the release has none for) the policy's own."""
+    seeds = call.paper.seeds or {}
+    return seeds.get(category) or call.policy.categories[category].description
+
+
+def merged_answers(*answers: str) -> str:
+    """The three answers as one text, as the release's ``post_process_MLLM_output_4LLM_all_
+    categories.py`` merges a model's answer lines: joined with spaces, double spaces made one.
+    (It also deletes "1. " and "2. ", the numbering of its free-text answers; ours come as
+    separate fields, unnumbered.)"""
+    text = " ".join(a.strip() for a in answers if a and a.strip())
+    return text.replace("  ", " ").strip()
+
+
+def _explanation(
+    value: PaperAnswersValue, mode: LeakMode, merged: bool
+) -> tuple[Filtered, Filtered, Filtered]:
+    """(explicit, implicit, explanation) after the filter. ``merged``: the explanation is the
+    three answers merged; under ``release`` the filter runs once over that merged text (a leak
+    in answer 1 cuts answers 2 and 3, as in the release), otherwise over each answer apart."""
+    explicit = filter_seed_leaks(value.explicit_description, mode)
+    implicit = filter_seed_leaks(value.implicit_description, mode)
+    answer = filter_seed_leaks(value.explanation, mode)
+    if not merged:
+        return explicit, implicit, answer
+    if mode == "release":
+        raw = merged_answers(value.explicit_description, value.implicit_description,
+                             value.explanation)  # fmt: skip
+        return explicit, implicit, filter_seed_leaks(raw, mode)
+    text = merged_answers(explicit.text, implicit.text, answer.text)
+    return explicit, implicit, Filtered(text, ())
 
 
 def _write(value: PaperAnswersValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
     """The filtered answers as the sample's description, context and explanation; a sample
     whose explanation the filter empties ends ``rejected`` with that reason."""
     mode = call.paper.seed_leak_filter
-    explicit = filter_seed_leaks(value.explicit_description, mode)
-    implicit = filter_seed_leaks(value.implicit_description, mode)
-    explanation = filter_seed_leaks(value.explanation, mode)
-    dropped = [*explicit.dropped, *implicit.dropped, *explanation.dropped]
+    explicit, implicit, explanation = _explanation(value, mode, call.paper.explanation == "merged")
+    dropped = list(dict.fromkeys([*explicit.dropped, *implicit.dropped, *explanation.dropped]))
     update: dict[str, Any] = {
         "description": explicit.text,
         "context": implicit.text,

@@ -6,8 +6,10 @@ moderator, asked for 6 yes/no, 2 what and 2 how questions with answers, all deri
 text it is given (the counts come from ``GenerateConfig.qa``; ``--preset paper`` sets 6/2/2).
 The release asks for a table; we ask for the same items as a pydantic object
 (``agents.schemas.qa_model`` with no multiple-choice item). Its multiple-choice questions come
-from a separate pass (``agents.paper_mc``). "All questions are related to content moderation"
-is the sentence of the release's mixed prompt (``PaperOptions.moderation_focus``).
+from a separate pass (``agents.paper_mc``), or, with ``paper.qa_passes: mixed`` (the release's
+``--q_type mix``), from this pass, which then asks all four kinds. "All questions are related to
+content moderation" is a sentence of the release's mixed prompt only
+(``PaperOptions.moderation_focus``).
 """
 
 from __future__ import annotations
@@ -27,31 +29,41 @@ qa_rule = first_rule  # the Q-A is about the explanation's rule
 
 
 def source_text(call: StageCall, inputs: Inputs) -> str:
-    """What the Q-A passes read: the explanation only, or all three answers in order (the
-    release's post-processed text: explicit, implicit, explanation)."""
+    """What the Q-A passes read: the stored explanation (which under ``paper.explanation:
+    merged`` already is the three answers merged), or all three answers in order."""
     explanation = inputs["explanations"][qa_rule(inputs)]["explanation"]
-    if call.paper.qa_from == "explanation":
+    if call.paper.qa_from == "explanation" or call.paper.explanation == "merged":
         return str(explanation)
     parts = (inputs.get("description"), inputs.get("context"), explanation)
     return " ".join(str(p) for p in parts if p)
 
 
-def variables(call: StageCall, inputs: Inputs) -> dict[str, Any]:
+def mixed(call: StageCall) -> bool:
+    """Whether this pass asks every kind at once (``paper.qa_passes: mixed``)."""
+    return call.paper.qa_passes == "mixed" and call.qa_counts.multiple_choice > 0
+
+
+def variables(call: StageCall, inputs: Inputs, *, mixed_pass: bool = False) -> dict[str, Any]:
+    """The pass's template variables; the moderation sentence goes where ``paper.
+    moderation_focus`` says: every pass, a mixed pass only (the release's way), or none."""
     counts = call.qa_counts
+    focus = call.paper.moderation_focus
     return {
         "source": source_text(call, inputs),
         "n_yes_no": counts.yes_no,
         "n_mc": counts.multiple_choice,
         "n_what": counts.what,
         "n_how": counts.how,
-        "moderation_focus": call.paper.moderation_focus,
+        "mixed": mixed_pass,
+        "moderation_focus": focus == "always" or (focus == "mixed" and mixed_pass),
         "feedback": call.feedback,
     }
 
 
 def _schema(call: StageCall) -> type[QAValue]:
     counts = call.qa_counts
-    return qa_model(counts.yes_no, 0, counts.what, counts.how, call.lengths)
+    n_mc = counts.multiple_choice if mixed(call) else 0
+    return qa_model(counts.yes_no, n_mc, counts.what, counts.how, call.lengths)
 
 
 async def ask_pass(
@@ -63,7 +75,7 @@ async def ask_pass(
         call.layer,
         role=name,
         schema=schema,
-        variables=variables(call, inputs),
+        variables=variables(call, inputs, mixed_pass=name == NAME and mixed(call)),
         sample_id=call.sample_id,
         stage=name,
         attempt=call.attempt,

@@ -52,23 +52,31 @@ async def ask_role(
     sample_id: str | None,
     stage: str,
     attempt: int,
+    one_message: bool = False,
 ) -> CallResult[T]:
-    """Render ``role``'s templates with ``variables`` and ask the model bound to ``role``."""
+    """Render ``role``'s templates with ``variables`` and ask the model bound to ``role``.
+
+    ``one_message``: no system message; its text opens the one user message, whose images
+    come before the text (the request the paper's release builds for its image call)."""
     system, user = role_templates(role)
-    messages = [
-        Message(role="system", text=system.render(**variables)),
-        Message(role="user", text=user.render(**variables), images=tuple(images)),
-    ]
+
+    def built(values: dict[str, Any], with_images: Sequence[ImageInput]) -> list[Message]:
+        if one_message:
+            text = f"{system.render(**values)}\n\n{user.render(**values)}"
+            return [Message("user", text, tuple(with_images), images_first=True)]
+        return [
+            Message(role="system", text=system.render(**values)),
+            Message(role="user", text=user.render(**values), images=tuple(with_images)),
+        ]
+
+    messages = built(variables, images)
     extra: dict[str, Any] = {}
     if images and variables.get("has_image"):
         # what the layer sends instead if the endpoint answers that its model takes no images:
         # the prompt for a model that cannot see (it leans on the detector evidence), rendered
         # only if that happens
         blind = {**variables, "has_image": False}
-        extra["text_only"] = lambda: [
-            Message(role="system", text=system.render(**blind)),
-            Message(role="user", text=user.render(**blind)),
-        ]
+        extra["text_only"] = lambda: built(blind, ())
     return await layer.call(
         role=role,
         schema=schema,

@@ -55,6 +55,10 @@ PAPER_STAGE_MODULES = (
 )
 SeedLeakFilter = LeakMode  # the seed-leak filter's own modes
 QASource = Literal["explanation", "answers"]
+ModerationFocus = Literal["always", "mixed", "never"]
+ExplanationText = Literal["answer", "merged"]
+QAPasses = Literal["separate", "mixed"]
+ImageCall = Literal["ours", "release"]
 #: the critic checks every stage's output; it is the graph's fixed last node, not a stage
 CRITIC = "critic"
 #: the judge scores finished runs (agents/judge.py); a model role, never part of the graph
@@ -87,13 +91,28 @@ class PaperOptions:
     it was given onwards (what the release's ``check_all_MLLM_output_content.py`` does: its
     keep-flag is never reset), ``sentence`` drops only such sentences, ``off`` keeps all.
     ``qa_from``: the Q-A passes read the explanation only (``explanation``) or all three
-    answers (``answers``, the release's post-processed text). ``moderation_focus``: the Q-A
-    prompts add "All questions are related to content moderation" (the release's mixed prompt).
+    answers (``answers``). ``moderation_focus``: the Q-A prompts add "All questions are
+    related to content moderation": in every pass (``always``, ours), only in a pass that asks
+    every kind of question at once (``mixed``: the release sends it in its mixed prompt only,
+    not in its separate ``qa`` and ``mc`` prompts), or never. ``explanation``: the stored and
+    exported explanation (and so the Q-A source) is answer 3 alone (``answer``, ours) or the
+    three answers merged as the release's post-processing merges them (``merged``).
+    ``qa_passes``: yes/no/what/how then a separate multiple-choice pass (``separate``) or one
+    pass asking all four kinds (``mixed``, the release's ``--q_type mix``). ``image_call``: our
+    system message and the image after the text (``ours``), or no system message and the image
+    first (``release``, as its ``get_stage_prompt`` builds the request). ``seeds``: see below.
+    ``seed_leak_filter`` ``release``: the release's filter as it applies it, over the merged
+    text, split on every ".", with its own black words only.
     """
 
     seed_leak_filter: SeedLeakFilter = "rest"
     qa_from: QASource = "explanation"
-    moderation_focus: bool = True
+    moderation_focus: ModerationFocus = "always"
+    explanation: ExplanationText = "answer"
+    qa_passes: QAPasses = "separate"
+    image_call: ImageCall = "ours"
+    seeds: Mapping[str, str] | None = None
+    """The release's seed sentence per category (read from a checkout); None: the policy's."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from evaluators.judgments import (
     judge_repeated,
     summarize_repeats,
 )
+from evaluators.paper_meq import folder_sha256, read_judgments
 
 Split = Literal["held_out", "fit", "all"]
 SPLITS: tuple[str, ...] = ("held_out", "fit", "all")
@@ -69,7 +70,11 @@ def split_of(image: str) -> str:
 
 
 def load_meq_set(path: str | Path) -> list[MEQCase]:
-    """Read a MEQ JSONL file; a bad line raises ``ValueError`` naming file and line."""
+    """Read a MEQ JSONL file, or a folder of the paper's released judgment files
+    (``eval_scripts/eval_meq/<model>/``, :mod:`evaluators.paper_meq`); a bad line or file
+    raises ``ValueError`` naming it."""
+    if Path(path).is_dir():
+        return released_meq_cases(Path(path))
     cases = []
     for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
@@ -83,6 +88,21 @@ def load_meq_set(path: str | Path) -> list[MEQCase]:
     return cases
 
 
+def released_meq_cases(folder: Path) -> list[MEQCase]:
+    """The released judgments of ``folder`` as cases; a judgment whose score table cannot be
+    read has no ``judge_scores`` (it counts in no reference mean)."""
+    return [
+        MEQCase(
+            image=j.image,
+            reference=j.reference,
+            candidate=j.candidate,
+            judge_scores=j.scores,
+            judge_model="gpt-4o",
+        )
+        for j in read_judgments(folder)
+    ]
+
+
 def select(cases: Sequence[MEQCase], split: str, limit: int | None = None) -> list[MEQCase]:
     """The cases of ``split`` in file order, at most ``limit`` of them."""
     if split not in SPLITS:
@@ -92,6 +112,9 @@ def select(cases: Sequence[MEQCase], split: str, limit: int | None = None) -> li
 
 
 def file_sha256(path: str | Path) -> str:
+    """The set's hash: of the file, or of a released judgment folder's files."""
+    if Path(path).is_dir():
+        return folder_sha256(Path(path))
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

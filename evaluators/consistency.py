@@ -178,15 +178,41 @@ def yes_no_answer(answer: str) -> bool | None:
     return None if match is None else match.group(1).lower() == "yes"
 
 
+#: the term said of something ("is sexy", "is not particularly sexy", "can be considered
+#: 'sexy'", "appear sexy"): a verb of being or seeming, then only adverbs, "as" or "to be"
+_PREDICATE = re.compile(
+    r"\b(is|are|was|were|be|being|been|appears?|looks?|seems?|remains?|becomes?|feels?|"
+    r"makes? (?:it|the (?:image|picture|photo)))\s+"
+    r"((not|n't|\w+ly|very|quite|so|too|more|less|at all|any|as|to be|considered|deemed|"
+    r"perceived|regarded|viewed|seen|classified|labell?ed|described|rated|thought of as|"
+    r"appear|look|seem)\s+)*[\"'“‘]?$",
+    re.IGNORECASE,
+)
+#: a mention that states no verdict on this image: what someone may find, what varies, what
+#: would be needed, a comparison
+_NOT_A_VERDICT = re.compile(
+    r"\b(if|whether|what|might|could|would|may|vary|varies|subjective|perceptions?|"
+    r"some|someone|those|one would|typically|often|usually|generally|than|likely|unlikely|"
+    r"chances?)\b",
+    re.IGNORECASE,
+)
+
+_BARE_DENIAL = re.compile(r"^\W*not\W*$", re.IGNORECASE)
+
+
 def term_stance(text: str, term: str) -> tuple[bool, str] | None:
     """Whether a text's last statement about ``term`` affirms or denies it, with that sentence.
 
     :func:`last_label_in` reads labels verbatim, so prose such as "it is not considered sexy"
-    ends on ``sexy`` there. Here a mention of the term itself (``sexy``; ``non-sexy`` and
-    ``unsexy`` count as denials) is denied when a negation precedes it within its clause (the
-    text since the last comma, semicolon or contrast word). Words derived from the term
-    (``sexual``) are not read: "not certain they are having sex" does not deny "sexy".
-    None: the text never names the term.
+    ends on ``sexy`` there. Here only a verdict counts: the term said of something ("the image
+    is not particularly sexy", "can be considered sexy") or ``non-sexy`` / ``unsexy``
+    (denials wherever they stand). The term used of a noun ("does not detract from the sexy
+    atmosphere", "the absence of clothing contributes to the sexy atmosphere") presupposes
+    rather than states, and a hedged or comparing sentence ("perceptions of what is 'sexy'
+    can vary", "less likely to be perceived as sexy") states no verdict on this image: neither
+    is read. A verdict is denied when a negation precedes it within its clause (the text since
+    the last comma, semicolon or contrast word). Words derived from the term (``sexual``) are
+    not read. None: the text states no verdict with the term.
     """
     mention = re.compile(r"\b(non-|un)?" + re.escape(term.lower()) + r"\b", re.IGNORECASE)
     last: tuple[bool, str] | None = None
@@ -195,7 +221,15 @@ def term_stance(text: str, term: str) -> tuple[bool, str] | None:
             before = sentence[: match.start()]
             breaks = [b.end() for b in _CLAUSE_BREAK.finditer(before)]
             clause = before[breaks[-1] :] if breaks else before
-            denied = bool(match.group(1)) or bool(_CLAUSE_NEGATION.search(clause))
+            if match.group(1):  # non-sexy, unsexy
+                last = (False, sentence.strip())
+                continue
+            if _BARE_DENIAL.match(clause):  # "..., not sexy": the other label, stated bare
+                last = (False, sentence.strip())
+                continue
+            if not _PREDICATE.search(clause) or _NOT_A_VERDICT.search(sentence):
+                continue
+            denied = bool(_CLAUSE_NEGATION.search(clause))
             last = (not denied, sentence.strip())
     return last
 

@@ -48,7 +48,7 @@ DEFAULT_PHRASES = (*RELEASE_PHRASES, *OUR_PROMPT_PHRASES)
 #: cuts "e.g." and "1.5"; a sentence is the unit it means to drop)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
-LeakMode = Literal["rest", "sentence", "off"]
+LeakMode = Literal["rest", "sentence", "release", "off"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,11 @@ def filter_seed_leaks(
 ) -> Filtered:
     """Drop the sentences of ``text`` that mention the seed: from the first such sentence to
     the end (``rest``, the release's behaviour), only those sentences (``sentence``), or none
-    (``off``)."""
+    (``off``); ``release`` is :func:`release_filter` (its pieces, its black words)."""
     if mode == "off":
         return Filtered(text.strip(), ())
+    if mode == "release":
+        return release_filter(text)
     kept: list[str] = []
     dropped: list[str] = []
     cut = False
@@ -88,3 +90,14 @@ def filter_seed_leaks(
         else:
             kept.append(sentence)
     return Filtered(" ".join(kept), tuple(dropped))
+
+
+def release_filter(text: str, phrases: Sequence[str] = RELEASE_PHRASES) -> Filtered:
+    """``check_all_MLLM_output_content.py`` as it runs: ``text`` split on every ``.`` (also
+    inside "e.g." or "1.5"), nothing kept from the first piece holding a black word on, the
+    kept pieces joined again with ``.`` (so a cut text ends without its last full stop, as in
+    the release). Matched case-insensitively against the release's own black words."""
+    pieces = text.strip().split(".")
+    cut = next((n for n, piece in enumerate(pieces) if leaks(piece, phrases)), len(pieces))
+    dropped = tuple(p.strip() for p in pieces[cut:] if p.strip())
+    return Filtered(".".join(pieces[:cut]).strip(), dropped)

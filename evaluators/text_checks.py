@@ -113,7 +113,8 @@ def check_no_looping(stage: str, text: str, where: str) -> Check:
 
 _HEDGE = re.compile(
     r"\b(if|whether|although|though|while|whereas|unless|even|might|could|would|may|some|"
-    r"someone|others?|rather than|instead of)\b",
+    r"someone|others?|rather than|instead of|likely|unlikely|than|vary|varies|subjective|"
+    r"perceptions?)\b",
     re.IGNORECASE,
 )
 _STATING = re.compile(
@@ -430,6 +431,11 @@ _DANGLING = frozenset((
     "the", "a", "an", "of", "and", "or", "to", "with", "at", "for", "by", "from", "because",
     "than", "into", "onto",
 ))  # fmt: skip
+#: words a complete sentence may end on ("what she is looking at."): after "what", "that"...
+#: and with a full stop the answer is whole; otherwise it broke off ("A towel with")
+_STRANDED_PREPOSITIONS = frozenset(("of", "to", "with", "at", "for", "by", "from", "into", "onto"))
+_STRANDS = re.compile(r"\b(what|which|who|whom|where|that)\b", re.IGNORECASE)
+_ENDS_SENTENCE = re.compile(r"[.!?][\"'’”)\]]*\s*$")
 _OPEN_WORD = re.compile(r"\b(what|how|which|where|who|whom|whose|why|when|describe)\b", re.I)
 _YES_NO_FORM = re.compile(
     r"^\W*(is|are|was|were|does|do|did|can|could|has|have|had|will|would|should|may|might)\b",
@@ -453,9 +459,14 @@ def is_open_question(question: str) -> bool:
 
 def fragment_problem(answer: str) -> str | None:
     """Why the answer to an open question is a fragment: it breaks off on a word that must be
-    followed by more ("It shows the", "A woman with")."""
+    followed by more ("It shows the", "A woman with"). A preposition that a clause with
+    "what", "which", "that"... strands, followed by a full stop, is no break ("It makes one
+    wonder what she is looking at.")."""
     tokens = words(answer)
     if len(tokens) > 1 and tokens[-1] in _DANGLING:
+        stranded = tokens[-1] in _STRANDED_PREPOSITIONS and _ENDS_SENTENCE.search(answer)
+        if stranded and _STRANDS.search(answer):  # "what she is looking at."
+            return None
         return f"breaks off after '{tokens[-1]}'"
     return None
 

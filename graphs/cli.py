@@ -11,6 +11,7 @@ from graphs.commands.finetune import finetune_command, moderate_command
 from graphs.commands.judge import app as judge_app
 from graphs.commands.merge import HELP as MERGE_HELP
 from graphs.commands.merge import merge_command
+from graphs.commands.paper import app as paper_app
 from graphs.commands.perceive import perceive_command
 from graphs.commands.rules import app as rules_app
 from graphs.commands.runs import export_command, runs_command, samples_command, traces_command
@@ -60,6 +61,9 @@ app.command("compare", help="Compare generation runs: acceptance, retries, judge
 app.command("audit", help="Check an ICM-Instruct file for contradictions, by kind.")(audit_command)
 app.command("metrics", help="Verdict accuracy, precision, recall, F1 of a predictions run.")(
     metrics_command
+)
+app.add_typer(
+    paper_app, name="paper", help="The paper's figures recomputed from the authors' release."
 )
 app.command(
     "view",

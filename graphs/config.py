@@ -10,17 +10,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agents.models.credentials import MissingCredentialsError
 from agents.models.settings import DELIVERY_SETTINGS
-from agents.stages import PaperOptions, QASource, SeedLeakFilter
+from agents.stages import (
+    ExplanationText,
+    ImageCall,
+    ModerationFocus,
+    PaperOptions,
+    QAPasses,
+    QASource,
+    SeedLeakFilter,
+)
 from data.manifest import ManifestError
 from data.policy_models import PolicyError
+from data.release_seeds import release_seeds
 from data.store import DEFAULT_DB_PATH, StoreError
 from data.yaml_lines import first_alias_line
 from graphs.presets import GENERATE as PRESETS
@@ -46,10 +63,47 @@ class PaperConfig(BaseModel):
 
     seed_leak_filter: SeedLeakFilter = "rest"
     qa_from: QASource = "explanation"
-    moderation_focus: bool = True
+    moderation_focus: ModerationFocus = "always"
+    explanation: ExplanationText = "answer"
+    qa_passes: QAPasses = "separate"
+    image_call: ImageCall = "ours"
+    seeds: Literal["policy", "release"] = "policy"
+    """``policy``: the policy's own category sentences (ours); ``release``: the sentences of
+    the release's generation script, read from the checkout ``release`` at run time."""
+    release: str | None = None
+    """A checkout of zhaoyuzhi/ICM-Assistant (``--release DIR``), read for ``seeds: release``."""
+
+    @field_validator("moderation_focus", mode="before")
+    @classmethod
+    def _focus(cls, value: Any) -> Any:
+        """``true`` / ``false`` (the switch's earlier form): every pass / no pass."""
+        if isinstance(value, bool):
+            return "always" if value else "never"
+        return value
+
+    @property
+    def release_seeds_wanted_without_checkout(self) -> bool:
+        """``seeds: release`` with no checkout to read: the policy's sentences are used."""
+        return self.seeds == "release" and not self.release
+
+    @model_validator(mode="after")
+    def _readable_release(self) -> PaperConfig:
+        """A ``release`` checkout must hold the generation script's seed sentences: say so
+        now, before any model loads."""
+        if self.seeds == "release" and self.release:
+            release_seeds(Path(self.release))
+        return self
+
+    def release_sentences(self) -> Mapping[str, str] | None:
+        """The release's seed sentence per category, or None (the policy's are used)."""
+        if self.seeds != "release" or not self.release:
+            return None
+        return release_seeds(Path(self.release)).sentences
 
     def options(self) -> PaperOptions:
-        return PaperOptions(**self.model_dump())
+        """The stages' options (the release's seed sentences read from its checkout)."""
+        fields = self.model_dump(exclude={"seeds", "release"})
+        return PaperOptions(**fields, seeds=self.release_sentences())
 
 
 class GenerateConfig(BaseModel):

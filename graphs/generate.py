@@ -62,6 +62,17 @@ def generate_command(
             "options given here override single settings of it.",
         ),
     ] = None,
+    release: Annotated[
+        Path | None,
+        typer.Option(
+            "--release",
+            exists=True,
+            file_okay=False,
+            help="A checkout of the authors' repository (zhaoyuzhi/ICM-Assistant): with "
+            "--preset paper (paper.seeds: release) each image is seeded with the sentence of "
+            "its generation script, read from there.",
+        ),
+    ] = None,
     images_dir: Annotated[
         Path | None,
         typer.Option(
@@ -218,6 +229,8 @@ def generate_command(
         settings = _settings(role_setting or [])
         if settings:
             overrides["role_settings"] = settings
+        if release is not None:
+            overrides["paper"] = {"release": str(release.resolve())}
         implicit_demo = config is None and manifest is None and not roles
         if implicit_demo:
             demo = choose_demo()
@@ -228,6 +241,14 @@ def generate_command(
             console.print(demo.line, markup=False, highlight=False)
         # an explicit --preset wins over the implicit demo profile, not over a --config file
         cfg = load_config(config, overrides, preset=preset, preset_over_file=implicit_demo)
+        if cfg.pipeline == "paper" and cfg.paper.release_seeds_wanted_without_checkout:
+            console.print(
+                "paper.seeds is release, but no --release DIR (a checkout of "
+                "zhaoyuzhi/ICM-Assistant) was given: seeding with the policy's category "
+                "sentences",
+                markup=False,
+                highlight=False,
+            )
         if executor not in ("local", "ray"):
             raise ValueError(f"--executor: local or ray, not {executor!r}")
         if ray_address and executor != "ray":
@@ -285,7 +306,7 @@ def _report(console: Console, summary: Any) -> None:
     )
     from graphs.report import print_final_report  # late: `icm --help` stays fast
 
-    print_final_report(console, summary)
+    paper = print_final_report(console, summary)
     console.print(f"results: {db}")
     console.print("inspect:")
     console.print(f"  icm runs --db {db}")
@@ -294,7 +315,8 @@ def _report(console: Console, summary: Any) -> None:
             console.print(f"  icm samples {summary.run_id} --status {status} --db {db}")
     console.print(f"  icm samples {summary.run_id} --db {db}        (sample ids, status, reason)")
     console.print(f"  icm traces SAMPLE_ID --db {db}")
-    console.print(f"  icm export {summary.run_id} --format llava --db {db}")
+    style = "--preset paper" if paper else "--format llava"
+    console.print(f"  icm export {summary.run_id} {style} --db {db}")
     console.print(f"  icm db info {db}")
 
 

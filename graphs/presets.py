@@ -21,11 +21,25 @@ PRESET_NAMES = ("paper",)
 #: calls (``q-a pair generation/vllm_data_generation.py``: temperature 0.6, top_p 0.9,
 #: max_tokens 2048); 6 yes/no + 2 what + 2 how, then 5 multiple choice; the base rule only
 #: (its labels are R1's); no checks, no critic, no retries (it has post-processing filters
-#: only) and no verdict questions written from the rule table.
+#: only) and no verdict questions written from the rule table. Its data as the release made
+#: it: the three answers merged into the explanation (``post_process_MLLM_output_4LLM_all_
+#: categories.py``) that is stored, exported and asked about; the seed-leak filter over that
+#: merged text as ``check_all_MLLM_output_content.py`` applies it; "All questions are related
+#: to content moderation" only in a mixed pass (the release's qa and mc prompts lack it); the
+#: generation script's own seed sentences (read from ``--release DIR``); the image first and
+#: no system message in the image call.
 PAPER_PRESET: dict[str, Any] = {
     "pipeline": "paper",
     "qa": {"yes_no": 6, "multiple_choice": 5, "what": 2, "how": 2},
-    "paper": {"seed_leak_filter": "rest", "qa_from": "explanation", "moderation_focus": True},
+    "paper": {
+        "seed_leak_filter": "release",
+        "qa_from": "explanation",
+        "explanation": "merged",
+        "moderation_focus": "mixed",
+        "qa_passes": "separate",
+        "image_call": "release",
+        "seeds": "release",
+    },
     "checks": False,
     "llm_critic": False,
     "verdict_questions": False,

@@ -8,8 +8,9 @@ more on one sample; a bar that only moves per sample looks stuck. (Every call is
 finishes; the line takes the new figures at most ten times a second, as often as it is redrawn.)
 
 When it ends: every sample's status with the one-line reason, one accepted record printed in
-full in the LLaVA form ``icm export`` writes, where the exports go, and whether the calls were
-served from the cache ("14 calls from cache, 0 tokens spent").
+full in the LLaVA form ``icm export`` writes (for a ``--preset paper`` run, the paper's
+single-turn records and the paper-style export command), where the exports go, and whether the
+calls were served from the cache ("14 calls from cache, 0 tokens spent").
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ from rich.progress import (
 from rich.text import Text
 
 from agents.models.result import CallResult
-from data.export import collect_records, llava_record
+from data.export import ExportRecord, collect_records, llava_record
+from data.export_paper import paper_llava_records
+from data.policy import PolicyError, load_policy
 from data.store import Store
 from data.store.outcomes import SampleOutcome, sample_outcomes
+from data.store.queries import run_row
 from evaluators.consistency import Check
 from graphs.commands.runs import default_export_path
 from graphs.console import plain, styled
@@ -247,13 +251,46 @@ def one_line_reason(outcome: SampleOutcome, checked: bool = True) -> str:
     return f"{first} (+{more} more)" if more else first
 
 
-def print_final_report(console: Console, summary: Any) -> None:
-    """Per-sample outcomes, one accepted record in full, exports and cache use (see module)."""
+def is_paper_run(store: Store, run_id: str) -> bool:
+    """Whether the run was made with ``--preset paper`` (its records are the paper's kind)."""
+    row = run_row(store, run_id)
+    config = json.loads((row or {}).get("config_json") or "{}")
+    return config.get("preset") == "paper"
+
+
+def _print_paper_records(console: Console, record: ExportRecord) -> None:
+    """The first accepted sample's explanation record and first Q-A record, as ``icm export
+    --preset paper`` writes them (the explanation is written 5 times under drawn questions)."""
+    try:
+        policy = load_policy(record.policy)
+    except PolicyError as exc:  # the records print in our form instead
+        console.print(styled("\n(policy {} cannot be loaded: {})", record.policy, exc))
+        return
+    made, _meta, _skipped = paper_llava_records(
+        [record], terms={record.policy: policy.term}, base_rules={record.policy: record.rule}
+    )
+    shown = made[:1] + [r for r in made if "_pair" in r["id"]][:1]
+    console.print(
+        styled(
+            "\n[bold]one accepted sample[/] (sample {}, rule {}) as `icm export --preset paper` "
+            "writes it: {} single-turn records, the explanation and the first Q-A shown:",
+            record.sample_id,
+            record.rule,
+            len(made),
+        )
+    )
+    console.print(plain(json.dumps(shown, indent=2, ensure_ascii=False)))
+
+
+def print_final_report(console: Console, summary: Any) -> bool:
+    """Per-sample outcomes, one accepted record in full, exports and cache use (see module).
+    Returns whether the run is a ``--preset paper`` run (its export is the paper style)."""
     db = Path(summary.db)
     checked = bool(getattr(summary, "checked", True))
     with Store.open(db, read_only=True) as store:
         outcomes = sample_outcomes(store, summary.run_id)
         records = collect_records(store, summary.run_id).records
+        paper = is_paper_run(store, summary.run_id)
     console.print(styled("\n[bold]samples[/] ({}):", len(outcomes)))
     for outcome in outcomes:
         name = Path(outcome.image_path).name if outcome.image_path else outcome.sample_id
@@ -267,7 +304,9 @@ def print_final_report(console: Console, summary: Any) -> None:
         console.print(styled("  [yellow]repeated manifest rows[/]: {}", repeated))
     for bad in getattr(summary, "bad_rows", None) or []:
         console.print(styled("  [red]bad manifest row[/] (--skip-bad-rows): {}", bad))
-    if records:
+    if paper and records:
+        _print_paper_records(console, records[0])
+    elif records:
         record = records[0]
         console.print(
             styled(
@@ -281,12 +320,21 @@ def print_final_report(console: Console, summary: Any) -> None:
     else:
         console.print(plain("\nno accepted record to show"))
     export = default_export_path(summary.run_id, "llava")
-    console.print(
-        plain(
-            f"\nexports: icm export {summary.run_id} --format llava --db {db}   (writes "
-            f"{export}; --format sharegpt, parquet or hf for the others)"
+    if paper:
+        console.print(
+            plain(
+                f"\nexports: icm export {summary.run_id} --preset paper --db {db}   (= --format "
+                f"llava --style paper: the paper's single-turn records; writes {export}; --style "
+                "ours for our multi-turn records)"
+            )
         )
-    )
+    else:
+        console.print(
+            plain(
+                f"\nexports: icm export {summary.run_id} --format llava --db {db}   (writes "
+                f"{export}; --format sharegpt, parquet or hf for the others)"
+            )
+        )
     calls = int(getattr(summary, "calls", 0) or 0)
     if calls:
         console.print(
@@ -299,3 +347,4 @@ def print_final_report(console: Console, summary: Any) -> None:
                 "(--retry-failed redoes rejected and failed ones)"
             )
         )
+    return paper

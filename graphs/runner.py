@@ -85,7 +85,8 @@ def registry_for(config: GenerateConfig) -> StageRegistry:
     """The stages a run's configuration asks for: ours, or the paper's release (without its
     multiple-choice pass when no multiple-choice item is asked for)."""
     if config.pipeline == "paper":
-        return paper_registry(multiple_choice=config.qa.multiple_choice > 0)
+        separate = config.paper.qa_passes == "separate"  # a mixed pass asks its own MC
+        return paper_registry(multiple_choice=config.qa.multiple_choice > 0 and separate)
     return default_registry()
 
 

@@ -14,11 +14,13 @@ from typer.testing import CliRunner
 from data.policy import load_policy
 from evaluators.audit import KINDS, AuditReport, audit_file
 from evaluators.consistency import (
+    check_explanation_stance,
     check_people_in_explanation,
     people_named,
     term_stance,
     yes_no_answer,
 )
+from evaluators.text_checks import check_qa_well_formed, check_states_one_label, released_qa
 from graphs.commands.evaluate import audit_command
 
 DEV = Path(__file__).resolve().parents[2] / "shared/datasets/icm_assistant/instruct_dev.jsonl"
@@ -43,6 +45,49 @@ def test_term_stance_reads_negation_in_the_clause() -> None:
     assert term_stance("It is not explicit, but the pose is sexy.", "sexy")[0] is True
     # Derived words are not the term: "having sex or not" says nothing about "sexy".
     assert term_stance("It is not possible to tell if they are having sex.", "sexy") is None
+
+
+# Issue 25: false alarms the audit raised on released records outside the dev set, quoted.
+HEDGED = (
+    "A woman in a long coat stands in a park. The image is not sexy, as nothing is exposed "
+    "and her pose is relaxed. However, perceptions of what is 'sexy' can vary."
+)
+ABSENCE = (
+    "She lies on a bed with her back bare. The absence of clothing on her upper body and the "
+    "soft light contribute to the sexy atmosphere."
+)
+LESS_LIKELY = (
+    "The image is not sexy because the woman's attire suggests a modest setting. The low "
+    "exposure level further emphasizes the modesty of the scene, making it less likely to be "
+    "perceived as sexy."
+)
+LOOKING_AT = "Her gaze is turned away, which makes the viewer wonder what she is looking at."
+
+
+def test_a_hedge_or_a_presupposed_term_is_no_verdict_against_the_label() -> None:
+    """Each quoted text was reported as contradicting its label; none states a verdict other
+    than the label, and a real contradiction in the same words is still found."""
+    policy = load_policy("icm_sexy")
+    labels = list(policy.verdicts)
+    assert check_explanation_stance(HEDGED, "sexy", flagged=False).passed  # was "affirms"
+    assert check_explanation_stance(ABSENCE, "sexy", flagged=True).passed  # was "denies"
+    assert check_explanation_stance(LESS_LIKELY, "sexy", flagged=False).passed
+    assert check_states_one_label("explainer", LESS_LIKELY, labels, "it").passed
+    assert check_states_one_label("explainer", HEDGED, labels, "it").passed
+    denied = check_explanation_stance(
+        "The woman wears a gown. Based on this, the image is not particularly sexy, but rather "
+        "exudes a sense of style and elegance.", "sexy", flagged=True,
+    )  # fmt: skip
+    assert not denied.passed and "denies" in denied.message
+    assert not check_explanation_stance("The image is sexy.", "sexy", flagged=False).passed
+
+
+def test_a_complete_answer_ending_on_a_stranded_preposition_is_not_broken_off() -> None:
+    qa = released_qa([("What", "What draws attention to her eyes?", LOOKING_AT)], [])
+    assert check_qa_well_formed(qa).passed
+    for cut in ("A towel with", "She holds a towel with.", "It shows the."):
+        broken = released_qa([("What", "What is she holding?", cut)], [])
+        assert not check_qa_well_formed(broken).passed, cut
 
 
 def test_people_named_is_conservative() -> None:

@@ -74,6 +74,8 @@ class Message:
     role: Literal["system", "user", "assistant"]
     text: str
     images: tuple[ImageInput, ...] = ()
+    images_first: bool = False
+    """Send the images before the text (default: after it)."""
 
 
 @dataclass(frozen=True)

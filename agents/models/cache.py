@@ -64,6 +64,8 @@ def messages_for_record(messages: list[Message]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"role": m.role, "text": m.text}
         if m.images:
             item["images"] = [image_placeholder(i) for i in m.images]
+            if m.images_first:  # only when set: earlier keys stay as they were
+                item["images_first"] = True
         out.append(item)
     return out
 

@@ -121,7 +121,7 @@ def fit_images(
                         memo[key] = resized(image, max_side)
                     image = memo[key]
                 fitted.append(image)
-            m = Message(m.role, m.text, tuple(fitted))
+            m = Message(m.role, m.text, tuple(fitted), images_first=m.images_first)
         out.append(m)
     return out, "native"
 

@@ -187,7 +187,10 @@ def calibrate_command(
     set_path: Annotated[
         Path,
         typer.Option(
-            "--set", exists=True, dir_okay=False, help="MEQ JSONL (reference, candidate, scores)."
+            "--set",
+            exists=True,
+            help="MEQ JSONL (reference, candidate, scores), or a folder of the paper's released "
+            "judgment files (eval_scripts/eval_meq/<model>/).",
         ),
     ],
     judge: JudgeOption = "metric:minilm",

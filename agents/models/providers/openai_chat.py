@@ -163,7 +163,8 @@ def to_langchain(
         elif m.images:
             images = [image_block(i.data, i.media_type) for i in m.images]
             text: list[Any] = [{"type": "text", "text": m.text}]
-            out.append(HumanMessage(content=images + text if images_first else text + images))
+            first = images_first or m.images_first
+            out.append(HumanMessage(content=images + text if first else text + images))
         else:
             out.append(HumanMessage(content=m.text))
     if instruction:

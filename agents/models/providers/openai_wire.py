@@ -33,8 +33,9 @@ def wire_messages(
     for m in messages:
         content: Any = m.text
         if m.images:
-            content = [{"type": "text", "text": m.text}]
-            content += [image_block(i.data, i.media_type) for i in m.images]
+            images = [image_block(i.data, i.media_type) for i in m.images]
+            text = [{"type": "text", "text": m.text}]
+            content = images + text if m.images_first else text + images
         out.append({"content": content, "role": m.role})
     if instruction:
         if out and out[0]["role"] == "system":

@@ -187,6 +187,9 @@ def generate_command(
     from graphs.runner import GenerationRun
 
     console = Console(stderr=True)
+    # In a log file (nohup ... > log) no line is wrapped or cut at a terminal width that is
+    # not there; the progress then comes as plain lines (graphs/progress_log.py).
+    console.soft_wrap = not console.is_terminal
     overrides: dict[str, Any] = {
         key: value
         for key, value in {

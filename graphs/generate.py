@@ -289,7 +289,9 @@ def _report(console: Console, summary: Any) -> None:
     for status in ("rejected", "failed"):
         if c.get(status):
             console.print(f"  icm samples {summary.run_id} --status {status} --db {db}")
-    console.print(f"  icm samples {summary.run_id} --db {db}        (sample ids, status, image, reason)")
+    console.print(
+        f"  icm samples {summary.run_id} --db {db}        (sample ids, status, image, reason)"
+    )
     console.print(f"  icm traces SAMPLE_ID --db {db}")
     console.print(f"  icm export {summary.run_id} --format llava --db {db}")
     console.print(f"  icm db info {db}")

@@ -30,7 +30,7 @@ HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
     f"Stages: {STAGES.help_chain()}, with critic-driven retries.\n\n"
     f"--preset paper: the paper's released pipeline, {PAPER_STAGES.help_chain()} (no checks, "
-    "no retries; see README 'Paper vs default').\n\n"
+    "no retries; see docs/paper-vs-default.md).\n\n"
     "Without arguments: the offline demo on the bundled samples, every role on "
     "local:qwen2.5-1.5b (llama.cpp) when the qwen extra is installed, else on local:smollm2 "
     "(SmolLM2-135M-Instruct: it shows the pipeline working but cannot write good moderation "

@@ -167,6 +167,7 @@ class RunReporter:
         self.console = console
         self._now = now  # the wall-clock time a log line starts with
         self._log: _LogState | None = None  # set while plain log lines are written
+        self._log_interval_s = progress_interval()  # a bad setting stops the run at its start
         self.tally = CallTally()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -220,7 +221,7 @@ class RunReporter:
         """A line when the samples start, one per finished sample, one every
         ``ICM_PROGRESS_INTERVAL_S`` seconds in between, and one at the end."""
         self._log = _LogState(run_id, total, started=self._clock())
-        heartbeat = Heartbeat(progress_interval(), lambda: self._log_line("still running"))
+        heartbeat = Heartbeat(self._log_interval_s, lambda: self._log_line("still running"))
         self._log_line("started")
         heartbeat.start()
         try:

@@ -38,6 +38,12 @@ LINE = re.compile(
 )
 
 
+def test_a_bad_interval_stops_the_run_before_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INTERVAL_ENV, "soon")
+    with pytest.raises(ValueError, match=f"{INTERVAL_ENV} must be a number of seconds"):
+        RunReporter(Console(file=io.StringIO()))  # built with the run, before any model loads
+
+
 def test_the_interval_setting() -> None:
     assert progress_interval({}) == 30.0
     assert progress_interval({INTERVAL_ENV: "5"}) == 5.0

@@ -60,7 +60,7 @@ def absent_reason(name: str) -> str | None:
         return None
     return (
         f"the paper's released {name} is not at {path}: set {SETTING} to the folder that "
-        "holds it (README, 'The paper's released data')"
+        "holds it (docs/testing.md, 'The paper's released data')"
     )
 
 

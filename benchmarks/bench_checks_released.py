@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FILE = ROOT.parent / "shared" / "datasets" / "icm_assistant" / "instruct_dev.jsonl"
+#: the paper's release: ICM_RELEASE_DATA names its folder (as for the tests), else the shared copy
+RELEASE_DIR = Path(
+    os.environ.get("ICM_RELEASE_DATA", "").strip()
+    or ROOT.parent / "shared" / "datasets" / "icm_assistant"
+)
+DEFAULT_FILE = RELEASE_DIR / "instruct_dev.jsonl"
 
 
 @dataclass

@@ -338,6 +338,17 @@ def sharegpt_record(record: ExportRecord) -> dict[str, Any]:
     return {"messages": messages, "images": [record.image]}
 
 
+def with_status(made: dict[str, Any], record: ExportRecord, include_all: bool) -> dict[str, Any]:
+    """An ``--all`` export's record carries its sample's status in the file itself.
+
+    A file that mixes statuses must say which record is which where a trainer reads it, not
+    only in the ``.meta.jsonl`` sidecar. The readers (LLaVA's loader, LLaMA-Factory's ShareGPT
+    columns) read the keys they know and ignore the rest. An accepted-only export keeps exactly
+    its reader's keys.
+    """
+    return {**made, "status": record.status} if include_all else made
+
+
 def sharegpt_dataset_info(file_name: str) -> dict[str, Any]:
     """The ``dataset_info.json`` entry LLaMA-Factory needs to read a ShareGPT export."""
     return {
@@ -533,9 +544,11 @@ def export_run(
     extra: list[Path] = []
     dataset_info = None
     if fmt == "llava":
-        extra.append(_write_with_meta(out, [llava_record(r) for r in records], records))
+        made = [with_status(llava_record(r), r, include_all) for r in records]
+        extra.append(_write_with_meta(out, made, records))
     elif fmt == "sharegpt":
-        extra.append(_write_with_meta(out, [sharegpt_record(r) for r in records], records))
+        made = [with_status(sharegpt_record(r), r, include_all) for r in records]
+        extra.append(_write_with_meta(out, made, records))
         dataset_info = {dataset_name(out): sharegpt_dataset_info(out.name)}
         extra.append(_merge_dataset_info(out, dataset_info))
     elif fmt == "parquet":

@@ -219,6 +219,8 @@ def export_paper_run(
     records, meta, skipped = paper_llava_records(
         selection.records, terms=terms, base_rules=base_rules, seed=seed, copies=copies
     )
+    if include_all:  # a file that mixes statuses says which is which (see ``with_status``)
+        records = [{**made, "status": m["status"]} for made, m in zip(records, meta, strict=True)]
     sidecar = sidecar_path(out)
     write_texts_atomically({out: json_text(records), sidecar: meta_text(meta)})
     return ExportSummary(

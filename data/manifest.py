@@ -8,6 +8,7 @@ an attribute product of the policy), a source and a split. Rows that carry a ``d
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from collections.abc import Sequence
@@ -117,12 +118,17 @@ def read_manifest(
         if default_policy and policy != default_policy:
             continue
         if policy not in policies:
-            errors.append(f"{path}:{line}: unknown policy '{policy}'")
+            errors.append(
+                f"{path}:{line}: field 'policy': unknown policy '{policy}'"
+                f"{_did_you_mean(policy, list(policies))} (policies: {', '.join(policies)})"
+            )
             continue
         if category is not None and category not in policies[policy].categories:
+            known = list(policies[policy].categories)
             errors.append(
                 f"{path}:{line}: field 'category': '{category}' is not a category of "
-                f"policy '{policy}'"
+                f"policy '{policy}'{_did_you_mean(category, known)} (its categories: "
+                f"{', '.join(known)})"
             )
             continue
         image_path, path_error = _image_path(image, base)
@@ -156,6 +162,12 @@ def _image_path(image: str, base: Path) -> tuple[Path | None, str | None]:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return None, f"unusable file name ({reason})"
+
+
+def _did_you_mean(given: str, known: list[str]) -> str:
+    """``; did you mean 'x'?`` for a near miss (a typo), else nothing."""
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.75)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,9 @@ class Policy(_Model):
         if rule not in self.rules:
             raise KeyError(f"{self.name}: unknown rule variant {rule!r} (have {list(self.rules)})")
         if category not in self.categories:
-            raise KeyError(f"{self.name}: unknown category {category!r}")
+            raise KeyError(
+                f"{self.name}: unknown category {category!r} (have {list(self.categories)})"
+            )
         return self.rules[rule].verdicts[category]
 
     def verdict(self, category: str, rule: str) -> str:

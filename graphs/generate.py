@@ -32,7 +32,7 @@ HELP = (
     "Generate ICM-Instruct data into a DuckDB store (resumable; traces every call).\n\n"
     f"Stages: {STAGES.help_chain()}, with critic-driven retries.\n\n"
     f"--preset paper: the paper's released pipeline, {PAPER_STAGES.help_chain()} (no checks, "
-    "no retries; see README 'Paper vs default').\n\n"
+    "no retries; see docs/paper-vs-default.md).\n\n"
     "Without arguments: the offline demo on the bundled samples, every role on "
     "local:qwen2.5-1.5b (llama.cpp) when the qwen extra is installed, else on local:smollm2 "
     "(SmolLM2-135M-Instruct: it shows the pipeline working but cannot write good moderation "
@@ -201,6 +201,9 @@ def generate_command(
 
     install_redacting_streams()  # also run as `python graphs/generate.py`, without graphs.cli
     console = make_console(stderr=True)
+    # In a log file (nohup ... > log) no line is wrapped or cut at a terminal width that is
+    # not there; the progress then comes as plain lines (graphs/progress_log.py).
+    console.soft_wrap = not console.is_terminal
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -313,7 +316,9 @@ def _report(console: Console, summary: Any) -> None:
     for status in ("rejected", "failed"):
         if c.get(status):
             console.print(f"  icm samples {summary.run_id} --status {status} --db {db}")
-    console.print(f"  icm samples {summary.run_id} --db {db}        (sample ids, status, reason)")
+    console.print(
+        f"  icm samples {summary.run_id} --db {db}        (sample ids, status, image, reason)"
+    )
     console.print(f"  icm traces SAMPLE_ID --db {db}")
     style = "--preset paper" if paper else "--format llava"
     console.print(f"  icm export {summary.run_id} {style} --db {db}")

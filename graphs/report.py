@@ -6,6 +6,8 @@ times), then one progress line that moves with every model call, not only when a
 the last call's stage and tokens, elapsed time and ETA). A slow local model spends a minute or
 more on one sample; a bar that only moves per sample looks stuck. (Every call is counted as it
 finishes; the line takes the new figures at most ten times a second, as often as it is redrawn.)
+When the output is not a terminal (``nohup ... > log``), plain lines take its place: one per
+finished sample and one every ``ICM_PROGRESS_INTERVAL_S`` seconds (``graphs/progress_log.py``).
 
 When it ends: every sample's status with the one-line reason, one accepted record printed in
 full in the LLaVA form ``icm export`` writes (for a ``--preset paper`` run, the paper's
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from data.store.queries import run_row
 from evaluators.consistency import Check
 from graphs.commands.runs import default_export_path
 from graphs.console import plain, styled
+from graphs.progress_log import Heartbeat, ProgressFigures, progress_interval, progress_line
 from graphs.state import SampleState
 
 #: a reason longer than this is cut in the per-sample list (``icm traces`` shows it whole)
@@ -140,6 +144,16 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
     )
 
 
+@dataclass
+class _LogState:
+    """What the plain log lines count that the live display keeps in its task."""
+
+    run_id: str
+    total: int | None
+    started: float
+    done: int = 0
+
+
 #: the progress line takes new figures at most this often (rich redraws it 10 times a second):
 #: at 32 samples in flight a run finishes hundreds of calls a second, and each update takes the
 #: display's lock on the event loop. Every call is still counted (``CallTally``) at once.
@@ -149,8 +163,16 @@ UPDATE_INTERVAL_S = 0.1
 class RunReporter:
     """Steps before the samples, then the live progress line; counts calls for the summary."""
 
-    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        console: Console,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = datetime.now,
+    ) -> None:
         self.console = console
+        self._now = now  # the wall-clock time a log line starts with
+        self._log: _LogState | None = None  # set while plain log lines are written
+        self._log_interval_s = progress_interval()  # a bad setting stops the run at its start
         self.tally = CallTally()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -180,7 +202,12 @@ class RunReporter:
     def samples(self, run_id: str, total: int | None) -> Iterator[None]:
         """The live progress line for ``total`` samples (None: not known yet, see
         :meth:`set_total`). One line for every executor: one process, ``--workers`` (the
-        parent's), Ray (the driver's)."""
+        parent's), Ray (the driver's). When the output is not a terminal (a log file, a pipe),
+        plain progress lines instead (:mod:`graphs.progress_log`)."""
+        if not self.console.is_terminal:
+            with self._log_lines(run_id, total):
+                yield
+            return
         with Progress(*progress_columns(), console=self.console, transient=False) as progress:
             self._progress = progress
             self._task = progress.add_task(
@@ -193,8 +220,40 @@ class RunReporter:
                 self._refresh(force=True)  # the last line shows the final figures
                 self._progress, self._task = None, None
 
+    @contextmanager
+    def _log_lines(self, run_id: str, total: int | None) -> Iterator[None]:
+        """A line when the samples start, one per finished sample, one every
+        ``ICM_PROGRESS_INTERVAL_S`` seconds in between, and one at the end."""
+        self._log = _LogState(run_id, total, started=self._clock())
+        heartbeat = Heartbeat(self._log_interval_s, lambda: self._log_line("still running"))
+        self._log_line("started")
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            heartbeat.stop()
+            self._log_line("samples finished")
+            self._log = None
+
+    def _log_line(self, event: str) -> None:
+        log = self._log
+        if log is None:
+            return
+        t = self.tally
+        figures = ProgressFigures(
+            done=log.done, total=log.total, calls=t.calls, cached=t.cached, tokens=t.tokens,
+            cost_usd=self._cost, elapsed_s=self._clock() - log.started, last_call=t.last,
+            **self._outcomes,
+        )  # fmt: skip
+        self.console.print(
+            progress_line(log.run_id, figures, event, self._now()),
+            markup=False, highlight=False, soft_wrap=True, emoji=False,
+        )  # fmt: skip
+
     def set_total(self, total: int) -> None:
         """The number of samples to do, once known (``--workers``: when every worker said)."""
+        if self._log is not None:
+            self._log.total = total
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total)
 
@@ -207,6 +266,9 @@ class RunReporter:
             self._outcomes[status] += 1
         self._advance += 1
         self._cost = cost_usd
+        if self._log is not None:
+            self._log.done += 1
+            self._log_line(f"sample finished: {status}")
         self._refresh()
 
     def _refresh(self, *, force: bool = False) -> None:
@@ -296,10 +358,13 @@ def print_final_report(console: Console, summary: Any) -> bool:
         name = Path(outcome.image_path).name if outcome.image_path else outcome.sample_id
         mark = _MARKS.get(outcome.status)
         reason = one_line_reason(outcome, checked)
+        # the id too: what `icm traces` takes
         if mark:
-            console.print(styled(f"  {mark}  {{:<24}} {{}}", name, reason))
+            console.print(styled(f"  {mark}  {{:<24}} {{}}  {{}}", name, outcome.sample_id, reason))
         else:
-            console.print(styled("  {}  {:<24} {}", outcome.status, name, reason))
+            console.print(
+                styled("  {}  {:<24} {}  {}", outcome.status, name, outcome.sample_id, reason)
+            )
     for repeated in getattr(summary, "repeated_rows", None) or []:
         console.print(styled("  [yellow]repeated manifest rows[/]: {}", repeated))
     for bad in getattr(summary, "bad_rows", None) or []:

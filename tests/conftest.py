@@ -9,8 +9,26 @@ from typing import Any
 
 import pytest
 from fakes import FakeAnthropicServer, FakeOpenAIServer
+from release_data import FILES, RELEASE_DIR, SETTING, setting_problem
 
 from data.store import Store
+
+
+# ----------------------------------------------------------------------------- release data
+def pytest_configure(config: pytest.Config) -> None:
+    """An explicit ``ICM_RELEASE_DATA`` that lacks a file stops the run at once (one line):
+    its tests would otherwise skip, which is what the setting was given to prevent."""
+    problem = setting_problem()
+    if problem:
+        raise pytest.UsageError(problem)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say where the paper's released data was looked for, and whether it is there."""
+    found = all((RELEASE_DIR / name).is_file() for name in FILES)
+    state = "found" if found else f"absent: its tests skip; set {SETTING}"
+    return f"paper release data ({SETTING}): {RELEASE_DIR} ({state})"
+
 
 # ----------------------------------------------------------------------------- model layer
 #: distinctive fake keys: tests grep the database file for them

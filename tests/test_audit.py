@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from release_data import release_file, require
 from typer.testing import CliRunner
 
 from data.policy import load_policy
@@ -23,7 +24,7 @@ from evaluators.consistency import (
 from evaluators.text_checks import check_qa_well_formed, check_states_one_label, released_qa
 from graphs.commands.evaluate import audit_command
 
-DEV = Path(__file__).resolve().parents[2] / "shared/datasets/icm_assistant/instruct_dev.jsonl"
+DEV = release_file("instruct_dev.jsonl")  # ICM_RELEASE_DATA (tests/release_data.py)
 runner = CliRunner()
 
 
@@ -116,8 +117,7 @@ def test_yes_no_answer() -> None:
 # --------------------------------------------------------------------------- the dev split
 @pytest.fixture(scope="module")
 def dev_report() -> AuditReport:
-    if not DEV.exists():
-        pytest.skip(f"the ICM-Assistant dev split is not at {DEV}")
+    require("instruct_dev.jsonl")
     return audit_file(DEV, load_policy("icm_sexy"))
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from fakes import FakeOpenAIServer
 from fakes.base import Action, refuse, reply
+from release_data import needs, release_file
 from typer.testing import CliRunner
 
 from data.store import Store
@@ -35,9 +36,8 @@ from graphs.commands.judge import app
 
 torch.set_num_threads(1)
 
-DATA = Path(__file__).resolve().parents[2] / "shared/datasets/icm_assistant"
-MEQ_DEV = DATA / "meq_dev.jsonl"
-needs_dev = pytest.mark.skipif(not MEQ_DEV.is_file(), reason=f"{MEQ_DEV} is not here")
+MEQ_DEV = release_file("meq_dev.jsonl")  # ICM_RELEASE_DATA (tests/release_data.py)
+needs_dev = needs("meq_dev.jsonl")
 CRITERIA = ("accuracy", "preciseness", "comprehensiveness", "fluency")
 
 

@@ -31,9 +31,10 @@ def store(db: Path):
         yield opened
 
 
-def _check_llava_shape(records: list[dict]) -> None:
+def _check_llava_shape(records: list[dict], *, with_status: bool = False) -> None:
     for rec in records:
-        assert set(rec) == {"id", "image", "conversations"}
+        expected = {"id", "image", "conversations"} | ({"status"} if with_status else set())
+        assert set(rec) == expected
         assert rec["image"]
         turns = rec["conversations"]
         assert len(turns) >= 2 and len(turns) % 2 == 0
@@ -102,16 +103,21 @@ def test_all_includes_rejected_and_counts_what_has_no_explanation(
     out = tmp_path / "all.json"
     summary = export_run(store, "run-a", "llava", out, include_all=True)
     records = json.loads(out.read_text())
-    _check_llava_shape(records)
+    _check_llava_shape(records, with_status=True)
     ids = [r["id"] for r in records]
     assert "smp-a-rej1-R2" in ids and len(ids) == 6
+    # The file itself says which record is which, not only the sidecar.
+    status = {r["id"]: r["status"] for r in records}
+    assert status["smp-a-rej1-R2"] == "rejected" and status["smp-a-acc1-R1"] == "accepted"
     # The failed and the pending sample have no explanation: counted, not silently lost.
     assert summary.skipped == {
         "failed sample without an explanation": 2,
         "pending sample without an explanation": 1,
     }
     accepted_only = export_run(store, "run-a", "llava", tmp_path / "acc.json")
-    assert not any("rej" in r["id"] for r in json.loads((tmp_path / "acc.json").read_text()))
+    accepted_records = json.loads((tmp_path / "acc.json").read_text())
+    assert not any("rej" in r["id"] for r in accepted_records)
+    _check_llava_shape(accepted_records)  # the reader's keys only: no status key
     assert accepted_only.skipped == {}
 
 

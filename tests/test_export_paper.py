@@ -139,8 +139,15 @@ def test_draws_are_seeded(db: Path, tmp_path: Path) -> None:
 def test_summary_counts_the_other_rules_and_rejects_other_formats(db: Path, tmp_path) -> None:
     with Store.open(db, read_only=True) as store:
         summary = export_paper_run(store, "run-a", tmp_path / "x.json", include_all=True)
+        export_paper_run(store, "run-a", tmp_path / "acc.json")
     # --all: the rejected sample's R1 explanation is exported too; every R2 one is counted.
     assert summary.samples == 3
+    # ... and each record says its status in the file itself; accepted-only keeps LLaVA's keys.
+    mixed = json.loads((tmp_path / "x.json").read_text())
+    assert {r["status"] for r in mixed if "rej1" in r["id"]} == {"rejected"}
+    assert {r["status"] for r in mixed if "acc1" in r["id"]} == {"accepted"}
+    accepted = json.loads((tmp_path / "acc.json").read_text())
+    assert accepted and all(set(r) == {"id", "image", "conversations"} for r in accepted)
     assert summary.skipped == {
         "R2 explanation (the paper style exports the base rule only)": 3,
         "failed sample without an explanation": 2,

@@ -146,6 +146,37 @@ def test_missing_key_names_the_variable_before_any_call(monkeypatch: pytest.Monk
     assert "critic" in str(info.value)
 
 
+def test_a_missing_key_names_every_role_bound_to_it_and_a_fix_for_all(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    everyone = ModelLayer(ModelConfig.from_args(["all=openai:gpt-4o"]), None)
+    with pytest.raises(MissingCredentialsError) as info:
+        everyone.check_credentials()
+    message = str(info.value)
+    for role in ("describer", "context_interpreter", "explainer", "qa_writer", "critic"):
+        assert repr(role) in message and role in info.value.roles
+    assert "roles 'describer', " in message and "are bound to openai:gpt-4o" in message
+    # every role needs the key: one option rebinds them all, not the first role found
+    assert "--role all=local:smollm2" in message
+    assert "--role describer=" not in message
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-key-123456")
+    some = ModelLayer(
+        ModelConfig.from_args(
+            ["all=anthropic:claude-haiku-4-5", "critic=openai:gpt-4o", "judge=openai:gpt-4o-mini"]
+        ),
+        None,
+    )
+    with pytest.raises(MissingCredentialsError) as info:
+        some.check_credentials()
+    message = str(info.value)
+    assert info.value.roles == ("critic", "judge")
+    assert "role 'critic' is bound to openai:gpt-4o, and 'judge' to openai:gpt-4o-mini" in message
+    assert "--role critic=local:smollm2 --role judge=local:smollm2" in message
+    assert "describer" not in message and "all=" not in message
+
+
 def test_per_spec_key_variable_and_keyless_local_servers(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MY_VLLM_KEY", raising=False)
     keyless = ModelConfig.from_args(["all=openai-compatible:http://127.0.0.1:9/v1#m"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from release_data import require
 from typer.testing import CliRunner
 
 from data.policy import (
@@ -25,15 +26,12 @@ from data.yaml_lines import load_located
 from graphs.commands.rules import app
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "policies"
-RELEASED = Path(__file__).resolve().parents[2] / "shared/datasets/icm_assistant"
 LEG_CATEGORIES = ("middle_leg", "lower_leg", "whole_leg")
 runner = CliRunner()
 
 
 def released_records() -> list[dict]:
-    path = RELEASED / "instruct_dev.jsonl"
-    if not path.exists():
-        pytest.skip(f"released ICM-Instruct dev data not found at {path} (../shared is absent)")
+    path = require("instruct_dev.jsonl")  # ICM_RELEASE_DATA (tests/release_data.py)
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -80,9 +78,7 @@ def test_icm_sexy_base_rule_reproduces_every_released_label():
 
 
 def test_icm_sexy_sentences_are_copied_verbatim_from_the_paper():
-    path = RELEASED / "rule_definition.csv"
-    if not path.exists():
-        pytest.skip(f"rule_definition.csv not found at {path} (../shared is absent)")
+    path = require("rule_definition.csv")
     with path.open(encoding="utf-8") as handle:
         sentences = {
             row["Attribute combination"]: row["Explicit description"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -129,7 +130,9 @@ def test_the_progress_line_is_updated_at_most_every_interval_and_ends_exact(
     monkeypatch.setattr(Progress, "update", spy)
     now = [0.0]
     out = io.StringIO()
-    reporter = RunReporter(Console(file=out, width=250, color_system=None), clock=lambda: now[0])
+    # a terminal: the live display (a log file gets plain lines, tests/test_progress_log.py)
+    console = Console(file=out, width=250, color_system=None, force_terminal=True)
+    reporter = RunReporter(console, clock=lambda: now[0])
     result = SimpleNamespace(input_tokens=10, output_tokens=2, cache_hit=False, latency_ms=50.0)
     with reporter.samples("run", 3):
         for _ in range(40):  # all within one interval: only the first call reaches the display
@@ -145,6 +148,7 @@ def test_the_progress_line_is_updated_at_most_every_interval_and_ends_exact(
     final = updates[-1]
     assert final["advance"] == 2 and final["accepted"] == 2 and final["rejected"] == 1
     assert final["cost"] == 1.0 and final["tokens"] == 41 * 12
-    last_line = out.getvalue().splitlines()[-1]
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", out.getvalue())  # a terminal's redraws
+    last_line = [line for line in frames.splitlines() if "calls" in line][-1]
     assert "3/3" in last_line and "41 calls" in last_line
     assert "critic: 10+2 tok in 0.1 s, 40.0 tok/s" in last_line  # the last call, in words

@@ -119,9 +119,15 @@ def test_samples_lists_ids_with_status_and_one_line_reason(db: Path) -> None:
     assert sorted(rows) == sorted(
         ["smp-a-acc1", "smp-a-acc2", "smp-a-rej1", "smp-a-fail1", "smp-a-fail2", "smp-a-pend1"]
     )
-    assert rows["smp-a-rej1"] == f"smp-a-rej1  rejected  {REJECT_REASON}"
-    assert rows["smp-a-fail1"] == f"smp-a-fail1  failed    {FAIL_REASON}"
-    assert rows["smp-a-acc1"].split() == ["smp-a-acc1", "accepted"]
+    # id, status and image together (the end-of-run summary names images; traces take ids)
+    images = {line.split()[0]: line.split()[2] for line in lines[1:-1]}
+    assert images == {
+        "smp-a-acc1": "beach.jpg", "smp-a-acc2": "museum.jpg", "smp-a-rej1": "party.jpg",
+        "smp-a-fail1": "broken.png", "smp-a-fail2": "tiny.gif", "smp-a-pend1": "queue.jpg",
+    }  # fmt: skip
+    assert rows["smp-a-rej1"] == f"smp-a-rej1  rejected  party.jpg   {REJECT_REASON}"
+    assert rows["smp-a-fail1"] == f"smp-a-fail1  failed    broken.png  {FAIL_REASON}"
+    assert rows["smp-a-acc1"].split() == ["smp-a-acc1", "accepted", "beach.jpg"]
     assert lines[-1].startswith("one sample's timeline: icm traces SAMPLE_ID")
 
 
@@ -251,6 +257,35 @@ def test_export_command_default_path(
     result = _invoke("export", "gpt4o-trial", "--format", "parquet", "--db", str(db))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "exports" / "gpt4o-trial.parquet").is_file()
+
+
+def test_export_all_never_replaces_the_accepted_export(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    accepted = tmp_path / "runs" / "exports" / "run-a.llava.json"
+    assert _invoke("export", "run-a", "--format", "llava", "--db", str(db)).exit_code == 0
+    before = accepted.read_bytes()
+    assert {r["id"] for r in json.loads(before)} == {
+        "smp-a-acc1-R1", "smp-a-acc1-R2", "smp-a-acc2-R1", "smp-a-acc2-R2",
+    }  # fmt: skip
+
+    result = _invoke("export", "run-a", "--format", "llava", "--db", str(db), "--all")
+    assert result.exit_code == 0, result.output
+    every = tmp_path / "runs" / "exports" / "run-a.all.llava.json"
+    assert f"to {Path('runs/exports/run-a.all.llava.json')}" in result.stdout
+    assert accepted.read_bytes() == before  # untouched
+    records = json.loads(every.read_text())
+    assert {r["status"] for r in records} == {"accepted", "rejected"}
+    assert (tmp_path / "runs" / "exports" / "run-a.all.llava.meta.jsonl").is_file()
+
+    # Asking --all to write over the accepted file by name is refused, and nothing changes.
+    clash = _invoke(
+        "export", "run-a", "-f", "llava", "--db", str(db), "--all", "--out", str(accepted)
+    )
+    assert clash.exit_code == 1
+    assert "would replace the accepted-only export" in clash.output
+    assert accepted.read_bytes() == before
 
 
 def test_export_command_errors(db: Path, tmp_path: Path) -> None:

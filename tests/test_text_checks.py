@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from release_data import release_file, require
 
 from data.policy import load_policy
 from evaluators.consistency import Check
@@ -35,7 +36,7 @@ from evaluators.text_checks import (
 from graphs.pipeline import SCHEMA_TEXTS
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASED = ROOT.parent / "shared" / "datasets" / "icm_assistant" / "instruct_dev.jsonl"
+RELEASED = release_file("instruct_dev.jsonl")  # ICM_RELEASE_DATA (tests/release_data.py)
 
 
 def describer(description: str, key_elements: list[str], category: str) -> dict[str, Any]:
@@ -633,8 +634,7 @@ def test_given_descriptions_are_not_checked() -> None:
 def test_released_records_rejection_rate(tmp_path: Path) -> None:
     """The benchmark script over the 420 released records: the text checks reject few of
     them, and the ones they reject are real defects (see NOTES/README for the table)."""
-    if not RELEASED.exists():
-        pytest.skip(f"released ICM-Instruct dev data not found at {RELEASED}")
+    require("instruct_dev.jsonl")
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_checks_released.py"), "--json",
          str(tmp_path / "rates.json"), "--examples", "50"],
@@ -658,8 +658,7 @@ def test_released_explanations_with_a_code_written_conclusion() -> None:
     """If the conclusion sentence is written by code from the rule table, states_one_label
     must accept every released explanation followed by its own label, and catch most of them
     followed by the other label (the rest state no label in a sentence of their own)."""
-    if not RELEASED.exists():
-        pytest.skip(f"released ICM-Instruct dev data not found at {RELEASED}")
+    require("instruct_dev.jsonl")
     labels = list(load_policy("icm_sexy").verdicts)
     records = [json.loads(line) for line in RELEASED.read_text(encoding="utf-8").splitlines()]
     agreeing = caught = 0

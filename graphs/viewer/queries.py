@@ -20,6 +20,7 @@ from data.store import Store, browse, from_json, queries
 from data.store.browse import SampleFilters
 from data.store.outcomes import failure_kind
 from graphs.commands.runs import run_overview, sample_trace
+from graphs.viewer.record import policy_labels, rule_records
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -201,6 +202,10 @@ def sample(store: Store, sample_id: str) -> dict[str, Any] | None:
     trace["judgments"] = [
         {**r, "scores": from_json(r.pop("scores_json"))} for r in browse.judgments(store, sample_id)
     ]
+    # the record, per rule, shown before the timeline (graphs/viewer/record.py)
+    trace["record"] = rule_records(
+        trace["explanations"], trace["qa"], policy_labels(trace["policy"])
+    )
     return trace
 
 

@@ -341,7 +341,9 @@ def _print_paper_records(console: Console, record: ExportRecord) -> None:
             len(made),
         )
     )
-    console.print(plain(json.dumps(shown, indent=2, ensure_ascii=False)))
+    console.print(
+        plain(json.dumps(shown, indent=2, ensure_ascii=False)), soft_wrap=True
+    )  # copyable: never wrapped
 
 
 def print_final_report(console: Console, summary: Any) -> bool:
@@ -381,7 +383,9 @@ def print_final_report(console: Console, summary: Any) -> bool:
                 record.rule,
             )
         )
-        console.print(plain(json.dumps(llava_record(record), indent=2, ensure_ascii=False)))
+        console.print(
+            plain(json.dumps(llava_record(record), indent=2, ensure_ascii=False)), soft_wrap=True
+        )  # copyable: never wrapped
     else:
         console.print(plain("\nno accepted record to show"))
     export = default_export_path(summary.run_id, "llava")

@@ -91,12 +91,3 @@ def test_a_failed_export_leaves_the_previous_one_intact(fmt, db, tmp_path, monke
     again = export(db, "gpt4o-trial", fmt, out)
     assert again.exit_code == 0, again.output
     assert snapshot(folder) != before and not list(folder.glob(".*"))
-
-
-def test_a_new_hf_export_replaces_the_folder_whole(db: Path, tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
-    out = tmp_path / "x.hf"
-    assert export(db, "offline-demo", "hf", out).exit_code == 0
-    assert export(db, "gpt4o-trial", "hf", out).exit_code == 0
-    assert datasets.load_from_disk(str(out))["id"] == ["smp-b-acc1-R1"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["icm.duckdb", "x.hf"]

@@ -59,6 +59,9 @@ def test_a_timeout_set_for_the_role_wins() -> None:
     assert tuple(config.for_role("describer").timeouts()) == (15.0, 120.0)
     spec_option = RoleBinding.create("local:smollm2?call_deadline_s=30")
     assert tuple(spec_option.timeouts()) == (600.0, 30.0)
+    # the offline demo sets timeout_s: 900 for CPU generation: the default deadline makes room
+    slow = RoleBinding.create("local:smollm2", RoleSettings(timeout_s=900))
+    assert tuple(slow.timeouts()) == (900.0, 900.0)
 
 
 def _ask_hung(binding: RoleBinding, endpoint: HungEndpoint) -> Attempts:

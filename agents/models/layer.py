@@ -412,7 +412,9 @@ class ModelLayer:
         limiter = self._limiter(state, binding, role)
         tokens_in = tokens_out = parse_attempts = 0
         request_s, call_s = binding.timeouts()
-        attempts = Attempts(request_timeout_s=request_s, call_deadline_s=call_s)
+        # a batch line waits for its round for hours by design (batch_timeout_s bounds it)
+        deadline_s = None if settings.delivery == "batch" else call_s
+        attempts = Attempts(request_timeout_s=request_s, call_deadline_s=deadline_s)
         meta["waits_s"] = attempts.waits_s
 
         def result(

@@ -71,7 +71,9 @@ async def request_with_retries(
 ) -> ProviderResponse:
     """One answer from ``provider``; raises the classified ProviderError when retries run out
     or the call's deadline (``attempts.call_deadline_s``) passes: no request starts after it,
-    and each request's timeout is cut to what is left of it."""
+    and each request's timeout is cut to what is left of it. Time spent waiting for a slot of
+    the role's limiter and waits a 429 asked for extend the deadline: they are pacing, not an
+    endpoint that hangs."""
     chars = sum(len(m.text) for m in messages)
     estimate = estimate_tokens(chars, sum(len(m.images) for m in messages), params.max_tokens)
     per_request = attempts.request_timeout_s or settings.timeout_s
@@ -79,12 +81,15 @@ async def request_with_retries(
         attempts.deadline = clock() + attempts.call_deadline_s
     retries = 0
     while True:
-        timeout = per_request
-        if attempts.deadline is not None:
-            timeout = min(per_request, max(attempts.deadline - clock(), 0.001))
         attempts.requests += 1
         try:
+            queued = clock()
             async with limiter.slot(estimate) as slot:
+                timeout = per_request
+                if attempts.deadline is not None:
+                    # waiting for a slot (our own pacing) is not the endpoint's time
+                    attempts.deadline += clock() - queued
+                    timeout = min(per_request, max(attempts.deadline - clock(), 0.001))
                 response = await provider.complete(messages, schema, params, timeout)
                 slot.settle((response.input_tokens or 0) + (response.output_tokens or 0))
             return response
@@ -94,6 +99,8 @@ async def request_with_retries(
                 raise error from exc
         retries += 1
         delay = retry_delay(error.kind, error.retry_after, retries, settings, rng)
+        if attempts.deadline is not None and error.kind == "rate_limited":
+            attempts.deadline += delay  # the server asked us to wait: it is not hung
         if attempts.deadline is not None and clock() + delay >= attempts.deadline:
             error.message = (
                 f"{error.message} (the call's deadline of {attempts.call_deadline_s or 0:g} s "

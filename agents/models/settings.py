@@ -233,10 +233,11 @@ class RoleBinding(BaseModel):
         refusal fallback of another kind gets its own kind's defaults."""
         defaults = DEFAULT_TIMEOUTS[endpoint_kind(self.spec.provider)]
         chosen = self.settings.model_fields_set
-        return Timeouts(
-            self.settings.timeout_s if "timeout_s" in chosen else defaults.request_s,
-            self.settings.call_deadline_s if "call_deadline_s" in chosen else defaults.call_s,
-        )
+        request = self.settings.timeout_s if "timeout_s" in chosen else defaults.request_s
+        if "call_deadline_s" in chosen:
+            return Timeouts(request, self.settings.call_deadline_s)
+        # a default deadline never cuts one request below the timeout the role set for it
+        return Timeouts(request, max(defaults.call_s, request))
 
     def record(self) -> dict[str, Any]:
         """What a run stores about this binding (names of key variables, never keys)."""

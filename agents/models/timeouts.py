@@ -18,7 +18,8 @@ writing 10 tokens a second, so one request gets longer, but the call's total sta
 a hung server costs at most that per call. In-process generation has no network to hang on;
 its bound is the time a CPU may take to write ``max_tokens`` (local providers stop generating
 at the deadline). ``timeout_s`` and ``call_deadline_s`` set either explicitly (a role setting
-or a spec option) always win.
+or a spec option) always win, and a default deadline never cuts one request below an explicit
+``timeout_s`` (the offline demo sets ``timeout_s: 900`` for CPU generation).
 """
 
 from __future__ import annotations

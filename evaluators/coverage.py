@@ -270,7 +270,7 @@ def render_text(report: PolicyCoverage) -> str:
             lines.append("  " + cat.ljust(width) + "  " + "  ".join(cells).rstrip())
         empty = report.empty_cells
         lines.append(f"  empty cells ({len(empty)} of {len(report.cells)}):")
-        lines += [f"    {c.category} x {c.rule} ({c.verdict})" for c in empty] or ["    none"]
+        lines += _empty_lines(report) or ["    none"]
         lines.append("  verdict balance:")
         for rule in report.rules:
             parts = ", ".join(f"{n} {label}" for label, n in report.balance.get(rule, {}).items())
@@ -288,6 +288,22 @@ def render_text(report: PolicyCoverage) -> str:
             lines.append(f"    {stage} ({total} samples):")
             lines += [f"      {n / total:6.1%}  {n:>4}  {why}" for why, n in reasons.items()]
     return "\n".join(lines)
+
+
+def _empty_lines(report: PolicyCoverage) -> list[str]:
+    """One line per category with an empty cell: ``upper_bust: every rule`` or
+    ``middle_leg: R2 (not sexy), R4 (not sexy)``."""
+    lines = []
+    for category in report.categories:
+        empty = [c for c in report.empty_cells if c.category == category]
+        if not empty:
+            continue
+        if len(empty) == len(report.rules):
+            verdicts = sorted({c.verdict for c in empty})
+            lines.append(f"    {category}: every rule ({', '.join(verdicts)})")
+        else:
+            lines.append(f"    {category}: " + ", ".join(f"{c.rule} ({c.verdict})" for c in empty))
+    return lines
 
 
 def _cell_text(cell: Cell) -> str:

@@ -1,6 +1,6 @@
 """The coverage heatmap: a policy's product table (categories x rule variants) coloured by the
 accepted records in each cell, the count and the cell's verdict written in it, empty cells
-crossed out in red so they read as gaps at a glance.
+filled pink and marked `empty` so they read as gaps at a glance.
 
 Built on ``matplotlib.figure.Figure`` as the comparison plots are (:mod:`evaluators.plots`).
 """
@@ -22,7 +22,9 @@ def coverage_png(report: PolicyCoverage, flagged: frozenset[str] = frozenset()) 
     grid = np.zeros((len(cats), len(rules)))
     by_key = {(c.category, c.rule): c for c in report.cells}
     height = max(2.5, 0.28 * len(cats) + 1.2)
-    fig = _figure(1.6 + 1.3 * len(rules), height)
+    fig = _figure(max(6.0, 3.4 + 1.5 * len(rules)), height)
+    from matplotlib.patches import Rectangle  # matplotlib is there: _figure made one
+
     ax = fig.add_subplot()
     for i, cat in enumerate(cats):
         for j, rule in enumerate(rules):
@@ -37,9 +39,10 @@ def coverage_png(report: PolicyCoverage, flagged: frozenset[str] = frozenset()) 
             verdict = cell.verdict.upper() if cell.verdict in flagged else cell.verdict
             dark = grid[i, j] > 0.6 * max(1.0, grid.max())
             if cell.count == 0:
-                ax.text(j, i, f"0  {verdict}", ha="center", va="center", fontsize=7,
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#f9d6db",
+                                       edgecolor="white", linewidth=1))  # fmt: skip
+                ax.text(j, i, f"empty  ({verdict})", ha="center", va="center", fontsize=7,
                         color="#b00020")  # fmt: skip
-                ax.plot([j - 0.45, j + 0.45], [i - 0.4, i + 0.4], color="#b00020", lw=0.8)
             else:
                 ax.text(j, i, f"{cell.count}  {verdict}", ha="center", va="center", fontsize=7,
                         color="white" if dark else "black")  # fmt: skip
@@ -48,8 +51,8 @@ def coverage_png(report: PolicyCoverage, flagged: frozenset[str] = frozenset()) 
     ax.xaxis.tick_top()
     empty = len(report.empty_cells)
     ax.set_title(
-        f"{report.policy}: {report.records} accepted records, {empty} of {len(report.cells)} "
-        "cells empty",
+        f"{report.policy}: {report.records} accepted records\n{empty} of {len(report.cells)} "
+        "cells empty (pink)",
         fontsize=9,
     )
     fig.colorbar(image, ax=ax, shrink=0.6, label="accepted records")

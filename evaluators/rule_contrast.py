@@ -25,7 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.policy_models import Audience, Policy
+from data.policy import parse_policy
+from data.policy_models import Audience, Policy, PolicyError
+from data.store import Store, dataset_reads
 from evaluators.consistency import term_stance
 from evaluators.lemmas import content_lemmas, lemma
 
@@ -197,3 +199,17 @@ def summarise(
             if not result.passed:
                 failures.append(result)
     return ContrastSummary(checked, passed, failures)
+
+
+def run_contrast(store: Store, run_id: str) -> ContrastSummary:
+    """The rule-contrast summary of one generation run's accepted samples, each judged by the
+    policy text stored with the run (an edited policy file does not change an old run's rate)."""
+    rows = dataset_reads.accepted_explanations(store, [run_id])
+    names = sorted({r["policy_name"] for r in rows})
+    policies = {}
+    for name, text in dataset_reads.policy_texts(store, names).items():
+        try:
+            policies[name] = parse_policy(text, name=name)
+        except PolicyError:
+            continue  # a stored policy that no longer parses: its samples are not checked
+    return summarise(policies, rows)

@@ -58,11 +58,16 @@ class _Cache:
 
 
 def create_app(
-    db: str | Path, *, snapshot: str | Path | None = None, allowed_hosts: list[str] | None = None
+    db: str | Path,
+    *,
+    snapshot: str | Path | None = None,
+    allowed_hosts: list[str] | None = None,
+    blur: bool = True,
 ) -> FastAPI:
-    """The viewer for the store at ``db`` (its snapshot defaults to ``<db>.snapshot.duckdb``)."""
+    """The viewer for the store at ``db`` (its snapshot defaults to ``<db>.snapshot.duckdb``);
+    images blurred until revealed unless ``blur`` is False."""
     source = DataSource(db, snapshot)
-    env = environment()
+    env = environment(blur=blur)
     links = Links()
     images = ImageCache()
     cache = _Cache()

@@ -190,8 +190,8 @@ def reason_of(reason: str) -> tuple[str, str]:
     (describer, parse_failed); ``explainer[R2]: verdict No ...`` -> (explainer, the message up
     to its first colon, digits dropped, so reasons that differ by a count read as one)."""
     match = _STAGE.match(reason)
-    if not match:
-        return "other", _normalise(reason)
+    if not match:  # "image not found: <path>": the words before the detail
+        return "other", _normalise(reason.split(":", 1)[0])
     stage, rest = match.group(1), match.group(2)
     kind = _KIND.match(rest)
     return stage, kind.group(1) if kind else _normalise(rest.split(":", 1)[0])

@@ -184,7 +184,7 @@ def test_the_viewer_shows_the_coverage_of_a_run() -> None:
     client = TestClient(create_app(gen.db), base_url="http://127.0.0.1")
     page = client.get(f"/dataset?run={gen.run_id}")
     assert page.status_code == 200
-    assert "8 accepted records · 66 of 70 cells empty" in page.text
+    assert "8 accepted records · 62 of 70 cells empty" in page.text
     assert f"/dataset/plot/icm_sexy.png?run={gen.run_id}" in page.text
     plot = client.get(f"/dataset/plot/icm_sexy.png?run={gen.run_id}")
     assert plot.status_code == 200 and plot.content.startswith(PNG)

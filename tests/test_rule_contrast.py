@@ -130,7 +130,7 @@ def test_an_age_flip_needs_the_age_named_and_same_verdicts_are_not_checked(sexy)
 def test_age_words_follow_the_bound_the_policy_writes() -> None:
     assert mentions("Not for children.", age_words("under 13")) == "child"  # by lemma
     assert mentions("Fine for a 13+ audience.", age_words("13 and over")) == "13+"
-    assert mentions("adults only", age_words("18 and over")) == "adults"
+    assert mentions("adults only", age_words("18 and over")) == "adult"
     assert mentions("adults only", age_words("13 and over")) is None
 
 

@@ -119,8 +119,6 @@ def render(inputs: CardInputs) -> str:
     """The card's text: YAML metadata, then the Markdown sections."""
     runs, view = inputs.runs, inputs.view
     names = ", ".join(r["name"] for r in runs)
-    licences = sorted({str(r.get("licence")) for r in inputs.manifest_rows.values()
-                       if r.get("licence")})  # fmt: skip
     meta = {
         "pretty_name": f"ICM-Instruct set: {names}",
         "language": ["en"],
@@ -195,8 +193,6 @@ def render(inputs: CardInputs) -> str:
             entry = inputs.manifest_rows.get(file, {})
             rows.append((file, entry.get("source") or row["source"], entry.get("licence")))
         lines += _table(["image", "source", "licence"], rows)
-        if licences:
-            lines += ["", "Licences present: " + "; ".join(licences)]
     else:
         lines += ["The run's manifest is not at its recorded path (or is not JSONL): sources as "
                   "stored, licences unknown.", ""]  # fmt: skip

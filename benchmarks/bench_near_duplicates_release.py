@@ -37,8 +37,11 @@ def _table_rows(path: Path) -> list[list[str]]:
     rows = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 2 or set(cells[0]) <= {"-", " "} or cells[0] in ("Type of Question",
-                                                                           "Question"):
+        if (
+            len(cells) < 2
+            or set(cells[0]) <= {"-", " "}
+            or cells[0] in ("Type of Question", "Question")
+        ):
             continue
         rows.append(cells)
     return rows

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from math import comb
 from typing import Any
@@ -234,7 +234,7 @@ def _cross_group_pairs(a: Sequence[Text], b: Sequence[Text]) -> int:
     return len(a) * len(b) - sum(n * cb.get(s, 0) for s, n in ca.items())
 
 
-def _cross_group_iter(a: Sequence[Text], b: Sequence[Text]) -> Iterable[tuple[Text, Text]]:
+def _cross_group_iter(a: Sequence[Text], b: Sequence[Text]) -> Iterator[tuple[Text, Text]]:
     for x in a:
         for y in b:
             if x.sample_id != y.sample_id:

@@ -126,10 +126,7 @@ def check_pair(policy: Policy, mine: Explanation, other: Explanation) -> list[st
     a, b = policy.rules[mine.rule].audience, policy.rules[other.rule].audience
     for name in differing_fields(a, b):
         value, contrast = getattr(a, name), getattr(b, name)
-        if name == "age_group":
-            words = age_words(value)
-        else:
-            words = [*_value_words(value, contrast), value]
+        words = age_words(value) if name == "age_group" else [*_value_words(value, contrast), value]
         if mentions(mine.text, words) is None:
             what = "audience age" if name == "age_group" else "culture"
             problems.append(
@@ -173,9 +170,7 @@ class ContrastSummary:
         return {"checked": self.checked, "passed": self.passed, "rate": self.rate}
 
 
-def summarise(
-    policies: Mapping[str, Policy], rows: Sequence[Mapping[str, Any]]
-) -> ContrastSummary:
+def summarise(policies: Mapping[str, Policy], rows: Sequence[Mapping[str, Any]]) -> ContrastSummary:
     """Check every sample in ``rows`` (sample_id, policy_name, rule_variant, verdict,
     explanation); samples of a policy not in ``policies`` are skipped."""
     by_sample: dict[str, list[Explanation]] = {}

@@ -107,7 +107,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def _binding(run: dict[str, Any]) -> list[tuple[str, str]]:
+def _binding(run: dict[str, Any]) -> list[tuple[str, Any]]:
     bindings = from_json(run.get("role_bindings_json")) or {}
     rows = []
     for role, spec in sorted(bindings.items()):
@@ -160,16 +160,19 @@ def render(inputs: CardInputs) -> str:
     hashes: dict[str, str] = {}
     for run in runs:
         hashes.update(from_json(run.get("prompt_hashes_json")) or {})
-    lines += _table(["template", "sha256"], sorted(hashes.items())) + [""]
+    lines += [*_table(["template", "sha256"], sorted(hashes.items())), ""]
     lines += ["Checks that ran (critic passes; a failure sends the stage back with feedback):", ""]
-    lines += _table(
-        ["stage", "check", "source", "passed", "failed"],
-        [(c["stage"], c["check_name"], c["source"], c["passed"], c["failed"])
-         for c in inputs.checks],
-    ) if inputs.checks else ["No critic checks ran (checks off, or no sample reached them)."]  # fmt: skip
+    checks = [
+        (c["stage"], c["check_name"], c["source"], c["passed"], c["failed"]) for c in inputs.checks
+    ]
+    lines += (
+        _table(["stage", "check", "source", "passed", "failed"], checks)
+        if checks
+        else ["No critic checks ran (checks off, or no sample reached them)."]
+    )
     lines.append("")
     lines += ["## Counts", "", "Samples by status:", ""]
-    lines += _table(["status", "samples"], sorted(inputs.statuses.items())) + [""]
+    lines += [*_table(["status", "samples"], sorted(inputs.statuses.items())), ""]
     reasons = [
         (report.policy, stage, why, n)
         for report in view.coverage
@@ -202,16 +205,16 @@ def render(inputs: CardInputs) -> str:
     lines += ["", "## How to reproduce", ""]
     for run in runs:
         config = from_json(run.get("config_json")) or {}
+        manifest = (config.get("identity") or {}).get("manifest") or config.get("manifest")
         lines += [
-            f"Run {run['name']} ({run['run_id']}), {run['status']}, started "
-            f"{run['created_at']}:",
+            f"Run {run['name']} ({run['run_id']}), {run['status']}, started {run['created_at']}:",
             "",
             "```bash",
             str(run.get("command") or "(command not recorded)"),
             "```",
             "",
             f"- revision: `{run.get('git_revision') or 'unknown'}`",
-            f"- manifest: `{(config.get('identity') or {}).get('manifest') or config.get('manifest')}`",
+            f"- manifest: `{manifest}`",
             f"- packages: `{run.get('package_versions_json') or '-'}`",
             "",
         ]

@@ -73,8 +73,7 @@ def accepted_texts(store: Store, run_ids: Sequence[str]) -> list[dict[str, Any]]
 def policy_texts(store: Store, names: Sequence[str]) -> dict[str, str]:
     """policy name -> the newest stored text of that policy file (the one the run used)."""
     rows = store.rows(
-        "SELECT name, content FROM policies WHERE name IN (SELECT unnest(?)) "
-        "ORDER BY loaded_at",
+        "SELECT name, content FROM policies WHERE name IN (SELECT unnest(?)) ORDER BY loaded_at",
         [list(names)],
     )
     return {r["name"]: r["content"] for r in rows}

@@ -123,7 +123,9 @@ def render(view: DatasetView) -> str:
 def dataset_command(
     runs: Annotated[
         list[str],
-        typer.Argument(help="Generation runs (ids, names, id prefixes) or one ICM-Instruct .jsonl."),
+        typer.Argument(
+            help="Generation runs (ids, names, id prefixes) or one ICM-Instruct .jsonl."
+        ),
     ],
     db: DbOption = DEFAULT_DB_PATH,
     json_: JsonOption = False,
@@ -161,6 +163,3 @@ def dataset_command(
     typer.echo("")
     for path in written:
         typer.echo(f"wrote {path}")
-
-
-

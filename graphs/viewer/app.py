@@ -245,10 +245,11 @@ def create_app(
 
     @app.get("/dataset/plot/{policy}.png")
     def coverage_plot(policy: str, run: list[str] = Query(default_factory=list)) -> Response:  # noqa: B008
+        chosen = list(dict.fromkeys(run))
         with source.reading() as (store, info):
             try:
-                view = cache.get(info.version, ("dataset", tuple(dict.fromkeys(run))),
-                                 lambda: dataset_page.view(store, list(dict.fromkeys(run))))  # fmt: skip
+                view = cache.get(info.version, ("dataset", tuple(chosen)),
+                                 lambda: dataset_page.view(store, chosen))  # fmt: skip
                 png = dataset_page.plot(view, policy)
             except (LookupError, ValueError, ImportError, RuntimeError) as exc:
                 raise HTTPException(404, str(exc)) from exc

@@ -30,7 +30,8 @@ def detector_flags(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             parts = [
                 f"{d.get('part') or d.get('label')} {float(d.get('score', 0)):.2f}"
                 for d in evidence
-                if isinstance(d, Mapping) and d.get("exposed")
+                if isinstance(d, Mapping)
+                and d.get("exposed")
                 and float(d.get("score", 0)) >= EXPOSED_SHOWN
             ]
             flags.append("exposed: " + ", ".join(parts) if parts

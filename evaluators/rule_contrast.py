@@ -9,10 +9,10 @@ The check is deterministic and reads only the texts and the policy:
    for a flagged verdict and denies it otherwise (:func:`evaluators.consistency.term_stance`);
    a text that never names the term does not argue a verdict.
 2. *names the difference*: for every audience field on which the two rules differ, the text
-   mentions its own rule's value: a word of that value that the other value lacks (``open``,
-   ``conservative``, ``prohibited``), or, for an age group, a word for that age (``under 13``:
-   child, children, kid, young...; ``13 and over``: teen, teenager, adolescent, older...;
-   ``18 and over``: adult, grown-up...).
+   mentions its own rule's value (unless the value is ``any``): a word of that value that the
+   other value lacks (``open``, ``conservative``, ``prohibited``), or, for an age group, a
+   word for that age (``under 13``: child, children, kid, young...; ``13 and over``: teen,
+   teenager, adolescent, older...; ``18 and over``: adult, grown-up...).
 
 A sample is checked when at least two of its explanations carry different verdicts; it passes
 when every explanation passes against every rule whose verdict differs from its own.
@@ -32,6 +32,8 @@ from evaluators.consistency import term_stance
 from evaluators.lemmas import content_lemmas, lemma
 
 _AGE_NUMBER = re.compile(r"\d+")
+UNRESTRICTED = frozenset({"any", "all", "every", "everyone", "any culture"})
+"""Audience values that restrict nothing: a rule with ``culture: any`` is not asked to name it."""
 _YOUNG = ("child", "children", "kid", "kids", "young", "younger", "minor", "minors", "underage")
 _TEEN = ("teen", "teens", "teenager", "teenagers", "adolescent", "adolescents", "older", "youth")
 _ADULT = ("adult", "adults", "grown-up", "grown-ups", "grownup", "older", "mature")
@@ -126,6 +128,8 @@ def check_pair(policy: Policy, mine: Explanation, other: Explanation) -> list[st
     a, b = policy.rules[mine.rule].audience, policy.rules[other.rule].audience
     for name in differing_fields(a, b):
         value, contrast = getattr(a, name), getattr(b, name)
+        if value.strip().lower() in UNRESTRICTED:
+            continue  # "any culture": nothing of its own to name, the other rule has the cue
         words = age_words(value) if name == "age_group" else [*_value_words(value, contrast), value]
         if mentions(mine.text, words) is None:
             what = "audience age" if name == "age_group" else "culture"

@@ -150,3 +150,14 @@ def test_compare_reports_the_pass_rate_per_run(tmp_path) -> None:
         app, ["compare", gen.run_id, "--db", str(gen.db), "--no-plots", "--json"]
     )
     assert json.loads(as_json.output)["runs"][0]["rule_contrast"]["checked"] == 1
+
+
+def test_a_rule_for_any_culture_is_not_asked_to_name_one() -> None:
+    gambling = load_policy("gambling")  # R1: under 13, any culture; R2: 18+, gambling legal
+    result = check_sample(gambling, "s", [
+        Explanation("R1", "gambling-related", "Lottery tickets are gambling, which children "
+                                              "must not be shown: the image is gambling-related."),
+        Explanation("R2", "not gambling-related", "For adults where gambling is legal and "
+                    "licensed, a lottery ticket is ordinary: the image is not gambling-related."),
+    ])  # fmt: skip
+    assert result.passed, result.problems

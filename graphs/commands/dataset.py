@@ -109,12 +109,12 @@ def render(view: DatasetView) -> str:
     if view.contrast is not None:
         c = view.contrast
         rate = "-" if c.rate is None else f"{c.rate:.0%}"
-        parts.append(
+        block = [
             f"rule contrast: {c.passed} of {c.checked} samples whose verdict flips between "
             f"rule variants pass ({rate})"
-        )
-        for failure in c.failures[:3]:
-            parts.append(f"  {failure.sample_id}: {failure.problems[0]}")
+        ]
+        block += [f"  {f.sample_id}: {'; '.join(f.problems)}" for f in c.failures[:3]]
+        parts.append("\n".join(block))
     if view.duplicates is not None:
         parts.append(render_duplicates(view.duplicates))
     return "\n\n".join(parts)

@@ -9,8 +9,8 @@ computed from the shingle sets, so a reported similarity is measured, not estima
 
 Texts are compared only within a kind (explanation with explanation, Q-A item with Q-A item),
 and only across samples: a sample's own R1 and R2 explanations may share sentences by design.
-Identical texts are grouped first, so a Q-A item repeated in 5,000 samples ("Is the image
-colored? Yes.") costs one LSH entry, and its pairs are counted, not listed one by one.
+Identical texts are grouped first, so a Q-A item repeated in 3,505 samples of the release ("Is
+the image sexy? Yes.") costs one LSH entry, and its pairs are counted, not listed one by one.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ off by default): a sample the critic accepted is rejected when its description o
 explanations nearly copies (Jaccard of word shingles >= ``near_duplicate_threshold``) a text of
 a sample accepted before it in the same run.
 
-Descriptions and explanations only: Q-A items are short and generic ("Is the image colored?
+Descriptions and explanations only: Q-A items are short and generic ("Is the image sexy?
 Yes.") and repeat legitimately across samples; ``icm dataset`` reports them. The index is seeded
 from the run's accepted samples in the store, so a resumed run compares with what it already
 accepted. It lives in the process that queues outcomes: the in-process executor and

@@ -19,6 +19,9 @@ and the table, the JSON and the plots all read the same dicts:
   read at a time (scores from different judges are not on one scale): the one asked for, else
   the one that judged most of these runs' items. Judgments that are not ``scored`` are counted
   as ``judge_unscored``, never as low scores.
+- ``rule_contrast``: of the accepted samples whose explanations give different verdicts under
+  different rule variants, how many argue each verdict and name the audience difference
+  (:mod:`evaluators.rule_contrast`); ``rate`` is None when no sample's verdict flips.
 - ``cost_usd``: None where no call reported a cost (unknown is not free); ``mean_latency_ms``
   is over calls that reached a model (cache hits excluded: they would flatter a run that
   happened to be re-run).
@@ -33,6 +36,7 @@ from typing import Any
 from data.provenance import compact_roles
 from data.store import Store, from_json, queries
 from evaluators.metrics import bootstrap_ci
+from evaluators.rule_contrast import run_contrast
 
 
 class RunLookupError(LookupError):
@@ -100,6 +104,7 @@ def compare_runs(
     for run in runs:
         rid = run["run_id"]
         row = _run_row(store, run)
+        row["rule_contrast"] = run_contrast(store, rid).to_dict()
         scores = item_scores.get(rid, {})
         row["scores"] = {
             c: _summary(scores.get(c, []), seed=seed) for c in criteria if scores.get(c)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from data.redaction import install_redacting_streams
+from graphs.commands.dataset import HELP as DATASET_HELP
+from graphs.commands.dataset import dataset_command
 from graphs.commands.db import app as db_app
 from graphs.commands.evaluate import audit_command, compare_command, metrics_command
 from graphs.commands.finetune import finetune_command, moderate_command
@@ -52,6 +54,7 @@ app.command("traces", help="Print one sample's timeline of stages and model call
 app.command("export", help="Export a run as LLaVA, ShareGPT, Parquet or a HF dataset.")(
     export_command
 )
+app.command("dataset", help=DATASET_HELP)(dataset_command)
 app.command("perceive", help="Run the shipped detectors on images and print the evidence.")(
     perceive_command
 )

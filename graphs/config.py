@@ -146,6 +146,11 @@ class GenerateConfig(BaseModel):
     """Add one yes/no question per rule variant, answered by the rule table, to accepted
     samples (ours; the release has none)."""
     paper: PaperConfig = Field(default_factory=PaperConfig)
+    reject_near_duplicates: bool = False
+    """Reject an accepted sample whose description or an explanation nearly copies an earlier
+    accepted sample's (graphs/duplicate_check.py); off by default."""
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    """Jaccard similarity of word 3-gram shingles at which two texts count as near-copies."""
 
     @field_validator("shard")
     @classmethod

@@ -48,6 +48,7 @@ from data.sample_identity import DistinctRows, distinct_rows
 from data.store import (
     Store,
     StoreWriteError,
+    dataset_reads,
     is_storage_failure,
     queries,
     records,
@@ -58,6 +59,7 @@ from data.store.batch import BatchWriter, RowQueue
 from data.store.snapshot import SnapshotPublisher, SnapshotSink
 from graphs.config import GenerateConfig
 from graphs.console import make_console
+from graphs.duplicate_check import DuplicateScreen
 from graphs.pipeline import (
     RECURSION_LIMIT,
     PipelineDeps,
@@ -176,6 +178,7 @@ class GenerationRun:
         # (ICM_SNAPSHOT_INTERVAL_S, default 2 s; 0 turns them off).
         self.snapshots: SnapshotSink | None = SnapshotPublisher.for_store(config.db)
         self._writer: BatchWriter | None = None
+        self._duplicates: DuplicateScreen | None = None  # reject_near_duplicates, set in run()
         self.reporter = RunReporter(self.console)
         self.registry = registry_for(config)
 
@@ -372,6 +375,9 @@ class GenerationRun:
         if status not in FINAL:
             status = "failed"
             out = {**out, "reasons": [*out.get("reasons", []), "graph ended without a verdict"]}
+        if status == "accepted" and self._duplicates is not None:
+            out = self._duplicates.screen(sample.sample_id, out)
+            status = out["status"]
         now = utcnow()
         attempts = sum((out.get("attempts") or {}).values())
         outcome = {
@@ -513,6 +519,9 @@ class GenerationRun:
             self.register_run(store, policies)
             specs = self.register_samples(store, distinct, policies)
             todo, skipped = self.select(store, specs)
+            if config.reject_near_duplicates:
+                seed = dataset_reads.accepted_texts(store, [self.run_id])
+                self._duplicates = DuplicateScreen(config.near_duplicate_threshold, seed)
             summary = RunSummary(self.run_id, config.db, skipped=skipped)
             summary.checked = config.checked
             summary.repeated_rows = list(distinct.notes)

@@ -121,6 +121,7 @@ def comparison_table(comparison: Comparison) -> Table:
     row("acceptance rate", [_num(r["acceptance_rate"], ".1%") for r in runs])
     row("retries per sample", [_num(r["retries_per_sample"], ".2f") for r in runs])
     row("critic failures", [_failures(r["critic_failures"]) for r in runs])
+    row("rule contrast pass", [_contrast(r.get("rule_contrast")) for r in runs])
     for criterion in comparison.criteria:
         row(f"judge {criterion}", [_score(r["scores"].get(criterion)) for r in runs])
     if comparison.criteria:
@@ -132,6 +133,13 @@ def comparison_table(comparison: Comparison) -> Table:
     row("cost per accepted", [_num(r["cost_per_accepted_usd"], ".5f", " USD") for r in runs])
     row("mean latency per call", [_num(r["mean_latency_ms"], ".0f", " ms") for r in runs])
     return table
+
+
+def _contrast(summary: dict[str, Any] | None) -> str:
+    """``3/4 (75%)``: samples whose verdict flips across rules that pass the contrast check."""
+    if not summary or not summary["checked"]:
+        return "- (no verdict flips)"
+    return f"{summary['passed']}/{summary['checked']} ({summary['rate']:.0%})"
 
 
 def _roles(compact: str) -> str:

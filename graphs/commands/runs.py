@@ -578,6 +578,14 @@ def export_command(
             "--format and --style still win.",
         ),
     ] = None,
+    card: Annotated[
+        bool | None,
+        typer.Option(
+            "--card/--no-card",
+            help="Write a Hugging Face dataset card (README.md) with the export; default: "
+            "with --format hf only.",
+        ),
+    ] = None,
 ) -> None:
     """Export a run's samples as training data, one record per sample and rule variant."""
     try:
@@ -617,6 +625,12 @@ def export_command(
             raise fail(str(exc)) from exc
         except OSError as exc:  # a full disk: the earlier export is intact (data/atomic_write)
             raise fail(f"cannot write {target}: {exc.strerror or exc}") from exc
+        card_file = None
+        if card if card is not None else fmt.value == "hf":
+            from graphs.dataset_card import write_card  # yaml + the dataset view, on use
+
+            run_row = queries.run_row(store, summary.run_id) or {}
+            card_file = write_card(store, [run_row], target, fmt.value, summary.records)
     if summary.empty_message:
         typer.echo(f"warning: {summary.empty_message}", err=True)
     typer.echo(
@@ -625,6 +639,8 @@ def export_command(
     )
     for path in summary.extra_files:
         typer.echo(f"  also wrote {path}")
+    if card_file is not None:
+        typer.echo(f"  also wrote {card_file} (dataset card)")
     for reason, count in sorted(summary.skipped.items()):
         typer.echo(f"  skipped {count}: {reason}")
     if summary.dataset_info:

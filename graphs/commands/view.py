@@ -43,6 +43,13 @@ def view_command(
             "--export-samples", min=1, help="Samples per run in the report (problem samples first)."
         ),
     ] = DEFAULT_MAX_SAMPLES,
+    blur: Annotated[
+        bool,
+        typer.Option(
+            "--blur/--no-blur",
+            help="Blur images (thumbnails and full) until one is clicked; --no-blur shows them.",
+        ),
+    ] = True,
 ) -> None:
     """Browse runs, samples, traces, comparisons, judge results and fine-tunes in a browser."""
     if not db.exists() and not snapshot_path(db).exists():
@@ -54,7 +61,7 @@ def view_command(
         from graphs.viewer.export import export_report  # the web stack loads on use
 
         try:
-            done = export_report(db, export, max_samples=export_samples)
+            done = export_report(db, export, max_samples=export_samples, blur=blur)
         except StoreError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
@@ -76,7 +83,7 @@ def view_command(
             err=True,
         )
         hosts = ["*"]
-    app = create_app(db, allowed_hosts=hosts)
+    app = create_app(db, allowed_hosts=hosts, blur=blur)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"icm view: http://{shown}:{port}/  ({db}, read-only; Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -28,7 +28,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from data.redaction import redact
 from data.store import browse
 from data.store.snapshot import DataSource, SourceInfo, SourceUnavailable
-from graphs.viewer import queries, reports
+from graphs.viewer import dataset_page, queries, reports
 from graphs.viewer.render import STATIC, Links, environment
 from graphs.viewer.thumbs import DISPLAY_SIDE, THUMB_SIDE, ImageCache, resolve
 
@@ -69,11 +69,16 @@ def _path_tail(request: Request, prefix: str, decoded: str) -> str:
 
 
 def create_app(
-    db: str | Path, *, snapshot: str | Path | None = None, allowed_hosts: list[str] | None = None
+    db: str | Path,
+    *,
+    snapshot: str | Path | None = None,
+    allowed_hosts: list[str] | None = None,
+    blur: bool = True,
 ) -> FastAPI:
-    """The viewer for the store at ``db`` (its snapshot defaults to ``<db>.snapshot.duckdb``)."""
+    """The viewer for the store at ``db`` (its snapshot defaults to ``<db>.snapshot.duckdb``);
+    images blurred until revealed unless ``blur`` is False."""
     source = DataSource(db, snapshot)
-    env = environment()
+    env = environment(blur=blur)
     links = Links()
     images = ImageCache()
     cache = _Cache()
@@ -235,6 +240,33 @@ def create_app(
                 raise HTTPException(404, str(exc)) from exc
         if png is None:
             raise HTTPException(404, f"the {name} plot has nothing to show for these runs")
+        return Response(png, media_type="image/png")
+
+    @app.get("/dataset", response_class=HTMLResponse)
+    def coverage_page(run: list[str] = Query(default_factory=list)) -> HTMLResponse:  # noqa: B008
+        chosen = list(dict.fromkeys(run))
+        view, error = None, None
+        with source.reading() as (store, info):
+            all_runs = queries.runs(store, sort="created", desc=True)
+            if chosen:
+                try:
+                    view = cache.get(info.version, ("dataset", tuple(chosen)),
+                                     lambda: dataset_page.view(store, chosen))  # fmt: skip
+                except (LookupError, ValueError) as exc:
+                    error = str(exc)
+        return page("dataset.html", info, all_runs=all_runs, chosen=chosen, view=view,
+                    error=error, refresh=None)  # fmt: skip
+
+    @app.get("/dataset/plot/{policy}.png")
+    def coverage_plot(policy: str, run: list[str] = Query(default_factory=list)) -> Response:  # noqa: B008
+        chosen = list(dict.fromkeys(run))
+        with source.reading() as (store, info):
+            try:
+                view = cache.get(info.version, ("dataset", tuple(chosen)),
+                                 lambda: dataset_page.view(store, chosen))  # fmt: skip
+                png = dataset_page.plot(view, policy)
+            except (LookupError, ValueError, ImportError, RuntimeError) as exc:
+                raise HTTPException(404, str(exc)) from exc
         return Response(png, media_type="image/png")
 
     @app.get("/judge", response_class=HTMLResponse)

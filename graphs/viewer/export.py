@@ -69,7 +69,7 @@ class ExportSummary:
 
 
 def export_report(
-    db: str | Path, out: str | Path, *, max_samples: int = DEFAULT_MAX_SAMPLES
+    db: str | Path, out: str | Path, *, max_samples: int = DEFAULT_MAX_SAMPLES, blur: bool = True
 ) -> ExportSummary:
     """Write the report for the store at ``db`` (or its snapshot while a run writes it)."""
     source = DataSource(db)
@@ -83,7 +83,7 @@ def export_report(
     digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
     csp = f"default-src 'none'; img-src data:; style-src 'sha256-{digest}'"
     html = (
-        environment()
+        environment(blur=blur)
         .get_template("report.html")
         .render(
             **context,

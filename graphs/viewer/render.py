@@ -18,6 +18,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader
 from markupsafe import Markup
 
+from graphs.viewer.flags import detector_flags
+
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
@@ -116,7 +118,9 @@ class Links:
         return f"/image/{quote(sample_id, safe='')}.jpg"
 
 
-def environment() -> Environment:
+def environment(*, blur: bool = True) -> Environment:
+    """The templates; ``blur``: images render blurred until the reader reveals one (every page
+    says which setting is on)."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -127,7 +131,8 @@ def environment() -> Environment:
         finalize=visible_controls,
     )
     env.filters.update(pretty=pretty, num=num, cost=cost, duration=duration, stamp=stamp, clip=clip)
-    env.globals.update(query=query)
+    env.globals.update(query=query, blur=blur)
+    env.filters["detector_flags"] = detector_flags
     return env
 
 

@@ -628,9 +628,13 @@ def export_command(
         card_file = None
         if card if card is not None else fmt.value == "hf":
             from graphs.dataset_card import write_card  # yaml + the dataset view, on use
+            from graphs.dataset_view import DatasetInputError  # the dataset view, on use
 
             run_row = queries.run_row(store, summary.run_id) or {}
-            card_file = write_card(store, [run_row], target, fmt.value, summary.records)
+            try:
+                card_file = write_card(store, [run_row], target, fmt.value, summary.records)
+            except DatasetInputError as exc:  # the records are written: say why no card is
+                typer.echo(f"warning: no dataset card written: {exc}", err=True)
     if summary.empty_message:
         typer.echo(f"warning: {summary.empty_message}", err=True)
     typer.echo(

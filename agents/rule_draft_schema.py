@@ -4,7 +4,8 @@ The shape is deliberately simple (lists of objects, strings, one boolean; no map
 keys, no unions) so that every structured-output path can constrain it, llama.cpp's
 JSON-schema-to-grammar converter included. Names are free strings here; the drafter turns them
 into the policy file's identifiers and the loader checks what came out. The bounds keep a small
-model from rambling. The models carry no docstrings: the JSON schema the model is shown is
+model from rambling and a draft reviewable (at most 4 attributes of 2-6 values, 4 rule variants,
+12 categories): a 1.5B model on two busy cores writes about two tokens a second. The models carry no docstrings: the JSON schema the model is shown is
 exactly these fields and their descriptions.
 """
 
@@ -15,7 +16,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 Name = Annotated[str, Field(min_length=1, max_length=40)]
-Sentence = Annotated[str, Field(min_length=1, max_length=240)]
+Sentence = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _Out(BaseModel):
@@ -26,14 +27,14 @@ class DraftValue(_Out):
     name: Name = Field(description="lower_snake_case value name, e.g. slot_machine or none")
     description: Sentence = Field(description="what this value means in an image")
     synonyms: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
-        max_length=8, description="lower-case words a text may use to mention this value"
+        max_length=6, description="lower-case words a text may use to mention this value"
     )
 
 
 class DraftAttribute(_Out):
     name: Name = Field(description="lower_snake_case attribute name, e.g. object or setting")
     description: Sentence = Field(description="which aspect of the image this attribute is")
-    values: list[DraftValue] = Field(min_length=2, max_length=8)
+    values: list[DraftValue] = Field(min_length=2, max_length=6)
 
 
 class DraftRule(_Out):
@@ -69,7 +70,7 @@ class DraftCategory(_Out):
         description="the attribute values this category fixes, at most one per attribute",
     )
     verdicts: list[DraftRuling] = Field(
-        min_length=1, max_length=6, description="one verdict for every rule variant"
+        min_length=1, max_length=4, description="one verdict for every rule variant"
     )
 
 
@@ -79,6 +80,6 @@ class PolicyDraft(_Out):
     description: Annotated[str, Field(min_length=1, max_length=400)] = Field(
         description="what the policy decides and how its categories are built"
     )
-    attributes: list[DraftAttribute] = Field(min_length=1, max_length=5)
-    rules: list[DraftRule] = Field(min_length=1, max_length=6)
-    categories: list[DraftCategory] = Field(min_length=2, max_length=16)
+    attributes: list[DraftAttribute] = Field(min_length=1, max_length=4)
+    rules: list[DraftRule] = Field(min_length=1, max_length=4)
+    categories: list[DraftCategory] = Field(min_length=2, max_length=12)

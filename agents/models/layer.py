@@ -361,6 +361,8 @@ class ModelLayer:
                     output_tokens=0,
                     latency_ms=0.0,
                     cost_usd=0.0,
+                    cached_input_tokens=0,
+                    cache_write_tokens=0,
                     model_spec=binding.spec.spec,
                     role=role,
                 )
@@ -404,7 +406,7 @@ class ModelLayer:
         """Request, validate, re-ask; returns the result and the conversation as finally sent."""
         settings = binding.settings
         limiter = self._limiter(state, binding, role)
-        tokens_in = tokens_out = parse_attempts = 0
+        tokens_in = tokens_out = parse_attempts = tokens_cached = tokens_written = 0
         attempts = Attempts()
         meta["waits_s"] = attempts.waits_s
 
@@ -426,7 +428,9 @@ class ModelLayer:
                 input_tokens=tokens_in if answered else None,
                 output_tokens=tokens_out if answered else None,
                 latency_ms=0.0,
-                cost_usd=self._cost(binding, tokens_in, tokens_out),
+                cost_usd=self._cost(binding, tokens_in, tokens_out, tokens_cached, tokens_written),
+                cached_input_tokens=tokens_cached if answered else None,
+                cache_write_tokens=tokens_written if answered else None,
                 model_spec=binding.spec.spec,
                 role=role,
                 requests=attempts.requests,
@@ -460,6 +464,8 @@ class ModelLayer:
                 meta["batch_id"] = response.extra["batch_id"]
             tokens_in += response.input_tokens or 0
             tokens_out += response.output_tokens or 0
+            tokens_cached += response.cached_input_tokens or 0
+            tokens_written += response.cache_write_tokens or 0
             value, problem = validate_answer(response, schema)
             if value is not None:
                 done = result("ok", value, response.raw_text, None)
@@ -495,6 +501,8 @@ class ModelLayer:
             parse_attempts=result.parse_attempts,
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
+            cached_input_tokens=result.cached_input_tokens,
+            cache_write_tokens=result.cache_write_tokens,
             latency_ms=result.latency_ms,
             cost_usd=result.cost_usd,
             finished_at=utcnow(),
@@ -584,7 +592,9 @@ class ModelLayer:
             state.limiters[key] = limiter
         return limiter
 
-    def _cost(self, binding: RoleBinding, tokens_in: int, tokens_out: int) -> float | None:
+    def _cost(
+        self, binding: RoleBinding, tokens_in: int, tokens_out: int, cached: int, written: int
+    ) -> float | None:
         # not the settings object: a frozen pydantic model hashes every field on each lookup
         s = binding.settings
         key = (binding.spec.spec, s.price_input_per_mtok, s.price_output_per_mtok, s.delivery)
@@ -597,4 +607,4 @@ class ModelLayer:
                 delivery=s.delivery,
             )
         price = self._prices[key]
-        return price.cost(tokens_in, tokens_out) if price is not None else None
+        return price.cost(tokens_in, tokens_out, cached, written) if price is not None else None

@@ -315,10 +315,20 @@ CREATE TABLE llm_batch_items (
 CREATE INDEX llm_batch_items_custom ON llm_batch_items (custom_id);
 """
 
+_V4 = """
+ALTER TABLE llm_calls ADD COLUMN cached_input_tokens INTEGER;
+ALTER TABLE llm_calls ADD COLUMN cache_write_tokens INTEGER;
+"""
+"""Provider prompt caching, per call: of ``input_tokens`` (the whole prompt), those read from
+the provider's prompt cache (OpenAI ``cached_tokens``, Anthropic ``cache_read_input_tokens``)
+and those written to it (Anthropic ``cache_creation_input_tokens``); NULL for rows written
+before (and for calls that never reached the provider)."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "predictions.task: verdict or MQA answer", _V2),
     Migration(3, "provider batches (delivery=batch)", _V3),
+    Migration(4, "llm_calls: prompt-cache tokens (cached reads, cache writes)", _V4),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

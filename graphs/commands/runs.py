@@ -100,6 +100,9 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
                 "input_tokens": tokens_in,
                 "output_tokens": tokens_out,
                 "tokens": tokens_in + tokens_out,
+                # of input_tokens: read from / written to the provider's prompt cache
+                "cached_input_tokens": int(row["cached_input_tokens"]),
+                "cache_write_tokens": int(row["cache_write_tokens"]),
                 "cost_usd": None if row["cost_usd"] is None else float(row["cost_usd"]),
             }
         )
@@ -141,9 +144,16 @@ def _run_block(run: dict[str, Any]) -> str:
             f"  models {compact_roles(run['roles']) or '-'}",
             f"  samples {run['accepted']} accepted, {run['rejected']} rejected, "
             f"{_failed(run)} failed, {run['pending']} pending",
-            f"  calls {calls}  tokens {run['tokens']:,}  cost {_cost(run['cost_usd'])}",
+            f"  calls {calls}  tokens {run['tokens']:,}{_prompt_cached(run, ', ')}  "
+            f"cost {_cost(run['cost_usd'])}",
         ]
     )
+
+
+def _prompt_cached(run: dict[str, Any], sep: str) -> str:
+    """`` (1,024 input cached)``: input tokens the provider's prompt cache read; empty if none."""
+    n = run["cached_input_tokens"]
+    return f"{sep}{n:,} input cached" if n else ""
 
 
 def _failed(run: dict[str, Any]) -> str:
@@ -170,7 +180,7 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
             escape(compact_roles(run["roles"]).replace(" ", "\n")),
             f"{run['accepted']}/{run['rejected']}/{_failed(run)}/{run['pending']}",
             calls,
-            f"{run['tokens']:,}",
+            f"{run['tokens']:,}{_prompt_cached(run, chr(10))}",
             _cost(run["cost_usd"]),
         )
     return table

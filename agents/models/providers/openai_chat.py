@@ -55,6 +55,7 @@ from agents.models.batching import Batcher, Rounds, Sleep
 from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
 from agents.models.errors import classify
+from agents.models.prompt_cache import langchain_usage
 from agents.models.providers.http import async_http_client
 from agents.models.providers.openai_batch import OpenAIBatchBackend, completion_text
 from agents.models.providers.openai_wire import (
@@ -192,7 +193,7 @@ def langchain_response(
     handled (see :func:`chat_response`)."""
     usage: Mapping[str, Any] = answer.usage_metadata or {}
     return chat_response(
-        text, parsed, usage.get("input_tokens"), usage.get("output_tokens"), finish_reason, dialect
+        text, parsed, langchain_usage(usage), usage.get("output_tokens"), finish_reason, dialect
     )
 
 

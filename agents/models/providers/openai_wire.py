@@ -18,6 +18,7 @@ import orjson
 
 from agents.models.base import Message, ProviderError, ProviderResponse
 from agents.models.errors import http_error, looks_like_refusal
+from agents.models.prompt_cache import InputUsage, openai_usage
 
 USER_AGENT = "icm-assistant (aiohttp)"
 
@@ -78,7 +79,7 @@ def parse_completion(body_text: str, dialect: str, endpoint: str) -> ProviderRes
             text = arguments
     usage = data.get("usage") or {}
     response = chat_response(
-        text, parsed, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish, dialect
+        text, parsed, openai_usage(usage), usage.get("completion_tokens"), finish, dialect
     )
     return with_logprobs(response, choice.get("logprobs"))
 
@@ -95,22 +96,25 @@ def with_logprobs(response: ProviderResponse, logprobs: Any) -> ProviderResponse
 def chat_response(
     text: str,
     parsed: dict[str, Any] | None,
-    input_tokens: int | None,
+    input_usage: InputUsage,
     output_tokens: int | None,
     finish_reason: str | None,
     dialect: str,
 ) -> ProviderResponse:
     """The layer's response to an answer; prose that reads as a refusal where an object was
-    due is a refusal (every client and provider applies the same rule)."""
+    due is a refusal (every client and provider applies the same rule). ``input_usage``: the
+    prompt's tokens, with those the provider's prompt cache read and wrote."""
     if parsed is None and looks_like_refusal(text):
         raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
     return ProviderResponse(
         raw_text=text,
         parsed=parsed,
-        input_tokens=input_tokens,
+        input_tokens=input_usage.input_tokens,
         output_tokens=output_tokens,
         finish_reason=finish_reason,
         extra={"dialect": dialect},
+        cached_input_tokens=input_usage.cached_tokens,
+        cache_write_tokens=input_usage.cache_write_tokens,
     )
 
 

@@ -338,6 +338,7 @@ class ModelLayer:
         }
         meta: dict[str, Any] = params.as_dict() | {
             "dialect": dialect,
+            "client": getattr(provider, "client", None),  # how an OpenAI-style call was sent
             "image_max_side": settings.image_max_side,
             "timeout_s": settings.timeout_s,
             "spec": binding.spec.spec,

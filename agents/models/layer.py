@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import random
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -63,6 +65,25 @@ when that request is needed)."""
 
 #: the concurrency cap of a ``delivery=batch`` role: its requests wait for a round, all at once
 BATCH_SLOTS = 1_000_000
+
+
+def _call_ids() -> Iterator[str]:
+    """Trace row ids: 32 hex digits, a random 64-bit prefix drawn once per process (rows of
+    shard stores merge into one; a forked child draws its own) and a counter, so no call pays
+    ``uuid4``'s system call."""
+    prefix = uuid.uuid4().hex[:16]
+    return (f"{prefix}{n:016x}" for n in itertools.count())
+
+
+_CALL_IDS = _call_ids()
+
+
+def _new_call_ids() -> None:
+    global _CALL_IDS
+    _CALL_IDS = _call_ids()
+
+
+os.register_at_fork(after_in_child=_new_call_ids)
 
 
 @dataclass
@@ -328,7 +349,7 @@ class ModelLayer:
         )
         row: dict[str, Any] = {
             **trace,
-            "call_id": uuid.uuid4().hex,
+            "call_id": next(_CALL_IDS),
             "provider": binding.spec.provider,
             "model": binding.spec.model,
             "endpoint": provider.endpoint,

@@ -50,10 +50,10 @@ def parse_completion(body_text: str, dialect: str, endpoint: str) -> ProviderRes
     the content filter, refusal prose where an object was due) raise ``refused``; with the
     ``tools`` dialect the forced function call's arguments are the answer."""
     try:
-        data = json.loads(body_text)
+        data = orjson.loads(body_text)
         choice = data["choices"][0]
         message = choice["message"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise ProviderError(
             "server", f"{endpoint} sent no chat completion: {body_text[:200]!r}"
         ) from exc
@@ -135,12 +135,16 @@ class RawChatClient:
         }
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._limits: dict[float, aiohttp.ClientTimeout] = {}  # built once per value
 
     async def post(self, body: dict[str, Any], timeout: float | None) -> str:
         """The answer's text for a 2xx; :class:`ProviderError` otherwise."""
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers)
-        limit = aiohttp.ClientTimeout(total=timeout or self._timeout_s)
+        seconds = timeout or self._timeout_s
+        limit = self._limits.get(seconds)
+        if limit is None:
+            limit = self._limits[seconds] = aiohttp.ClientTimeout(total=seconds)
         async with self._session.post(self.url, data=orjson.dumps(body), timeout=limit) as reply:
             text = await reply.text()
             if reply.status >= 400:

@@ -84,3 +84,18 @@ def test_a_langchain_callback_hook_sees_every_call() -> None:
                 return (await _ask(_layer(server, "all.client=raw")))[0]
 
         assert asyncio.run(explicit()) == "raw"
+
+
+def test_the_raw_client_honours_the_environments_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As httpx and the SDKs do: ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` exempts."""
+    from agents.models.providers.openai_wire import RawChatClient
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert RawChatClient("https://api.example.com/v1", "k", 5)._proxy is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert RawChatClient("https://api.example.com/v1", "k", 5)._proxy == (
+        "http://proxy.internal:3128"
+    )
+    monkeypatch.setenv("NO_PROXY", "api.example.com")
+    assert RawChatClient("https://api.example.com/v1", "k", 5)._proxy is None

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import aiohttp.helpers
 import orjson
+from yarl import URL
 
 from agents.models.base import Message, ProviderError, ProviderResponse
 from agents.models.errors import http_error, looks_like_refusal
@@ -118,11 +120,23 @@ def chat_response(
     )
 
 
+def env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``, unless
+    ``NO_PROXY`` exempts its host), as httpx and the SDKs honour it; (None, None) for none."""
+    try:
+        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+    return str(proxy), auth
+
+
 class RawChatClient:
     """POST ``{base_url}/chat/completions`` with aiohttp; errors come back classified.
 
     One session (connection pool) per client, opened on first use inside the running event
-    loop (the layer keeps one provider per loop) and closed by :meth:`aclose`.
+    loop (the layer keeps one provider per loop) and closed by :meth:`aclose`. The environment's
+    proxy for the URL is looked up once, here, rather than by aiohttp on every request
+    (``trust_env``).
     """
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
@@ -136,6 +150,7 @@ class RawChatClient:
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._limits: dict[float, aiohttp.ClientTimeout] = {}  # built once per value
+        self._proxy, self._proxy_auth = env_proxy(self.url)
 
     async def post(self, body: dict[str, Any], timeout: float | None) -> str:
         """The answer's text for a 2xx; :class:`ProviderError` otherwise."""
@@ -145,7 +160,13 @@ class RawChatClient:
         limit = self._limits.get(seconds)
         if limit is None:
             limit = self._limits[seconds] = aiohttp.ClientTimeout(total=seconds)
-        async with self._session.post(self.url, data=orjson.dumps(body), timeout=limit) as reply:
+        async with self._session.post(
+            self.url,
+            data=orjson.dumps(body),
+            timeout=limit,
+            proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
+        ) as reply:
             text = await reply.text()
             if reply.status >= 400:
                 try:

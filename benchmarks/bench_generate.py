@@ -23,7 +23,7 @@ Run from the repository root::
 
 ``--clients default`` sets no ``client`` at all: what a run gets when none is given (``raw``,
 or ``langchain`` where LangSmith tracing or a LangChain callback hook is configured in the
-environment; agents/models/providers/client_choice.py); the table names what it resolved to.
+environment; agents/models/providers/langchain_watch.py); the table names what it resolved to.
 Each row reports the 1-minute load average at its end (``os.getloadavg``), since the machine
 may be shared.
 
@@ -56,7 +56,7 @@ from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import agents.models.providers.openai_chat  # noqa: E402  (imported before the CPU clock starts)
-from agents.models.providers.client_choice import choose_client  # noqa: E402
+from agents.models.providers.langchain_watch import choose_client  # noqa: E402
 from data.policy import load_policy  # noqa: E402
 from data.store import Store, queries  # noqa: E402
 from graphs.config import load_config  # noqa: E402

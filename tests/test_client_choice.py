@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from agents.models import ModelLayer
 from agents.models.base import Message
 from agents.models.providers import openai_chat
-from agents.models.providers.client_choice import TRACING_VARIABLES, choose_client
+from agents.models.providers.langchain_watch import TRACING_VARIABLES, choose_client
 from agents.models.settings import ModelConfig
 
 

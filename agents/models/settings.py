@@ -132,7 +132,7 @@ class RoleSettings(BaseModel):
     and 0.5 ms), which decides throughput against a fast self-hosted server at high concurrency
     (benchmarks/bench_generate.py, docs/throughput.md). None: ``raw``, or ``langchain`` while
     LangSmith tracing or a LangChain callback hook is configured
-    (agents/models/providers/client_choice.py)."""
+    (agents/models/providers/langchain_watch.py)."""
     refusal_retries: int = Field(2, ge=0)
     """Times a refusal (or a content-filter stop) is asked again before the fallback model (if
     any) is asked and the call ends ``refused``. A retry sends the same request at the role's

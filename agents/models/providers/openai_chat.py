@@ -23,7 +23,7 @@ conversion, no SDK request transform or response model) or aiohttp directly (``r
 openai_wire.py). CPU per call falls in that order (benchmarks/bench_generate.py), which is what
 limits throughput at high concurrency against a fast self-hosted server. With no setting a role
 gets ``raw``, or ``langchain`` while LangSmith tracing or a LangChain callback hook is configured
-(providers/client_choice.py), so traced calls stay visible there.
+(providers/langchain_watch.py), so traced calls stay visible there.
 
 Images (``send_images``): hosted OpenAI always gets them. ``openai-compatible:`` defaults to
 ``auto``: the image is sent (the paper's own set-up is a vision model behind vLLM's server) and,
@@ -58,8 +58,8 @@ from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
 from agents.models.errors import classify
 from agents.models.prompt_cache import langchain_usage
-from agents.models.providers.client_choice import choose_client
 from agents.models.providers.http import async_http_client
+from agents.models.providers.langchain_watch import choose_client
 from agents.models.providers.openai_batch import OpenAIBatchBackend, completion_text
 from agents.models.providers.openai_wire import (
     RawChatClient,

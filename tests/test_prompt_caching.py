@@ -230,3 +230,26 @@ def test_a_run_with_cached_tokens_costs_less_in_icm_runs_and_compare(
         assert usd["value"] == pytest.approx(run["cost_usd"] / 4)
         assert usd["ci_low"] <= usd["value"] <= usd["ci_high"]
     assert figures["cached"]["usd"]["value"] < figures["uncached"]["usd"]["value"]
+
+    # the viewer: the run page, a call on a sample's trace, the compare page
+    from fastapi.testclient import TestClient
+
+    from graphs.viewer.app import create_app
+
+    web = TestClient(create_app(db), base_url="http://127.0.0.1")
+    run_page = web.get(f"/runs/{cached['run_id']}").text
+    assert f"{cached['cached_input_tokens']:,} input read from the provider" in run_page
+    assert "prompt cache" not in web.get(f"/runs/{uncached['run_id']}").text
+    with Store.open(db, read_only=True) as store:
+        call = store.rows(
+            "SELECT sample_id, cached_input_tokens FROM llm_calls "
+            "WHERE run_id = ? AND cached_input_tokens > 0 LIMIT 1",
+            [cached["run_id"]],
+        )[0]
+    sample_page = web.get(f"/samples/{call['sample_id']}").text
+    assert "in from prompt cache" in sample_page
+    compare_page = web.get(
+        "/compare", params=[("run", cached["run_id"]), ("run", uncached["run_id"])]
+    ).text
+    assert "input read from prompt cache" in compare_page and "tokens per accepted" in compare_page
+    assert compare_page.count(" USD [") == 2  # cost per accepted with its interval, per run

@@ -323,6 +323,8 @@ def _call_event(row: dict[str, Any], rule_of_call: dict[str, str | None], full: 
         "cache_hit": bool(row["cache_hit"]),
         "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"],
+        "cached_input_tokens": row.get("cached_input_tokens"),  # of input: prompt cache reads
+        "cache_write_tokens": row.get("cache_write_tokens"),
         "latency_ms": row["latency_ms"],
         "cost_usd": row["cost_usd"],
         "error": row["error"],

@@ -44,10 +44,15 @@ def langchain_watchers() -> str | None:
         return "a LangSmith tracing context is active"
     if tracing_v2_callback_var.get() is not None:
         return "LangChain tracing (tracing_v2_enabled) is active"
-    for var, _inheritable, handler, env_var in _configure_hooks:
-        if var is tracing_v2_callback_var:
+    for hook in list(_configure_hooks):
+        try:  # langchain-core's own registry (context var, inheritable, handler, env var)
+            var, _inheritable, handler, env_var = hook
+            if var is tracing_v2_callback_var:
+                continue
+            active = var.get() is not None
+        except (TypeError, ValueError, AttributeError):  # a shape this code does not know
             continue
-        if var.get() is not None or (env_var is not None and _truthy(os.environ.get(env_var))):
+        if active or (env_var is not None and _truthy(os.environ.get(env_var))):
             named = getattr(handler, "__name__", None) or var.name
             return f"a LangChain callback hook ({named}) is configured"
     return None

@@ -2,8 +2,8 @@
 
 Every call of a role repeats the same start: the structured-output schema (a tool or a
 ``response_format``), then the role's system prompt (which carries the policy's wording). The
-messages are built stable part first (``agents/role_call.py``: system message, then the
-sample's own user message, whose images follow its text), so that:
+messages are built stable part first (``agents/role_call.py``, ``agents/judge.py``: the system
+message, then the sample's own user message; a re-ask appends to the end), so that:
 
 - OpenAI's automatic prompt caching applies on its own once that prefix reaches 1,024 tokens:
   nothing is marked; the answer's ``usage.prompt_tokens_details.cached_tokens`` says how many

@@ -87,6 +87,10 @@ def _new_call_ids() -> None:
 os.register_at_fork(after_in_child=_new_call_ids)
 
 
+#: no loop seen yet (or the last one's clients closed)
+_NO_LOOP: tuple[Callable[[], object], None] = (lambda: None, None)
+
+
 def _json(value: Any) -> str:
     """A trace row's JSON column: sorted keys, no spaces, as ``data.store.to_json`` writes it,
     by orjson (a call's messages are kilobytes, and ``json.dumps`` was 2 % of a run's CPU)."""
@@ -160,6 +164,9 @@ class ModelLayer:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        #: the last loop's state, so a call's several lookups skip the weak dictionary (it
+        #: builds a weak reference per lookup); weak, so a finished loop is not kept alive
+        self._last_loop: tuple[Callable[[], object], _LoopState | None] = _NO_LOOP
         self._prices: dict[tuple[str, float | None, float | None, str], Price | None] = {}
         self._resized: dict[tuple[str, int], ImageInput] = {}
 
@@ -224,6 +231,7 @@ class ModelLayer:
         """Flush, then close the HTTP clients opened in the running event loop."""
         self.flush()
         state = self._loops.pop(asyncio.get_running_loop(), None)
+        self._last_loop = _NO_LOOP
         for provider in state.providers.values() if state else ():
             closer = getattr(provider, "aclose", None)
             if closer is not None:
@@ -581,10 +589,14 @@ class ModelLayer:
 
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        last_loop, last_state = self._last_loop
+        if last_loop() is loop and last_state is not None:  # a call asks several times
+            return last_state
         state = self._loops.get(loop)
         if state is None:
             state = _LoopState({}, {}, Rounds())
             self._loops[loop] = state
+        self._last_loop = (weakref.ref(loop), state)
         return state
 
     def _provider(self, state: _LoopState, binding: RoleBinding, role: str) -> Provider:

@@ -18,7 +18,14 @@ so it says where a level's shortfall comes from.
 Run from the repository root::
 
     python benchmarks/bench_generate.py [--latency-ms 50] [--samples 96] [--levels 1,8,32]
-        [--clients langchain,sdk] [--workers 1,2] [--executors local,ray] [--repeats 3]
+        [--clients default,langchain,sdk,raw] [--workers 1,2] [--executors local,ray]
+        [--repeats 3]
+
+``--clients default`` sets no ``client`` at all: what a run gets when none is given (``raw``,
+or ``langchain`` where LangSmith tracing or a LangChain callback hook is configured in the
+environment; agents/models/providers/langchain_watch.py); the table names what it resolved to.
+Each row reports the 1-minute load average at its end (``os.getloadavg``), since the machine
+may be shared.
 
 ``--executors ray`` runs each ``--workers`` count as that many Ray actors on one local
 loopback cluster (started once, before the first measurement; the ``ray`` extra). Its CPU
@@ -48,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-import agents.models.providers.openai_chat  # noqa: E402,F401  (imported before the CPU clock starts)
+import agents.models.providers.openai_chat  # noqa: E402  (imported before the CPU clock starts)
+from agents.models.providers.langchain_watch import choose_client  # noqa: E402
 from data.policy import load_policy  # noqa: E402
 from data.store import Store, queries  # noqa: E402
 from graphs.config import load_config  # noqa: E402
@@ -128,6 +136,9 @@ def measure(
     workers: int,
     executor: str = "local",
 ) -> dict:
+    role_settings = {"max_concurrency": "1024", "jitter": "false"}
+    if client != "default":  # default: no setting, as a run that names none
+        role_settings["client"] = client
     with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as (base_url, server_pid):
         db = Path(tmp) / "bench.duckdb"
         config = load_config(
@@ -137,9 +148,7 @@ def measure(
                 "db": db,
                 "rules": rules,
                 "roles": {"all": f"openai-compatible:{base_url}#fake"},
-                "role_settings": {
-                    "all": {"max_concurrency": "1024", "jitter": "false", "client": client}
-                },
+                "role_settings": {"all": role_settings},
                 "concurrency": level,
                 "use_cache": False,
                 "perception": False,
@@ -169,6 +178,11 @@ def measure(
     return {
         "concurrency": level,
         "client": client,
+        "client_used": choose_client(
+            None if client == "default" else client,
+            agents.models.providers.openai_chat.DEFAULT_CLIENT,
+        ),
+        "load_1min": round(os.getloadavg()[0], 2),
         "executor": executor,
         "workers": workers,
         "samples": samples,
@@ -200,9 +214,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per level; median kept")
     parser.add_argument(
         "--clients",
-        default="langchain,sdk",
-        help="how requests are sent (role setting client), comma-separated: langchain "
-        "(ChatOpenAI) and/or sdk (the openai SDK's own post)",
+        default="default,sdk",
+        help="how requests are sent (role setting client), comma-separated: default (no "
+        "setting: what a run gets), langchain (ChatOpenAI), sdk (the openai SDK's own post), "
+        "raw (aiohttp)",
     )
     parser.add_argument(
         "--workers", default="1,2", help="process counts (--workers of generate), comma-separated"
@@ -240,23 +255,30 @@ def main() -> None:
             for setup in setups:
                 kept = sorted(runs[setup], key=lambda r: r["efficiency"])[len(runs[setup]) // 2]
                 kept["efficiency_runs"] = [r["efficiency"] for r in runs[setup]]
+                kept["loads"] = [r["load_1min"] for r in runs[setup]]
                 results.append(kept)
                 print(json.dumps(kept), file=sys.stderr)
     print(f"\nlatency {args.latency_ms:.0f} ms per call, rules {args.rules}, cache off")
     print(
         "concurrency | client | executor | workers | samples | seq. calls/sample | samples/min | "
         "ideal | efficiency (median; all) | wall | CPU ms/call (run, fake server) | "
-        "driver CPU ms/sample"
+        "driver CPU ms/sample | load (1 min)"
     )
     for r in results:
         spread = ", ".join(f"{e:.0%}" for e in r["efficiency_runs"])
+        client = (
+            r["client"]
+            if r["client"] == r["client_used"]
+            else f"{r['client']} ({r['client_used']})"
+        )
         print(
-            f"{r['concurrency']} | {r['client']} | {r['executor']} | {r['workers']} | "
+            f"{r['concurrency']} | {client} | {r['executor']} | {r['workers']} | "
             f"{r['samples']} | "
             f"{r['sequential_calls_per_sample']} | {r['samples_per_min']} | "
             f"{r['ideal_samples_per_min']} | {r['efficiency']:.0%} ({spread}) | "
             f"{r['samples_per_min_wall']}/min | {r['cpu_ms_per_call']}, "
-            f"{r['server_cpu_ms_per_call']} | {r['driver_cpu_ms_per_sample']}"
+            f"{r['server_cpu_ms_per_call']} | {r['driver_cpu_ms_per_sample']} | "
+            f"{', '.join(str(x) for x in r['loads'])}"
         )
     print("\nreproduce: python benchmarks/bench_generate.py " + " ".join(sys.argv[1:]))
     if args.json:

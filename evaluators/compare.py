@@ -22,6 +22,12 @@ and the table, the JSON and the plots all read the same dicts:
 - ``rule_contrast``: of the accepted samples whose explanations give different verdicts under
   different rule variants, how many argue each verdict and name the audience difference
   (:mod:`evaluators.rule_contrast`); ``rate`` is None when no sample's verdict flips.
+- ``per_accepted``: what one accepted record cost, tokens and USD, every call counted (retries
+  and the samples that ended rejected or failed included), with a seeded bootstrap 95 %
+  interval over samples (``evaluators/accepted_cost.py``); ``cost_per_accepted_usd`` and
+  ``tokens_per_accepted`` are its point values.
+- ``cached_input_tokens`` / ``cache_write_tokens``: of ``input_tokens``, those the provider's
+  prompt cache read (priced at the cached rate) and wrote.
 - ``cost_usd``: None where no call reported a cost (unknown is not free); ``mean_latency_ms``
   is over calls that reached a model (cache hits excluded: they would flatter a run that
   happened to be re-run).
@@ -35,6 +41,7 @@ from typing import Any
 
 from data.provenance import compact_roles
 from data.store import Store, from_json, queries
+from evaluators.accepted_cost import SampleCost, per_accepted
 from evaluators.metrics import bootstrap_ci
 from evaluators.rule_contrast import run_contrast
 
@@ -103,7 +110,7 @@ def compare_runs(
     rows = []
     for run in runs:
         rid = run["run_id"]
-        row = _run_row(store, run)
+        row = _run_row(store, run, seed=seed)
         row["rule_contrast"] = run_contrast(store, rid).to_dict()
         scores = item_scores.get(rid, {})
         row["scores"] = {
@@ -127,7 +134,23 @@ def _summary(values: list[float], *, seed: int) -> dict[str, Any]:
     }
 
 
-def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
+def _per_accepted(store: Store, run_id: str, seed: int) -> dict[str, Any]:
+    rows = queries.sample_call_costs(store, run_id)
+    samples = [
+        SampleCost(r["status"] == "accepted", r["cost_usd"], int(r["tokens"]))
+        for r in rows
+        if r["sample_id"] is not None
+    ]
+    extra = [r for r in rows if r["sample_id"] is None]
+    return per_accepted(
+        samples,
+        overhead_usd=extra[0]["cost_usd"] if extra else None,
+        overhead_tokens=int(extra[0]["tokens"]) if extra else 0,
+        seed=seed,
+    )
+
+
+def _run_row(store: Store, run: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
     rid = run["run_id"]
     counts = queries.sample_totals(store, rid)
     decided = counts["accepted"] + counts["rejected"] + counts["failed"]
@@ -137,6 +160,7 @@ def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
     tokens_in, tokens_out = int(calls["input_tokens"]), int(calls["output_tokens"])
     cost = None if calls["cost_usd"] is None else float(calls["cost_usd"])
     latency = calls["mean_latency_ms"]
+    accepted_cost = _per_accepted(store, rid, seed)
     bindings = from_json(run.get("role_bindings_json"))
     return {
         "run_id": rid,
@@ -158,11 +182,12 @@ def _run_row(store: Store, run: dict[str, Any]) -> dict[str, Any]:
         "input_tokens": tokens_in,
         "output_tokens": tokens_out,
         "tokens": tokens_in + tokens_out,
+        "cached_input_tokens": int(calls["cached_input_tokens"]),
+        "cache_write_tokens": int(calls["cache_write_tokens"]),
         "cost_usd": cost,
-        "cost_per_accepted_usd": cost / counts["accepted"] if cost is not None and
-        counts["accepted"] else None,
-        "tokens_per_accepted": (tokens_in + tokens_out) / counts["accepted"]
-        if counts["accepted"] else None,
+        "cost_per_accepted_usd": (accepted_cost["usd"] or {}).get("value"),
+        "tokens_per_accepted": (accepted_cost["tokens"] or {}).get("value"),
+        "per_accepted": accepted_cost,
         "mean_latency_ms": None if latency is None else float(latency),
     }  # fmt: skip
 

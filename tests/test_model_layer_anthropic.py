@@ -55,7 +55,10 @@ def test_structured_output_by_forced_tool_use(fake_keys, anthropic_server, llm_s
     assert sent_key == FAKE_ANTHROPIC_KEY
     body = request.body
     assert body["model"] == "claude-haiku-4-5"
-    assert body["system"] == "You judge images."
+    # the system prompt ends the prefix every call repeats: Anthropic's cache breakpoint
+    assert body["system"] == [
+        {"type": "text", "text": "You judge images.", "cache_control": {"type": "ephemeral"}}
+    ]
     assert body["messages"] == [{"role": "user", "content": "Is this image ok?"}]
     assert body["tools"] == [
         {

@@ -125,6 +125,13 @@ class ProviderResponse:
     finish_reason: str | None = None
     refusal: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_input_tokens: int | None = None
+    """Of ``input_tokens`` (always the whole prompt), those the provider read from its prompt
+    cache (OpenAI ``prompt_tokens_details.cached_tokens``, Anthropic
+    ``cache_read_input_tokens``); billed at the cached rate."""
+    cache_write_tokens: int | None = None
+    """Of ``input_tokens``, those written to the prompt cache (Anthropic
+    ``cache_creation_input_tokens``); billed at the cache-write rate."""
 
 
 @runtime_checkable

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import random
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import orjson
 from pydantic import BaseModel
 
 from agents.models.answer_bounds import TOO_LARGE, capped, size_of, too_large_error
@@ -53,7 +56,7 @@ from agents.models.settings import (
     RoleSettings,
 )
 from agents.models.trace import StoreWriter, prompt_identity
-from data.store import Store, to_json, utcnow
+from data.store import Store, utcnow
 from prompts import PromptTemplate
 
 T = TypeVar("T", bound=BaseModel)
@@ -64,6 +67,35 @@ when that request is needed)."""
 
 #: the concurrency cap of a ``delivery=batch`` role: its requests wait for a round, all at once
 BATCH_SLOTS = 1_000_000
+
+
+def _call_ids() -> Iterator[str]:
+    """Trace row ids: 32 hex digits, a random 64-bit prefix drawn once per process (rows of
+    shard stores merge into one; a forked child draws its own) and a counter, so no call pays
+    ``uuid4``'s system call."""
+    prefix = uuid.uuid4().hex[:16]
+    return (f"{prefix}{n:016x}" for n in itertools.count())
+
+
+_CALL_IDS = _call_ids()
+
+
+def _new_call_ids() -> None:
+    global _CALL_IDS
+    _CALL_IDS = _call_ids()
+
+
+os.register_at_fork(after_in_child=_new_call_ids)
+
+
+#: no loop seen yet (or the last one's clients closed)
+_NO_LOOP: tuple[Callable[[], object], None] = (lambda: None, None)
+
+
+def _json(value: Any) -> str:
+    """A trace row's JSON column: sorted keys, no spaces, as ``data.store.to_json`` writes it,
+    by orjson (a call's messages are kilobytes, and ``json.dumps`` was 2 % of a run's CPU)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
 @dataclass
@@ -133,6 +165,9 @@ class ModelLayer:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        #: the last loop's state, so a call's several lookups skip the weak dictionary (it
+        #: builds a weak reference per lookup); weak, so a finished loop is not kept alive
+        self._last_loop: tuple[Callable[[], object], _LoopState | None] = _NO_LOOP
         self._prices: dict[tuple[str, float | None, float | None, str], Price | None] = {}
         self._resized: dict[tuple[str, int], ImageInput] = {}
 
@@ -202,6 +237,7 @@ class ModelLayer:
             self.flush()
         finally:
             state = self._loops.pop(asyncio.get_running_loop(), None)
+            self._last_loop = _NO_LOOP
             for provider in state.providers.values() if state else ():
                 closer = getattr(provider, "aclose", None)
                 if closer is not None:
@@ -334,7 +370,7 @@ class ModelLayer:
         )
         row: dict[str, Any] = {
             **trace,
-            "call_id": uuid.uuid4().hex,
+            "call_id": next(_CALL_IDS),
             "provider": binding.spec.provider,
             "model": binding.spec.model,
             "endpoint": provider.endpoint,
@@ -344,6 +380,7 @@ class ModelLayer:
         }
         meta: dict[str, Any] = params.as_dict() | {
             "dialect": dialect,
+            "client": getattr(provider, "client", None),  # how an OpenAI-style call was sent
             "image_max_side": settings.image_max_side,
             "timeout_s": settings.timeout_s,
             "spec": binding.spec.spec,
@@ -367,6 +404,8 @@ class ModelLayer:
                     output_tokens=0,
                     latency_ms=0.0,
                     cost_usd=0.0,
+                    cached_input_tokens=0,
+                    cache_write_tokens=0,
                     model_spec=binding.spec.spec,
                     role=role,
                 )
@@ -410,7 +449,7 @@ class ModelLayer:
         """Request, validate, re-ask; returns the result and the conversation as finally sent."""
         settings = binding.settings
         limiter = self._limiter(state, binding, role)
-        tokens_in = tokens_out = parse_attempts = 0
+        tokens_in = tokens_out = parse_attempts = tokens_cached = tokens_written = 0
         request_s, call_s = binding.timeouts()
         # a batch line waits for its round for hours by design (batch_timeout_s bounds it)
         deadline_s = None if settings.delivery == "batch" else call_s
@@ -435,7 +474,9 @@ class ModelLayer:
                 input_tokens=tokens_in if answered else None,
                 output_tokens=tokens_out if answered else None,
                 latency_ms=0.0,
-                cost_usd=self._cost(binding, tokens_in, tokens_out),
+                cost_usd=self._cost(binding, tokens_in, tokens_out, tokens_cached, tokens_written),
+                cached_input_tokens=tokens_cached if answered else None,
+                cache_write_tokens=tokens_written if answered else None,
                 model_spec=binding.spec.spec,
                 role=role,
                 requests=attempts.requests,
@@ -469,6 +510,8 @@ class ModelLayer:
                 meta["batch_id"] = response.extra["batch_id"]
             tokens_in += response.input_tokens or 0
             tokens_out += response.output_tokens or 0
+            tokens_cached += response.cached_input_tokens or 0
+            tokens_written += response.cache_write_tokens or 0
             size = size_of(response.raw_text)
             if size > settings.max_answer_bytes:
                 error = too_large_error(size, settings.max_answer_bytes)
@@ -499,8 +542,8 @@ class ModelLayer:
         result.parsed_json = parsed_json
         row.update(
             cache_hit=result.cache_hit,
-            messages_json=to_json(messages_for_record(messages)),
-            params_json=to_json(meta),
+            messages_json=_json(messages_for_record(messages)),
+            params_json=_json(meta),
             raw_output=result.raw_text,
             parsed_json=parsed_json,
             status=result.status,
@@ -508,6 +551,8 @@ class ModelLayer:
             parse_attempts=result.parse_attempts,
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
+            cached_input_tokens=result.cached_input_tokens,
+            cache_write_tokens=result.cache_write_tokens,
             latency_ms=result.latency_ms,
             cost_usd=result.cost_usd,
             finished_at=utcnow(),
@@ -557,10 +602,14 @@ class ModelLayer:
 
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        last_loop, last_state = self._last_loop
+        if last_loop() is loop and last_state is not None:  # a call asks several times
+            return last_state
         state = self._loops.get(loop)
         if state is None:
             state = _LoopState({}, {}, Rounds())
             self._loops[loop] = state
+        self._last_loop = (weakref.ref(loop), state)
         return state
 
     def _provider(self, state: _LoopState, binding: RoleBinding, role: str) -> Provider:
@@ -597,7 +646,9 @@ class ModelLayer:
             state.limiters[key] = limiter
         return limiter
 
-    def _cost(self, binding: RoleBinding, tokens_in: int, tokens_out: int) -> float | None:
+    def _cost(
+        self, binding: RoleBinding, tokens_in: int, tokens_out: int, cached: int, written: int
+    ) -> float | None:
         # not the settings object: a frozen pydantic model hashes every field on each lookup
         s = binding.settings
         key = (binding.spec.spec, s.price_input_per_mtok, s.price_output_per_mtok, s.delivery)
@@ -610,4 +661,4 @@ class ModelLayer:
                 delivery=s.delivery,
             )
         price = self._prices[key]
-        return price.cost(tokens_in, tokens_out) if price is not None else None
+        return price.cost(tokens_in, tokens_out, cached, written) if price is not None else None

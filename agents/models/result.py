@@ -45,6 +45,11 @@ class CallResult(Generic[T]):
     ``images_unsupported``...); None for ``ok`` and ``parse_failed``."""
     refusals: int = 0
     """How many attempts of this call were refused (retries and fallback included)."""
+    cached_input_tokens: int | None = None
+    """Of ``input_tokens``, those the provider read from its prompt cache (priced at the
+    cached rate; None where nothing was sent)."""
+    cache_write_tokens: int | None = None
+    """Of ``input_tokens``, those written to the provider's prompt cache (Anthropic)."""
     logprobs: list[dict[str, Any]] | None = None
     """The answer's tokens with their log-probabilities and top alternatives, in the Chat
     Completions wire shape (``[{"token", "logprob", "top_logprobs": [...]}, ...]``), when the

@@ -140,12 +140,14 @@ class RoleSettings(BaseModel):
     """The SDK clients' HTTP transport. aiohttp (the SDKs' own ``DefaultAioHttpClient``) costs
     about 40 % less CPU per call than httpx's pool at high concurrency; httpx is the fallback."""
     client: ChatClient | None = None
-    """How an OpenAI-style role sends its requests (the same body each way). None or
-    ``langchain``: LangChain's ChatOpenAI (LangChain callbacks and LangSmith tracing see the
-    calls). ``sdk``: the openai SDK's own ``post``, skipping LangChain's message conversion and
-    the SDK's request transform. ``raw``: aiohttp directly, no SDK. Each step saves CPU per call
-    (about 1 and 0.5 ms), which decides throughput against a fast self-hosted server at high
-    concurrency (benchmarks/bench_generate.py)."""
+    """How an OpenAI-style role sends its requests (the same body each way). ``langchain``:
+    LangChain's ChatOpenAI (LangChain callbacks and LangSmith tracing see the calls). ``sdk``:
+    the openai SDK's own ``post``, skipping LangChain's message conversion and the SDK's
+    request transform. ``raw``: aiohttp directly, no SDK. Each step saves CPU per call (about 1
+    and 0.5 ms), which decides throughput against a fast self-hosted server at high concurrency
+    (benchmarks/bench_generate.py, docs/throughput.md). None: ``raw``, or ``langchain`` while
+    LangSmith tracing or a LangChain callback hook is configured
+    (agents/models/providers/langchain_watch.py)."""
     refusal_retries: int = Field(2, ge=0)
     """Times a refusal (or a content-filter stop) is asked again before the fallback model (if
     any) is asked and the call ends ``refused``. A retry sends the same request at the role's

@@ -84,6 +84,8 @@ SELECT r.run_id, r.name, r.kind, r.status, r.created_at, r.finished_at, r.policy
        coalesce(e.earlier_calls, 0) AS earlier_calls,
        coalesce(c.input_tokens, 0) AS input_tokens,
        coalesce(c.output_tokens, 0) AS output_tokens,
+       coalesce(c.cached_input_tokens, 0) AS cached_input_tokens,
+       coalesce(c.cache_write_tokens, 0) AS cache_write_tokens,
        c.cost_usd
 FROM runs r
 LEFT JOIN (
@@ -100,6 +102,8 @@ LEFT JOIN (
            count(*) FILTER (WHERE cache_hit) AS cache_hits,
            sum(input_tokens) AS input_tokens,
            sum(output_tokens) AS output_tokens,
+           sum(cached_input_tokens) AS cached_input_tokens,
+           sum(cache_write_tokens) AS cache_write_tokens,
            sum(cost_usd) AS cost_usd
     FROM llm_calls GROUP BY run_id
 ) c USING (run_id)
@@ -281,17 +285,39 @@ def failed_check_counts(store: Store, run_id: str) -> dict[str, int]:
 
 
 def call_totals(store: Store, run_id: str) -> dict[str, Any]:
-    """calls, cache_hits, input/output tokens, cost (None if unknown) and mean latency of the
-    calls that reached a model."""
+    """calls, cache_hits, input/output tokens (and of the input, those the provider's prompt
+    cache read and wrote), cost (None if unknown) and mean latency of the calls that reached a
+    model."""
     return store.rows(
         "SELECT count(*) AS calls, count(*) FILTER (WHERE c.cache_hit) AS cache_hits, "
         f"count(*) FILTER (WHERE {EARLIER_ATTEMPT_SQL}) AS earlier_calls, "
         "coalesce(sum(c.input_tokens), 0) AS input_tokens, "
+        "coalesce(sum(c.cached_input_tokens), 0) AS cached_input_tokens, "
+        "coalesce(sum(c.cache_write_tokens), 0) AS cache_write_tokens, "
         "coalesce(sum(c.output_tokens), 0) AS output_tokens, sum(c.cost_usd) AS cost_usd, "
         "avg(c.latency_ms) FILTER (WHERE NOT c.cache_hit) AS mean_latency_ms "
         "FROM llm_calls c LEFT JOIN samples s USING (sample_id) WHERE c.run_id = ?",
         [run_id],
     )[0]
+
+
+def sample_call_costs(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """Per sample of the run: status, the sum of its calls' cost (NULL where none reported
+    one) and tokens in + out, retries included; then one row with ``sample_id`` NULL and
+    ``status`` NULL for the run's calls that name no sample of it (when there are any)."""
+    return store.rows(
+        "SELECT s.sample_id, s.status, sum(c.cost_usd) AS cost_usd, "
+        "coalesce(sum(c.input_tokens), 0) + coalesce(sum(c.output_tokens), 0) AS tokens "
+        "FROM samples s LEFT JOIN llm_calls c ON c.sample_id = s.sample_id AND c.run_id = ? "
+        "WHERE s.run_id = ? GROUP BY s.sample_id, s.status "
+        "UNION ALL "
+        "SELECT NULL, NULL, sum(cost_usd), "
+        "coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) "
+        "FROM llm_calls WHERE run_id = ? AND (sample_id IS NULL OR sample_id NOT IN "
+        "(SELECT sample_id FROM samples WHERE run_id = ?)) HAVING count(*) > 0 "
+        "ORDER BY 1 NULLS LAST",
+        [run_id, run_id, run_id, run_id],
+    )
 
 
 def judgments_of_runs(store: Store, run_ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -323,11 +323,21 @@ began. A call of the sample that started before it belongs to an interrupted or 
 attempt (a run killed and resumed, ``--retry-failed``): counts show those calls apart. NULL for
 samples finished before this column existed (their calls all count as current)."""
 
+_V5 = """
+ALTER TABLE llm_calls ADD COLUMN cached_input_tokens INTEGER;
+ALTER TABLE llm_calls ADD COLUMN cache_write_tokens INTEGER;
+"""
+"""Provider prompt caching, per call: of ``input_tokens`` (the whole prompt), those read from
+the provider's prompt cache (OpenAI ``cached_tokens``, Anthropic ``cache_read_input_tokens``)
+and those written to it (Anthropic ``cache_creation_input_tokens``); NULL for rows written
+before (and for calls that never reached the provider)."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "predictions.task: verdict or MQA answer", _V2),
     Migration(3, "provider batches (delivery=batch)", _V3),
     Migration(4, "samples.attempt_started_at: calls of earlier attempts counted apart", _V4),
+    Migration(5, "llm_calls: prompt-cache tokens (cached reads, cache writes)", _V5),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

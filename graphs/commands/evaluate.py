@@ -127,10 +127,14 @@ def comparison_table(comparison: Comparison) -> Table:
     if comparison.criteria:
         row("judge unscored", [str(r["judge_unscored"]) for r in runs])
     row("tokens (in+out)", [f"{r['tokens']:,}" for r in runs])
+    if any(r["cached_input_tokens"] or r["cache_write_tokens"] for r in runs):
+        row("input read from prompt cache", [f"{r['cached_input_tokens']:,}" for r in runs])
     row("calls (cached)", [f"{r['calls']} ({r['cache_hits']})" for r in runs])
     row("earlier-attempt calls", [str(r["earlier_attempt_calls"]) for r in runs])
     row("cost", [_num(r["cost_usd"], ".4f", " USD") for r in runs])
-    row("cost per accepted", [_num(r["cost_per_accepted_usd"], ".5f", " USD") for r in runs])
+    per = [r["per_accepted"] for r in runs]
+    row("cost per accepted", [_interval(p["usd"], ".5f", " USD") for p in per])
+    row("tokens per accepted", [_interval(p["tokens"], ",.0f", "") for p in per])
     row("mean latency per call", [_num(r["mean_latency_ms"], ".0f", " ms") for r in runs])
     return table
 
@@ -156,6 +160,16 @@ def _failures(counts: dict[str, int], top: int = 3) -> str:
     if len(counts) > top:
         shown.append(f"(+{len(counts) - top} more)")
     return "\n".join(shown)
+
+
+def _interval(figure: dict[str, Any] | None, spec: str, unit: str) -> str:
+    """``0.00123 USD [0.00101, 0.00150]``: the value and its bootstrap 95 % interval."""
+    if figure is None:
+        return "-"
+    text = f"{figure['value']:{spec}}{unit}"
+    if figure["ci_low"] is not None:
+        text += f"\n[{figure['ci_low']:{spec}}, {figure['ci_high']:{spec}}]"
+    return text
 
 
 def _score(summary: dict[str, Any] | None) -> str:

@@ -102,6 +102,9 @@ def run_overview(store: Store) -> list[dict[str, Any]]:
                 "input_tokens": tokens_in,
                 "output_tokens": tokens_out,
                 "tokens": tokens_in + tokens_out,
+                # of input_tokens: read from / written to the provider's prompt cache
+                "cached_input_tokens": int(row["cached_input_tokens"]),
+                "cache_write_tokens": int(row["cache_write_tokens"]),
                 "cost_usd": None if row["cost_usd"] is None else float(row["cost_usd"]),
             }
         )
@@ -151,9 +154,16 @@ def _run_block(run: dict[str, Any]) -> str:
             f"  models {compact_roles(run['roles']) or '-'}",
             f"  samples {run['accepted']} accepted, {run['rejected']} rejected, "
             f"{_failed(run)} failed, {run['pending']} pending",
-            f"  calls {calls}  tokens {run['tokens']:,}  cost {_cost(run['cost_usd'])}",
+            f"  calls {calls}  tokens {run['tokens']:,}{_prompt_cached(run, ', ')}  "
+            f"cost {_cost(run['cost_usd'])}",
         ]
     )
+
+
+def _prompt_cached(run: dict[str, Any], sep: str) -> str:
+    """`` (1,024 input cached)``: input tokens the provider's prompt cache read; empty if none."""
+    n = run["cached_input_tokens"]
+    return f"{sep}{n:,} input cached" if n else ""
 
 
 def _failed(run: dict[str, Any]) -> str:
@@ -182,7 +192,7 @@ def _runs_table(runs: list[dict[str, Any]], title: str) -> Table:
             compact_roles(run["roles"]).replace(" ", "\n"),
             f"{run['accepted']}/{run['rejected']}/{_failed(run)}/{run['pending']}",
             calls,
-            f"{run['tokens']:,}",
+            f"{run['tokens']:,}{_prompt_cached(run, chr(10))}",
             _cost(run["cost_usd"]),
         )
     return table
@@ -333,6 +343,8 @@ def _call_event(row: dict[str, Any], rule_of_call: dict[str, str | None], full: 
         "cache_hit": bool(row["cache_hit"]),
         "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"],
+        "cached_input_tokens": row.get("cached_input_tokens"),  # of input: prompt cache reads
+        "cache_write_tokens": row.get("cache_write_tokens"),
         "latency_ms": row["latency_ms"],
         "cost_usd": row["cost_usd"],
         "error": row["error"],

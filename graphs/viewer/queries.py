@@ -213,6 +213,7 @@ _EVENT_KEYS = (
     "feedback", "error", "raw_output", "parsed", "output", "raw_text", "messages", "params",
     "role", "provider", "model", "prompt_id", "prompt_hash", "cache_hit", "input_tokens",
     "output_tokens", "latency_ms", "cost_usd", "endpoint", "schema_name", "image_mode",
+    "cached_input_tokens", "cache_write_tokens",
 )  # fmt: skip
 
 

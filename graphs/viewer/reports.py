@@ -38,6 +38,14 @@ def comparison_rows(comp: Any) -> list[tuple[str, list[str]]]:
             text += f" [{summary['ci_low']:.1f}, {summary['ci_high']:.1f}]"
         return f"{text} (n={summary['n']})"
 
+    def interval(figure: dict[str, Any] | None, spec: str, suffix: str) -> str:
+        if not figure:
+            return "-"
+        text = f"{figure['value']:{spec}}{suffix}"
+        if figure.get("ci_low") is not None:
+            text += f" [{figure['ci_low']:{spec}}, {figure['ci_high']:{spec}}]"
+        return text
+
     def failures(counts: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in list(counts.items())[:3]) or "-"
 
@@ -59,10 +67,12 @@ def comparison_rows(comp: Any) -> list[tuple[str, list[str]]]:
         rows.append(("judge unscored", [str(r["judge_unscored"]) for r in runs]))
     rows += [
         ("tokens (in+out)", [f"{r['tokens']:,}" for r in runs]),
+        ("input read from prompt cache", [f"{r['cached_input_tokens']:,}" for r in runs]),
         ("calls (cached)", [f"{r['calls']} ({r['cache_hits']})" for r in runs]),
         ("earlier-attempt calls", [str(r["earlier_attempt_calls"]) for r in runs]),
         ("cost", [num(r["cost_usd"], ".4f", " USD") for r in runs]),
-        ("cost per accepted", [num(r["cost_per_accepted_usd"], ".5f", " USD") for r in runs]),
+        ("cost per accepted", [interval(r["per_accepted"]["usd"], ".5f", " USD") for r in runs]),
+        ("tokens per accepted", [interval(r["per_accepted"]["tokens"], ",.0f", "") for r in runs]),
         ("mean latency per call", [num(r["mean_latency_ms"], ".0f", " ms") for r in runs]),
     ]
     return rows

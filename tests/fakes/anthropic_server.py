@@ -2,7 +2,10 @@
 
 Speaks the wire format the anthropic SDK parses: ``content`` blocks (``text`` / ``tool_use``),
 ``stop_reason`` (``end_turn``, ``tool_use``, ``refusal``, ``max_tokens``) and ``usage``. Errors use
-Anthropic's ``{"type": "error", "error": {"type", "message"}}`` body.
+Anthropic's ``{"type": "error", "error": {"type", "message"}}`` body. Prompt caching as the
+Messages API reports it: prefixes ending at a ``cache_control`` block are written, then read
+(``cache_creation_input_tokens``, ``cache_read_input_tokens``; ``input_tokens`` is the rest;
+tests/fakes/prompt_cache.py; ``prompt_cache_min_tokens``, 1,024 as for Sonnet).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from .anthropic_batches import AnthropicBatchEndpoints
 from .base import Action, FakeServer, json_response, reply
+from .prompt_cache import PrefixCache, rough_tokens
 from .schema_values import example_from_schema
 
 _ERROR_TYPES = {
@@ -37,8 +41,9 @@ class FakeAnthropicServer(AnthropicBatchEndpoints, FakeServer):
 
     chat_path = "/v1/messages"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, prompt_cache_min_tokens: int = 1024, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.prompt_cache = PrefixCache(prompt_cache_min_tokens)
         self._counter = 0
         self._init_batches()
 
@@ -88,10 +93,14 @@ class FakeAnthropicServer(AnthropicBatchEndpoints, FakeServer):
             else:
                 content.append({"type": "text", "text": action.content or ""})
                 stop = action.finish_reason or "end_turn"
+        prompt = [body.get("tools"), body.get("system"), body.get("messages", [])]
         input_tokens, output_tokens = action.usage or (
-            max(1, len(json.dumps(body.get("messages", []))) // 4),
+            max(1, rough_tokens(prompt)),
             max(1, len(action.content or "") // 4),
         )
+        read, write = self.prompt_cache.anthropic_usage(body)
+        # the prompt's other tokens: a scripted count stays the whole prompt's
+        input_tokens = max(0, input_tokens - read - write)
         payload = {
             "id": f"msg_{self._counter}",
             "type": "message",
@@ -100,6 +109,11 @@ class FakeAnthropicServer(AnthropicBatchEndpoints, FakeServer):
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": read,
+                "cache_creation_input_tokens": write,
+            },
         }
         return json_response(200, payload)

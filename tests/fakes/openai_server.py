@@ -6,6 +6,9 @@ Speaks the wire format the openai SDK parses: ``choices[].message`` with ``conte
 server, which answers 500 to a ``json_schema`` response format. ``text_only="vllm"`` (or
 ``"llamacpp"``, ``"ollama"``) imitates that server serving a model that takes no images: a
 request with an image part gets the server's own error (see :data:`TEXT_ONLY_ERRORS`).
+Prompt caching as OpenAI's automatic caching reports it: a request whose prefix repeats gets
+``usage.prompt_tokens_details.cached_tokens`` (tests/fakes/prompt_cache.py;
+``prompt_cache_min_tokens``, 1,024 as on the real API, sets the shortest prefix cached).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from .base import Action, FakeServer, json_response, reply
 from .openai_batches import BatchEndpoints
+from .prompt_cache import PrefixCache, rough_tokens
 from .schema_values import example_from_schema
 
 #: a crude tokenizer for default log-probabilities: words, spaces-before-words, punctuation
@@ -131,9 +135,15 @@ class FakeOpenAIServer(BatchEndpoints, FakeServer):
     chat_path = "/v1/chat/completions"
 
     def __init__(
-        self, *, llamacpp: bool = False, text_only: str | None = None, **kwargs: Any
+        self,
+        *,
+        llamacpp: bool = False,
+        text_only: str | None = None,
+        prompt_cache_min_tokens: int = 1024,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.prompt_cache = PrefixCache(prompt_cache_min_tokens)
         if text_only is not None and text_only not in TEXT_ONLY_ERRORS:
             raise ValueError(f"text_only must be one of {sorted(TEXT_ONLY_ERRORS)}")
         self.llamacpp = llamacpp
@@ -194,10 +204,12 @@ class FakeOpenAIServer(BatchEndpoints, FakeServer):
                 finish = action.finish_reason or "tool_calls"
             else:
                 message["content"] = action.content
+        schema = body.get("response_format") or body.get("tools")
         prompt_tokens, completion_tokens = action.usage or (
-            max(1, len(json.dumps(body.get("messages", []))) // 4),
+            max(1, rough_tokens([schema, body.get("messages", [])])),
             max(1, len(action.content or "") // 4),
         )
+        cached = min(prompt_tokens, self.prompt_cache.openai_cached(body))
         payload = {
             "id": f"chatcmpl-{self._counter}",
             "object": "chat.completion",
@@ -215,6 +227,7 @@ class FakeOpenAIServer(BatchEndpoints, FakeServer):
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             },
         }
         return json_response(200, payload)

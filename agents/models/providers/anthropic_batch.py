@@ -19,6 +19,7 @@ import anthropic
 from agents.models.base import ProviderError, ProviderResponse
 from agents.models.batching import BatchState
 from agents.models.errors import kind_for_status, provider_message
+from agents.models.prompt_cache import anthropic_usage
 from agents.models.providers.openai_wire import chat_response
 
 #: the HTTP status an ``errored`` result's error type stands for (Anthropic's error types)
@@ -100,7 +101,7 @@ def message_response(line: dict[str, Any]) -> ProviderResponse:
     return chat_response(
         text,
         parsed,
-        usage.get("input_tokens"),
+        anthropic_usage(usage),
         usage.get("output_tokens"),
         stop_reason,
         "tools",

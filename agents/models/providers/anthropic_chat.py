@@ -4,7 +4,9 @@ The schema becomes one tool (``input_schema``) and ``tool_choice`` forces the mo
 so the answer arrives as the tool's input object. A refusal is Anthropic's
 ``stop_reason == "refusal"`` or, when the model answers in prose instead of calling the tool,
 refusal phrasing; both raise ``ProviderError("refused")``. Images go as native ``image`` blocks
-with a base64 ``source``.
+with a base64 ``source``. The system message, the end of the prefix every call of a role repeats
+(tools, then system), carries Anthropic's ``cache_control`` breakpoint (agents/models/
+prompt_cache.py), so a repeat reads it from the prompt cache at the cached rate.
 
 The SDK client is built here, not by ChatAnthropic: langchain-anthropic shares one process-wide
 HTTP client per base URL, which breaks when a later event loop reuses connections opened in an
@@ -30,6 +32,7 @@ from agents.models.batching import Batcher, Rounds, Sleep
 from agents.models.cache import schema_document
 from agents.models.credentials import read_key
 from agents.models.errors import classify
+from agents.models.prompt_cache import mark_stable_prefix
 from agents.models.providers.anthropic_batch import AnthropicBatchBackend, message_response
 from agents.models.providers.http import async_http_client
 from agents.models.providers.openai_chat import (
@@ -126,7 +129,9 @@ class AnthropicChatProvider:
         }
         if params.top_p is not None:  # newer models reject temperature and top_p together
             kwargs["top_p"] = params.top_p
-        messages_in = to_langchain(messages, image_block=image_block, images_first=True)
+        messages_in = mark_stable_prefix(
+            to_langchain(messages, image_block=image_block, images_first=True)
+        )
         if self._batcher is not None:  # one request of the next round's batch
             params_body = self._chat._get_request_payload(messages_in, **kwargs)
             batch_id, line = await self._batcher.ask(params_body)

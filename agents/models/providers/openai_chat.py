@@ -18,10 +18,12 @@ Structured-output dialects, a per-endpoint setting (``dialect``) because servers
   it for the endpoint. The dialect actually used is recorded in each trace row.
 
 Three ways to send the same request body, by the ``client`` setting: LangChain's ChatOpenAI
-(``langchain``, the default), the openai SDK's own ``AsyncOpenAI.post`` (``sdk``: no LangChain
-message conversion, no SDK request transform or response model) or aiohttp directly (``raw``,
-see openai_wire.py). CPU per call falls in that order (benchmarks/bench_generate.py), which is
-what limits throughput at high concurrency against a fast self-hosted server.
+(``langchain``), the openai SDK's own ``AsyncOpenAI.post`` (``sdk``: no LangChain message
+conversion, no SDK request transform or response model) or aiohttp directly (``raw``, see
+openai_wire.py). CPU per call falls in that order (benchmarks/bench_generate.py), which is what
+limits throughput at high concurrency against a fast self-hosted server. With no setting a role
+gets ``raw``, or ``langchain`` while LangSmith tracing or a LangChain callback hook is configured
+(providers/langchain_watch.py), so traced calls stay visible there.
 
 Images (``send_images``): hosted OpenAI always gets them. ``openai-compatible:`` defaults to
 ``auto``: the image is sent (the paper's own set-up is a vision model behind vLLM's server) and,
@@ -55,7 +57,9 @@ from agents.models.batching import Batcher, Rounds, Sleep
 from agents.models.cache import schema_document
 from agents.models.credentials import NO_KEY_PLACEHOLDER, read_key
 from agents.models.errors import classify
+from agents.models.prompt_cache import langchain_usage
 from agents.models.providers.http import async_http_client
+from agents.models.providers.langchain_watch import choose_client
 from agents.models.providers.openai_batch import OpenAIBatchBackend, completion_text
 from agents.models.providers.openai_wire import (
     RawChatClient,
@@ -72,8 +76,9 @@ if TYPE_CHECKING:
     from openai._types import RequestOptions  # the SDK names the type only here
 
 DIALECT_ORDER: tuple[str, ...] = ("json_schema", "json_object_schema", "tools", "text")
-#: the ``client`` used when a role's settings name none (tests run every case with each client)
-DEFAULT_CLIENT = "langchain"
+#: the ``client`` used when a role's settings name none and nothing watches LangChain (tests run
+#: every case with each client)
+DEFAULT_CLIENT = "raw"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 #: what ``auto`` learned per (endpoint, model), shared by every client in the process
@@ -193,7 +198,7 @@ def langchain_response(
     handled (see :func:`chat_response`)."""
     usage: Mapping[str, Any] = answer.usage_metadata or {}
     return chat_response(
-        text, parsed, usage.get("input_tokens"), usage.get("output_tokens"), finish_reason, dialect
+        text, parsed, langchain_usage(usage), usage.get("output_tokens"), finish_reason, dialect
     )
 
 
@@ -218,7 +223,7 @@ class OpenAIChatProvider:
         # Our own client (the SDK's class, on whichever httpx it uses): LangChain's default is
         # shared process-wide, and connections opened in one event loop break in the next.
         self._http = async_http_client(openai, settings)
-        self.client = settings.client or DEFAULT_CLIENT
+        self.client = choose_client(settings.client, DEFAULT_CLIENT)
         self._raw = RawChatClient(self.endpoint, api_key or NO_KEY_PLACEHOLDER, settings.timeout_s)
         self._sdk = openai.AsyncOpenAI(
             api_key=api_key or NO_KEY_PLACEHOLDER,

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import aiohttp.helpers
 import orjson
+from yarl import URL
 
 from agents.models.base import Message, ProviderError, ProviderResponse
 from agents.models.errors import http_error, looks_like_refusal
+from agents.models.prompt_cache import InputUsage, openai_usage
 
 USER_AGENT = "icm-assistant (aiohttp)"
 
@@ -50,10 +53,10 @@ def parse_completion(body_text: str, dialect: str, endpoint: str) -> ProviderRes
     the content filter, refusal prose where an object was due) raise ``refused``; with the
     ``tools`` dialect the forced function call's arguments are the answer."""
     try:
-        data = json.loads(body_text)
+        data = orjson.loads(body_text)
         choice = data["choices"][0]
         message = choice["message"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise ProviderError(
             "server", f"{endpoint} sent no chat completion: {body_text[:200]!r}"
         ) from exc
@@ -79,7 +82,7 @@ def parse_completion(body_text: str, dialect: str, endpoint: str) -> ProviderRes
             text = arguments
     usage = data.get("usage") or {}
     response = chat_response(
-        text, parsed, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish, dialect
+        text, parsed, openai_usage(usage), usage.get("completion_tokens"), finish, dialect
     )
     return with_logprobs(response, choice.get("logprobs"))
 
@@ -96,30 +99,45 @@ def with_logprobs(response: ProviderResponse, logprobs: Any) -> ProviderResponse
 def chat_response(
     text: str,
     parsed: dict[str, Any] | None,
-    input_tokens: int | None,
+    input_usage: InputUsage,
     output_tokens: int | None,
     finish_reason: str | None,
     dialect: str,
 ) -> ProviderResponse:
     """The layer's response to an answer; prose that reads as a refusal where an object was
-    due is a refusal (every client and provider applies the same rule)."""
+    due is a refusal (every client and provider applies the same rule). ``input_usage``: the
+    prompt's tokens, with those the provider's prompt cache read and wrote."""
     if parsed is None and looks_like_refusal(text):
         raise ProviderError("refused", f"the model refused: {text[:200]}", raw_text=text)
     return ProviderResponse(
         raw_text=text,
         parsed=parsed,
-        input_tokens=input_tokens,
+        input_tokens=input_usage.input_tokens,
         output_tokens=output_tokens,
         finish_reason=finish_reason,
         extra={"dialect": dialect},
+        cached_input_tokens=input_usage.cached_tokens,
+        cache_write_tokens=input_usage.cache_write_tokens,
     )
+
+
+def env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``, unless
+    ``NO_PROXY`` exempts its host), as httpx and the SDKs honour it; (None, None) for none."""
+    try:
+        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+    return str(proxy), auth
 
 
 class RawChatClient:
     """POST ``{base_url}/chat/completions`` with aiohttp; errors come back classified.
 
     One session (connection pool) per client, opened on first use inside the running event
-    loop (the layer keeps one provider per loop) and closed by :meth:`aclose`.
+    loop (the layer keeps one provider per loop) and closed by :meth:`aclose`. The environment's
+    proxy for the URL is looked up once, here, rather than by aiohttp on every request
+    (``trust_env``).
     """
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
@@ -132,13 +150,24 @@ class RawChatClient:
         }
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._limits: dict[float, aiohttp.ClientTimeout] = {}  # built once per value
+        self._proxy, self._proxy_auth = env_proxy(self.url)
 
     async def post(self, body: dict[str, Any], timeout: float | None) -> str:
         """The answer's text for a 2xx; :class:`ProviderError` otherwise."""
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers)
-        limit = aiohttp.ClientTimeout(total=timeout or self._timeout_s)
-        async with self._session.post(self.url, data=orjson.dumps(body), timeout=limit) as reply:
+        seconds = timeout or self._timeout_s
+        limit = self._limits.get(seconds)
+        if limit is None:
+            limit = self._limits[seconds] = aiohttp.ClientTimeout(total=seconds)
+        async with self._session.post(
+            self.url,
+            data=orjson.dumps(body),
+            timeout=limit,
+            proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
+        ) as reply:
             text = await reply.text()
             if reply.status >= 400:
                 try:

@@ -140,9 +140,13 @@ def _state(**extra: Any) -> dict[str, Any]:
         "qa_rule": "R1",
         "qa": {
             "yes_no": [{"question": "Is the image gambling-related?", "answer": "No"}],
-            "multiple_choice": [{"question": "What type of game is shown?",
-                                 "options": ["Card game", "Board game", "Video game", "Sport"],
-                                 "answer": "B"}],  # fmt: skip
+            "multiple_choice": [
+                {
+                    "question": "What type of game is shown?",
+                    "options": ["Card game", "Board game", "Video game", "Sport"],
+                    "answer": "B",
+                }
+            ],
             "what": [{"question": "What is drawn on the invitation?", "answer": "Two dice."}],
             "how": [{"question": "How is the game played?", "answer": "With dice, no stake."}],
         },

@@ -249,8 +249,8 @@ class Evidence(_Model):
         guess"), and findings under each detector's threshold are left out: a small model
         repeated every label it was given as what the image shows."""
         lines = [
-            "Detector evidence (\"measured\": certain; \"likely\": may be wrong; \"uncertain "
-            "guess\": probably wrong, never write it as what the image shows; the detectors do "
+            'Detector evidence ("measured": certain; "likely": may be wrong; "uncertain '
+            'guess": probably wrong, never write it as what the image shows; the detectors do '
             "not see actions, clothing details, blood or context):",
             f"- image: {self.width}x{self.height} px (measured)",
         ]
@@ -269,8 +269,7 @@ class Evidence(_Model):
             lines += self._exposure_lines()
         if self.nsfw_score is not None:
             lines.append(
-                f"- NSFW probability (open_nsfw): {self.nsfw_score:.2f} "
-                f"({_level(self.nsfw_score)})"
+                f"- NSFW probability (open_nsfw): {self.nsfw_score:.2f} ({_level(self.nsfw_score)})"
             )
         if self.objects is not None:
             lines += self._object_lines()

@@ -85,15 +85,14 @@ def audit(records: Iterable[AuditRecord], policies: Mapping[str, Policy]) -> lis
                 continue
             claims = ungrounded_claims(text, evidence, allowed) + check_claims(text, evidence)
             findings += [
-                Finding(record.sample_id, record.image, where, c.check, c.message)
-                for c in claims
+                Finding(record.sample_id, record.image, where, c.check, c.message) for c in claims
             ]
     return findings
 
 
 def _evidence(store: Store, sha256: str | None, image_path: str | None) -> dict[str, Any] | None:
-    from data.store import queries
     from agents.perception.toolkit import TOOL_CLASSES
+    from data.store import queries
 
     if not sha256:
         return None

@@ -195,7 +195,7 @@ def supported_words(policy: Policy, state: dict[str, Any]) -> str:
         parts.append(policy.categories[category].description)
         for attribute, value in policy.categories[category].attributes.items():
             parts += [value.replace("_", " "), policy.attributes[attribute].values[value]]
-    for rule in (state.get("explanations") or {}):
+    for rule in state.get("explanations") or {}:
         if rule in policy.rules:
             spec = policy.rules[rule]
             parts += [spec.description, spec.audience.age_group, spec.audience.culture]

@@ -224,6 +224,18 @@ _INVENTED_AUDIENCE = re.compile(
 )
 
 
+#: "appropriate for a professional audience, such as lawyers": an audience named by a kind
+_KIND_OF_AUDIENCE = re.compile(
+    r"\b(suitable|unsuitable|appropriate|inappropriate|intended|meant|aimed|recommended)\s+"
+    r"(for|to)\s+(a|an|the)?\s*([\w-]+(\s+[\w-]+)?)\s+(audiences?|viewers|users)"
+    r"(,?\s+such as[^.;!?]*)?",
+    re.IGNORECASE,
+)
+#: words that point at the rule's own audience rather than name another one
+_OWN_AUDIENCE = frozenset({"given", "rule", "rule's", "target", "intended", "this", "its",
+                           "same", "specified", "stated"})  # fmt: skip
+
+
 def audience_words(policy: Policy, rule: str) -> set[str]:
     """Content lemmas that name the rule's audience: its age group and culture, in the
     policy's own words, plus the plain words for those ages."""
@@ -250,6 +262,12 @@ def invented_audience(argument: str, policy: Policy, rule: str) -> str | None:
         # clause only, and the first is still an invented audience
         clauses = re.split(r"\bwho\b", match.group(0), flags=re.IGNORECASE)[1:]
         if any(not set(content_lemmas(clause)) & allowed for clause in clauses):
+            return match.group(0).strip()
+    for match in _KIND_OF_AUDIENCE.finditer(argument):
+        kind = match.group(4).lower().split()
+        if set(kind) & _OWN_AUDIENCE:
+            continue
+        if not set(content_lemmas(match.group(0))) & allowed:
             return match.group(0).strip()
     return None
 

@@ -63,7 +63,7 @@ def test_evidence_text_marks_confidence_and_leaves_out_guesses() -> None:
     flower = evidence("flower").as_text()
     assert "measured fact" not in flower
     assert "daisy" not in flower and "hen-of-the-woods" not in flower
-    assert "colour: in colour (measured)" in flower
+    assert "measured: in colour" in flower
     rocket = evidence("rocket").as_text()
     assert "missile (0.31, uncertain guess)" in rocket
     assert "drilling platform" not in rocket

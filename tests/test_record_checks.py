@@ -6,6 +6,8 @@ of them); the passing ones are what a correct record says.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,9 +142,13 @@ def _state(**extra: Any) -> dict[str, Any]:
         "qa_rule": "R1",
         "qa": {
             "yes_no": [{"question": "Is the image gambling-related?", "answer": "No"}],
-            "multiple_choice": [{"question": "What type of game is shown?",
-                                 "options": ["Card game", "Board game", "Video game", "Sport"],
-                                 "answer": "B"}],  # fmt: skip
+            "multiple_choice": [
+                {
+                    "question": "What type of game is shown?",
+                    "options": ["Card game", "Board game", "Video game", "Sport"],
+                    "answer": "B",
+                }
+            ],
             "what": [{"question": "What is drawn on the invitation?", "answer": "Two dice."}],
             "how": [{"question": "How is the game played?", "answer": "With dice, no stake."}],
         },
@@ -189,3 +195,44 @@ def test_critic_runs_the_grounding_check_when_given_one(gambling: Policy) -> Non
     assert [(c.name, c.stage) for c in failed] == [("grounded_in_evidence", "describer")]
     assert "dice" in calls[0][1]  # the annotation's words count as supported
     assert all(c.passed for c in deterministic_checks(gambling, state))  # no finder: not run
+
+
+# ----------------------------------------------------------------------------- today's outputs
+BASELINE = json.loads(
+    (Path(__file__).parent / "fixtures" / "grounding" / "baseline_4230e09.json").read_text(
+        encoding="utf-8"
+    )
+)
+
+
+def test_baseline_retry_that_talks_about_the_reviewer_and_invents_an_audience_fails() -> None:
+    sexy = load_policy("icm_sexy")
+    text = BASELINE["grace_hopper_R2_retry"]
+    assert pipeline_talk(text) == "reviewer"
+    assert invented_audience(text, sexy, "R2")
+
+
+def test_baseline_questions_about_the_question_fail() -> None:
+    assert len(question_set_problems(BASELINE["qa_about_questions"])) == 2
+
+
+def test_baseline_description_naming_classifier_guesses_fails() -> None:
+    from agents.perception.evidence import Evidence
+    from agents.perception.grounding import ungrounded_claims
+
+    evidence = Evidence.load(
+        (Path(__file__).parent / "fixtures" / "grounding" / "grace_hopper.evidence.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    found = ungrounded_claims(BASELINE["grace_hopper_description"], evidence)
+    assert [c.check for c in found] == ["low_confidence_label"]
+    assert "'military uniform' (0.15)" in found[0].message
+
+
+def test_baseline_audience_named_by_a_profession_fails() -> None:
+    sexy = load_policy("icm_sexy")
+    found = invented_audience(BASELINE["astronaut_R1"], sexy, "R1")
+    assert found and "professional audience" in found
+    assert invented_audience("It is not suitable for the given audience.", sexy, "R1") is None
+    assert invented_audience("It is appropriate for a young audience.", sexy, "R2") is None

@@ -508,6 +508,8 @@ class ModelLayer:
             meta["dialect_used"] = response.extra.get("dialect")
             if "batch_id" in response.extra:  # delivery=batch: the batch that answered
                 meta["batch_id"] = response.extra["batch_id"]
+            if "llama_perf" in response.extra:  # in-process llama.cpp: prefill vs decode
+                meta["llama_perf"] = response.extra["llama_perf"]
             tokens_in += response.input_tokens or 0
             tokens_out += response.output_tokens or 0
             tokens_cached += response.cached_input_tokens or 0

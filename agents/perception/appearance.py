@@ -83,7 +83,8 @@ def measure(image: Image.Image) -> Appearance:
     palette = quantised.getpalette() or []
     counts = sorted(quantised.getcolors() or [], reverse=True)
     shares: dict[str, float] = {}
-    for count, index in counts:
+    for count, entry in counts:
+        index = int(entry)  # type: ignore[call-overload]  # a palette index in "P" mode
         rgb = (palette[3 * index], palette[3 * index + 1], palette[3 * index + 2])
         name = "grey" if greyscale and colour_name(rgb) not in ("black", "white") else None
         name = name or colour_name(rgb)

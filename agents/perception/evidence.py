@@ -249,10 +249,10 @@ class Evidence(_Model):
         guess"), and findings under each detector's threshold are left out: a small model
         repeated every label it was given as what the image shows."""
         lines = [
-            "Detector evidence (\"measured\": certain; \"likely\": may be wrong; \"uncertain "
-            "guess\": probably wrong, never write it as what the image shows; the detectors do "
+            'Detector evidence ("measured": certain; "likely": may be wrong; "uncertain '
+            'guess": probably wrong, never write it as what the image shows; the detectors do '
             "not see actions, clothing details, blood or context):",
-            f"- image: {self.width}x{self.height} px (measured)",
+            f"- image: {self.width}x{self.height} px",
         ]
         lines += self._appearance_lines()
         people = self.people
@@ -269,8 +269,7 @@ class Evidence(_Model):
             lines += self._exposure_lines()
         if self.nsfw_score is not None:
             lines.append(
-                f"- NSFW probability (open_nsfw): {self.nsfw_score:.2f} "
-                f"({_level(self.nsfw_score)})"
+                f"- NSFW probability (open_nsfw): {self.nsfw_score:.2f} ({_level(self.nsfw_score)})"
             )
         if self.objects is not None:
             lines += self._object_lines()
@@ -303,17 +302,9 @@ class Evidence(_Model):
             return []
         look = self.appearance
         colours = ", ".join(f"{c.name} {c.share:.0%}" for c in look.colours)
-        kind = (
-            "a flat graphic (drawing, card or text image), not a photograph"
-            if look.graphic
-            else "a photograph or other continuous-tone image"
-        )
-        return [
-            f"- colour: {'greyscale (black and white)' if look.greyscale else 'in colour'} "
-            "(measured)",
-            f"- dominant colours: {colours} (measured)",
-            f"- kind of image: {kind} (measured)",
-        ]
+        colour = "greyscale (black and white)" if look.greyscale else "in colour"
+        kind = "a flat graphic (drawing, card or text), not a photo" if look.graphic else "a photo"
+        return [f"- measured: {colour}; dominant colours {colours}; {kind}"]
 
     def _exposure_lines(self) -> list[str]:
         exposed = self.exposed_parts()

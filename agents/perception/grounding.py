@@ -29,7 +29,7 @@ them).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from agents.perception.contradictions import Contradiction, _negated, _sentence
@@ -71,7 +71,7 @@ def _allowed(name: str, allowed: str) -> bool:
     return bool(allowed) and bool(_word_pattern(name).search(allowed.lower()))
 
 
-def _claims(pattern: re.Pattern[str], text: str) -> Iterable[re.Match[str]]:
+def _claims(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
     lowered = text.lower()
     return (m for m in pattern.finditer(lowered) if not _negated(lowered, m.start()))
 

@@ -85,15 +85,14 @@ def audit(records: Iterable[AuditRecord], policies: Mapping[str, Policy]) -> lis
                 continue
             claims = ungrounded_claims(text, evidence, allowed) + check_claims(text, evidence)
             findings += [
-                Finding(record.sample_id, record.image, where, c.check, c.message)
-                for c in claims
+                Finding(record.sample_id, record.image, where, c.check, c.message) for c in claims
             ]
     return findings
 
 
 def _evidence(store: Store, sha256: str | None, image_path: str | None) -> dict[str, Any] | None:
-    from data.store import queries
-    from agents.perception.toolkit import TOOL_CLASSES
+    from agents.perception.toolkit import TOOL_CLASSES  # loads every detector's module
+    from data.store import queries  # duckdb and pandas load only once a store is given
 
     if not sha256:
         return None
@@ -109,7 +108,7 @@ def _evidence(store: Store, sha256: str | None, image_path: str | None) -> dict[
     if image_path and Path(image_path).is_file():
         from PIL import Image
 
-        from agents.perception.appearance import measure
+        from agents.perception.appearance import measure  # only for runs that predate it
 
         with Image.open(image_path) as image:
             size = image.size
@@ -121,7 +120,7 @@ def _evidence(store: Store, sha256: str | None, image_path: str | None) -> dict[
 
 def records_from_store(store: Store, run_id: str) -> list[AuditRecord]:
     """The accepted samples of ``run_id`` as :class:`AuditRecord` values."""
-    from data.store import queries
+    from data.store import queries  # duckdb and pandas load only once a store is given
 
     samples, explanations, qa_rows = queries.export_rows(store, run_id, include_all=False)
     by_id: dict[str, AuditRecord] = {}

@@ -320,6 +320,18 @@ def sample_call_costs(store: Store, run_id: str) -> list[dict[str, Any]]:
     )
 
 
+def call_profile_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The run's model calls in start order: stage, role, tokens in and out, latency, the
+    call's parameters and trace extras (``params_json``: llama.cpp's prefill and decode
+    figures when it ran in process), start and finish time, cache hit."""
+    return store.rows(
+        "SELECT stage, role, input_tokens, output_tokens, latency_ms, params_json, "
+        "started_at, finished_at, cache_hit FROM llm_calls WHERE run_id = ? "
+        "ORDER BY started_at",
+        [run_id],
+    )
+
+
 def judgments_of_runs(store: Store, run_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Judgments of the generation runs' samples: run, judge_spec, status, scores_json,
     sample_id, rule_variant, item_id."""

@@ -92,6 +92,7 @@ class LlamaCppProvider:
             deadline = time.monotonic() + timeout if timeout else None
             if deadline:
                 processors.append(_deadline_check(deadline, timeout))
+            _reset_perf(local.llama)
             raw = local.llama.create_chat_completion(
                 messages=chat,
                 grammar=grammar,
@@ -105,7 +106,11 @@ class LlamaCppProvider:
                 logits_processor=processors or None,
             )
             elapsed = time.perf_counter() - started
-        return _response(raw, elapsed)
+            perf = _perf(local.llama)
+        response = _response(raw, elapsed)
+        if perf is not None:
+            response.extra["llama_perf"] = perf
+        return response
 
 
 #: longest ``maxLength`` put into a grammar. llama.cpp expands a bounded string into one nested
@@ -154,6 +159,35 @@ def schema_grammar(schema: type[BaseModel]) -> Any:
     with _grammars_lock:
         _grammars[schema] = grammar
     return grammar
+
+
+def _reset_perf(llama: Any) -> None:
+    """Zero llama.cpp's per-context counters, so :func:`_perf` reads this call alone."""
+    try:
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(llama._ctx.ctx)
+    except (ImportError, AttributeError):  # a stand-in model in tests
+        pass
+
+
+def _perf(llama: Any) -> dict[str, Any] | None:
+    """This call's prefill and decode: tokens llama.cpp evaluated and the time each took.
+
+    Prefill counts only the prompt tokens actually evaluated (a prefix restored from an
+    earlier call's state is not), so the trace shows what prefix reuse saved."""
+    try:
+        import llama_cpp
+
+        data = llama_cpp.llama_perf_context(llama._ctx.ctx)
+    except (ImportError, AttributeError):
+        return None
+    return {
+        "prefill_tokens": int(data.n_p_eval),
+        "prefill_s": round(data.t_p_eval_ms / 1000.0, 3),
+        "decode_tokens": int(data.n_eval),
+        "decode_s": round(data.t_eval_ms / 1000.0, 3),
+    }
 
 
 def _deadline_check(deadline: float, timeout: float | None) -> Any:

@@ -5,8 +5,8 @@ keys, no unions) so that every structured-output path can constrain it, llama.cp
 JSON-schema-to-grammar converter included. Names are free strings here; the drafter turns them
 into the policy file's identifiers and the loader checks what came out. The bounds keep a small
 model from rambling and a draft reviewable (at most 4 attributes of 2-6 values, 4 rule variants,
-12 categories): a 1.5B model on two busy cores writes about two tokens a second. The models carry no docstrings: the JSON schema the model is shown is
-exactly these fields and their descriptions.
+12 categories; a whole policy is still 1,500-2,500 tokens). The models carry no docstrings: the
+JSON schema the model is shown is exactly these fields and their descriptions.
 """
 
 from __future__ import annotations

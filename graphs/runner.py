@@ -14,6 +14,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import os
 import re
 import time
 import traceback
@@ -79,6 +80,8 @@ FINAL = ("accepted", "rejected", "failed")
 #: commit costs about 25 ms of CPU whatever it holds (a statement per table, Arrow conversion),
 #: so at 0.5 s it took 0.3 ms per model call at 32 in flight; at 2 s 0.15 (docs/throughput.md)
 FLUSH_INTERVAL_S = 2.0
+#: overrides ``FLUSH_INTERVAL_S`` (seconds, > 0): less finished work lost on a crash, more CPU
+FLUSH_ENV = "ICM_FLUSH_INTERVAL_S"
 STORE_WAIT_S = 5.0
 #: a letter a model already put before an option ("A. Yes", "B) No")
 _OPTION_LETTER = re.compile(r"^\s*[A-D][.)]\s*")
@@ -180,6 +183,7 @@ class GenerationRun:
         # (ICM_SNAPSHOT_INTERVAL_S, default 2 s; 0 turns them off).
         self.snapshots: SnapshotSink | None = SnapshotPublisher.for_store(config.db)
         self._writer: BatchWriter | None = None
+        self._flush_s: float | None = None  # set by run() from flush_interval()
         self._duplicates: DuplicateScreen | None = None  # reject_near_duplicates, set in run()
         self.reporter = RunReporter(self.console)
         self.registry = registry_for(config)
@@ -486,6 +490,7 @@ class GenerationRun:
         progress to its parent through them)."""
         config = self.config
         started = time.perf_counter()
+        self._flush_s = flush_interval()  # a bad ICM_FLUSH_INTERVAL_S stops here, before work
         # A viewer's brief read can hold the file for a moment: wait rather than fail.
         store = Store.open(config.db, wait_s=STORE_WAIT_S)
         layer: ModelLayer | None = None
@@ -569,9 +574,13 @@ class GenerationRun:
             summary.calls = self.reporter.tally.calls
             summary.cached_calls = self.reporter.tally.cached
             return summary
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):  # the original error matters more
                 records.interrupt_run(store, self.run_id)
+            # the last flush or finishing the run met a store that cannot be written
+            stored = isinstance(exc, StoreWriteError)
+            if isinstance(exc, Exception) and not stored and is_storage_failure(exc):
+                raise StoreWriteError(store.path, exc) from exc
             raise
         finally:
             # Whatever finished before an error or Ctrl-C is kept.
@@ -710,9 +719,11 @@ class GenerationRun:
                 await asyncio.to_thread(warm)
 
     async def _flush_periodically(self, writer: BatchWriter) -> None:
-        """Commit queued stage results, outcomes and traces every ``FLUSH_INTERVAL_S``."""
+        """Commit queued stage results, outcomes and traces every ``FLUSH_INTERVAL_S`` (or
+        ``ICM_FLUSH_INTERVAL_S``)."""
+        interval = self._flush_s or flush_interval()
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await asyncio.sleep(interval)
             await asyncio.to_thread(writer.flush)
             if self.snapshots:  # after a commit, off the event loop; rate-limited
                 await asyncio.to_thread(self.snapshots.maybe_publish, writer.store)
@@ -791,6 +802,21 @@ class GenerationRun:
         finally:
             self._images.pop(sample.sample_id, None)  # held only while the sample is in flight
         return {**out, "attempt_started_at": started}
+
+
+def flush_interval() -> float:
+    """Seconds between commits: ``ICM_FLUSH_INTERVAL_S`` when set (a positive number; anything
+    else is an error naming the variable), else ``FLUSH_INTERVAL_S``."""
+    raw = os.environ.get(FLUSH_ENV, "").strip()
+    if not raw:
+        return FLUSH_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{FLUSH_ENV}={raw!r}: expected a positive number of seconds")
+    return value
 
 
 async def stop_when_the_store_fails(driving: asyncio.Future[None], flusher: asyncio.Task) -> None:

@@ -48,7 +48,13 @@ def test_issue_16_fault_mix_no_sample_fails_for_a_single_refusal(tmp_path: Path)
     assert chaos.injected["refusal"] >= 2 and set(chaos.injected) == set(ISSUE_16_FAULTS)
     samples = _samples(db)
     assert len(samples) == 8 and summary.counts["pending"] == 0
-    assert [s["status"] for s in samples if s["status"] == "failed"] == [], samples
+    # no sample fails for a refusal (each is asked again); a sample may fail only where another
+    # fault hit a call and its every re-ask (truncated JSON twice in a row: ~1 % of calls, drawn
+    # by request body, so which one depends on the prompt templates)
+    failed = [s for s in samples if s["status"] == "failed"]
+    assert not [s for s in failed if "refus" in s["reasons_json"]], failed
+    assert all("cut off at max_tokens" in s["reasons_json"] for s in failed), failed
+    assert len(failed) <= 1, failed
     with Store.open(db, read_only=True) as store:
         # every refused attempt was asked again (a retry may be refused too: then again)
         retried = store.rows(

@@ -23,10 +23,10 @@ from fakes import FakeOpenAIServer
 from fakes.icm_responder import ICMResponder
 from test_generate import _accepted, assert_complete_without_duplicates, make_manifest, run_pipeline
 
+import graphs.runner as runner_module
 from data.policy import load_policy
 from data.store import Store, StoreWriteError, records, utcnow
 from data.store.batch import BatchWriter
-from graphs.runner import FLUSH_INTERVAL_S
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = list(load_policy("icm_sexy").categories)
@@ -122,6 +122,9 @@ def test_a_store_that_cannot_be_written_stops_the_run_at_once(tmp_path, monkeypa
     manifest = make_manifest(tmp_path / "in", CATEGORIES[:24])
     db = tmp_path / "icm.duckdb"
     responder = TimedResponder()
+    # several flushes while the samples run (the default interval outlasts this fast fake run)
+    interval = 0.25
+    monkeypatch.setattr(runner_module, "FLUSH_INTERVAL_S", interval)
     with FakeOpenAIServer(responder=responder) as server:
         failing_store = FailingStore(after=2).installed(monkeypatch)
         with failing_store as failing, pytest.raises(StoreWriteError) as info:
@@ -132,7 +135,7 @@ def test_a_store_that_cannot_be_written_stops_the_run_at_once(tmp_path, monkeypa
         assert failing.failed_at is not None
         # no model call after one flush interval from the failure (the calls in flight then
         # were already sent); before, the run went on calling for every sample
-        late = [t for t in responder.arrivals if t > failing.failed_at + FLUSH_INTERVAL_S]
+        late = [t for t in responder.arrivals if t > failing.failed_at + interval]
         assert late == []
         with Store.open(db, read_only=True) as store:
             done = store.scalar("SELECT count(*) FROM samples WHERE status = 'accepted'")
@@ -169,7 +172,8 @@ def _generate(manifest: Path, db: Path, url: str) -> subprocess.CompletedProcess
         "--role-setting", "all.jitter=false", "--role-setting", "all.backoff_base_s=0",
         "--no-perception", "--concurrency", "4", "--run", "full",
     ]  # fmt: skip
-    env = {**os.environ, "COLUMNS": "4000"}
+    # commits every 0.3 s: the fake server answers the whole manifest within the default 2 s
+    env = {**os.environ, "COLUMNS": "4000", "ICM_FLUSH_INTERVAL_S": "0.3"}
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
 
@@ -184,7 +188,11 @@ def test_disk_full_on_a_small_tmpfs_stops_and_resumes(tmp_path: Path) -> None:
         with small_tmpfs(tmp_path / f"full-{uuid.uuid4().hex[:6]}", "3m") as disk:
             db = disk / "icm.duckdb"
             before = len(responder.arrivals)
+            # calls that take a while, as real ones do: the run spans many flush intervals, so
+            # what is measured is where the disk filled, not how fast this machine is
+            server.latency_s = 0.05
             stopped = _generate(manifest, db, server.base_url)
+            server.latency_s = 0.0
             asked = len(responder.arrivals) - before
             assert stopped.returncode == 2, stopped.stderr[-3000:]
             [error] = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
@@ -198,3 +206,17 @@ def test_disk_full_on_a_small_tmpfs_stops_and_resumes(tmp_path: Path) -> None:
             assert resumed.returncode == 0, resumed.stderr[-3000:]
             assert _accepted(db) == _accepted(reference)
             assert_complete_without_duplicates(db, len(CATEGORIES))
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf"])
+def test_a_bad_flush_interval_is_named(value, monkeypatch) -> None:
+    monkeypatch.setenv("ICM_FLUSH_INTERVAL_S", value)
+    with pytest.raises(ValueError, match="ICM_FLUSH_INTERVAL_S"):
+        runner_module.flush_interval()
+
+
+def test_the_flush_interval_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("ICM_FLUSH_INTERVAL_S", raising=False)
+    assert runner_module.flush_interval() == runner_module.FLUSH_INTERVAL_S
+    monkeypatch.setenv("ICM_FLUSH_INTERVAL_S", "0.3")
+    assert runner_module.flush_interval() == 0.3

@@ -130,7 +130,14 @@ def test_the_release_seeds_are_read_from_its_script_with_middle_leg_repaired(
         release_seeds(tmp_path)
     broken = tmp_path / "release"
     shutil.copytree(RELEASE, broken)
-    script = next(broken.rglob("vllm_data_generation.py"))
-    script.write_text(script.read_text().replace("'upper_chest'", "'upper_chst'"))
+    # the explanation-generation script (the Q-A one has the same name and no short_desc); its
+    # conversion_dict then names a category short_desc lacks (the fixture is ruff-formatted:
+    # double quotes)
+    script = next(
+        p for p in broken.rglob("vllm_data_generation.py") if "short_desc" in p.read_text()
+    )
+    text = script.read_text()
+    assert '"upper_bust": "upper_chest"' in text
+    script.write_text(text.replace('"upper_bust": "upper_chest"', '"upper_bust": "upper_chst"'))
     with pytest.raises(ReleaseSeedError, match="short_desc does not have"):
         release_seeds(broken)

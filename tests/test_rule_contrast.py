@@ -139,13 +139,14 @@ def test_compare_reports_the_pass_rate_per_run(tmp_path) -> None:
     with Store.open(gen.db, read_only=True) as store:
         comparison = compare_runs(store, [gen.run_id])
     contrast = comparison.runs[0]["rule_contrast"]
-    # middle_leg flips between R1 and R2; the fake explainer names neither culture
-    assert contrast == {"checked": 1, "passed": 0, "rate": 0.0}
+    # middle_leg flips between R1 and R2; the fake explainer argues from the rule's reason as
+    # the prompt gives it (audience and culture), so both arguments name their own audience
+    assert contrast == {"checked": 1, "passed": 1, "rate": 1.0}
     result = CliRunner().invoke(
         app, ["compare", gen.run_id, gen.run_id, "--db", str(gen.db), "--no-plots"]
     )
     assert result.exit_code == 0, result.output
-    assert "rule contrast pass" in result.output and "0/1 (0%)" in result.output
+    assert "rule contrast pass" in result.output and "1/1 (100%)" in result.output
     as_json = CliRunner().invoke(
         app, ["compare", gen.run_id, "--db", str(gen.db), "--no-plots", "--json"]
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from agents.injection_check import check_argument_not_instructed, image_texts
 from agents.models.result import CallResult
+from agents.perception.grounding_audit import supported_text
 from agents.role_call import LayerLike, ask_role
 from agents.schemas import CritiqueValue, critique_model
 from agents.stages import CRITIC, StageRegistry, Target, default_registry
@@ -188,20 +189,9 @@ def deterministic_checks(
 
 def supported_words(policy: Policy, state: dict[str, Any]) -> str:
     """The texts a writer without sight was given besides the evidence: the annotation (the
-    category and its attributes) and the policy's wording of verdicts and rules."""
-    parts = [policy.title, policy.term, " ".join(policy.verdicts)]
-    category = state.get("category")
-    if category and category in policy.categories:
-        parts.append(policy.categories[category].description)
-        for attribute, value in policy.categories[category].attributes.items():
-            parts += [value.replace("_", " "), policy.attributes[attribute].values[value]]
-    for rule in state.get("explanations") or {}:
-        if rule in policy.rules:
-            spec = policy.rules[rule]
-            parts += [spec.description, spec.audience.age_group, spec.audience.culture]
-            if category and category in policy.categories:
-                parts.append(policy.reason(category, rule))
-    return " ".join(str(p) for p in parts)
+    category and its attributes) and the policy's wording of verdicts and rules (the same words
+    the run-level grounding audit allows: ``grounding_audit.supported_text``)."""
+    return supported_text(policy, state.get("category"), state.get("explanations") or {})
 
 
 def _grounding_checks(

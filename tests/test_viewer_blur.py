@@ -9,28 +9,22 @@ shows), else to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, launched_chromium, serve
 from viewer_data import generated_db
 
 from data.store import Store, to_json, utcnow
-from graphs.viewer.app import create_app
 from graphs.viewer.export import export_report
 from graphs.viewer.flags import detector_flags
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / ("docs/img" if os.environ.get("ICM_DOC_SHOTS") == "1" else "test-artifacts")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not CHROMIUM.exists():
@@ -39,12 +33,8 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+    with launched_chromium(sync_api) as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -71,27 +61,6 @@ def flagged_db(tmp_path_factory) -> tuple[Path, str]:
              "evidence_json": to_json(exposure), "created_at": utcnow()},
         ])  # fmt: skip
     return db, gen.retried
-
-
-@contextlib.contextmanager
-def serve(db: Path, *, blur: bool = True) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(db, blur=blur), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def blurred(page, selector: str) -> bool:

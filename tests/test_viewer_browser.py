@@ -6,36 +6,28 @@ Screenshots land in ``test-artifacts/`` (gitignored) for a person to look at.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, launched_chromium, serve
 from fakes import FakeOpenAIServer
 from fakes.icm_responder import ICMResponder
 from viewer_data import SCRIPT, bulk_db, generated_db, make_manifest
 
 from data.policy import load_policy
 from data.store import Store, utcnow
-from graphs.viewer.app import create_app
 from graphs.viewer.export import export_report
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not CHROMIUM.exists():
@@ -47,12 +39,8 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+    with launched_chromium(sync_api) as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -60,28 +48,6 @@ def page(browser) -> Iterator:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     yield context.new_page()
     context.close()
-
-
-@contextlib.contextmanager
-def serve(db: Path) -> Iterator[str]:
-    """The viewer on an ephemeral loopback port, served by uvicorn in a thread."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(db), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def images_loaded(page, selector: str = "img.thumb", timeout_s: float = 10) -> bool:

@@ -188,10 +188,13 @@ def deterministic_checks(
 
 
 def supported_words(policy: Policy, state: dict[str, Any]) -> str:
-    """The texts a writer without sight was given besides the evidence: the annotation (the
-    category and its attributes) and the policy's wording of verdicts and rules (the same words
-    the run-level grounding audit allows: ``grounding_audit.supported_text``)."""
-    return supported_text(policy, state.get("category"), state.get("explanations") or {})
+    """The texts a writer without sight was given besides the evidence: the note of a person
+    who saw the image, the annotation (the category and its attributes) and the policy's wording
+    of verdicts and rules (the same words the run-level grounding audit allows:
+    ``grounding_audit.supported_text``)."""
+    sample = state.get("sample")
+    note = getattr(sample, "note", None)
+    return supported_text(policy, state.get("category"), state.get("explanations") or {}, note)
 
 
 def _grounding_checks(

@@ -1,7 +1,9 @@
 """The describer: the explicit description of an image (what is visibly there).
 
 Seeded by the category's explicit-description sentence (the paper's seed) and grounded in the
-perception evidence, which is all a text-only model gets to "see". Without an annotation the
+perception evidence and, where the manifest gives one, a person's note of what the image shows:
+for a text-only model those are all it gets to "see", and the note is the only source it may
+state as seen beyond the detectors' certain facts. Without an annotation the
 describer also proposes the category (``category_source = "proposed"``).
 """
 
@@ -23,7 +25,7 @@ from agents.schemas import (
 )
 from agents.stages import Inputs, StageCall, StageSpec
 from data.policy_models import Policy
-from evaluators.text_checks import attribute_mentions
+from evaluators.text_checks import attribute_mentions, content_lemmas, key_element_problem
 
 #: synonyms shown per annotated attribute: enough to show the kind of words, short enough for
 #: a 2-core prefill
@@ -65,6 +67,7 @@ async def describe(
     category: str | None,
     evidence_text: str | None,
     images: Sequence[ImageInput],
+    note: str | None = None,
     feedback: str | None,
     sample_id: str,
     attempt: int,
@@ -82,6 +85,7 @@ async def describe(
         "attribute_hints": attribute_hints(policy, category) if category else "",
         "category_choices": ", ".join(policy.categories),
         "evidence": evidence_text,
+        "note": note,
         "feedback": feedback,
     }
     return await ask_role(
@@ -104,6 +108,7 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[DescriptionValue]:
         category=sample.category,
         evidence_text=inputs.get("evidence_text"),
         images=call.images(),
+        note=sample.note,
         feedback=call.feedback,
         sample_id=call.sample_id,
         attempt=call.attempt,
@@ -111,10 +116,22 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[DescriptionValue]:
     )
 
 
+def kept_key_elements(elements: Sequence[str], description: str) -> list[str]:
+    """The key elements that are phrases of the description, in order.
+
+    Key elements only summarise the description (no record or export carries them); one the
+    description does not contain ("human" beside "a person", a detector label) is dropped here,
+    and the model's whole list stays in the trace. When none is left the list is kept as it was,
+    so the critic's ``key_elements_in_description`` check sends the description back."""
+    lemmas = content_lemmas(description)
+    kept = [e for e in elements if key_element_problem(e, lemmas) is None]
+    return kept or list(elements)
+
+
 def _write(value: DescriptionValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
     update: dict[str, Any] = {
         "description": value.description,
-        "key_elements": list(value.key_elements),
+        "key_elements": kept_key_elements(value.key_elements, value.description),
     }
     if inputs["sample"].category is None and isinstance(value, ProposalValue):
         update |= {"category": value.proposed_category, "category_source": "proposed"}

@@ -144,7 +144,9 @@ def context_model(lengths: Lengths = FULL) -> type[ContextValue]:
         atmosphere=_text(n, "The mood or atmosphere the image conveys."),
         intent=_text(n, "The apparent purpose of the image or its poses."),
         audience_cues=_text(
-            n, "Anything that makes the image more or less suitable for some audiences."
+            n,
+            "What in the image matters for a child or a conservative viewer (exposure, "
+            "violence, gambling, its text), or that nothing does.",
         ),
     )
 
@@ -225,13 +227,53 @@ def description_with_proposal_model(
     )
 
 
+#: the words a question of each kind starts with (MQA and the released data file an item by its
+#: question word). Part of the schema as a ``pattern``, so grammar-constrained decoding cannot
+#: file "What is the purpose of the image?" as a How item; a hosted model is shown the pattern.
+QUESTION_STARTS: dict[str, tuple[str, ...]] = {
+    "yes_no": ("Is", "Are", "Does", "Do", "Did", "Can", "Could", "Would", "Should", "Has",
+               "Have", "Was", "Were", "Will"),
+    "what": ("What", "Which"),
+    "how": ("How",),
+}  # fmt: skip
+#: a character of a question under a pattern: no quote, backslash or control character, so the
+#: grammar llama.cpp builds from the pattern can only produce a valid JSON string
+_QUESTION_CHAR = r'[^"\\\x00-\x1f]'
+
+
+def question_pattern(kind: str, limit: int) -> str:
+    """``^(How) ...?$`` with the length bound inside (a pattern replaces ``maxLength`` in the
+    grammar llama.cpp builds, so the bound must be part of it)."""
+    starts = QUESTION_STARTS[kind]
+    rest = limit - max(map(len, starts)) - 2  # the space after the word and the final "?"
+    return rf"^({'|'.join(starts)}) {_QUESTION_CHAR}{{2,{rest}}}\?$"
+
+
+def _question(kind: str, limit: int) -> Any:
+    starts = " or ".join(f"'{w}'" for w in QUESTION_STARTS[kind])
+    return (
+        str,
+        Field(
+            min_length=8,
+            max_length=limit,
+            pattern=question_pattern(kind, limit),
+            description=f"A question answerable from the texts, starting with {starts}.",
+        ),
+    )
+
+
 @cache
 def qa_model(
     n_yes_no: int, n_mc: int, n_what: int, n_how: int, lengths: Lengths = FULL
 ) -> type[QAValue]:
     """The Q-A writer's output with exactly the configured number of items of each kind."""
     question = _text(lengths.question, "A question answerable from the texts.", min_length=8)
-    yes_no = _model("YesNoItem", _Out, question=question, answer=(Literal["Yes", "No"], ...))
+    yes_no = _model(
+        "YesNoItem",
+        _Out,
+        question=_question("yes_no", lengths.question),
+        answer=(Literal["Yes", "No"], ...),
+    )
     choice = _model(
         "MultipleChoiceItem",
         _Out,
@@ -246,9 +288,11 @@ def qa_model(
         ),
         answer=(Literal["A", "B", "C", "D"], Field(description="Letter of the correct option.")),
     )
-    open_item = _model(
-        "OpenItem", _Out, question=question, answer=_text(lengths.answer, "The answer.")
+    answer = _text(lengths.answer, "The answer.")
+    what_item = _model(
+        "WhatItem", _Out, question=_question("what", lengths.question), answer=answer
     )
+    how_item = _model("HowItem", _Out, question=_question("how", lengths.question), answer=answer)
 
     def items(kind: type[BaseModel], n: int) -> tuple[object, object]:
         return (list[kind], Field(min_length=n, max_length=n))  # type: ignore[valid-type]
@@ -258,8 +302,8 @@ def qa_model(
         QAValue,
         yes_no=items(yes_no, n_yes_no),
         multiple_choice=items(choice, n_mc),
-        what=items(open_item, n_what),
-        how=items(open_item, n_how),
+        what=items(what_item, n_what),
+        how=items(how_item, n_how),
     )
 
 

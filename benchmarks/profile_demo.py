@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from data.store import queries
     from data.store.reading import open_for_reading
+    from data.store.store import StoreError
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", type=Path, default=Path("runs/icm.duckdb"))
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.db.is_file():
         parser.error(f"{args.db}: no such store")
-    store, _ = open_for_reading(args.db)
+    try:
+        store, _ = open_for_reading(args.db)
+    except StoreError as exc:  # locked without a snapshot, older or newer schema: one line
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     try:
         run_id = args.run or queries.latest_run_id(store, "generate")
         if run_id is None:

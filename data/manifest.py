@@ -1,7 +1,9 @@
 """Reading a manifest (CSV or JSONL) into samples, with errors that name file and line.
 
 A manifest row names an image and, optionally, its policy, its category (the short annotation,
-an attribute product of the policy), a source and a split. Rows that carry a ``description``
+an attribute product of the policy), a ``note`` (one or two sentences a person who saw the image
+wrote about what it shows: the grounding a describer that cannot see the image writes from), a
+source and a split. Rows that carry a ``description``
 (or an ``explanation``, as the released ICM-Instruct records do) run in text-only mode.
 """
 
@@ -17,6 +19,9 @@ from pathlib import Path
 
 from data.images import ImageLoadError, load_image
 from data.policy_models import Policy
+
+#: a note is a short caption, not a description: longer text belongs in ``description``
+MAX_NOTE_CHARS = 400
 
 
 class ManifestError(ValueError):
@@ -36,6 +41,8 @@ class ManifestRow:
     description: str | None
     path_error: str | None = None
     """Why the image's name cannot be used as a path (too long, ...): the row's problem."""
+    note: str | None = None
+    """What a person who saw the image noted it shows; a blind describer's source of sight."""
 
 
 def _records(path: Path) -> list[tuple[int, dict]]:
@@ -109,6 +116,7 @@ def read_manifest(
         policy = str(record.get("policy") or default_policy or "").strip()
         category = (record.get("category") or "").strip() or None
         description = record.get("description") or record.get("explanation")
+        note = record.get("note")
         if not image:
             errors.append(f"{path}:{line}: field 'image' is missing")
             continue
@@ -131,6 +139,12 @@ def read_manifest(
                 f"{', '.join(known)})"
             )
             continue
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
+            errors.append(
+                f"{path}:{line}: field 'note': expected text of at most {MAX_NOTE_CHARS} "
+                "characters (what a person who saw the image noted it shows)"
+            )
+            continue
         image_path, path_error = _image_path(image, base)
         rows.append(
             ManifestRow(
@@ -143,6 +157,7 @@ def read_manifest(
                 source=record.get("source"),
                 split=record.get("split"),
                 description=str(description) if description else None,
+                note=" ".join(note.split()) or None if note else None,
             )
         )
     if errors:

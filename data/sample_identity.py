@@ -5,7 +5,7 @@ is derived from exactly that (``graphs.runner.sample_id_for``), so two rows nami
 image under the same policy would write the same rows twice. Real manifests repeat rows, so
 every row is sorted here, before any sample is registered:
 
-* rows identical in what they ask and record (category, description, source, split) are ONE
+* rows identical in what they ask and record (category, note, description, source, split) are ONE
   sample: the first row is kept, the others are named in a note, nothing is generated twice;
 * rows that give the same image different annotations (category, or source/split, which an
   export copies: one image in both ``train`` and ``test`` would leak) contradict each other:
@@ -28,7 +28,7 @@ from pathlib import Path
 from data.manifest import ManifestRow, RowProblem
 
 #: the fields a row records about its sample, which repeated rows must agree on
-RECORDED = ("category", "source", "split")
+RECORDED = ("category", "note", "source", "split")
 
 
 @dataclass

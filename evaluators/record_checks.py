@@ -135,8 +135,10 @@ def mc_record_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- about the Q-A set
 
+#: "Which of the following options best describes the image?" is an ordinary stem: only the
+#: options as a set of answers ("the four options", "answer options") is about the questions
 _ABOUT_QUESTIONS = re.compile(
-    r"\b(multiple[- ]choice|answer options?|(four|4|distinct|the|these|following) options|"
+    r"\b(multiple[- ]choice|answer options?|(four|4|distinct) options|"
     r"(the|this|that|a|each) (yes/no |yes-or-no |'what' |'how' |\"what\" |\"how\" |what |how )?"
     r"questions?\b|questions? (set|above|below))",
     re.IGNORECASE,

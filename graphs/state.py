@@ -31,6 +31,8 @@ class SampleSpec(BaseModel):
     category: str | None = None
     """The short annotation (attribute product); None when the describer must propose one."""
     category_source: Literal["annotation", "proposed", "dataset"] = "annotation"
+    note: str | None = None
+    """What a person who saw the image noted it shows (the manifest's ``note``)."""
     given_description: str | None = None
     """Text-only mode: a description that already exists; the vision stages are skipped."""
     source: str | None = None

@@ -202,10 +202,13 @@ BAD: list[tuple[str, str, dict[str, Any], str, str]] = [
             setting="The image shows an everyday scene that raises no safety concern.",
             atmosphere="Calm.",
             intent="The apparent purpose of the image conveys.",
-            audience_cues="Anything that makes the image more or less suitable for some audiences.",
+            # the demo copied the field's description of its day ("Anything that makes the
+            # image more or less suitable for some audiences."); the check reads today's
+            audience_cues="What in the image matters for a child or a conservative viewer "
+            "(exposure, violence, gambling, its text), or that nothing does.",
         ),
         "no_json_fragments",
-        "suitable for some audiences",
+        "a child or a conservative viewer",
     ),
     (
         "demo: R2 explanation repeats one sentence",

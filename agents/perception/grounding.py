@@ -51,6 +51,9 @@ _PERSON_NOUNS = (
     "players", "family", "friends",
 )  # fmt: skip
 _PERSON_CLAIM = re.compile(r"\b(" + "|".join(_PERSON_NOUNS) + r")\b")
+#: a person noun right after these words names an audience ("a card for players", "appeals to
+#: families"), not someone shown in the image
+_AUDIENCE_BEFORE = re.compile(r"\b(for|to|among|toward|towards|targeting|targets)\s+(\w+\s+)?$")
 _TEXT_CLAIM = re.compile(
     r"\b((text|words?|writing|caption|slogan|lettering|inscription|sign)\s+"
     r"(reads?|reading|says?|saying|states?|stating)|"
@@ -159,8 +162,11 @@ def certainly_no_person(evidence: Evidence) -> bool:
 def _person_claims(text: str, evidence: Evidence, allowed: str) -> list[Contradiction]:
     if not certainly_no_person(evidence):
         return []
+    lowered = text.lower()
     for match in _claims(_PERSON_CLAIM, text):
         if _allowed(match.group(1), allowed):
+            continue
+        if _AUDIENCE_BEFORE.search(lowered, max(0, match.start() - 40), match.start()):
             continue
         return [
             Contradiction(

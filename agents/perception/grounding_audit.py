@@ -38,6 +38,7 @@ class AuditRecord:
     policy: str
     category: str | None
     description: str
+    note: str | None = None
     explanations: dict[str, str] = field(default_factory=dict)
     qa: list[str] = field(default_factory=list)
     evidence: dict[str, Any] | None = None
@@ -52,9 +53,12 @@ class Finding:
     message: str
 
 
-def supported_text(policy: Policy, category: str | None, rules: Iterable[str]) -> str:
-    """What a writer without sight was given besides the evidence (annotation, rule words)."""
-    parts = [policy.title, policy.term, " ".join(policy.verdicts)]
+def supported_text(
+    policy: Policy, category: str | None, rules: Iterable[str], note: str | None = None
+) -> str:
+    """What a writer without sight was given besides the evidence (the note of a person who saw
+    the image, the annotation, rule words)."""
+    parts = [note or "", policy.title, policy.term, " ".join(policy.verdicts)]
     if category and category in policy.categories:
         parts.append(policy.categories[category].description)
         for attribute, value in policy.categories[category].attributes.items():
@@ -76,7 +80,7 @@ def audit(records: Iterable[AuditRecord], policies: Mapping[str, Policy]) -> lis
             continue
         evidence = Evidence.load(record.evidence)
         policy = policies[record.policy]
-        allowed = supported_text(policy, record.category, record.explanations)
+        allowed = supported_text(policy, record.category, record.explanations, record.note)
         texts = [("description", record.description)]
         texts += [(f"explanation {rule}", text) for rule, text in record.explanations.items()]
         texts += [(f"Q-A {n + 1}", text) for n, text in enumerate(record.qa)]
@@ -131,6 +135,7 @@ def records_from_store(store: Store, run_id: str) -> list[AuditRecord]:
             policy=row["policy_name"],
             category=row["category"],
             description=row["description"] or "",
+            note=row.get("note"),
             evidence=_evidence(store, row["image_sha256"], row["image_path"]),
         )
     for row in explanations:

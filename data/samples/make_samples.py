@@ -13,6 +13,11 @@ here with Pillow's built-in font, so the set also exercises OCR and the text rul
 is labelled with only what the image shows; expected verdicts are read from the policy files, so
 a changed rule table shows up as a manifest that no longer matches (tests check it).
 
+Each entry's ``note`` is what a person who looked at the image wrote it shows. The demo's
+describer cannot see (no vision-language model runs offline): the note, the category annotation
+and the detector evidence are all it writes from, so every sample here can be described honestly
+without sight. An entry's ``why`` says why it is in the set where that is not obvious.
+
 Output is deterministic for a given Pillow build: photos are resized to at most 512 px per side
 and saved as JPEG (quality 85, no metadata); drawings are PNG.
 """
@@ -47,9 +52,10 @@ class Photo:
     resource: str
     policy: str
     category: str
-    shows: str
+    note: str
     licence: str
     credit: str
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class Drawing:
     draw: Callable[[], Image.Image]
     policy: str
     category: str
-    shows: str
+    note: str
 
 
 PHOTOS = (
@@ -90,11 +96,13 @@ PHOTOS = (
         "camera.jpg",
         "skimage.data",
         "camera.png",
-        "horrifying",
-        "normal_person",
+        "icm_sexy",
+        "whole_normal",
         "Grayscale photo of a man in a coat filming with a camera on a tripod, on a lawn.",
         "CC0 (photographer Lav Varshney, per skimage.data.camera)",
         "Lav Varshney, via scikit-image sample data",
+        "The paper's policy (icm_sexy) needs photos of people; this is the third of the three "
+        "that ship in PyPI packages (it was a horrifying/normal_person sample before).",
     ),
     Photo(
         "coffee.jpg",
@@ -341,11 +349,12 @@ def build() -> dict[str, bytes]:
                 "policy": photo.policy,
                 "category": photo.category,
                 "expected": _expected(photo.policy, photo.category),
-                "shows": photo.shows,
+                "note": photo.note,
                 "kind": "photo",
                 "source": f"{photo.package}:{photo.resource}",
                 "licence": photo.licence,
             }
+            | ({"why": photo.why} if photo.why else {})
         )
     for drawing in DRAWINGS:
         files[drawing.name] = _drawing_bytes(drawing)
@@ -355,7 +364,7 @@ def build() -> dict[str, bytes]:
                 "policy": drawing.policy,
                 "category": drawing.category,
                 "expected": _expected(drawing.policy, drawing.category),
-                "shows": drawing.shows,
+                "note": drawing.note,
                 "kind": "synthetic",
                 "source": f"data/samples/make_samples.py:{drawing.draw.__name__}",
                 "licence": "Apache-2.0 (drawn by this project)",

@@ -332,12 +332,20 @@ the provider's prompt cache (OpenAI ``cached_tokens``, Anthropic ``cache_read_in
 and those written to it (Anthropic ``cache_creation_input_tokens``); NULL for rows written
 before (and for calls that never reached the provider)."""
 
+_V6 = """
+ALTER TABLE samples ADD COLUMN note VARCHAR;
+"""
+"""``samples.note``: what a person who saw the image noted it shows (the manifest's ``note``),
+kept because a describer that cannot see the image writes from it: the grounding audit counts
+its words as seen. NULL for rows without a note and for samples written before."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "predictions.task: verdict or MQA answer", _V2),
     Migration(3, "provider batches (delivery=batch)", _V3),
     Migration(4, "samples.attempt_started_at: calls of earlier attempts counted apart", _V4),
     Migration(5, "llm_calls: prompt-cache tokens (cached reads, cache writes)", _V5),
+    Migration(6, "samples.note: the person's note a blind describer writes from", _V6),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

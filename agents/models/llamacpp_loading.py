@@ -130,11 +130,13 @@ def llama_settings() -> dict[str, Any]:
 def _load_llama(path: str, endpoint: str) -> LlamaModel:
     from llama_cpp import Llama  # the optional extra; imported only when the model is used
 
+    from agents.models.llama_lazy_grammar import attach_lazy_grammar
     from agents.models.llama_prefix_cache import attach_prefix_cache, cache_megabytes
 
     settings = llama_settings()
     llama = Llama(model_path=path, verbose=False, **settings)
     attach_prefix_cache(llama)
+    attach_lazy_grammar(llama)
     return LlamaModel(llama, endpoint, settings | {"prefix_cache_mb": cache_megabytes()})
 
 

@@ -33,6 +33,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 REDACTED = "[REDACTED]"
@@ -88,18 +89,69 @@ def is_key_env(name: str) -> bool:
     return upper in KEY_ENV_NAMES or upper.endswith(KEY_ENV_SUFFIXES)
 
 
-def known_secrets(extra: Iterable[str] = ()) -> list[str]:
-    """The secret values of the environment now, longest first (so a key containing another
-    is replaced whole)."""
+@dataclass(frozen=True)
+class _EnvironmentSecrets:
+    """The environment's secrets as computed from one state of the environment."""
+
+    environ: dict[Any, Any]  # a copy of ``os.environ``'s underlying mapping at the time
+    registered: frozenset[str]
+    values: frozenset[str]
+    #: :func:`known_secrets` for each ``extra`` asked for since (a layer's own keys)
+    with_extra: dict[frozenset[str], tuple[str, ...]] = field(default_factory=dict)
+
+
+_environment_secrets: _EnvironmentSecrets | None = None
+
+
+def _environment_values() -> _EnvironmentSecrets:
+    """The environment's secret values, recomputed only when the environment or the
+    registered names changed since the last call.
+
+    Every text the store writes and every trace field is redacted, so this is asked for
+    several times per model call; reading every variable through ``os.environ`` (a decode
+    per name and value) each time was about a tenth of a generation run's CPU. Comparing the
+    environment's underlying mapping with a copy is one C-level dict comparison, and it sees
+    every change made through ``os.environ`` (``monkeypatch.setenv`` included), so the
+    answer is always that of the environment now.
+    """
+    global _environment_secrets
+    data = getattr(os.environ, "_data", None)  # CPython's mapping behind os.environ
     with _registered_lock:
-        registered = set(_registered_env)
-    values = {
+        registered = frozenset(_registered_env)
+    cached = _environment_secrets
+    if (
+        cached is not None
+        and data is not None
+        and cached.registered == registered
+        and cached.environ == data
+    ):
+        return cached
+    snapshot = dict(data) if data is not None else {}
+    values = frozenset(
         value.strip()
         for name, value in os.environ.items()
         if name in registered or is_key_env(name)
-    }
-    values.update(extra)
-    return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
+    )
+    computed = _EnvironmentSecrets(snapshot, registered, values)
+    if data is not None:
+        _environment_secrets = computed
+    return computed
+
+
+def known_secrets(extra: Iterable[str] = ()) -> list[str]:
+    """The secret values of the environment now, longest first (so a key containing another
+    is replaced whole)."""
+    environment = _environment_values()
+    extra = frozenset(extra)
+    ordered = environment.with_extra.get(extra)
+    if ordered is None:
+        values = environment.values | extra
+        ordered = tuple(
+            sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
+        )
+        if len(environment.with_extra) < 64:  # a few sets of layer keys per process
+            environment.with_extra[extra] = ordered
+    return list(ordered)
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -110,7 +162,58 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """
     if not text:
         return text
-    for secret in known_secrets() if secrets is None else secrets:
+    ordered = tuple(known_secrets() if secrets is None else secrets)
+    if len(text) < _MEMO_MIN_LENGTH:
+        return _redact(text, ordered)
+    # A long text is mostly redacted twice (a trace field when the call ends, then again by the
+    # store that writes it): the second time is a lookup. The memo is of a pure function of
+    # (text, secrets), so it changes no answer.
+    memo = _memo_for(ordered)
+    done = memo.get(text)
+    if done is None:
+        done = _redact(text, ordered)
+        memo.put(text, done)
+    return done
+
+
+#: texts shorter than this are redacted afresh each time (cheaper than a lookup's bookkeeping)
+_MEMO_MIN_LENGTH = 256
+#: the most characters of text a memo holds before it starts over
+_MEMO_MAX_CHARS = 8_000_000
+
+
+class _RedactionMemo:
+    """Redacted texts by text, for one list of secrets; forgets everything when full."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, str] = {}
+        self._chars = 0
+
+    def get(self, text: str) -> str | None:
+        return self._done.get(text)
+
+    def put(self, text: str, done: str) -> None:
+        if self._chars + len(text) > _MEMO_MAX_CHARS:
+            self._done = {}
+            self._chars = 0
+        self._done[text] = done
+        self._chars += len(text)
+
+
+_memos: dict[tuple[str, ...], _RedactionMemo] = {}
+
+
+def _memo_for(secrets: tuple[str, ...]) -> _RedactionMemo:
+    memo = _memos.get(secrets)
+    if memo is None:
+        if len(_memos) >= 8:  # the secrets changed often (tests that set keys): start over
+            _memos.clear()
+        memo = _memos.setdefault(secrets, _RedactionMemo())
+    return memo
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     # Each pattern runs only where a cheap substring test says it could match: most texts

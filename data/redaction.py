@@ -218,16 +218,45 @@ def _redact(text: str, secrets: tuple[str, ...]) -> str:
             text = text.replace(secret, REDACTED)
     # Each pattern runs only where a cheap substring test says it could match: most texts
     # (model answers, prompts) hold none of these, and the store redacts every text it writes.
-    if any(marker in text for marker in _KEY_MARKERS):
+    if _has_key_marker(text):
         text = _KEY_LOOKING.sub(REDACTED, text)
     if "earer" in text or "EARER" in text or "Basic" in text:
         text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     if "@" in text and "://" in text:
         text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}", text)
-    lowered = text.lower()
-    if any(word in lowered for word in _ASSIGNMENT_WORDS):
+    if _has_assignment_word(text.lower()):
         text = _KEY_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
+
+
+# The two tests below are ``any(word in text for word in ...)`` written out: without a
+# generator per call they cost a third as much on a short text, and the store redacts every
+# string of every row it writes. tests/test_redaction_cache.py holds them to the tuples.
+def _has_key_marker(text: str) -> bool:
+    """Whether ``text`` holds one of :data:`_KEY_MARKERS`."""
+    return (
+        "sk-" in text
+        or "hf_" in text
+        or "ghp_" in text
+        or "gho_" in text
+        or "ghu_" in text
+        or "ghs_" in text
+        or "ghr_" in text
+        or "xox" in text
+        or "AKIA" in text
+        or "AIza" in text
+    )
+
+
+def _has_assignment_word(lowered: str) -> bool:
+    """Whether ``lowered`` holds one of :data:`_ASSIGNMENT_WORDS`."""
+    return (
+        "key" in lowered
+        or "token" in lowered
+        or "secret" in lowered
+        or "password" in lowered
+        or "authorization" in lowered
+    )
 
 
 def redact_value(value: Any, secrets: Iterable[str] | None = None) -> Any:

@@ -106,3 +106,19 @@ def test_the_environment_cache_sees_a_value_set_through_os_environ() -> None:
     finally:
         os.environ.pop(name, None)
     assert SECRET not in known_secrets()
+
+
+def test_the_written_out_substring_tests_hold_exactly_the_markers_and_words() -> None:
+    for marker in redaction._KEY_MARKERS:
+        assert redaction._has_key_marker(f"a {marker} b")
+    for word in redaction._ASSIGNMENT_WORDS:
+        assert redaction._has_assignment_word(f"a {word} b")
+    # and nothing else: every marker and word has been removed from the text below
+    assert not redaction._has_key_marker("sk_ hf- gh_ xo AKI AIz ghx_")
+    assert not redaction._has_assignment_word("ke tokn secre passwor authorisation")
+    import inspect
+
+    source = inspect.getsource(redaction._has_key_marker)
+    assert source.count(" in text") == len(redaction._KEY_MARKERS)
+    source = inspect.getsource(redaction._has_assignment_word)
+    assert source.count(" in lowered") == len(redaction._ASSIGNMENT_WORDS)

@@ -163,11 +163,10 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     if not text:
         return text
     ordered = tuple(known_secrets() if secrets is None else secrets)
-    if len(text) < _MEMO_MIN_LENGTH:
-        return _redact(text, ordered)
-    # A long text is mostly redacted twice (a trace field when the call ends, then again by the
-    # store that writes it): the second time is a lookup. The memo is of a pure function of
-    # (text, secrets), so it changes no answer.
+    # Most texts are redacted more than once (a trace field when the call ends, then again by
+    # the store that writes it; a run id, a check's name or message in every row): after the
+    # first time it is a lookup. The memo is of a pure function of (text, secrets), so it
+    # changes no answer.
     memo = _memo_for(ordered)
     done = memo.get(text)
     if done is None:
@@ -176,10 +175,9 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     return done
 
 
-#: texts shorter than this are redacted afresh each time (cheaper than a lookup's bookkeeping)
-_MEMO_MIN_LENGTH = 256
-#: the most characters of text a memo holds before it starts over
+#: the most characters of text, and the most texts, a memo holds before it starts over
 _MEMO_MAX_CHARS = 8_000_000
+_MEMO_MAX_TEXTS = 50_000
 
 
 class _RedactionMemo:
@@ -193,7 +191,7 @@ class _RedactionMemo:
         return self._done.get(text)
 
     def put(self, text: str, done: str) -> None:
-        if self._chars + len(text) > _MEMO_MAX_CHARS:
+        if self._chars + len(text) > _MEMO_MAX_CHARS or len(self._done) >= _MEMO_MAX_TEXTS:
             self._done = {}
             self._chars = 0
         self._done[text] = done

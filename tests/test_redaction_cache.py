@@ -60,7 +60,7 @@ def test_known_secrets_are_a_fresh_list_each_time(monkeypatch: pytest.MonkeyPatc
 def test_a_remembered_redaction_is_never_used_for_other_secrets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    text = "prefix " + "x" * 400 + f" {SECRET} " + "y" * 400  # long enough to be remembered
+    text = f"prefix {SECRET} suffix"
     monkeypatch.delenv("CACHETEST_API_KEY", raising=False)
     assert redact(text) == text  # not a secret yet: remembered unchanged
 
@@ -96,6 +96,12 @@ def test_the_memo_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None
     assert memo.get("0" * 300) is None  # forgotten when the memo started over
     assert sum(len(t) for t in memo._done) <= 1000
 
+    monkeypatch.setattr(redaction, "_MEMO_MAX_TEXTS", 5)
+    memo = redaction._RedactionMemo()
+    for i in range(7):
+        memo.put(f"t{i}", "done")
+    assert len(memo._done) <= 5 and memo.get("t6") == "done"
+
 
 def test_the_environment_cache_sees_a_value_set_through_os_environ() -> None:
     name = "CACHETEST_DIRECT_TOKEN"
@@ -122,3 +128,20 @@ def test_the_written_out_substring_tests_hold_exactly_the_markers_and_words() ->
     assert source.count(" in text") == len(redaction._KEY_MARKERS)
     source = inspect.getsource(redaction._has_assignment_word)
     assert source.count(" in lowered") == len(redaction._ASSIGNMENT_WORDS)
+
+
+def test_the_store_frame_redacts_every_string_column_by_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from data.store.store import redacted_frame
+
+    monkeypatch.setenv("CACHETEST_API_KEY", SECRET)
+    rows = [{"a": f"x {SECRET}", "b": 1}, {"b": 2, "c": [SECRET]}, {"a": "plain"}]
+    table = redacted_frame(rows).to_pylist()  # an Arrow table
+    assert table == [
+        {"a": f"x {REDACTED}", "b": 1, "c": None},
+        {"a": None, "b": 2, "c": [SECRET]},  # only strings are texts (a list is not walked)
+        {"a": "plain", "b": None, "c": None},
+    ]
+    mixed = redacted_frame([{"a": 1}, {"a": f"one {SECRET}"}])  # Arrow cannot type it: pandas
+    assert list(mixed["a"]) == [1, f"one {REDACTED}"]

@@ -15,6 +15,7 @@ released ICM-Instruct records (mostly good text): they are tuned to reject none 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -240,7 +241,13 @@ def audience_words(policy: Policy, rule: str) -> set[str]:
     """Content lemmas that name the rule's audience: its age group and culture, in the
     policy's own words, plus the plain words for those ages."""
     spec = policy.rules[rule]
-    text = f"{spec.audience.age_group} {spec.audience.culture}"
+    return set(_audience_words(f"{spec.audience.age_group} {spec.audience.culture}"))
+
+
+@functools.lru_cache(maxsize=256)
+def _audience_words(text: str) -> frozenset[str]:
+    """:func:`audience_words` of a rule's audience text, computed once per text (two checks
+    ask for it for every rule variant of every sample)."""
     found = set(content_lemmas(text))
     if re.search(r"under\s*1[0-9]|child", text, re.IGNORECASE):
         found |= {"child", "children", "kid", "minor", "young"}
@@ -248,7 +255,7 @@ def audience_words(policy: Policy, rule: str) -> set[str]:
         found |= {"adult", "grown"}
     if re.search(r"13", text):
         found |= {"teen", "teenager", "adolescent"}
-    return found
+    return frozenset(found)
 
 
 def invented_audience(argument: str, policy: Policy, rule: str) -> str | None:

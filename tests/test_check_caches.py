@@ -36,3 +36,15 @@ def test_audience_words_are_the_callers_own_set() -> None:
     assert audience_words(policy, "R1")
     argument = "It is not suitable for people who enjoy board games."
     assert invented_audience(argument, policy, "R1") is not None
+
+
+def test_label_spans_are_remembered_per_text_and_label_set() -> None:
+    from evaluators.text_checks import label_spans
+
+    text = "The image is not sexy. It is sexy to some."
+    both = label_spans(text, ["sexy", "not sexy"])
+    assert both == [(13, 21, "not sexy"), (29, 33, "sexy")]
+    assert label_spans(text, ("not sexy", "sexy")) == both  # any iterable, any order
+    assert label_spans(text, ["sexy"]) == [(17, 21, "sexy"), (29, 33, "sexy")]
+    both.clear()  # the caller's own list
+    assert label_spans(text, ["sexy", "not sexy"])

@@ -22,6 +22,7 @@ from typing import Any
 
 from data.policy_models import Policy
 from evaluators.consistency import Check, term_stance
+from evaluators.hinted_search import hinted_search
 from evaluators.lemmas import content_lemmas, words
 from evaluators.text_checks import label_statements
 
@@ -193,12 +194,17 @@ _PIPELINE_TALK = re.compile(
     r"the (given )?schema|the detector evidence|the annotation says)\b",
     re.IGNORECASE,
 )
+#: words every match of :data:`_PIPELINE_TALK` holds one of (lower case)
+_PIPELINE_TALK_HINTS = (
+    "reviewer", "critic", "rejection", "rejected", "previous", "corrected", "schema",
+    "detector evidence", "annotation says",
+)  # fmt: skip
 
 
 def pipeline_talk(text: str) -> str | None:
     """The words by which a text talks about the pipeline (a reviewer, a rejection, the
     schema) instead of the image, or None."""
-    match = _PIPELINE_TALK.search(text)
+    match = hinted_search(_PIPELINE_TALK, _PIPELINE_TALK_HINTS, text)
     return match.group(0) if match else None
 
 

@@ -186,6 +186,13 @@ def label_statements(text: str, labels: Iterable[str]) -> list[LabelStatement]:
 
 def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelStatement]:
     """:func:`label_statements` over spans already found."""
+    return list(_statements_of(text, tuple(spans)))
+
+
+@functools.lru_cache(maxsize=1024)  # the critic reads one argument's statements twice
+def _statements_of(
+    text: str, spans: tuple[tuple[int, int, str], ...]
+) -> tuple[LabelStatement, ...]:
     out = []
     for start, _end, label in spans:
         before = text[_sentence_start(text, start) : start]
@@ -195,7 +202,7 @@ def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelS
             out.append(LabelStatement(label, True, start))
         elif _STATING.search(clause) and not _HEDGE.search(clause):
             out.append(LabelStatement(label, not _NEGATED.search(clause), start))
-    return out
+    return tuple(out)
 
 
 def stated_labels(text: str, labels: Sequence[str]) -> list[str]:

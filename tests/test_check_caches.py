@@ -71,3 +71,18 @@ def test_each_injection_pattern_needs_one_of_its_hint_words() -> None:
         group = "(" + "|".join(hints) + ")"
         assert group in pattern.pattern or (len(hints) == 1 and hints[0] in pattern.pattern)
     assert injection_phrases("a recipe: ignore the lumps, stir well") == []
+
+
+def test_label_statements_are_remembered_and_the_callers_own_list() -> None:
+    from evaluators.text_checks import LabelStatement, label_statements
+
+    text = "The image is not sexy."
+    first = label_statements(text, ["sexy", "not sexy"])
+    assert first == [LabelStatement("not sexy", True, 13)]
+    first.append(LabelStatement("sexy", True, 0))
+    assert label_statements(text, ["sexy", "not sexy"]) == [LabelStatement("not sexy", True, 13)]
+    # another text, or other labels, are read afresh
+    assert label_statements("The image is sexy.", ["sexy", "not sexy"]) == [
+        LabelStatement("sexy", True, 13)
+    ]
+    assert label_statements(text, ["sexy"]) == [LabelStatement("sexy", False, 17)]

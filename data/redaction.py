@@ -32,7 +32,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -173,6 +173,24 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
         done = _redact(text, ordered)
         memo.put(text, done)
     return done
+
+
+def redactor(secrets: Iterable[str] | None = None) -> Callable[[str], str]:
+    """:func:`redact` with ``secrets`` (:func:`known_secrets` when None) looked up once: for a
+    caller that redacts many texts (the store, every string of every row it writes)."""
+    ordered = tuple(known_secrets() if secrets is None else secrets)
+    memo = _memo_for(ordered)
+
+    def redact_one(text: str) -> str:
+        if not text:
+            return text
+        done = memo.get(text)
+        if done is None:
+            done = _redact(text, ordered)
+            memo.put(text, done)
+        return done
+
+    return redact_one
 
 
 #: the most characters of text, and the most texts, a memo holds before it starts over

@@ -145,3 +145,15 @@ def test_the_store_frame_redacts_every_string_column_by_column(
     ]
     mixed = redacted_frame([{"a": 1}, {"a": f"one {SECRET}"}])  # Arrow cannot type it: pandas
     assert list(mixed["a"]) == [1, f"one {REDACTED}"]
+
+
+def test_a_redactor_answers_as_redact_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from data.redaction import redactor
+
+    monkeypatch.setenv("CACHETEST_API_KEY", SECRET)
+    texts = ["", "plain", f"a {SECRET} b", "token=abcdef123456789", "Bearer abcdef0123456789xyz"]
+    one = redactor()
+    for text in texts:
+        assert one(text) == redact(text)
+        assert one(text) == redact(text)  # remembered
+    assert redactor([OTHER])(f"x {OTHER}") == f"x {REDACTED}"

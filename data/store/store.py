@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from data.redaction import known_secrets, redact, redact_value
+from data.redaction import known_secrets, redact, redact_value, redactor
 from data.store.schema import LATEST_VERSION, MIGRATIONS
 
 DEFAULT_DB_PATH = Path("runs") / "icm.duckdb"
@@ -156,9 +156,7 @@ def redacted_frame(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pa.Table
             if frame[name].dtype == object:
                 frame[name] = [redact(v, secrets) if isinstance(v, str) else v for v in frame[name]]
         return frame
-    return batch_frame(
-        rows if isinstance(rows, list | tuple) else list(rows), lambda v: redact(v, secrets)
-    )
+    return batch_frame(rows if isinstance(rows, list | tuple) else list(rows), redactor(secrets))
 
 
 def _process_command(pid: int) -> str | None:

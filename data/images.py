@@ -113,6 +113,9 @@ class LoadedImage:
     """Frames in the file; only the first is kept."""
     notes: tuple[str, ...] = field(default_factory=tuple)
     """Conversions applied, in words (``rotated upright (EXIF orientation 6)``...)."""
+    data: bytes = field(default=b"", repr=False)
+    """The original bytes the image was decoded from (``sha256`` is their hash): a caller that
+    sends the file as it is uses these rather than reading it a second time."""
 
 
 # --------------------------------------------------------------------------- public API
@@ -175,6 +178,7 @@ def load_image(
         source_mode=source_mode,
         frames=frames,
         notes=tuple(notes),
+        data=data,
     )
 
 

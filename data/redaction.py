@@ -32,7 +32,8 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 REDACTED = "[REDACTED]"
@@ -88,18 +89,69 @@ def is_key_env(name: str) -> bool:
     return upper in KEY_ENV_NAMES or upper.endswith(KEY_ENV_SUFFIXES)
 
 
-def known_secrets(extra: Iterable[str] = ()) -> list[str]:
-    """The secret values of the environment now, longest first (so a key containing another
-    is replaced whole)."""
+@dataclass(frozen=True)
+class _EnvironmentSecrets:
+    """The environment's secrets as computed from one state of the environment."""
+
+    environ: dict[Any, Any]  # a copy of ``os.environ``'s underlying mapping at the time
+    registered: frozenset[str]
+    values: frozenset[str]
+    #: :func:`known_secrets` for each ``extra`` asked for since (a layer's own keys)
+    with_extra: dict[frozenset[str], tuple[str, ...]] = field(default_factory=dict)
+
+
+_environment_secrets: _EnvironmentSecrets | None = None
+
+
+def _environment_values() -> _EnvironmentSecrets:
+    """The environment's secret values, recomputed only when the environment or the
+    registered names changed since the last call.
+
+    Every text the store writes and every trace field is redacted, so this is asked for
+    several times per model call; reading every variable through ``os.environ`` (a decode
+    per name and value) each time was about a tenth of a generation run's CPU. Comparing the
+    environment's underlying mapping with a copy is one C-level dict comparison, and it sees
+    every change made through ``os.environ`` (``monkeypatch.setenv`` included), so the
+    answer is always that of the environment now.
+    """
+    global _environment_secrets
+    data = getattr(os.environ, "_data", None)  # CPython's mapping behind os.environ
     with _registered_lock:
-        registered = set(_registered_env)
-    values = {
+        registered = frozenset(_registered_env)
+    cached = _environment_secrets
+    if (
+        cached is not None
+        and data is not None
+        and cached.registered == registered
+        and cached.environ == data
+    ):
+        return cached
+    snapshot = dict(data) if data is not None else {}
+    values = frozenset(
         value.strip()
         for name, value in os.environ.items()
         if name in registered or is_key_env(name)
-    }
-    values.update(extra)
-    return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
+    )
+    computed = _EnvironmentSecrets(snapshot, registered, values)
+    if data is not None:
+        _environment_secrets = computed
+    return computed
+
+
+def known_secrets(extra: Iterable[str] = ()) -> list[str]:
+    """The secret values of the environment now, longest first (so a key containing another
+    is replaced whole)."""
+    environment = _environment_values()
+    extra = frozenset(extra)
+    ordered = environment.with_extra.get(extra)
+    if ordered is None:
+        values = environment.values | extra
+        ordered = tuple(
+            sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=lambda v: (-len(v), v))
+        )
+        if len(environment.with_extra) < 64:  # a few sets of layer keys per process
+            environment.with_extra[extra] = ordered
+    return list(ordered)
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -110,21 +162,117 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """
     if not text:
         return text
-    for secret in known_secrets() if secrets is None else secrets:
+    ordered = tuple(known_secrets() if secrets is None else secrets)
+    # Most texts are redacted more than once (a trace field when the call ends, then again by
+    # the store that writes it; a run id, a check's name or message in every row): after the
+    # first time it is a lookup. The memo is of a pure function of (text, secrets), so it
+    # changes no answer.
+    memo = _memo_for(ordered)
+    done = memo.get(text)
+    if done is None:
+        done = _redact(text, ordered)
+        memo.put(text, done)
+    return done
+
+
+def redactor(secrets: Iterable[str] | None = None) -> Callable[[str], str]:
+    """:func:`redact` with ``secrets`` (:func:`known_secrets` when None) looked up once: for a
+    caller that redacts many texts (the store, every string of every row it writes)."""
+    ordered = tuple(known_secrets() if secrets is None else secrets)
+    memo = _memo_for(ordered)
+
+    def redact_one(text: str) -> str:
+        if not text:
+            return text
+        done = memo.get(text)
+        if done is None:
+            done = _redact(text, ordered)
+            memo.put(text, done)
+        return done
+
+    return redact_one
+
+
+#: the most characters of text, and the most texts, a memo holds before it starts over
+_MEMO_MAX_CHARS = 8_000_000
+_MEMO_MAX_TEXTS = 50_000
+
+
+class _RedactionMemo:
+    """Redacted texts by text, for one list of secrets; forgets everything when full."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, str] = {}
+        self._chars = 0
+
+    def get(self, text: str) -> str | None:
+        return self._done.get(text)
+
+    def put(self, text: str, done: str) -> None:
+        if self._chars + len(text) > _MEMO_MAX_CHARS or len(self._done) >= _MEMO_MAX_TEXTS:
+            self._done = {}
+            self._chars = 0
+        self._done[text] = done
+        self._chars += len(text)
+
+
+_memos: dict[tuple[str, ...], _RedactionMemo] = {}
+
+
+def _memo_for(secrets: tuple[str, ...]) -> _RedactionMemo:
+    memo = _memos.get(secrets)
+    if memo is None:
+        if len(_memos) >= 8:  # the secrets changed often (tests that set keys): start over
+            _memos.clear()
+        memo = _memos.setdefault(secrets, _RedactionMemo())
+    return memo
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     # Each pattern runs only where a cheap substring test says it could match: most texts
     # (model answers, prompts) hold none of these, and the store redacts every text it writes.
-    if any(marker in text for marker in _KEY_MARKERS):
+    if _has_key_marker(text):
         text = _KEY_LOOKING.sub(REDACTED, text)
     if "earer" in text or "EARER" in text or "Basic" in text:
         text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     if "@" in text and "://" in text:
         text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}", text)
-    lowered = text.lower()
-    if any(word in lowered for word in _ASSIGNMENT_WORDS):
+    if _has_assignment_word(text.lower()):
         text = _KEY_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
+
+
+# The two tests below are ``any(word in text for word in ...)`` written out: without a
+# generator per call they cost a third as much on a short text, and the store redacts every
+# string of every row it writes. tests/test_redaction_cache.py holds them to the tuples.
+def _has_key_marker(text: str) -> bool:
+    """Whether ``text`` holds one of :data:`_KEY_MARKERS`."""
+    return (
+        "sk-" in text
+        or "hf_" in text
+        or "ghp_" in text
+        or "gho_" in text
+        or "ghu_" in text
+        or "ghs_" in text
+        or "ghr_" in text
+        or "xox" in text
+        or "AKIA" in text
+        or "AIza" in text
+    )
+
+
+def _has_assignment_word(lowered: str) -> bool:
+    """Whether ``lowered`` holds one of :data:`_ASSIGNMENT_WORDS`."""
+    return (
+        "key" in lowered
+        or "token" in lowered
+        or "secret" in lowered
+        or "password" in lowered
+        or "authorization" in lowered
+    )
 
 
 def redact_value(value: Any, secrets: Iterable[str] | None = None) -> Any:

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from evaluators.hinted_search import hinted_search
+
 REFUSAL_PATTERNS = re.compile(
     r"\b(I('m| am) sorry,? but|I can(no|')t (help|assist|comply|provide|describe)|"
     r"I('m| am) (not able|unable) to (help|assist|describe|comply)|as an AI( language model)?|"
@@ -142,9 +144,13 @@ def check_attributes_mentioned(
     return Check("attributes_mentioned", stage, not missing, msg)
 
 
+#: words every match of :data:`REFUSAL_PATTERNS` holds one of (lower case)
+REFUSAL_HINTS = ("i'm", "i am", "i can", "as an ai", "i won't", "cannot assist")
+
+
 def check_no_refusal(stage: str, text: str) -> Check:
     """A refusal phrased as an answer is not data."""
-    match = REFUSAL_PATTERNS.search(text)
+    match = hinted_search(REFUSAL_PATTERNS, REFUSAL_HINTS, text)
     msg = f"the output contains refusal text ('{match.group(0)}')" if match else ""
     return Check("no_refusal", stage, match is None, msg)
 

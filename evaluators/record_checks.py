@@ -15,12 +15,14 @@ released ICM-Instruct records (mostly good text): they are tuned to reject none 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from data.policy_models import Policy
 from evaluators.consistency import Check, term_stance
+from evaluators.hinted_search import hinted_search
 from evaluators.lemmas import content_lemmas, words
 from evaluators.text_checks import label_statements
 
@@ -194,12 +196,17 @@ _PIPELINE_TALK = re.compile(
     r"the (given )?schema|the detector evidence|the annotation says)\b",
     re.IGNORECASE,
 )
+#: words every match of :data:`_PIPELINE_TALK` holds one of (lower case)
+_PIPELINE_TALK_HINTS = (
+    "reviewer", "critic", "rejection", "rejected", "previous", "corrected", "schema",
+    "detector evidence", "annotation says",
+)  # fmt: skip
 
 
 def pipeline_talk(text: str) -> str | None:
     """The words by which a text talks about the pipeline (a reviewer, a rejection, the
     schema) instead of the image, or None."""
-    match = _PIPELINE_TALK.search(text)
+    match = hinted_search(_PIPELINE_TALK, _PIPELINE_TALK_HINTS, text)
     return match.group(0) if match else None
 
 
@@ -242,7 +249,13 @@ def audience_words(policy: Policy, rule: str) -> set[str]:
     """Content lemmas that name the rule's audience: its age group and culture, in the
     policy's own words, plus the plain words for those ages."""
     spec = policy.rules[rule]
-    text = f"{spec.audience.age_group} {spec.audience.culture}"
+    return set(_audience_words(f"{spec.audience.age_group} {spec.audience.culture}"))
+
+
+@functools.lru_cache(maxsize=256)
+def _audience_words(text: str) -> frozenset[str]:
+    """:func:`audience_words` of a rule's audience text, computed once per text (two checks
+    ask for it for every rule variant of every sample)."""
     found = set(content_lemmas(text))
     if re.search(r"under\s*1[0-9]|child", text, re.IGNORECASE):
         found |= {"child", "children", "kid", "minor", "young"}
@@ -250,7 +263,7 @@ def audience_words(policy: Policy, rule: str) -> set[str]:
         found |= {"adult", "grown"}
     if re.search(r"13", text):
         found |= {"teen", "teenager", "adolescent"}
-    return found
+    return frozenset(found)
 
 
 def invented_audience(argument: str, policy: Policy, rule: str) -> str | None:

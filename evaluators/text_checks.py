@@ -153,10 +153,15 @@ def _sentence_start(text: str, before: int) -> int:
 def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
     """Occurrences of the labels, sorted; one inside a longer label's occurrence (``sexy`` in
     ``not sexy``) is left out."""
+    return list(_label_spans(text, frozenset(labels)))
+
+
+@functools.lru_cache(maxsize=1024)  # the critic reads one argument's labels in several checks
+def _label_spans(text: str, labels: frozenset[str]) -> tuple[tuple[int, int, str], ...]:
     lowered = text.lower()
     spans = [
         (m.start(), m.end(), label)
-        for label in set(labels)
+        for label in labels
         for m in _label_pattern(label).finditer(lowered)
     ]
     kept = [
@@ -164,7 +169,7 @@ def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
         for s, e, label in spans
         if not any(s2 <= s and e <= e2 and (s2, e2) != (s, e) for s2, e2, _ in spans)
     ]
-    return sorted(kept)
+    return tuple(sorted(kept))
 
 
 def label_statements(text: str, labels: Iterable[str]) -> list[LabelStatement]:
@@ -181,6 +186,13 @@ def label_statements(text: str, labels: Iterable[str]) -> list[LabelStatement]:
 
 def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelStatement]:
     """:func:`label_statements` over spans already found."""
+    return list(_statements_of(text, tuple(spans)))
+
+
+@functools.lru_cache(maxsize=1024)  # the critic reads one argument's statements twice
+def _statements_of(
+    text: str, spans: tuple[tuple[int, int, str], ...]
+) -> tuple[LabelStatement, ...]:
     out = []
     for start, _end, label in spans:
         before = text[_sentence_start(text, start) : start]
@@ -190,7 +202,7 @@ def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelS
             out.append(LabelStatement(label, True, start))
         elif _STATING.search(clause) and not _HEDGE.search(clause):
             out.append(LabelStatement(label, not _NEGATED.search(clause), start))
-    return out
+    return tuple(out)
 
 
 def stated_labels(text: str, labels: Sequence[str]) -> list[str]:

@@ -50,7 +50,13 @@ from data.store.queries import run_row
 from evaluators.consistency import Check
 from graphs.commands.runs import default_export_path
 from graphs.console import plain, styled
-from graphs.progress_log import Heartbeat, ProgressFigures, progress_interval, progress_line
+from graphs.progress_log import (
+    Heartbeat,
+    ProgressFigures,
+    progress_interval,
+    progress_line,
+    write_log_line,
+)
 from graphs.state import SampleState
 
 #: a reason longer than this is cut in the per-sample list (``icm traces`` shows it whole)
@@ -245,10 +251,7 @@ class RunReporter:
             cost_usd=self._cost, elapsed_s=self._clock() - log.started, last_call=t.last,
             **self._outcomes,
         )  # fmt: skip
-        self.console.print(
-            progress_line(log.run_id, figures, event, self._now()),
-            markup=False, highlight=False, soft_wrap=True, emoji=False,
-        )  # fmt: skip
+        write_log_line(self.console, progress_line(log.run_id, figures, event, self._now()))
 
     def set_total(self, total: int) -> None:
         """The number of samples to do, once known (``--workers``: when every worker said)."""

@@ -11,8 +11,10 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
 
 import jinja2
+from jinja2 import meta
 
 PROMPTS_DIR = Path(__file__).resolve().parent
 
@@ -24,6 +26,12 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+#: value types a rendering is remembered by (immutable, compared by value)
+_PLAIN = (str, int, float, bool, type(None))
+#: renderings remembered per template before it starts over
+_MAX_REMEMBERED = 256
 
 
 class PromptNotFoundError(LookupError):
@@ -58,12 +66,57 @@ class PromptTemplate:
     def _compiled(self) -> jinja2.Template:
         return _ENV.from_string(self.source)
 
+    @cached_property
+    def _used(self) -> tuple[str, ...] | None:
+        """The variables the template reads, sorted; None where that cannot be known from its
+        own text (it includes, imports or extends another template)."""
+        tree = _ENV.parse(self.source)
+        if any(True for _ in meta.find_referenced_templates(tree)):
+            return None
+        return tuple(sorted(meta.find_undeclared_variables(tree)))
+
+    @cached_property
+    def _rendered(self) -> dict[tuple[Any, ...], str]:
+        return {}
+
     def render(self, **variables: object) -> str:
-        """Render with ``StrictUndefined``: a missing variable is an error, never empty text."""
+        """Render with ``StrictUndefined``: a missing variable is an error, never empty text.
+
+        A rendering is remembered by the values of the variables the template reads, when
+        each is a plain value (text, number, bool, None): a role's system prompt reads none or
+        one or two of them, and was rendered anew for every call. The template object is
+        its content (a changed file is another template, with another hash), so a remembered
+        text is always this content's.
+        """
+        key = self._key(variables)
+        if key is not None:
+            done = self._rendered.get(key)
+            if done is not None:
+                return done
         try:
-            return self._compiled.render(**variables).strip()
+            text = self._compiled.render(**variables).strip()
         except jinja2.UndefinedError as exc:
             raise jinja2.UndefinedError(f"prompts/{self.name}.j2: {exc}") from exc
+        if key is not None:
+            if len(self._rendered) >= _MAX_REMEMBERED:
+                self._rendered.clear()
+            self._rendered[key] = text
+        return text
+
+    def _key(self, variables: dict[str, object]) -> tuple[Any, ...] | None:
+        """What a rendering is remembered by, or None where it must not be."""
+        used = self._used
+        if used is None:
+            return None
+        key: list[Any] = []
+        for name in used:
+            if name not in variables:
+                return None  # rendering raises (StrictUndefined)
+            value = variables[name]
+            if type(value) not in _PLAIN:
+                return None
+            key.append((name, type(value), value))  # the type: 1 and True are equal keys
+        return tuple(key)
 
 
 @cache

@@ -125,7 +125,9 @@ def test_a_store_that_cannot_be_written_stops_the_run_at_once(tmp_path, monkeypa
     # several flushes while the samples run (the default interval outlasts this fast fake run)
     interval = 0.25
     monkeypatch.setattr(runner_module, "FLUSH_INTERVAL_S", interval)
-    with FakeOpenAIServer(responder=responder) as server:
+    # 50 ms a call: the run lasts several flush intervals however little CPU a sample takes
+    # (without it, a run that needed under two intervals never met the failing store)
+    with FakeOpenAIServer(responder=responder, latency_s=0.05) as server:
         failing_store = FailingStore(after=2).installed(monkeypatch)
         with failing_store as failing, pytest.raises(StoreWriteError) as info:
             run_pipeline(manifest, db, server, concurrency=4)

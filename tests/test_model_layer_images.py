@@ -192,3 +192,25 @@ def test_a_refusal_retry_after_the_text_only_retry_stays_text_only(fake_keys, no
         sent = [r.body for r in server.chat_requests()]
     assert [has_image(b) for b in sent] == [True, False, False]
     assert [b["messages"][1]["content"] for b in sent[1:]] == [blind("s-1")] * 2
+
+
+def test_an_image_sent_as_it_is_is_the_bytes_read_once_and_hashed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: the file is read once; the bytes sent are the ones whose hash is the image's
+    identity (a second read could see a file changed in between)."""
+    import hashlib
+    from pathlib import Path
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(buffer, format="PNG")
+    path = tmp_path / "small.png"
+    path.write_bytes(buffer.getvalue())
+
+    def no_second_read(self: Path) -> bytes:
+        raise AssertionError(f"{self} read a second time")
+
+    monkeypatch.setattr(Path, "read_bytes", no_second_read)
+    image = prepare_image(path)
+    assert image.data == buffer.getvalue()
+    assert image.sha256 == hashlib.sha256(image.data).hexdigest()

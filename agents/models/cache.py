@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from agents.models.base import GenerationParams, Message
@@ -70,6 +71,42 @@ def messages_for_record(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def canonical_json_bytes(value: Any) -> bytes:
+    """UTF-8 of ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)``, the text every cache key hashes.
+
+    orjson writes it about ten times faster (a key is made for every call; its messages carry
+    the whole prompt), and writes the same bytes for what a key holds: text, integers, None,
+    booleans, lists and dicts with ASCII keys, and floats written without an exponent. Any
+    other value (a float such as 1e-05, which json writes ``1e-05`` and orjson ``1e-5``) goes
+    to ``json`` itself, so a key never changes with the writer.
+    """
+    if _orjson_writes_the_same(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except (TypeError, orjson.JSONEncodeError):  # an integer past 64 bits, a lone surrogate
+            pass
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode()
+
+
+def _orjson_writes_the_same(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        written = repr(value)
+        return "e" not in written and "n" not in written  # no exponent, inf or nan
+    if kind is list or kind is tuple:
+        return all(_orjson_writes_the_same(item) for item in value)
+    if kind is dict:
+        return all(
+            type(key) is str and key.isascii() and _orjson_writes_the_same(item)
+            for key, item in value.items()
+        )
+    return False
+
+
 def cache_key(
     *,
     provider: str,
@@ -93,8 +130,7 @@ def cache_key(
         "prompt_hash": prompt_hash,
         "attempt": attempt,
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(text.encode())
+    digest = hashlib.sha256(canonical_json_bytes(payload))
     digest.update(b"\x00schema\x00")
     digest.update(schema_document(schema)[1].encode())
     return digest.hexdigest()

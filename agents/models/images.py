@@ -46,7 +46,7 @@ def prepare_image(source: str | Path | bytes, max_side: int = 1024) -> ImageInpu
     loaded = load_image(source)
     width, height = loaded.width, loaded.height
     if loaded.format in _SENDABLE and max(width, height) <= max_side and not loaded.notes:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        data = loaded.data  # the bytes just decoded: the file is read once
         return ImageInput(
             sha256=loaded.sha256,
             media_type=_SENDABLE[loaded.format],

@@ -29,6 +29,8 @@ from typing import Any
 
 from agents.models.cache import ResponseCache
 from agents.models.credentials import redact
+from data.redaction import known_secrets
+from data.redaction import redact as redact_text
 from data.store import Store, records
 from prompts import PromptTemplate
 
@@ -92,10 +94,11 @@ class StoreWriter:
         """Queue one trace row (redacted now, while the secrets are known)."""
         if self.store is None and not self.collect:
             return
+        secrets = known_secrets(self.secrets)  # once for the row's fields, not per field
         for name in REDACTED_FIELDS:
             value = row.get(name)
-            if isinstance(value, str):
-                row[name] = redact(value, self.secrets)
+            if isinstance(value, str) and value:
+                row[name] = redact_text(value, secrets)
         with self._lock:
             if row.get("sample_id") in self._dropped:
                 return

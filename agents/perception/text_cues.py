@@ -63,11 +63,26 @@ def find_phrases(text: str, phrases: Iterable[str]) -> list[str]:
     return found
 
 
+#: for each pattern of :data:`_INJECTION`, words of which a normalised text that it matches
+#: holds at least one: a text without them is not searched with it (the critic searches every
+#: argument and every sentence of every description; most hold none)
+_INJECTION_HINTS = (
+    ("ignore", "disregard", "forget", "override"),
+    ("must", "should", "will", "shall"),
+    ("note to",),
+    ("image is",),
+    ("system prompt",),
+    ("you are",),
+)
+
+
 def injection_phrases(text: str) -> list[str]:
     """Spans of ``text`` that look like instructions aimed at an AI model."""
     haystack = normalise(text)
     spans = []
-    for pattern in _INJECTION:
+    for pattern, hints in zip(_INJECTION, _INJECTION_HINTS, strict=True):
+        if not any(hint in haystack for hint in hints):
+            continue
         for match in pattern.finditer(haystack):
             if match.group(0) not in spans:
                 spans.append(match.group(0))

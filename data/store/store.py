@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from data.redaction import known_secrets, redact, redact_value
+from data.redaction import known_secrets, redact, redact_value, redactor
 from data.store.schema import LATEST_VERSION, MIGRATIONS
 
 DEFAULT_DB_PATH = Path("runs") / "icm.duckdb"
@@ -117,8 +117,11 @@ def from_json(raw: str | None) -> Any:
         return raw
 
 
-def batch_frame(rows: Sequence[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
-    """Rows (dicts; a key missing from a row is NULL there) as an Arrow table for DuckDB.
+def batch_frame(
+    rows: Sequence[Mapping[str, Any]], clean: Callable[[str], str] | None = None
+) -> pa.Table | pd.DataFrame:
+    """Rows (dicts; a key missing from a row is NULL there) as an Arrow table for DuckDB, with
+    ``clean`` applied to every string value where given.
 
     Why Arrow: DuckDB reads an Arrow table's buffers directly, where a DataFrame of Python
     strings is read object by object while holding the GIL, which stalls a generation run's
@@ -126,28 +129,34 @@ def batch_frame(rows: Sequence[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
     falls back to pandas, which stores it as objects.
     """
     names = list(dict.fromkeys(key for row in rows for key in row))
+    if clean is None:
+        columns = {name: [row.get(name) for row in rows] for name in names}
+    else:  # column by column, without a cleaned copy of every row first
+        columns = {
+            name: [clean(v) if isinstance(v, str) else v for v in (row.get(name) for row in rows)]
+            for name in names
+        }
     try:
-        return pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
+        return pa.table({name: pa.array(values) for name, values in columns.items()})
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        return pd.DataFrame(list(rows))
+        if clean is None:
+            return pd.DataFrame(list(rows))
+        return pd.DataFrame(
+            [{k: clean(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+        )
 
 
 def redacted_frame(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pa.Table | pd.DataFrame:
     """``rows`` as a frame for DuckDB with every string passed through ``data.redaction``: the
     store is a boundary every text crosses, so no key reaches the file whatever wrote it."""
-    secrets = known_secrets()
+    secrets = tuple(known_secrets())
     if isinstance(rows, pd.DataFrame):
         frame = rows.copy()
         for name in frame.columns:
             if frame[name].dtype == object:
                 frame[name] = [redact(v, secrets) if isinstance(v, str) else v for v in frame[name]]
         return frame
-    return batch_frame(
-        [
-            {k: redact(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
-            for row in rows
-        ]
-    )
+    return batch_frame(rows if isinstance(rows, list | tuple) else list(rows), redactor(secrets))
 
 
 def _process_command(pid: int) -> str | None:

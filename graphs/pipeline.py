@@ -64,7 +64,6 @@ from data.store import records, utcnow
 from data.store.batch import RowQueue
 from evaluators.consistency import Check
 from evaluators.text_checks import schema_texts, with_garbage_checks
-from graphs.direct_graph import DirectChain, use_langgraph
 from graphs.state import SampleSpec, SampleState
 
 RECURSION_LIMIT = 200
@@ -438,16 +437,11 @@ class SampleGraph:
     through its own. Each starts at its first stage by a plain edge: no router runs at START.
     """
 
-    def __init__(
-        self, graphs: Mapping[bool, Any], direct: Mapping[bool, DirectChain] | None = None
-    ) -> None:
+    def __init__(self, graphs: Mapping[bool, Any]) -> None:
         self.graphs = dict(graphs)  # by whether the sample has a given description
-        #: the same chains run without LangGraph (graphs/direct_graph.py); None: LangGraph runs
-        self.direct = dict(direct) if direct is not None else None
 
     async def ainvoke(self, state: SampleState, config: Any = None) -> dict[str, Any]:
-        given = state["sample"].given_description is not None
-        graph = self.graphs[given] if self.direct is None else self.direct[given]
+        graph = self.graphs[state["sample"].given_description is not None]
         out: dict[str, Any] = await graph.ainvoke(state, config)
         return out
 
@@ -461,36 +455,26 @@ def build_graph(deps: PipelineDeps) -> SampleGraph:
     tenth of the graph's CPU per sample at high concurrency (``benchmarks/bench_generate.py``).
     """
     schema = state_schema(deps.registry)  # known only at run time
-    chains = {
-        flag: _compile_chain(deps, schema, deps.registry.chain(flag)) for flag in (False, True)
-    }
-    graphs = {flag: graph for flag, (graph, _) in chains.items()}
-    if use_langgraph():
-        return SampleGraph(graphs)
-    return SampleGraph(graphs, {flag: direct for flag, (_, direct) in chains.items()})
+    return SampleGraph(
+        {flag: _compile_chain(deps, schema, deps.registry.chain(flag)) for flag in (False, True)}
+    )
 
 
-def _compile_chain(
-    deps: PipelineDeps, schema: type, chain: Sequence[str]
-) -> tuple[Any, DirectChain]:
+def _compile_chain(deps: PipelineDeps, schema: type, chain: Sequence[str]) -> Any:
     """One chain's graph: START -> its stages in order -> the critic, which ends the sample
-    or sends it back to one of them; and the same nodes as a :class:`DirectChain`."""
+    or sends it back to one of them."""
     graph: Any = StateGraph(schema)
-    nodes: dict[str, Any] = {}
     for name, following in itertools.pairwise(chain):
         spec = deps.registry.get(name)
-        nodes[name] = _bind_stage(spec, deps, following)
-        graph.add_node(name, nodes[name], destinations=(following, END))
+        graph.add_node(name, _bind_stage(spec, deps, following), destinations=(following, END))
 
     async def critic(state: SampleState) -> Command[str]:
         update = await critic_node(state, deps)
         return Command(update=update, goto=after_critic(_after(state, update)))
 
-    nodes[CRITIC] = critic
     graph.add_node(CRITIC, critic, destinations=(*chain[:-1], END))
     graph.add_edge(START, chain[0])
-    keys = list(typing.get_type_hints(schema))
-    return graph.compile(), DirectChain(chain[0], nodes, keys)
+    return graph.compile()
 
 
 def _after(state: SampleState, update: Mapping[str, Any]) -> SampleState:

@@ -224,7 +224,9 @@ def test_a_batch_run_costs_half_and_compare_shows_it(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-batch-0123456789")
     manifest = make_manifest(tmp_path / "in", CATEGORIES[:2])
     db = tmp_path / "cost.duckdb"
-    with FakeOpenAIServer(responder=ICMResponder()) as server:
+    # no prompt caching: the second run would read the prefixes the first one wrote (a Q-A
+    # schema with its question patterns passes the 1,024-token minimum)
+    with FakeOpenAIServer(responder=ICMResponder(), prompt_cache_min_tokens=10**9) as server:
         # the same body both ways (the SDK's post sends what the batch line carries), so the
         # fake counts the same tokens: only the price differs
         for name, settings in (("sync", {**FAST, "client": "sdk"}), ("batch", BATCH)):

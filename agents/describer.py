@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.models.base import ImageInput
 from agents.models.result import CallResult
+from agents.perception.evidence import Evidence
 from agents.role_call import LayerLike, ask_role
 from agents.schemas import (
     FULL,
@@ -100,13 +101,21 @@ async def describe(
     )
 
 
+def _evidence_for(note: str | None, inputs: Inputs) -> str | None:
+    """All the detector evidence, or, beside a person's note, only its certain facts."""
+    evidence = inputs.get("evidence")
+    if note and evidence:
+        return Evidence.load(evidence).certain_text()
+    return inputs.get("evidence_text")
+
+
 async def _ask(call: StageCall, inputs: Inputs) -> CallResult[DescriptionValue]:
     sample = inputs["sample"]
     return await describe(
         call.layer,
         call.policy,
         category=sample.category,
-        evidence_text=inputs.get("evidence_text"),
+        evidence_text=_evidence_for(sample.note, inputs),
         images=call.images(),
         note=sample.note,
         feedback=call.feedback,
@@ -141,7 +150,7 @@ def _write(value: DescriptionValue, call: StageCall, inputs: Inputs) -> dict[str
 STAGE = StageSpec(
     name="describer",
     order=10,
-    reads=("sample", "evidence_text"),
+    reads=("sample", "evidence_text", "evidence"),
     # also ``category`` and ``category_source`` when it proposes one (never reset: an
     # annotated category stays, a proposed one is proposed again on a redo)
     writes={"description": None, "key_elements": []},

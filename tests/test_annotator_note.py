@@ -131,3 +131,21 @@ def test_a_run_sends_the_note_to_the_describer_and_stores_it(
     assert describer and all(NOTE in json.dumps(body) for body in describer)
     with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
         assert store.scalar("SELECT note FROM samples") == NOTE
+
+
+def test_beside_a_note_the_describer_gets_only_the_certain_facts() -> None:
+    # given every finding as well, qwen wrote them out ("The detector evidence shows ... the
+    # largest face covers 4% ... the NSFW probability is low") instead of describing the image
+    from agents.describer import _evidence_for
+    from agents.perception.evidence import Evidence
+
+    evidence = json.loads((FIXTURES / "astronaut.evidence.json").read_text())
+    full = Evidence.load(evidence).as_text()
+    inputs = {"evidence": evidence, "evidence_text": full}
+    assert _evidence_for(None, inputs) == full
+    brief = _evidence_for(NOTE, inputs)
+    assert brief is not None and brief.startswith("Measured (certain):")
+    assert "in colour" in brief and "a photo" in brief
+    assert "NSFW" not in brief and "face" not in brief and "px" not in brief
+    lottery = Evidence.load(CARD).certain_text()
+    assert '"SCRATCH & WIN"' in lottery and "flat graphic" in lottery

@@ -185,8 +185,8 @@ def test_cli_table_json_and_plots(generated: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     table = result.stdout
     for text in ("acceptance rate", "100.0%", "75.0%", "retries per sample", "1.00",
-                 "verdict_matches_rule x5", "judge accuracy", "78.8 [", "50.0 [50.0, 50.0]",
-                 "also judged by anthropic:x"):  # fmt: skip
+                 "states_one_label x5", "verdict_matches_rule", "judge accuracy", "78.8 [",
+                 "50.0 [50.0, 50.0]", "also judged by anthropic:x"):  # fmt: skip
         assert text in table, text
     for name in ("scores_by_run.png", "cost_vs_quality.png"):
         data = (out / name).read_bytes()

@@ -155,10 +155,32 @@ def schema_grammar(schema: type[BaseModel]) -> Any:
             "unsupported",
             f"llama.cpp cannot turn the {schema.__name__} schema into a grammar: {exc}",
         ) from exc
-    grammar = LlamaGrammar.from_string(gbnf, verbose=False)
+    grammar = LlamaGrammar.from_string(json_string_chars(gbnf), verbose=False)
     with _grammars_lock:
         _grammars[schema] = grammar
     return grammar
+
+
+#: the string character rule llama-cpp-python's converter writes: any character but a quote or
+#: a backslash, raw control characters included
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+#: JSON's: no raw control character (llama.cpp's own converter and llama-cpp-python's JSON
+#: grammar write this)
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def json_string_chars(gbnf: str) -> str:
+    """``gbnf`` with strings that can only hold what JSON allows.
+
+    llama-cpp-python 0.3's converter lets a string hold a raw newline; qwen wrote one as the last
+    character of a 1,000-character explanation (the grammar's bound), and the answer was not
+    JSON: the whole sample failed as ``parse_failed`` where a cut text is the critic's to send
+    back. Rules written from a ``pattern`` have their own character classes and are unchanged.
+    """
+    return "\n".join(
+        _JSON_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line
+        for line in gbnf.split("\n")
+    )
 
 
 def _reset_perf(llama: Any) -> None:

@@ -236,3 +236,12 @@ def test_baseline_audience_named_by_a_profession_fails() -> None:
     assert found and "professional audience" in found
     assert invented_audience("It is not suitable for the given audience.", sexy, "R1") is None
     assert invented_audience("It is appropriate for a young audience.", sexy, "R2") is None
+
+
+def test_every_audience_is_not_an_invented_one(gambling: Policy) -> None:
+    # the demo's flower (safe under R2, audience 13 and over) was rejected for this sentence
+    flower = "A close-up of a dahlia is appropriate for all audiences, including teenagers."
+    assert invented_audience(flower, gambling, "R2") is None
+    assert invented_audience("It is suitable for general audiences.", gambling, "R1") is None
+    # an audience of a kind the rule never names still is invented
+    assert invented_audience("It is suitable for a professional audience.", gambling, "R1")

@@ -63,7 +63,8 @@ class LazyGrammarGreedy:
         # one token's array for the cheap check, the whole vocabulary's for the fallback
         self._one = (llama_cpp.llama_token_data * 1)()
         self._all = (llama_cpp.llama_token_data * self._n_vocab)()
-        self._all_view = np.frombuffer(self._all, dtype=TOKEN_DATA)
+        self._one_view = np.frombuffer(memoryview(self._one), dtype=TOKEN_DATA)
+        self._all_view = np.frombuffer(memoryview(self._all), dtype=TOKEN_DATA)
         self.checked = 0
         """Tokens whose choice took one grammar check."""
         self.full = 0
@@ -77,15 +78,14 @@ class LazyGrammarGreedy:
         return scores
 
     def _allowed(self, token: int, score: float) -> bool:
-        self._one[0].id = token
-        self._one[0].logit = score
-        self._one[0].p = 0.0
+        one = self._one_view
+        one["id"], one["logit"], one["p"] = token, score, 0.0
         array = self._lib.llama_token_data_array(
             data=ctypes.cast(self._one, self._lib.llama_token_data_p), size=1, selected=-1,
             sorted=False,
         )  # fmt: skip
         self._lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
-        return bool(np.isfinite(self._one[0].logit))
+        return bool(np.isfinite(one["logit"][0]))
 
     def _constrained_best(self, scores: np.ndarray) -> int:
         view = self._all_view

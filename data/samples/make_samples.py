@@ -343,19 +343,19 @@ def build() -> dict[str, bytes]:
     manifest: list[dict[str, object]] = []
     for photo in PHOTOS:
         files[photo.name] = _photo_bytes(photo)
-        manifest.append(
-            {
-                "image": photo.name,
-                "policy": photo.policy,
-                "category": photo.category,
-                "expected": _expected(photo.policy, photo.category),
-                "note": photo.note,
-                "kind": "photo",
-                "source": f"{photo.package}:{photo.resource}",
-                "licence": photo.licence,
-            }
-            | ({"why": photo.why} if photo.why else {})
-        )
+        entry: dict[str, object] = {
+            "image": photo.name,
+            "policy": photo.policy,
+            "category": photo.category,
+            "expected": _expected(photo.policy, photo.category),
+            "note": photo.note,
+            "kind": "photo",
+            "source": f"{photo.package}:{photo.resource}",
+            "licence": photo.licence,
+        }
+        if photo.why:
+            entry["why"] = photo.why
+        manifest.append(entry)
     for drawing in DRAWINGS:
         files[drawing.name] = _drawing_bytes(drawing)
         manifest.append(

@@ -26,6 +26,7 @@ from agents.schemas import (
 )
 from agents.stages import Inputs, StageCall, StageSpec, Target
 from data.policy_models import Policy
+from evaluators.text_checks import trim_cut_text
 
 VerdictSource = Literal["rule_table", "model"]
 
@@ -151,6 +152,9 @@ def _write(value: ArgumentValue, call: StageCall, inputs: Inputs) -> dict[str, A
     else:
         verdict = expected
     argument = value.explanation.strip()
+    trimmed = trim_cut_text(argument, call.lengths.explanation)
+    if trimmed is not None:  # cut by the grammar's bound: its whole sentences are the argument
+        argument = trimmed
     return {
         "explanation": f"{argument} {conclusion(verdict)}",
         "argument": argument,

@@ -618,6 +618,25 @@ def _cut_at(text: str, limit: int | None) -> bool:
     return _reaches(text, limit) and not _SENTENCE_END.search(text)
 
 
+#: a sentence end inside a text: the end mark, closing quotes or brackets, then a space
+_INNER_SENTENCE_END = re.compile(r"[.!?…][\"'’”)\]]*(?=\s)")
+
+
+def trim_cut_text(text: str, limit: int | None, min_sentences: int = 2) -> str | None:
+    """``text`` without the sentence its length bound cut off, or None when it was not cut or
+    too little would be left.
+
+    A grammar-bounded field ends where the bound is, often mid-sentence ("... that images of
+    this kind (e"); when at least ``min_sentences`` whole sentences come before the cut, those
+    are the answer. The model's full text stays in the call's trace."""
+    if not _cut_at(text, limit):
+        return None
+    ends = [m.end() for m in _INNER_SENTENCE_END.finditer(text)]
+    if len(ends) < min_sentences:
+        return None
+    return text[: ends[-1]].strip()
+
+
 def check_complete_text(stage: str, text: str, where: str, limit: int | None = None) -> Check:
     """A prose field must not break off: a text cut by its length bound ("... and the image does
     not") is a fragment, whatever is appended to it later (the code-written conclusion).

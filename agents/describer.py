@@ -126,14 +126,22 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[DescriptionValue]:
 
 
 def kept_key_elements(elements: Sequence[str], description: str) -> list[str]:
-    """The key elements that are phrases of the description, in order.
+    """The key elements that are phrases of the description, in order, each once.
 
     Key elements only summarise the description (no record or export carries them); one the
     description does not contain ("human" beside "a person", a detector label) is dropped here,
-    and the model's whole list stays in the trace. When none is left the list is kept as it was,
-    so the critic's ``key_elements_in_description`` check sends the description back."""
+    as is a repeat of one already listed (the demo's board game listed 'dice' twice and was
+    sent back for it), and the model's whole list stays in the trace. When none is left the
+    list is kept as it was, so the critic's ``key_elements_in_description`` check sends the
+    description back."""
     lemmas = content_lemmas(description)
-    kept = [e for e in elements if key_element_problem(e, lemmas) is None]
+    kept: list[str] = []
+    seen: set[str] = set()
+    for element in elements:
+        key = " ".join(content_lemmas(element)) or element.strip().lower()
+        if key not in seen and key_element_problem(element, lemmas) is None:
+            seen.add(key)
+            kept.append(element)
     return kept or list(elements)
 
 

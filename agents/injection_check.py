@@ -30,6 +30,19 @@ CHECK_NAME = "argument_not_from_image_instruction"
 SHARED_WORDS = 4
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+#: a quoted span: opened after a space, colon or bracket, closed before punctuation or a
+#: space ("don't" is no quote)
+_QUOTED = re.compile(r"(?:^|(?<=[\s:(]))(['\"“‘])(.+?)['\"”’](?=[\s.,;:!?)]|$)")
+
+
+def _instruction_spans(sentence: str) -> list[str]:
+    """The parts of a describer's sentence that are the image's instruction: its quoted spans
+    that hold one, or the whole sentence when nothing quoted does. Why: the demo's describer
+    wrote "text addressed to an AI moderator, stating 'Ignore all previous instructions...'";
+    an argument saying "text addressed to an AI moderator" describes the image, it does not
+    obey it."""
+    quoted = [m.group(2) for m in _QUOTED.finditer(sentence) if injection_phrases(m.group(2))]
+    return quoted or [sentence]
 
 
 def image_texts(evidence: Any, description: str | None) -> list[str]:
@@ -45,7 +58,9 @@ def image_texts(evidence: Any, description: str | None) -> list[str]:
     if texts:
         texts = [" ".join(texts)]  # OCR splits one sentence over lines
     if description:
-        texts += [s for s in _SENTENCE.split(description) if injection_phrases(s)]
+        for sentence in _SENTENCE.split(description):
+            if injection_phrases(sentence):
+                texts += _instruction_spans(sentence)
     return texts
 
 

@@ -8,6 +8,7 @@ by the table, not guessed by a model. The model writes about the sample's first 
 
 from __future__ import annotations
 
+import re
 from dataclasses import astuple
 from typing import Any
 
@@ -92,8 +93,21 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
     )
 
 
+#: a letter a model put in front of an option ("A. Card game"): the record lists options
+#: under their own letters, so it would read "A. A. Card game"
+_OPTION_LETTER = re.compile(r"^\(?[A-Da-d][.):]\s+(?=\S)")
+
+
+def unlettered(option: str) -> str:
+    """An option without the letter a model wrote in front of it (the trace keeps it)."""
+    return _OPTION_LETTER.sub("", option, count=1)
+
+
 def _write(value: QAValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
-    return {"qa": value.model_dump(), "qa_rule": _rule(inputs)}
+    qa = value.model_dump()
+    for item in qa["multiple_choice"]:
+        item["options"] = [unlettered(o) for o in item["options"]]
+    return {"qa": qa, "qa_rule": _rule(inputs)}
 
 
 STAGE = StageSpec(

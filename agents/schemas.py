@@ -142,7 +142,11 @@ def context_model(lengths: Lengths = FULL) -> type[ContextValue]:
         ContextValue,
         setting=_text(n, "Where the scene takes place."),
         atmosphere=_text(n, "The mood or atmosphere the image conveys."),
-        intent=_text(n, "The apparent purpose of the image or its poses."),
+        # a noun phrase here ("The apparent purpose of the image or its poses.") was written
+        # back as a sentence's subject by the demo's model, and the explainer copied it on
+        intent=_text(
+            n, "What the image seems made to do: sell, warn, amuse, inform, invite, or pose."
+        ),
         audience_cues=_text(
             n,
             "What in the image matters for a child or a conservative viewer (exposure, "

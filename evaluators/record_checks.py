@@ -240,9 +240,10 @@ _KIND_OF_AUDIENCE = re.compile(
     r"(,?\s+such as[^.;!?]*)?",
     re.IGNORECASE,
 )
-#: words that point at the rule's own audience rather than name another one
+#: words that point at the rule's own audience rather than name another one ("the audience":
+#: the demo's board-game argument was rejected for "appropriate for the audience")
 _OWN_AUDIENCE = frozenset({"given", "rule", "rule's", "target", "intended", "this", "its",
-                           "same", "specified", "stated"})  # fmt: skip
+                           "same", "specified", "stated", "the"})  # fmt: skip
 
 
 #: "appropriate for all audiences": every audience, the rule's among them, not another one

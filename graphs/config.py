@@ -142,6 +142,10 @@ class GenerateConfig(BaseModel):
     ``paper``: the release's three-question call, then its two Q-A passes."""
     checks: bool = True
     """The critic's deterministic checks (off in the paper's release)."""
+    stage_checks: bool = True
+    """Run each stage's deterministic checks as soon as it has written, so a failing stage
+    is redone before the later stages are asked (ours; off: the critic checks only after the
+    whole chain, as before this option existed). Needs ``checks``."""
     verdict_questions: bool = True
     """Add one yes/no question per rule variant, answered by the rule table, to accepted
     samples (ours; the release has none)."""
@@ -191,6 +195,8 @@ class GenerateConfig(BaseModel):
             extra |= {"pipeline": self.pipeline, "paper": self.paper.model_dump()}
         if not self.checks:
             extra["checks"] = False
+        if not self.stage_checks:
+            extra["stage_checks"] = False
         if not self.verdict_questions:
             extra["verdict_questions"] = False
         return extra

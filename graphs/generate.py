@@ -186,9 +186,21 @@ def generate_command(
             "--max-stage-retries", help="Retries per stage after critic rejection [default: 2]."
         ),
     ] = None,
-    no_llm_critic: Annotated[
+    llm_critic: Annotated[
         bool | None,
-        typer.Option("--no-llm-critic", help="Run only the deterministic critic checks."),
+        typer.Option(
+            "--llm-critic/--no-llm-critic",
+            help="After the deterministic checks pass, ask the critic model too (--no-llm-critic:"
+            " the deterministic checks only) [default: on; the offline qwen demo: off].",
+        ),
+    ] = None,
+    stage_checks: Annotated[
+        bool | None,
+        typer.Option(
+            "--stage-checks/--no-stage-checks",
+            help="Check each stage as soon as it has written and redo it at once (off: only "
+            "the critic at the end of the chain checks) [default: on].",
+        ),
     ] = None,
     no_perception: Annotated[
         bool | None, typer.Option("--no-perception", help="Do not run the perception detectors.")
@@ -220,7 +232,8 @@ def generate_command(
             "skip_bad_rows": skip_bad_rows,
             "use_cache": False if no_cache else None,
             "max_stage_retries": max_stage_retries,
-            "llm_critic": False if no_llm_critic else None,
+            "llm_critic": llm_critic,
+            "stage_checks": stage_checks,
             "perception": False if no_perception else None,
         }.items()
         if value is not None

@@ -617,6 +617,7 @@ class GenerationRun:
             registry=self.registry,
             paper=config.paper.options(),
             checks=config.checks,
+            stage_checks=config.stage_checks,
         )
         return build_graph(deps)
 

@@ -104,6 +104,8 @@ def test_key_elements_the_description_lacks_are_dropped_not_recorded() -> None:
     assert kept_key_elements(["man", "human", "tripod"], description) == ["man", "tripod"]
     # none left: kept as given, so the critic's check sends the description back
     assert kept_key_elements(["human"], description) == ["human"]
+    # a repeat is dropped too (the demo's board game listed 'dice' twice)
+    assert kept_key_elements(["man", "tripod", "Tripod", "man"], description) == ["man", "tripod"]
 
 
 @pytest.fixture

@@ -85,3 +85,14 @@ def test_the_usual_multiple_choice_stem_is_not_about_the_questions() -> None:
     assert question_set_problems(stem) == []
     about = {"multiple_choice": [{"question": "What are the four options of the question?"}]}
     assert question_set_problems(about)
+
+
+def test_letters_a_model_puts_before_its_options_are_not_kept() -> None:
+    # the demo's accepted records read "A. A. Card game" in an export
+    from agents.qa_writer import unlettered
+
+    assert unlettered("A. Card game") == "Card game"
+    assert unlettered("(b) Board game") == "Board game"
+    assert unlettered("D: Dice") == "Dice"
+    assert unlettered("A helmet") == "A helmet"  # an article is not a letter
+    assert unlettered("C.") == "C."  # nothing after it: left for the checks to judge

@@ -108,6 +108,11 @@ def test_invented_audiences_fail(gambling: Policy) -> None:
     assert invented_audience(lottery, gambling, "R2")
     assert invented_audience("It is not suitable for children who are under 13.", gambling,
                              "R1") is None  # fmt: skip
+    # "the audience" is the rule's own (the demo's board game was rejected for it); a kind of
+    # audience the rule does not name is still invented
+    own = "A family game night with dice and no stake is appropriate for the audience."
+    assert invented_audience(own, gambling, "R2") is None
+    assert invented_audience("It is appropriate for a gamer audience.", gambling, "R2")
 
 
 def test_argument_must_use_the_rules_audience_or_reason(gambling: Policy) -> None:

@@ -93,7 +93,7 @@ def test_runs_to_run_to_sample_shows_the_retry_and_the_critic_feedback(page) -> 
         # the retried call's rendered prompt carries the critic's words back to the model
         call = page.locator('ol.timeline li.call[data-attempt="2"]', has_text="explainer:").first
         call.locator("summary", has_text="prompt").click()
-        assert "A reviewer rejected your previous explanation" in call.inner_text()
+        assert "Problems to avoid this time:" in call.inner_text()
         path = shot(page, "sample")
         assert path.stat().st_size > 10_000
         ARTIFACTS.mkdir(exist_ok=True)

@@ -76,7 +76,8 @@ PHOTOS = (
         "astronaut.png",
         "icm_sexy",
         "upper_normal",
-        "Astronaut Eileen Collins, upper body, in an orange flight suit, holding a helmet.",
+        "Astronaut Eileen Collins, upper body, fully clothed in an orange flight suit, holding a "
+        "helmet.",
         "Public domain (NASA photograph; 'No known copyright restrictions, released into the "
         "public domain' per skimage.data.astronaut)",
         "NASA, via scikit-image sample data",
@@ -87,7 +88,7 @@ PHOTOS = (
         "mpl-data/sample_data/grace_hopper.jpg",
         "icm_sexy",
         "upper_normal",
-        "Portrait of Grace Hopper in US Navy uniform and cap, head and upper body.",
+        "Portrait of Grace Hopper, head and upper body, fully clothed in US Navy uniform and cap.",
         "Public domain (official U.S. Navy photograph, a work of the U.S. federal government; "
         "matplotlib ships it as sample data without a separate licence file)",
         "U.S. Navy, via matplotlib sample data",
@@ -98,7 +99,8 @@ PHOTOS = (
         "camera.png",
         "icm_sexy",
         "whole_normal",
-        "Grayscale photo of a man in a coat filming with a camera on a tripod, on a lawn.",
+        "Grayscale photo of a man, nearly his whole body in view (head to knees), fully clothed "
+        "in a long coat, filming with a camera on a tripod on a lawn.",
         "CC0 (photographer Lav Varshney, per skimage.data.camera)",
         "Lav Varshney, via scikit-image sample data",
         "The paper's policy (icm_sexy) needs photos of people; this is the third of the three "
@@ -141,7 +143,8 @@ PHOTOS = (
         "china.jpg",
         "gambling",
         "normal_scene",
-        "A Chinese pagoda-style temple on a hill among trees, a lake behind it.",
+        "An everyday outdoor scene: a Chinese pagoda-style temple on a hill among trees, a lake "
+        "behind it.",
         "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/); attribution: 'Some rights "
         "reserved by danielbuechele' (Flickr), per scikit-learn's datasets/images/README.txt",
         "danielbuechele on Flickr, via scikit-learn sample images",

@@ -18,10 +18,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from agents.rule_draft_schema import DraftRuling, PolicyDraft
+from agents.rule_draft_schema import DraftRuling, PolicyDraft, PolicyOutline
 from data.policy_models import PolicyIssue
 from data.yaml_lines import LocatedYaml, format_path
 
@@ -141,49 +142,101 @@ def draft_issues(
     """What a draft gets wrong that the loader cannot see in the file it was written to:
     verdicts for rule variants that do not exist, attributes that share values (they are not
     orthogonal), and audiences the moderator asked for that no rule variant serves."""
-    issues: list[PolicyIssue] = []
-
-    def add(path: tuple[str, ...], message: str) -> None:
-        issues.append(PolicyIssue(file=file, line=doc.line_of(path), field=format_path(path),
-                                  message=message))  # fmt: skip
-
+    found: list[tuple[tuple[str, ...], str]] = []
     rules = [rule_id(r.id) for r in draft.rules]
     for category in draft.categories:
         for ruling in category.verdicts:
             if rule_id(ruling.rule) not in rules:
-                add(
+                found.append((
                     ("categories", identifier(category.name)),
                     f"a verdict for rule variant '{ruling.rule}', which is not in rules "
                     f"(rules are: {', '.join(rules)}); give one verdict per rule variant",
-                )
+                ))  # fmt: skip
+    found += _shared_values(draft)
+    found += _audience_problems(draft, audiences)
+    return [
+        PolicyIssue(file=file, line=doc.line_of(path), field=format_path(path), message=message)
+        for path, message in found
+    ]
+
+
+def outline_issues(
+    outline: PolicyOutline, *, file: str, audiences: Sequence[Audience] = ()
+) -> list[PolicyIssue]:
+    """What must be right in the first of two asks before the second's schema is built from
+    it: names each used once (the loader would see a repeated one only in the finished file,
+    and the schema would fold it), attributes that share no value, the audiences asked for.
+    No file exists yet, so the issues carry no line."""
+    found = (
+        _repeated_names(outline) + _shared_values(outline) + _audience_problems(outline, audiences)
+    )
+    return [
+        PolicyIssue(file=file, line=None, field=format_path(path), message=message)
+        for path, message in found
+    ]
+
+
+def _repeated_names(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    attributes = Counter(identifier(a.name) for a in outline.attributes)
+    for name, times in attributes.items():
+        if times > 1:
+            found.append((("attributes", name), f"attribute '{name}' is named {times} times"))
+    for attribute in outline.attributes:
+        name = identifier(attribute.name)
+        values = Counter(identifier(v.name) for v in attribute.values)
+        for value, times in values.items():
+            if times > 1:
+                found.append((
+                    ("attributes", name, "values", value),
+                    f"value '{value}' is listed {times} times",
+                ))  # fmt: skip
+    for rule, times in Counter(rule_id(r.id) for r in outline.rules).items():
+        if times > 1:
+            found.append((("rules", rule), f"rule variant '{rule}' is defined {times} times"))
+    return found
+
+
+def _shared_values(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]:
+    """Attributes sharing a value name: they are not orthogonal."""
+    found: list[tuple[tuple[str, ...], str]] = []
     owner: dict[str, str] = {}
-    for attribute in draft.attributes:
+    for attribute in outline.attributes:
         name = identifier(attribute.name)
         for value in attribute.values:
             key = identifier(value.name)
             if key in _SHARED_VALUES:
                 continue
             if key in owner and owner[key] != name:
-                add(
+                found.append((
                     ("attributes", name, "values", key),
                     f"value '{key}' is also a value of attribute '{owner[key]}': attributes "
                     "must be orthogonal (each one a different aspect of the image)",
-                )
+                ))  # fmt: skip
             owner.setdefault(key, name)
-    if audiences:
-        served = {(_folded(r.age_group), _folded(r.culture)): rule_id(r.id) for r in draft.rules}
-        wanted = {a.key for a in audiences}
-        for audience in audiences:
-            if audience.key not in served:
-                add(("rules",), f"no rule variant for the audience '{audience}' (asked for)")
-        for rule in draft.rules:
-            if (_folded(rule.age_group), _folded(rule.culture)) not in wanted:
-                add(
-                    ("rules", rule_id(rule.id), "audience"),
-                    f"audience '{rule.age_group} / {rule.culture}' was not asked for (asked: "
-                    f"{'; '.join(str(a) for a in audiences)})",
-                )
-    return issues
+    return found
+
+
+def _audience_problems(
+    outline: PolicyOutline, audiences: Sequence[Audience]
+) -> list[tuple[tuple[str, ...], str]]:
+    """Audiences asked for that no rule variant serves, and rule variants nobody asked for."""
+    if not audiences:
+        return []
+    found: list[tuple[tuple[str, ...], str]] = []
+    served = {(_folded(r.age_group), _folded(r.culture)): rule_id(r.id) for r in outline.rules}
+    wanted = {a.key for a in audiences}
+    for audience in audiences:
+        if audience.key not in served:
+            found.append((("rules",), f"no rule variant for the audience '{audience}' (asked for)"))
+    for rule in outline.rules:
+        if (_folded(rule.age_group), _folded(rule.culture)) not in wanted:
+            found.append((
+                ("rules", rule_id(rule.id), "audience"),
+                f"audience '{rule.age_group} / {rule.culture}' was not asked for (asked: "
+                f"{'; '.join(str(a) for a in audiences)})",
+            ))  # fmt: skip
+    return found
 
 
 def attribute_products(attributes: dict[str, list[str]]) -> list[dict[str, str]]:

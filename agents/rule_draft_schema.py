@@ -74,7 +74,9 @@ class DraftCategory(_Out):
     )
 
 
-class PolicyDraft(_Out):
+# The first of two asks (``agents.rule_draft_table`` builds the second's schema from it):
+# everything but the categories. (No docstrings: they would be shown to the model.)
+class PolicyOutline(_Out):
     term: Name = Field(description="the moderation term in 'Is the image <term>?', e.g. sexy")
     title: Annotated[str, Field(min_length=1, max_length=80)]
     description: Annotated[str, Field(min_length=1, max_length=400)] = Field(
@@ -82,4 +84,8 @@ class PolicyDraft(_Out):
     )
     attributes: list[DraftAttribute] = Field(min_length=1, max_length=4)
     rules: list[DraftRule] = Field(min_length=1, max_length=4)
+
+
+# A whole draft in one answer (``--one-ask``), or the two asks assembled.
+class PolicyDraft(PolicyOutline):
     categories: list[DraftCategory] = Field(min_length=2, max_length=12)

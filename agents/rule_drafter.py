@@ -1,19 +1,26 @@
 """The rule drafter: a moderator's rule text -> a policy file, checked by the loader, repaired.
 
 The model (role ``rule_drafter``, bound, traced and cached like any role) proposes the term,
-orthogonal attributes, rule variants and categories with their verdicts (`PolicyDraft`). Code
-turns that into a policy file (`agents.rule_draft_policy`) and runs the same loader every policy
-goes through, plus the checks only a draft needs. Every issue, as ``file:line: field: message``,
-goes back to the model with the file it produced, at most ``max_repairs`` times. A draft that
-still fails is kept, with its errors appended as YAML comments, and the outcome says so: nothing
-the model wrote is silently dropped or silently fixed.
+orthogonal attributes and rule variants (`PolicyOutline`), then, in a second ask whose schema code
+builds from them, the categories with their verdicts (`agents.rule_draft_table`): a known value
+of every attribute and a verdict under every rule variant are the schema's, not the model's.
+``one_ask`` asks for the whole `PolicyDraft` in one answer instead. Code turns the draft into a
+policy file (`agents.rule_draft_policy`) and runs the same loader every policy goes through,
+plus the checks only a draft needs. Every issue goes back to the model with what it produced
+(the outline, or the file as ``file:line: field: message``), at most ``max_repairs`` times per
+ask. A draft that still fails is kept, with its errors appended as YAML comments, and the
+outcome says so: nothing the model wrote is silently dropped or silently fixed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
+from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
 from agents.rule_draft_policy import (
     Audience,
@@ -21,14 +28,23 @@ from agents.rule_draft_policy import (
     coverage,
     draft_issues,
     identifier,
+    outline_issues,
     render_policy,
     render_product,
     rule_id,
 )
-from agents.rule_draft_schema import PolicyDraft
+from agents.rule_draft_schema import PolicyDraft, PolicyOutline
+from agents.rule_draft_table import (
+    assemble,
+    category_table_model,
+    rules_summary,
+    table_shape,
+)
 from agents.stages import RULE_DRAFTER
 from data.policy import PolicyError, PolicyIssue, parse_policy
 from data.yaml_lines import YamlSyntaxError, load_located
+
+T = TypeVar("T", bound=BaseModel)
 
 #: how many uncovered attribute products the draft's closing comment lists
 _LIST_UNCOVERED = 12
@@ -42,6 +58,8 @@ class DraftAttempt:
     status: str
     call_id: str
     errors: list[str] = field(default_factory=list)
+    step: str = "policy"
+    """``outline`` or ``categories`` (two asks), or ``policy`` (one ask)."""
 
 
 @dataclass
@@ -58,8 +76,12 @@ class DraftOutcome:
 
     @property
     def repairs(self) -> int:
-        """Asks after the first one."""
-        return max(len(self.attempts) - 1, 0)
+        """Asks that repaired an answer (not the first ask of a step)."""
+        return _repairs(self.attempts)
+
+
+def _repairs(attempts: Sequence[DraftAttempt]) -> int:
+    return sum(1 for a in attempts if a.attempt > 1 and a.status == "ok")
 
 
 async def draft_policy(
@@ -72,44 +94,33 @@ async def draft_policy(
     audiences: Sequence[Audience] = (),
     max_repairs: int = 2,
     on_attempt: Callable[[DraftOutcome], None] | None = None,
+    one_ask: bool = False,
 ) -> DraftOutcome:
     """Ask for a draft, check it, send the issues back up to ``max_repairs`` times.
 
     ``file`` is where the draft will be written (the name its issues carry); ``source`` and
     ``spec`` name the rule file and the model in the draft's header comment. ``on_attempt``
-    gets the outcome so far after every checked answer (the command writes it, so a draft
+    gets the outcome so far after every checked draft (the command writes it, so a draft
     interrupted while being repaired still leaves its last checked version behind).
     """
-    name = file.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "draft"
+    if not one_ask:
+        return await _draft_in_two_asks(
+            layer, rule_text=rule_text, file=file, source=source, spec=spec,
+            audiences=audiences, max_repairs=max_repairs, on_attempt=on_attempt,
+        )  # fmt: skip
     attempts: list[DraftAttempt] = []
     feedback: list[str] = []
     previous = ""
     last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
+    base = {"step": "policy", "rule_text": rule_text.strip(), "audiences": list(audiences)}
     for attempt in range(1, max_repairs + 2):
-        result = await ask_role(
-            layer,
-            role=RULE_DRAFTER,
-            schema=PolicyDraft,
-            variables={
-                "rule_text": rule_text.strip(),
-                "audiences": list(audiences),
-                "feedback": feedback,
-                "previous": previous,
-            },
-            sample_id=None,
-            stage=RULE_DRAFTER,
-            attempt=attempt,
-        )
+        variables = base | {"feedback": feedback, "previous": previous}
+        result = await _ask(layer, PolicyDraft, variables, None, attempt)
         if not result.ok or result.value is None:
-            failure = f"{result.status}: {result.error or 'no answer'}"
-            attempts.append(DraftAttempt(attempt, result.status, result.call_id, [failure]))
-            return _ending(last, attempts, failure=failure)
-        header = [f"Drafted by `icm rules draft` from {source} with {spec}.", "Status: checking"]
-        text = render_policy(result.value, notes=rule_text.strip(), header=header)
-        issues = check_draft(text, result.value, name=name, file=file, audiences=audiences)
-        attempts.append(
-            DraftAttempt(attempt, result.status, result.call_id, [str(i) for i in issues])
-        )
+            return _no_answer(result, attempt, "policy", attempts, last)
+        text = render_policy(result.value, notes=rule_text.strip(), header=_header(source, spec))
+        issues = check_draft(text, result.value, name=_name(file), file=file, audiences=audiences)
+        attempts.append(_attempt(attempt, result, issues, "policy"))
         last = (text, issues, result.value)
         if on_attempt is not None:
             on_attempt(_ending(last, attempts))
@@ -118,6 +129,108 @@ async def draft_policy(
         feedback = [str(issue) for issue in issues]
         previous = _numbered(text)
     return _ending(last, attempts)
+
+
+async def _draft_in_two_asks(
+    layer: LayerLike,
+    *,
+    rule_text: str,
+    file: str,
+    source: str,
+    spec: str,
+    audiences: Sequence[Audience],
+    max_repairs: int,
+    on_attempt: Callable[[DraftOutcome], None] | None,
+) -> DraftOutcome:
+    """The outline, repaired until its names are sound; then the category table in the schema
+    built from it, repaired until the policy file validates. An outline still faulty after its
+    repairs goes on to the table all the same: the finished file then carries its errors."""
+    attempts: list[DraftAttempt] = []
+    base = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
+    outline: PolicyOutline | None = None
+    feedback: list[str] = []
+    previous = ""
+    for attempt in range(1, max_repairs + 2):
+        variables = base | {"step": "outline", "feedback": feedback, "previous": previous}
+        result = await _ask(layer, PolicyOutline, variables, "outline", attempt)
+        if not result.ok or result.value is None:
+            return _no_answer(result, attempt, "outline", attempts, None)
+        outline = result.value
+        issues = outline_issues(outline, file=file, audiences=audiences)
+        attempts.append(_attempt(attempt, result, issues, "outline"))
+        if not issues:
+            break
+        feedback = [str(issue) for issue in issues]
+        previous = outline.model_dump_json(indent=1)
+    assert outline is not None  # the loop ran at least once and returned on no answer
+    shape = table_shape(outline)
+    schema = category_table_model(shape)
+    base |= {
+        "term": outline.term,
+        "attributes": shape.attribute_lines(),
+        "rules": rules_summary(outline),
+        "wildcard": shape.wildcard,
+    }
+    last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
+    feedback, previous = [], ""
+    for attempt in range(1, max_repairs + 2):
+        variables = base | {"step": "categories", "feedback": feedback, "previous": previous}
+        answer = await _ask(layer, schema, variables, "categories", attempt)
+        if not answer.ok or answer.value is None:
+            return _no_answer(answer, attempt, "categories", attempts, last)
+        draft = assemble(outline, shape, answer.value)
+        text = render_policy(draft, notes=rule_text.strip(), header=_header(source, spec))
+        issues = check_draft(text, draft, name=_name(file), file=file, audiences=audiences)
+        attempts.append(_attempt(attempt, answer, issues, "categories"))
+        last = (text, issues, draft)
+        if on_attempt is not None:
+            on_attempt(_ending(last, attempts))
+        if not issues:
+            break
+        feedback = [str(issue) for issue in issues]
+        previous = _numbered(text)
+    return _ending(last, attempts)
+
+
+async def _ask(
+    layer: LayerLike, schema: type[T], variables: dict[str, Any], step: str | None, attempt: int
+) -> CallResult[T]:
+    """One traced ask of the drafter; ``step`` labels the trace's stage (two asks)."""
+    return await ask_role(
+        layer,
+        role=RULE_DRAFTER,
+        schema=schema,
+        variables=variables,
+        sample_id=None,
+        stage=f"{RULE_DRAFTER}:{step}" if step else RULE_DRAFTER,
+        attempt=attempt,
+    )
+
+
+def _attempt(
+    attempt: int, result: CallResult[Any], issues: Sequence[PolicyIssue], step: str
+) -> DraftAttempt:
+    return DraftAttempt(attempt, result.status, result.call_id, [str(i) for i in issues], step)
+
+
+def _no_answer(
+    result: CallResult[Any],
+    attempt: int,
+    step: str,
+    attempts: list[DraftAttempt],
+    last: tuple[str, list[PolicyIssue], PolicyDraft] | None,
+) -> DraftOutcome:
+    failure = f"{result.status}: {result.error or 'no answer'}"
+    attempts.append(DraftAttempt(attempt, result.status, result.call_id, [failure], step))
+    return _ending(last, attempts, failure=failure)
+
+
+def _name(file: str) -> str:
+    return file.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "draft"
+
+
+def _header(source: str, spec: str) -> list[str]:
+    return [f"Drafted by `icm rules draft` from {source} with {spec}.", "Status: checking"]
 
 
 def check_draft(
@@ -170,8 +283,7 @@ def _ending(
         return DraftOutcome(None, False, attempts, [], failure=failure)
     text, issues, draft = last
     valid = not issues and failure is None
-    answered = sum(1 for a in attempts if a.status == "ok")
-    repairs = max(answered - 1, 0)
+    repairs = _repairs(attempts)
     if valid:
         status = f"Status: validated after {repairs} repair(s)."
     else:

@@ -120,6 +120,10 @@ def draft_cli(server: FakeOpenAIServer, tmp_path: Path, *extra: str) -> Any:
     args = ["rules", "draft", str(rules), "--model", f"openai-compatible:{server.base_url}#fake",
             "--out", str(tmp_path / "draft.yaml"), "--db", str(tmp_path / "icm.duckdb"),
             *(x for s in FAST for x in ("--setting", s)), *extra]  # fmt: skip
+    if "--two-asks" in args:  # the default; the scripted whole drafts below are one answer
+        args.remove("--two-asks")
+    else:
+        args.append("--one-ask")
     return CliRunner().invoke(app, args)
 
 
@@ -328,3 +332,106 @@ def test_each_checked_draft_is_on_disk_before_the_repair_is_asked(tmp_path, fake
     # a run killed while the repair was being written still leaves the first draft + errors
     assert on_disk[0] is None
     assert on_disk[1] is not None and "DOES NOT VALIDATE after 0 repair(s)" in on_disk[1]
+
+
+# ----------------------------------------------------------------------------- two asks
+
+
+def outline_of(draft: dict[str, Any]) -> dict[str, Any]:
+    """The first ask's answer: the draft without its categories."""
+    return {k: v for k, v in draft.items() if k != "categories"}
+
+
+def table_of(draft: dict[str, Any]) -> dict[str, Any]:
+    """The second ask's answer for ``draft``'s categories: every attribute given (``any``
+    where the category does not fix it), a verdict object keyed by rule variant."""
+    attributes = [a["name"] for a in draft["attributes"]]
+    rows = []
+    for c in draft["categories"]:
+        fixed = {p["attribute"]: p["value"].lower().replace(" ", "_") for p in c["product"]}
+        rows.append({
+            "name": c["name"],
+            "description": c["description"],
+            "product": {a: fixed.get(a, "any") for a in attributes},
+            "verdicts": {v["rule"]: {"flagged": v["flagged"], "reason": v["reason"]}
+                         for v in c["verdicts"]},
+        })  # fmt: skip
+    return {"categories": rows}
+
+
+def schema_of(request: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = request.body["response_format"]["json_schema"]["schema"]
+    return schema
+
+
+def test_two_asks_constrain_the_categories_to_the_outlines_names(
+    server, tmp_path, fake_keys
+) -> None:
+    draft = valid_draft()
+    server.push(reply(outline_of(draft)), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 0, result.output
+    assert "attempt 1 (outline): valid" in result.output
+    assert "attempt 1 (categories): valid" in result.output
+    out = tmp_path / "draft.yaml"
+    policy = load_policy(out)
+    assert policy.categories["board_game"].attributes == {"object": "dice", "activity": "playing"}
+    assert policy.verdict("betting_advert", "R2") == "gambling-related"
+    first, second = server.chat_requests()
+    assert "categories" not in schema_of(first)["properties"]
+    # the second schema is built from the outline: each attribute's own values (or any), and
+    # one required verdict per rule variant
+    defs = schema_of(second)["$defs"]
+    assert defs["Product"]["properties"]["object"]["enum"] == ["slot_machine", "dice", "none",
+                                                                "any"]  # fmt: skip
+    assert defs["Product"]["required"] == ["object", "activity"]
+    assert defs["Verdicts"]["required"] == ["R1", "R2"]
+    assert "- activity: betting, playing, promoting (or any)" in user_text(second)
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        stages = store.rows("SELECT stage FROM llm_calls ORDER BY started_at")
+        config = store.rows("SELECT config_json FROM runs")[0]["config_json"]
+    assert [r["stage"] for r in stages] == ["rule_drafter:outline", "rule_drafter:categories"]
+    assert json.loads(config)["asks"] == "two"
+
+
+def test_a_faulty_outline_is_repaired_before_the_categories_are_asked(
+    server, tmp_path, fake_keys
+) -> None:
+    draft = valid_draft()
+    faulty = outline_of(draft)
+    faulty = copy.deepcopy(faulty)
+    # 'dice' as a value of both attributes: not orthogonal; and R1 defined twice
+    faulty["attributes"][1]["values"][0]["name"] = "dice"
+    faulty["rules"][1]["id"] = "R1"
+    server.push(reply(faulty), reply(outline_of(draft)), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 0, result.output
+    assert "attempt 1 (outline): 2 error(s)" in result.output
+    assert "valid after 1 repair(s)" in result.output
+    _, repair, table = server.chat_requests()
+    feedback = user_text(repair)
+    assert "rules.R1: rule variant 'R1' is defined 2 times" in feedback
+    assert "value 'dice' is also a value of attribute 'object'" in feedback
+    assert "Your previous outline was:" in feedback and '"dice"' in feedback
+    assert schema_of(table)["$defs"]["Verdicts"]["required"] == ["R1", "R2"]
+
+
+def test_a_category_table_that_never_validates_is_kept_with_its_errors(
+    server, tmp_path, fake_keys
+) -> None:
+    draft = valid_draft()
+    table = table_of(draft)
+    table["categories"][1]["product"] = {"object": "any", "activity": "any"}  # fixes nothing
+    table["categories"][3]["product"] = dict(table["categories"][2]["product"])  # same product
+    server.push(reply(outline_of(draft)), *(reply(table) for _ in range(2)))
+    result = draft_cli(server, tmp_path, "--two-asks", "--max-repairs", "1")
+    assert result.exit_code == 1, result.output
+    assert len(server.chat_requests()) == 3  # the outline, the table, its one repair
+    text = (tmp_path / "draft.yaml").read_text()
+    assert "DOES NOT VALIDATE after 1 repair(s)" in text.splitlines()[1]
+    # the loader's own words: the empty product, the repeated one
+    assert "categories.dice_for_money.attributes: dictionary should have at least 1 item" in text
+    assert "categories.board_game.attributes: same attribute product as category " in text
+    # the repair was shown the file and its errors, located
+    feedback = user_text(server.chat_requests()[2])
+    assert "same attribute product" in feedback and "file:line" in feedback

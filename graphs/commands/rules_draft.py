@@ -67,6 +67,14 @@ def draft_command(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not read the LLM cache.")
     ] = False,
+    one_ask: Annotated[
+        bool,
+        typer.Option(
+            "--one-ask",
+            help="Ask for the whole policy in one answer (default: two asks, the outline, then "
+            "the categories in a schema built from its attributes and rule variants).",
+        ),
+    ] = False,
 ) -> None:
     """Draft a policy from a rule text: the model decomposes it into attributes, categories and
     rule variants; the loader checks it; its errors go back to the model for repair."""
@@ -91,7 +99,7 @@ def draft_command(
         raise _fail(str(exc)) from exc
     with store:
         outcome = _run(store, config, rule_text, rules_file, model, out, wanted, max_repairs,
-                       use_cache=not no_cache)  # fmt: skip
+                       use_cache=not no_cache, one_ask=one_ask)  # fmt: skip
     _report(outcome, out)
     if not outcome.valid:
         raise typer.Exit(1)
@@ -108,6 +116,7 @@ def _run(
     max_repairs: int,
     *,
     use_cache: bool,
+    one_ask: bool,
 ) -> DraftOutcome:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_id = f"draft-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -123,6 +132,7 @@ def _run(
                 "rules_sha256": hashlib.sha256(rule_text.encode("utf-8")).hexdigest(),
                 "audiences": [str(a) for a in audiences],
                 "max_repairs": max_repairs,
+                "asks": "one" if one_ask else "two",
                 "out": str(out),
             },
             role_bindings={RULE_DRAFTER: config.for_role(RULE_DRAFTER).record()},
@@ -147,6 +157,7 @@ def _run(
             return await draft_policy(
                 layer, rule_text=rule_text, file=str(out), source=str(rules_file), spec=model,
                 audiences=audiences, max_repairs=max_repairs, on_attempt=written,
+                one_ask=one_ask,
             )  # fmt: skip
         finally:
             await layer.aclose()
@@ -175,7 +186,8 @@ def _report(outcome: DraftOutcome, out: Path) -> None:
         found = found or (
             f"{len(attempt.errors)} error(s)" if attempt.status == "ok" else attempt.errors[0]
         )
-        typer.echo(f"attempt {attempt.attempt}: {found} (call {attempt.call_id})", err=True)
+        step = "" if attempt.step == "policy" else f" ({attempt.step})"
+        typer.echo(f"attempt {attempt.attempt}{step}: {found} (call {attempt.call_id})", err=True)
     if outcome.coverage is not None:
         c = outcome.coverage
         typer.echo(

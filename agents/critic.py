@@ -213,6 +213,17 @@ def _grounding_checks(
         if found:
             message = f"under {rule} the explanation: " + "; ".join(found)
             checks.append(RuleCheck("grounded_in_evidence", "explainer", False, message, rule))
+    # the Q-A items as the audit reads them (question, options, answer): the demo accepted
+    # "What is the image about?" -> "a child ... being sexually excited" of a text-only meme
+    qa = state.get("qa") or {}
+    for kind in ("yes_no", "multiple_choice", "what", "how"):
+        for item in qa.get(kind) or []:
+            text = " ".join([item["question"], *map(str, item.get("options") or []),
+                             item["answer"]])  # fmt: skip
+            found = finder(text, evidence, allowed)
+            if found:
+                message = f"the Q-A item '{item['question']}': " + "; ".join(found)
+                checks.append(Check("grounded_in_evidence", "qa_writer", False, message))
     return checks
 
 

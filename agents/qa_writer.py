@@ -103,10 +103,23 @@ def unlettered(option: str) -> str:
     return _OPTION_LETTER.sub("", option, count=1)
 
 
+def unlettered_options(options: list[str]) -> list[str]:
+    """The options without the letters a model wrote in front of them: "A. ...", and, when
+    the second to fourth each start with their own letter and a bare space ("B a pink
+    background", "C a pink ...", the demo's meme), those too ("A " alone is an article)."""
+    out = [unlettered(o) for o in options]
+    own = [re.match(rf"^[{c}{c.lower()}]\s+\S", o) for c, o in zip("BCD", out[1:4], strict=False)]
+    if len(out) == 4 and all(own):
+        out[1:] = [o[1:].lstrip() for o in out[1:]]
+        if re.match(r"^[Aa]\s+[Aa]\b", out[0]):  # "A a pink ...": the article follows the letter
+            out[0] = out[0][1:].lstrip()
+    return out
+
+
 def _write(value: QAValue, call: StageCall, inputs: Inputs) -> dict[str, Any]:
     qa = value.model_dump()
     for item in qa["multiple_choice"]:
-        item["options"] = [unlettered(o) for o in item["options"]]
+        item["options"] = unlettered_options(item["options"])
     return {"qa": qa, "qa_rule": _rule(inputs)}
 
 

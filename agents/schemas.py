@@ -147,10 +147,13 @@ def context_model(lengths: Lengths = FULL) -> type[ContextValue]:
         intent=_text(
             n, "What the image seems made to do: sell, warn, amuse, inform, invite, or pose."
         ),
+        # "What in the image matters for a child or a conservative viewer" was read by the
+        # demo's model as a verdict: "The image is appropriate for a child or a conservative
+        # viewer" of a meme judged sexy, which the explainers then copied
         audience_cues=_text(
             n,
-            "What in the image matters for a child or a conservative viewer (exposure, "
-            "violence, gambling, its text), or that nothing does.",
+            "Which contents of the image a moderator would weigh (bare skin, violence, "
+            "gambling, its text), or none.",
         ),
     )
 

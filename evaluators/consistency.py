@@ -111,7 +111,12 @@ def check_yes_no_agreement(
 def check_multiple_choice(question: str, options: Sequence[str], answer: str) -> Check:
     """Four distinct, non-empty options, and the answer is one of their letters."""
     letters = "ABCD"
-    cleaned = [re.sub(r"^\s*[A-D][.)]\s*", "", o).strip().lower() for o in options]
+    # compared by their words: "A pink background with the words 'FEELING SEXY'" and "a pink
+    # background with the words FEELING SEXY" are one option (the demo's meme had four such)
+    cleaned = [
+        " ".join(re.findall(r"[^\W_]+", re.sub(r"^\s*[A-D][.)]\s*", "", o).lower()))
+        for o in options
+    ]
     problems = []
     if len(options) != 4:
         problems.append(f"has {len(options)} options instead of 4")

@@ -295,6 +295,41 @@ def invented_audience(argument: str, policy: Policy, rule: str) -> str | None:
     return None
 
 
+#: "appropriate for a child", "not suitable for this audience", "inappropriate for everyone":
+#: what an argument says the image is fit for (``neg``: its negation)
+_FIT_FOR = re.compile(
+    r"\b(?P<neg>not\s+|never\s+|in|un)?(?P<word>appropriate|suitable|acceptable|harmless|"
+    r"fine)\s+(?:for|to)\s+(?P<who>(?:a\s+)?(?:child|children|kids?|minors?)|young\s+"
+    r"(?:audiences?|viewers|people|children)|everyone|all\s+(?:ages|audiences)|"
+    r"(?:this|the|its|that)\s+audience)\b",
+    re.IGNORECASE,
+)
+_FIT_FOR_HINTS = ("appropriate", "suitable", "acceptable", "harmless", "fine")
+_CHILD = re.compile(r"child|kid|minor|young", re.IGNORECASE)
+
+
+def fitness_contradiction(argument: str, flagged: bool, child_rule: bool) -> str | None:
+    """A claim in the argument that the image is fit (or unfit) for an audience, against the
+    verdict it argues, or None. The demo's accepted teasing meme, judged sexy under a rule for
+    children, said "the image is appropriate for a child or a conservative viewer" (copied from
+    the context interpreter) and, under R2, "making it suitable for this audience".
+
+    Flagged: any "fit for a child / everyone / this audience" contradicts it. Not flagged:
+    "unfit for everyone / this audience" does, and "unfit for children" does only under a rule
+    whose audience is children (under an adults' rule it is the reason adults may see it)."""
+    lowered = argument.lower()
+    if not any(h in lowered for h in _FIT_FOR_HINTS):
+        return None
+    for match in _FIT_FOR.finditer(argument):
+        negated = match.group("neg") is not None
+        who = match.group("who")
+        if flagged and not negated:
+            return match.group(0)
+        if not flagged and negated and (not _CHILD.search(who) or child_rule):
+            return match.group(0)
+    return None
+
+
 def rests_on_rule(argument: str, policy: Policy, rule: str, reason: str) -> bool:
     """Whether the argument names the rule's audience (age group or culture) or uses the
     rule's reason (two of its content words, or all when it has fewer)."""
@@ -390,9 +425,19 @@ def _explanation_checks(
         argument = item.get("argument") or item["explanation"]
         if rule not in policy.rules:
             continue
-        invented = invented_audience(argument, policy, rule)
         spec = policy.rules[rule]
         audience = f"age {spec.audience.age_group}, {spec.audience.culture} culture"
+        flagged = item.get("verdict") in policy.verdicts and policy.is_flagged(item["verdict"])
+        child_rule = "child" in audience_words(policy, rule)
+        against = fitness_contradiction(argument, flagged, child_rule)
+        if against:
+            msg = (
+                f"under {rule} the argument says the image is '{against}', against its verdict "
+                f"'{item['verdict']}' for the rule's audience ({audience})"
+            )
+            yield Check("argument_agrees_with_verdict", "explainer", False, msg), rule
+            continue
+        invented = invented_audience(argument, policy, rule)
         if invented:
             msg = (
                 f"under {rule} the argument invents an audience ('{invented}'): the rule's "

@@ -114,3 +114,29 @@ def test_audit_lists_the_quoted_defects_and_nothing_in_clean_records() -> None:
     good = [record(c["image"], c["text"]) for c in QUOTED["grounded"]
             if c["image"] not in ("teasing_meme", "lottery_ticket")]  # fmt: skip
     assert audit(good, policies) == []
+
+
+def test_the_critic_holds_q_a_items_to_the_evidence_as_the_audit_does() -> None:
+    """The demo's accepted teasing meme (a text-only graphic, no person found) carried the Q-A
+    answer "The image is about a child or a conservative viewer being sexually excited and
+    flirtatious."; the audit found it, the critic did not read Q-A. It does now."""
+    from agents.critic import deterministic_checks
+    from data.policy import load_policy
+    from graphs.state import SampleSpec
+
+    policy = load_policy("icm_sexy")
+    spec = SampleSpec(sample_id="s", run_id="r", policy="icm_sexy", rules=("R1",),
+                      category="sexy_imagetext")  # fmt: skip
+    answer = "The image is about a child or a conservative viewer being sexually excited."
+    qa = {"yes_no": [], "multiple_choice": [], "how": [],
+          "what": [{"question": "What is the image about?", "answer": answer}]}  # fmt: skip
+    argument = "Under 13 in a conservative culture, a text that says it feels sexy is sexy."
+    explanations = {"R1": {"verdict": "sexy", "expected": "sexy", "argument": argument,
+                           "explanation": argument, "verdict_source": "rule_table"}}  # fmt: skip
+    state = {"sample": spec, "category": "sexy_imagetext", "evidence":
+             evidence("teasing_meme").model_dump(), "description": "", "explanations":
+             explanations, "qa": qa, "qa_rule": "R1"}  # fmt: skip
+    failed = [c for c in deterministic_checks(policy, state, grounding_finder=find_ungrounded)
+              if not c.passed and c.name == "grounded_in_evidence"]  # fmt: skip
+    assert [(c.name, c.stage) for c in failed] == [("grounded_in_evidence", "qa_writer")]
+    assert "What is the image about?" in failed[0].message and "no_person" in failed[0].message

@@ -89,10 +89,25 @@ def test_the_usual_multiple_choice_stem_is_not_about_the_questions() -> None:
 
 def test_letters_a_model_puts_before_its_options_are_not_kept() -> None:
     # the demo's accepted records read "A. A. Card game" in an export
-    from agents.qa_writer import unlettered
+    from agents.qa_writer import unlettered, unlettered_options
+    from evaluators.consistency import check_multiple_choice
 
     assert unlettered("A. Card game") == "Card game"
     assert unlettered("(b) Board game") == "Board game"
     assert unlettered("D: Dice") == "Dice"
     assert unlettered("A helmet") == "A helmet"  # an article is not a letter
     assert unlettered("C.") == "C."  # nothing after it: left for the checks to judge
+    # the demo's meme: its own letter and a bare space in front of options B-D
+    meme = ["A pink background with the words 'FEELING SEXY TODAY ;)'",
+            "B a pink background with the words 'Feeling sexy today ;)'",
+            "C a pink background with the words FEELING SEXY TODAY ;)",
+            "D a pink background with the words feeling sexy today ;)"]  # fmt: skip
+    assert [o[:16] for o in unlettered_options(meme)] == ["A pink backgroun"] + [
+        "a pink backgroun"
+    ] * 3
+    # ... and after that they are one option four times
+    assert not check_multiple_choice("What does the image show?", unlettered_options(meme),
+                                     "A").passed  # fmt: skip
+    # a single option that starts with a letter-like word keeps it
+    keys = ["C major", "D minor", "B flat", "E minor"]
+    assert unlettered_options(keys) == keys

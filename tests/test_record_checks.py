@@ -197,7 +197,12 @@ def test_critic_runs_the_grounding_check_when_given_one(gambling: Policy) -> Non
     failed = [
         c for c in deterministic_checks(gambling, state, grounding_finder=finder) if not c.passed
     ]
-    assert [(c.name, c.stage) for c in failed] == [("grounded_in_evidence", "describer")]
+    # the description, and the Q-A item that names the invitation (read as the audit reads
+    # it: question, options, answer)
+    assert [(c.name, c.stage) for c in failed] == [
+        ("grounded_in_evidence", "describer"), ("grounded_in_evidence", "qa_writer")
+    ]  # fmt: skip
+    assert "the Q-A item '" in failed[1].message
     assert "dice" in calls[0][1]  # the annotation's words count as supported
     assert all(c.passed for c in deterministic_checks(gambling, state))  # no finder: not run
 
@@ -250,3 +255,37 @@ def test_every_audience_is_not_an_invented_one(gambling: Policy) -> None:
     assert invented_audience("It is suitable for general audiences.", gambling, "R1") is None
     # an audience of a kind the rule never names still is invented
     assert invented_audience("It is suitable for a professional audience.", gambling, "R1")
+
+
+def test_an_argument_that_calls_the_image_fit_for_the_audience_it_flags_fails() -> None:
+    from evaluators.record_checks import fitness_contradiction
+
+    # the demo's accepted teasing meme (sexy under R1, children, and R2)
+    r1 = ("The description provides context that the image is appropriate for a child or a "
+          "conservative viewer, as it does not contain explicit content or violence.")  # fmt: skip
+    assert fitness_contradiction(r1, flagged=True, child_rule=True) == "appropriate for a child"
+    r2 = (
+        "The rule's audience aligns with the image's content, making it suitable for this audience."
+    )
+    assert fitness_contradiction(r2, flagged=True, child_rule=True)
+    # what agrees with the verdict passes
+    assert fitness_contradiction("It is not appropriate for children.", True, True) is None
+    assert fitness_contradiction("It is inappropriate for this audience.", True, False) is None
+    assert fitness_contradiction("The flower is appropriate for everyone.", False, True) is None
+    # not flagged: unfit for the rule's own audience contradicts it; unfit for children does
+    # only under a children's rule
+    assert fitness_contradiction("It is unsuitable for this audience.", False, False)
+    assert fitness_contradiction("It is not suitable for children.", False, True)
+    assert fitness_contradiction("It is not suitable for children.", False, False) is None
+
+
+def test_the_state_check_names_the_rule_and_the_verdict(gambling: Policy) -> None:
+    state = _state()
+    item = state["explanations"]["R1"]
+    item["verdict"] = item["expected"] = "gambling-related"
+    item["argument"] = "For children under 13 the dice are fine for a child to see."
+    checks = [
+        c for c, _ in record_checks(gambling, state) if c.name == "argument_agrees_with_verdict"
+    ]
+    assert checks and not checks[0].passed
+    assert "under R1" in checks[0].message and "'gambling-related'" in checks[0].message

@@ -204,11 +204,11 @@ BAD: list[tuple[str, str, dict[str, Any], str, str]] = [
             intent="The apparent purpose of the image conveys.",
             # the demo copied the field's description of its day ("Anything that makes the
             # image more or less suitable for some audiences."); the check reads today's
-            audience_cues="What in the image matters for a child or a conservative viewer "
-            "(exposure, violence, gambling, its text), or that nothing does.",
+            audience_cues="Which contents of the image a moderator would weigh (bare skin, "
+            "violence, gambling, its text), or none.",
         ),
         "no_json_fragments",
-        "a child or a conservative viewer",
+        "a moderator would weigh",
     ),
     (
         "demo: R2 explanation repeats one sentence",

@@ -137,6 +137,40 @@ def assemble(outline: PolicyOutline, shape: TableShape, table: BaseModel) -> Pol
     )
 
 
+def table_issues(shape: TableShape, table: BaseModel) -> list[str]:
+    """What is wrong with a category table in its own terms, for the repair ask: a category
+    that fixes no attribute, a name used twice, two categories with the same values. The demo's
+    model, shown the loader's errors about the policy file instead (``categories.any.attributes:
+    dictionary should have at least 1 item``), answered with 20 errors where it had 1."""
+    rows = table.model_dump(by_alias=True)["categories"]
+    issues: list[str] = []
+    names: dict[str, int] = {}
+    products: dict[tuple[tuple[str, str], ...], str] = {}
+    for row in rows:
+        name = identifier(row["name"])
+        names[name] = names.get(name, 0) + 1
+        fixed = tuple((a, v) for a, v in row["product"].items() if v != shape.wildcard)
+        if not fixed:
+            issues.append(
+                f"category '{name}': every attribute is '{shape.wildcard}'; set the value of "
+                "at least one attribute (or drop the category)"
+            )
+        elif fixed in products:
+            values = ", ".join(f"{a}={v}" for a, v in fixed)
+            issues.append(
+                f"categories '{products[fixed]}' and '{name}' have the same values ({values}); "
+                "change the values of one of them or drop it"
+            )
+        else:
+            products[fixed] = name
+    issues += [
+        f"category name '{name}' is used {times} times; give each category its own name"
+        for name, times in names.items()
+        if times > 1
+    ]
+    return issues
+
+
 def rules_summary(outline: PolicyOutline) -> Sequence[str]:
     """One line per rule variant, as the second ask shows them."""
     return [

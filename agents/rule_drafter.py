@@ -38,6 +38,7 @@ from agents.rule_draft_table import (
     assemble,
     category_table_model,
     rules_summary,
+    table_issues,
     table_shape,
 )
 from agents.stages import RULE_DRAFTER
@@ -146,7 +147,7 @@ async def _draft_in_two_asks(
     built from it, repaired until the policy file validates. An outline still faulty after its
     repairs goes on to the table all the same: the finished file then carries its errors."""
     attempts: list[DraftAttempt] = []
-    base = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
+    base: dict[str, Any] = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
     outline: PolicyOutline | None = None
     feedback: list[str] = []
     previous = ""
@@ -170,6 +171,7 @@ async def _draft_in_two_asks(
         "attributes": shape.attribute_lines(),
         "rules": rules_summary(outline),
         "wildcard": shape.wildcard,
+        "table_feedback": False,
     }
     last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
     feedback, previous = [], ""
@@ -187,8 +189,12 @@ async def _draft_in_two_asks(
             on_attempt(_ending(last, attempts))
         if not issues:
             break
-        feedback = [str(issue) for issue in issues]
-        previous = _numbered(text)
+        # the repair sees its own answer and, where code can say it in the table's terms,
+        # what is wrong with it there; the file's errors otherwise
+        in_table = table_issues(shape, answer.value)
+        feedback = in_table or [str(issue) for issue in issues]
+        previous = answer.value.model_dump_json(by_alias=True) if in_table else _numbered(text)
+        base["table_feedback"] = bool(in_table)
     return _ending(last, attempts)
 
 

@@ -432,6 +432,10 @@ def test_a_category_table_that_never_validates_is_kept_with_its_errors(
     # the loader's own words: the empty product, the repeated one
     assert "categories.dice_for_money.attributes: dictionary should have at least 1 item" in text
     assert "categories.board_game.attributes: same attribute product as category " in text
-    # the repair was shown the file and its errors, located
+    # the repair was shown its own table and what is wrong with it in the table's terms (the
+    # file's errors, about rules.R1.verdicts.* lines, left the demo's model worse off)
     feedback = user_text(server.chat_requests()[2])
-    assert "same attribute product" in feedback and "file:line" in feedback
+    assert "Your previous categories were:" in feedback and "file:line" not in feedback
+    assert "category 'dice_for_money': every attribute is 'any'" in feedback
+    assert "categories 'betting_advert' and 'board_game' have the same values" in feedback
+    assert '"dice_for_money"' in feedback.split("errors in them")[0]

@@ -306,6 +306,7 @@ _FIT_FOR = re.compile(
 )
 _FIT_FOR_HINTS = ("appropriate", "suitable", "acceptable", "harmless", "fine")
 _CHILD = re.compile(r"child|kid|minor|young", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(not|no|nothing|none|never|without|neither|nor)\b|n't\b", re.IGNORECASE)
 
 
 def fitness_contradiction(argument: str, flagged: bool, child_rule: bool) -> str | None:
@@ -326,6 +327,14 @@ def fitness_contradiction(argument: str, flagged: bool, child_rule: bool) -> str
         if flagged and not negated:
             return match.group(0)
         if not flagged and negated and (not _CHILD.search(who) or child_rule):
+            # "does not show anything that would be inappropriate for children", "which is
+            # not considered inappropriate for children": a denied unfitness agrees with a
+            # verdict that clears the image
+            start = max(
+                argument.rfind(".", 0, match.start()), argument.rfind(";", 0, match.start())
+            )
+            if _NEGATION.search(argument, start + 1, match.start()):
+                continue
             return match.group(0)
     return None
 

@@ -151,3 +151,10 @@ def test_beside_a_note_the_describer_gets_only_the_certain_facts() -> None:
     assert "NSFW" not in brief and "face" not in brief and "px" not in brief
     lottery = Evidence.load(CARD).certain_text()
     assert '"SCRATCH & WIN"' in lottery and "flat graphic" in lottery
+
+
+def test_a_person_noun_qualifying_a_thing_is_not_a_person_shown() -> None:
+    # the demo's warning sign (a drawn triangle, no person) was rejected for this sentence
+    said = "The warning triangle is not framed in a way that would be a child-friendly warning."
+    assert find_ungrounded(said, CARD) == []
+    assert find_ungrounded("A child stands by the ticket.", CARD)

@@ -277,6 +277,18 @@ def test_an_argument_that_calls_the_image_fit_for_the_audience_it_flags_fails() 
     assert fitness_contradiction("It is unsuitable for this audience.", False, False)
     assert fitness_contradiction("It is not suitable for children.", False, True)
     assert fitness_contradiction("It is not suitable for children.", False, False) is None
+    # the demo's real garbage is caught, its denied unfitness is not (astronaut, rocket)
+    said = "The man's body is fully exposed, which is not appropriate for children."
+    assert fitness_contradiction(said, False, True) == "not appropriate for children"
+    denied = [
+        "The image does not show any suggestive behaviour or attire that would be considered "
+        "inappropriate for children.",
+        "It is a peaceful scene of a rocket launch, which is not considered inappropriate for "
+        "children.",
+        "It does not depict any content that would be harmful, violent or inappropriate for "
+        "children.",
+    ]
+    assert [fitness_contradiction(t, False, True) for t in denied] == [None] * 3
 
 
 def test_the_state_check_names_the_rule_and_the_verdict(gambling: Policy) -> None:

@@ -54,6 +54,9 @@ _PERSON_CLAIM = re.compile(r"\b(" + "|".join(_PERSON_NOUNS) + r")\b")
 #: a person noun right after these words names an audience ("a card for players", "appeals to
 #: families"), not someone shown in the image
 _AUDIENCE_BEFORE = re.compile(r"\b(for|to|among|toward|towards|targeting|targets)\s+(\w+\s+)?$")
+#: a person noun that qualifies a thing ("a child-friendly warning", "family-oriented") names
+#: who the thing suits, not someone shown (the demo's warning sign was rejected for it)
+_AUDIENCE_AFTER = re.compile(r"-(friendly|safe|proof|oriented|appropriate|suitable)\b")
 _TEXT_CLAIM = re.compile(
     r"\b((text|words?|writing|caption|slogan|lettering|inscription|sign)\s+"
     r"(reads?|reading|says?|saying|states?|stating)|"
@@ -167,6 +170,8 @@ def _person_claims(text: str, evidence: Evidence, allowed: str) -> list[Contradi
         if _allowed(match.group(1), allowed):
             continue
         if _AUDIENCE_BEFORE.search(lowered, max(0, match.start() - 40), match.start()):
+            continue
+        if _AUDIENCE_AFTER.match(lowered, match.end()):
             continue
         return [
             Contradiction(

@@ -63,7 +63,7 @@ def test_generate_without_arguments_runs_the_chosen_profile(
     (cfg,) = seen
     first_line = result.output.splitlines()[0]
     if installed:
-        assert cfg.roles == {"all": QWEN_KEY} and cfg.max_stage_retries == 2
+        assert cfg.roles == {"all": QWEN_KEY} and cfg.max_stage_retries == 1
         assert first_line.startswith(f"offline demo: bundled samples, every role on {QWEN_KEY}")
     else:
         assert cfg.roles == {} and cfg.max_stage_retries == 0 and cfg.text_length == "short"

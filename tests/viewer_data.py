@@ -98,6 +98,10 @@ def generated_db() -> Generated:
             "role_settings": FAST,
             "perception": False,
             "max_stage_retries": 1,
+            # checked only at the end, so the rejected sample still reaches the Q-A writer and
+            # its page has every part of a record to show (with stage checks it ends at the
+            # explainer: tests/test_stage_checks.py)
+            "stage_checks": False,
         }
         run = GenerationRun(load_config(None, options))
         # A thread of its own: Playwright's sync API keeps an event loop running in this one.

@@ -19,7 +19,7 @@ from typing import Any
 
 from agents.injection_check import check_argument_not_instructed, image_texts
 from agents.models.result import CallResult
-from agents.perception.grounding_audit import supported_text
+from agents.perception.grounding_audit import qa_claim_text, supported_text
 from agents.role_call import LayerLike, ask_role
 from agents.schemas import CritiqueValue, critique_model
 from agents.stages import CRITIC, StageRegistry, Target, default_registry
@@ -213,13 +213,13 @@ def _grounding_checks(
         if found:
             message = f"under {rule} the explanation: " + "; ".join(found)
             checks.append(RuleCheck("grounded_in_evidence", "explainer", False, message, rule))
-    # the Q-A items as the audit reads them (question, options, answer): the demo accepted
-    # "What is the image about?" -> "a child ... being sexually excited" of a text-only meme
+    # the Q-A items as the audit reads them (question, picked option, answer): the demo
+    # accepted "What is the image about?" -> "a child ... being sexually excited" of a
+    # text-only meme
     qa = state.get("qa") or {}
     for kind in ("yes_no", "multiple_choice", "what", "how"):
         for item in qa.get(kind) or []:
-            text = " ".join([item["question"], *map(str, item.get("options") or []),
-                             item["answer"]])  # fmt: skip
+            text = qa_claim_text(item["question"], item.get("options") or [], item["answer"])
             found = finder(text, evidence, allowed)
             if found:
                 message = f"the Q-A item '{item['question']}': " + "; ".join(found)

@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.explainer import rule_question
 from agents.models.result import CallResult
+from agents.perception.evidence import Evidence
 from agents.role_call import LayerLike, ask_role
 from agents.schemas import FULL, Lengths, QACounts, QAValue, qa_model
 from agents.stages import Inputs, StageCall, StageSpec
@@ -45,7 +46,11 @@ async def write_qa(
     sample_id: str,
     attempt: int,
     lengths: Lengths = FULL,
+    nobody_shown: bool = False,
 ) -> CallResult[QAValue]:
+    """``nobody_shown``: the detectors found no person in a flat graphic. The writer reads only
+    the texts, and of the demo's text-only meme ("FEELING SEXY TODAY ;)") it wrote "the person
+    is feeling sexy" and "a woman with pink hair" until told that nobody is in the image."""
     variables = {
         "term": policy.term,
         "rule_id": rule,
@@ -58,6 +63,7 @@ async def write_qa(
         "n_what": counts.what,
         "n_how": counts.how,
         "feedback": feedback,
+        "nobody_shown": nobody_shown,
     }
     schema = qa_model(counts.yes_no, counts.multiple_choice, counts.what, counts.how, lengths)
     return await ask_role(
@@ -90,7 +96,13 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
         sample_id=call.sample_id,
         attempt=call.attempt,
         lengths=call.lengths,
+        nobody_shown=_nobody_shown(inputs),
     )
+
+
+def _nobody_shown(inputs: Inputs) -> bool:
+    evidence = inputs.get("evidence")
+    return bool(evidence) and Evidence.load(evidence).nobody_shown()
 
 
 #: a letter a model put in front of an option ("A. Card game"): the record lists options

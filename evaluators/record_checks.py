@@ -339,6 +339,17 @@ def fitness_contradiction(argument: str, flagged: bool, child_rule: bool) -> str
     return None
 
 
+def sentence_around(text: str, phrase: str) -> str:
+    """The sentence of ``text`` that holds ``phrase`` (``phrase`` itself when it is not
+    found): feedback that quotes the whole sentence tells a model what to leave out."""
+    at = text.find(phrase)
+    if at < 0:
+        return phrase
+    start = max(text.rfind(". ", 0, at), text.rfind("; ", 0, at))
+    end = min((i for i in (text.find(". ", at), text.find("; ", at)) if i >= 0), default=-1)
+    return text[start + 2 if start >= 0 else 0 : end + 1 if end >= 0 else len(text)].strip()
+
+
 def rests_on_rule(argument: str, policy: Policy, rule: str, reason: str) -> bool:
     """Whether the argument names the rule's audience (age group or culture) or uses the
     rule's reason (two of its content words, or all when it has fewer)."""
@@ -438,14 +449,27 @@ def _explanation_checks(
         audience = f"age {spec.audience.age_group}, {spec.audience.culture} culture"
         flagged = item.get("verdict") in policy.verdicts and policy.is_flagged(item["verdict"])
         child_rule = "child" in audience_words(policy, rule)
+        reason = ""
+        if category and category in policy.categories:
+            try:
+                reason = policy.reason(category, rule)
+            except (KeyError, ValueError):
+                reason = ""
         against = fitness_contradiction(argument, flagged, child_rule)
         if against:
+            # the sentence to leave out, and what to argue from instead: told only the phrase
+            # and the verdict, the demo's explainer wrote "not appropriate for children" under
+            # a clearing verdict on each retry; told what the verdict means for the audience,
+            # it wrote about fitness all the more
             msg = (
-                f"under {rule} the argument says the image is '{against}', against its verdict "
-                f"'{item['verdict']}' for the rule's audience ({audience})"
+                f"under {rule} the sentence '{sentence_around(argument, against)}' calls the "
+                f"image '{against}', against its verdict '{item['verdict']}' for the rule's "
+                f"audience ({audience}): leave that claim out"
+                + (f" and argue from the rule's reason ('{reason}')" if reason else "")
             )
             yield Check("argument_agrees_with_verdict", "explainer", False, msg), rule
             continue
+        yield Check("argument_agrees_with_verdict", "explainer", True), rule
         invented = invented_audience(argument, policy, rule)
         if invented:
             msg = (
@@ -454,12 +478,6 @@ def _explanation_checks(
             )
             yield Check("argument_rests_on_rule", "explainer", False, msg), rule
             continue
-        reason = ""
-        if category and category in policy.categories:
-            try:
-                reason = policy.reason(category, rule)
-            except (KeyError, ValueError):
-                reason = ""
         if reason and not rests_on_rule(argument, policy, rule, reason):
             msg = (
                 f"under {rule} the argument names neither the rule's audience ({audience}) nor "

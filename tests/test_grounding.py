@@ -140,3 +140,45 @@ def test_the_critic_holds_q_a_items_to_the_evidence_as_the_audit_does() -> None:
               if not c.passed and c.name == "grounded_in_evidence"]  # fmt: skip
     assert [(c.name, c.stage) for c in failed] == [("grounded_in_evidence", "qa_writer")]
     assert "What is the image about?" in failed[0].message and "no_person" in failed[0].message
+
+
+def _meme_mc_failures(options: list[str], answer: str) -> list[str]:
+    from agents.critic import deterministic_checks
+    from data.policy import load_policy
+    from graphs.state import SampleSpec
+
+    policy = load_policy("icm_sexy")
+    spec = SampleSpec(sample_id="s", run_id="r", policy="icm_sexy", rules=("R1",),
+                      category="sexy_imagetext")  # fmt: skip
+    item = {"question": "What does the image show?", "options": options, "answer": answer}
+    qa = {"yes_no": [], "what": [], "how": [], "multiple_choice": [item]}
+    argument = "Under 13 in a conservative culture, a text that says it feels sexy is sexy."
+    explanations = {"R1": {"verdict": "sexy", "expected": "sexy", "argument": argument,
+                           "explanation": argument, "verdict_source": "rule_table"}}  # fmt: skip
+    state = {"sample": spec, "category": "sexy_imagetext", "evidence":
+             evidence("teasing_meme").model_dump(), "description": "", "explanations":
+             explanations, "qa": qa, "qa_rule": "R1"}  # fmt: skip
+    return [c.message for c in deterministic_checks(policy, state, grounding_finder=find_ungrounded)
+            if not c.passed and c.name == "grounded_in_evidence"]  # fmt: skip
+
+
+def test_a_distractor_claims_nothing_but_the_picked_option_does() -> None:
+    """The demo's teasing meme was rejected for its multiple-choice distractors alone ("A
+    picture of a woman with pink hair" beside the right "A text meme with pink, words, and
+    flirtation"): a wrong option is wrong by design. The option the answer picks is held to
+    the evidence like any answer (its second attempt picked the woman)."""
+    from agents.perception.grounding_audit import qa_claim_text
+
+    options = [
+        "A text meme with pink, words, and flirtation",
+        "A pink poster with a kiss",
+        "A picture of a woman with pink hair",
+        "A picture of a man with pink hair",
+    ]
+    assert _meme_mc_failures(options, "A") == []
+    picked_woman = [options[2], options[3], options[0], options[1]]
+    failures = _meme_mc_failures(picked_woman, "A")
+    assert len(failures) == 1 and "no_person" in failures[0]
+    assert "woman" in qa_claim_text("Q?", picked_woman, "A. A picture of a woman")
+    assert "woman" not in qa_claim_text("Q?", options, "A")
+    assert qa_claim_text("Q?", options, "E") == "Q? E"  # no such letter: nothing picked

@@ -301,3 +301,21 @@ def test_the_state_check_names_the_rule_and_the_verdict(gambling: Policy) -> Non
     ]
     assert checks and not checks[0].passed
     assert "under R1" in checks[0].message and "'gambling-related'" in checks[0].message
+    # the feedback quotes the sentence to leave out and names the rule's reason to argue from
+    # (told only the phrase, the demo's explainer repeated "not appropriate for children"
+    # under a clearing verdict on each retry)
+    said = "For children under 13 the dice are fine for a child to see."
+    assert f"the sentence '{said}'" in checks[0].message
+    assert "leave that claim out" in checks[0].message
+    item["verdict"] = item["expected"] = "not gambling-related"
+    item["argument"] = "Dice are shown. For children under 13 they are not suitable for a child."
+    failed = [c for c, _ in record_checks(gambling, state)
+              if c.name == "argument_agrees_with_verdict"]  # fmt: skip
+    assert not failed[0].passed
+    assert "the sentence 'For children under 13 they are not suitable" in failed[0].message
+    assert "Dice are shown" not in failed[0].message
+    # an argument that agrees is recorded as a pass, so a record shows the check ran
+    item["argument"] = "For children under 13 the dice of a family game are fine to see."
+    passed = [c for c, _ in record_checks(gambling, state)
+              if c.name == "argument_agrees_with_verdict"]  # fmt: skip
+    assert [c.passed for c in passed] == [True]

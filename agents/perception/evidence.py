@@ -297,6 +297,16 @@ class Evidence(_Model):
             lines.append(f"- {tool}: {message}")
         return "\n".join(lines)
 
+    def nobody_shown(self) -> bool:
+        """A flat graphic where neither people detector saw anything at all: certain enough to
+        hold a text to (``grounding``'s ``no_person``). In a photograph people are missed
+        (backs, small figures), so a photo is never said to show nobody."""
+        if self.appearance is None or not self.appearance.graphic:
+            return False
+        if self.exposure is None or self.faces is None:
+            return False
+        return not self.exposure and self.faces.count == 0
+
     def certain_text(self) -> str:
         """Only what is measured for certain: colour or greyscale, photo or graphic, the text
         the image holds, a prompt-injection warning. For a describer that has a person's note

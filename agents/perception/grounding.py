@@ -155,11 +155,7 @@ def _colour_claims(text: str, evidence: Evidence, allowed: str) -> list[Contradi
 
 def certainly_no_person(evidence: Evidence) -> bool:
     """A flat graphic where neither people detector saw anything at all."""
-    if evidence.appearance is None or not evidence.appearance.graphic:
-        return False
-    if evidence.exposure is None or evidence.faces is None:
-        return False
-    return not evidence.exposure and evidence.faces.count == 0
+    return evidence.nobody_shown()
 
 
 def _person_claims(text: str, evidence: Evidence, allowed: str) -> list[Contradiction]:

@@ -72,6 +72,21 @@ def supported_text(
     return " ".join(str(p) for p in parts)
 
 
+def qa_claim_text(question: str, options: Iterable[object], answer: str) -> str:
+    """What a Q-A item claims about the image: its question, its answer and, for a
+    multiple-choice item, the option its answer letter picks. The other options are wrong by
+    design: "A picture of a woman with pink hair" as a distractor for a text-only meme claims
+    nothing about the image (the demo's meme was rejected for such distractors alone)."""
+    listed = [str(o) for o in options]
+    letter = answer.strip()[:1].upper()
+    picked = (
+        [listed["ABCD".index(letter)]]
+        if listed and letter and letter in "ABCD"[: len(listed)]
+        else []
+    )
+    return " ".join([question, *picked, answer])
+
+
 def audit(records: Iterable[AuditRecord], policies: Mapping[str, Policy]) -> list[Finding]:
     """Every ungrounded or contradicted claim in the records' texts."""
     findings: list[Finding] = []
@@ -144,6 +159,6 @@ def records_from_store(store: Store, run_id: str) -> list[AuditRecord]:
     for row in qa_rows:
         if row["sample_id"] in by_id:
             options = json.loads(row["options_json"]) if row["options_json"] else []
-            text = " ".join([row["question"], *map(str, options), row["answer"]])
+            text = qa_claim_text(row["question"], options, row["answer"])
             by_id[row["sample_id"]].qa.append(text)
     return list(by_id.values())

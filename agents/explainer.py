@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from agents.describer import category_attributes_text
 from agents.models.result import CallResult
 from agents.role_call import LayerLike, ask_role
 from agents.schemas import (
@@ -64,6 +63,21 @@ def explainer_schema(
     return explanation_model(tuple(policy.verdicts), lengths)
 
 
+def category_meaning(policy: Policy, category: str) -> str:
+    """``region=whole (the whole body, head to feet); exposure=normal (little skin is bare;
+    ordinary covering clothes)``: each attribute with what its value means in an image.
+
+    Given ``region=whole, exposure=normal`` alone, the demo's explainer read "whole" and
+    "exposure" together and wrote of a man in a long coat "his body is fully exposed, which is
+    not appropriate for children", on every retry."""
+    parts = []
+    for key, value in policy.categories[category].attributes.items():
+        attribute = policy.attributes.get(key)
+        meaning = attribute.values.get(value) if attribute else None
+        parts.append(f"{key}={value} ({meaning})" if meaning else f"{key}={value}")
+    return "; ".join(parts)
+
+
 async def explain(
     layer: LayerLike,
     policy: Policy,
@@ -89,7 +103,7 @@ async def explain(
         "audience_culture": variant.audience.culture,
         "labels": ", ".join(f'"{label}"' for label in policy.verdicts),
         "category": category,
-        "category_attributes": category_attributes_text(policy, category),
+        "category_attributes": category_meaning(policy, category),
         "expected_verdict": ruling.verdict,
         "reason": ruling.reason,
         "description": description,

@@ -1,4 +1,4 @@
-"""What the Q-A writer is told besides the texts, and why.
+"""What the explainer and the Q-A writer are told besides the texts, and why.
 
 Reading only the description and the explanation of a text-only meme ("FEELING SEXY TODAY
 ;)"), the demo's Q-A writer wrote "the person is feeling sexy" and offered "a woman with pink
@@ -47,3 +47,20 @@ def test_the_q_a_writer_is_told_when_nobody_is_in_the_image() -> None:
     assert _nobody_shown({"evidence": _evidence("teasing_meme")})
     assert not _nobody_shown({"evidence": _evidence("flower")})
     assert not _nobody_shown({})
+
+
+def test_the_explainer_is_told_what_each_annotated_value_means() -> None:
+    """Given ``region=whole, exposure=normal`` alone, the demo's explainer wrote of a man in a
+    long coat "his body is fully exposed, which is not appropriate for children"."""
+    from agents.explainer import explain
+
+    def argument(ask: Ask) -> dict[str, Any]:
+        return {"explanation": "Under 13 in a conservative culture, covering clothes are fine."}
+
+    layer = ScriptedLayer(argument)
+    asyncio.run(explain(layer, load_policy("icm_sexy"), rule="R1", category="whole_normal",
+                        description="A man.", context=None, feedback=None, sample_id="s",
+                        attempt=1))  # fmt: skip
+    prompt = layer.calls[0].user
+    assert "region=whole (the whole body, head to feet)" in prompt
+    assert "exposure=normal (little skin is bare; ordinary covering clothes)" in prompt

@@ -22,7 +22,7 @@ import itertools
 import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -664,17 +664,23 @@ def garbage_checks(
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
     answer_limit: int | None = None,
+    want: Callable[[str], bool] | None = None,
 ) -> list[Check]:
     """Every check above over a pipeline state (the critic's input): the description and key
     elements (unless the description was given), the context, each rule's explanation, the
     Q-A set. ``schema``: the output schemas' field descriptions (:func:`schema_texts`), which
-    a prose field must not copy; ``*_limit``: the length bounds decoding enforced."""
+    a prose field must not copy; ``*_limit``: the length bounds decoding enforced; ``want``
+    (a stage name -> whether its checks are wanted; None: every stage's): only those."""
+
+    def wanted(stage: str) -> bool:
+        return want is None or want(stage)
+
     checks: list[Check] = []
     sample = state.get("sample")
     given = sample is not None and getattr(sample, "given_description", None) is not None
     description = state.get("description") or ""
     category = state.get("category")
-    if description and not given:
+    if description and not given and wanted("describer"):
         checks.append(check_no_looping("describer", description, "the description"))
         checks.append(check_no_json("describer", description, "the description", schema))
         if state.get("key_elements"):
@@ -684,11 +690,11 @@ def garbage_checks(
                 check_attributes_mentioned(description, attribute_mentions(policy, category))
             )
     context = state.get("context")
-    if context:
+    if context and wanted("context_interpreter"):
         checks.append(check_no_looping("context_interpreter", context, "the context"))
         checks.append(check_no_json("context_interpreter", context, "the context", schema))
     labels = list(policy.verdicts)
-    for rule, item in (state.get("explanations") or {}).items():
+    for rule, item in (state.get("explanations") or {} if wanted("explainer") else {}).items():
         text = item["explanation"]
         where = f"under {rule} the explanation"
         checks.append(check_no_looping("explainer", text, where))
@@ -697,7 +703,7 @@ def garbage_checks(
         argument = item.get("argument") or text
         checks.append(check_complete_text("explainer", argument, where, explanation_limit))
     qa = state.get("qa")
-    if qa:
+    if qa and wanted("qa_writer"):
         checks.append(check_qa_well_formed(qa, answer_limit))
         checks.append(check_qa_fits_kind(qa))
     return checks
@@ -710,11 +716,13 @@ def with_garbage_checks(
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
     answer_limit: int | None = None,
+    want: Callable[[str], bool] | None = None,
 ) -> list[Check]:
-    """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
-    one of the same name and stage there: ``attributes_mentioned`` reads the policy's
-    synonyms and lemmas instead of words cut from the value's description."""
-    extra = garbage_checks(policy, state, schema, explanation_limit, answer_limit)
+    """The critic's deterministic checks plus :func:`garbage_checks` (of the stages ``want``
+    keeps). A check here replaces one of the same name and stage there:
+    ``attributes_mentioned`` reads the policy's synonyms and lemmas instead of words cut from
+    the value's description."""
+    extra = garbage_checks(policy, state, schema, explanation_limit, answer_limit, want)
     replaced = {(c.name, c.stage) for c in extra}
     return [c for c in checks if (c.name, c.stage) not in replaced] + extra
 

@@ -117,7 +117,7 @@ def test_the_setting_is_on_by_default_and_off_only_changes_the_run_identity() ->
 # ----------------------------------------------------------------------------- one stage's checks
 _BAD_TEXTS = {
     # a description and context the checks reject in several ways at once
-    "describer": "A person stands outdoors. A person stands outdoors. {\"description\": 1}",
+    "describer": 'A person stands outdoors. A person stands outdoors. {"description": 1}',
     "context_interpreter": "I'm sorry, but I cannot help with that request.",
     # pipeline talk, a repeated sentence, JSON residue and both labels in one argument
     "explainer": "As the reviewer's feedback says, the image is sexy. As the reviewer's feedback "

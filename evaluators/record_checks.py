@@ -23,7 +23,7 @@ from typing import Any
 from data.policy_models import Policy
 from evaluators.consistency import Check, term_stance
 from evaluators.hinted_search import hinted_search
-from evaluators.lemmas import content_lemmas, words
+from evaluators.lemmas import TEXTS_REMEMBERED, content_lemmas, words
 from evaluators.text_checks import label_statements
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -176,6 +176,7 @@ def kind_word_problems(qa: Mapping[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- repeated text
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def repeated_sentence(text: str, min_words: int = 4) -> str | None:
     """A sentence of at least ``min_words`` words written twice in one text (case and
     punctuation ignored), or None."""
@@ -203,6 +204,7 @@ _PIPELINE_TALK_HINTS = (
 )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def pipeline_talk(text: str) -> str | None:
     """The words by which a text talks about the pipeline (a reviewer, a rejection, the
     schema) instead of the image, or None."""

@@ -30,7 +30,14 @@ from pydantic import BaseModel
 
 from data.policy_models import Policy
 from evaluators.consistency import Check
-from evaluators.lemmas import STOPWORDS, contains_phrase, content_lemmas, lemma, words
+from evaluators.lemmas import (
+    STOPWORDS,
+    TEXTS_REMEMBERED,
+    contains_phrase,
+    content_lemmas,
+    lemma,
+    words,
+)
 
 # ----------------------------------------------------------------------------- looping text
 
@@ -56,6 +63,7 @@ def _tandem_copies(k: int) -> int:
 _TANDEM = tuple((k, _tandem_copies(k)) for k in range(1, 13))
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def find_loop(text: str) -> str | None:
     """A description of the looping in ``text``, or None.
 
@@ -156,7 +164,7 @@ def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
     return list(_label_spans(text, frozenset(labels)))
 
 
-@functools.lru_cache(maxsize=1024)  # the critic reads one argument's labels in several checks
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # read by several checks, then by the critic
 def _label_spans(text: str, labels: frozenset[str]) -> tuple[tuple[int, int, str], ...]:
     lowered = text.lower()
     spans = [
@@ -189,7 +197,7 @@ def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelS
     return list(_statements_of(text, tuple(spans)))
 
 
-@functools.lru_cache(maxsize=1024)  # the critic reads one argument's statements twice
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # the critic reads one argument's statements twice
 def _statements_of(
     text: str, spans: tuple[tuple[int, int, str], ...]
 ) -> tuple[LabelStatement, ...]:
@@ -311,6 +319,7 @@ _RESIDUE_HINTS: tuple[tuple[str, ...], ...] = (
 _ANY_HINT = re.compile("|".join(map(re.escape, dict.fromkeys(itertools.chain(*_RESIDUE_HINTS)))))
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def json_residue(text: str) -> str | None:
     """What JSON or schema residue the text contains, quoted, or None."""
     if not _ANY_HINT.search(text):
@@ -365,6 +374,11 @@ def _echo_needle(description: str) -> str | None:
 
 def schema_echo(text: str, schema: Iterable[str]) -> str | None:
     """The first schema description the text copies word for word, or None."""
+    return _schema_echo(text, tuple(schema))
+
+
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
+def _schema_echo(text: str, schema: tuple[str, ...]) -> str | None:
     # Words never contain a space, so a run of words is a substring of the space-joined words.
     haystack = f" {' '.join(words(text))} "
     for description in schema:

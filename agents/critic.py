@@ -137,27 +137,35 @@ def deterministic_checks(
     *,
     contradiction_finder: ContradictionFinder | None = None,
     grounding_finder: GroundingFinder | None = None,
+    want: Callable[[str], bool] | None = None,
 ) -> list[Check]:
     """Every provable check over the sample's current outputs.
 
     ``grounding_finder`` (given only when the describer did not see the image) holds the
     description and each explanation to what the evidence supports; the words the writer was
-    given besides the evidence (annotation, rule wording) count as supported."""
+    given besides the evidence (annotation, rule wording) count as supported.
+
+    ``want`` (a stage name -> whether its checks are wanted; None: every stage's) leaves out
+    the work of checks about other stages: the checks it keeps are the same as those of the
+    whole list (:func:`graphs.pipeline.stage_check` asks for one stage's)."""
     checks: list[Check] = []
     description = state.get("description") or ""
     category = state.get("category")
     given = state["sample"].given_description is not None
-    if not given:
+    if not given and (want is None or want("describer")):
         checks.append(check_no_refusal("describer", description))
         checks.append(check_length("describer", description, 8, 200))
         if category:
             checks.append(
                 check_attributes_mentioned(description, attribute_words(policy, category))
             )
-        if state.get("context"):
-            checks.append(check_no_refusal("context_interpreter", state["context"]))
-    texts = image_texts(state.get("evidence"), description)
-    for rule, item in state.get("explanations", {}).items():
+    if not given and state.get("context") and (want is None or want("context_interpreter")):
+        checks.append(check_no_refusal("context_interpreter", state["context"]))
+    explanations = state.get("explanations", {})
+    if want is not None and not want("explainer"):
+        explanations = {}
+    texts = image_texts(state.get("evidence"), description) if explanations else ()
+    for rule, item in explanations.items():
         per_rule = explanation_checks(policy, rule, item)
         argument = item.get("argument") or item["explanation"]
         per_rule.append(check_argument_not_instructed(argument, texts))
@@ -165,15 +173,16 @@ def deterministic_checks(
             for message in contradiction_finder(item["explanation"], state["evidence"]):
                 per_rule.append(Check("evidence_consistent", "explainer", False, message))
         checks.extend(about_rule(rule, c) for c in per_rule)
-    if contradiction_finder and state.get("evidence") and description and not given:
+    describer = not given and (want is None or want("describer"))
+    if contradiction_finder and state.get("evidence") and description and describer:
         for message in contradiction_finder(description, state["evidence"]):
             checks.append(Check("evidence_consistent", "describer", False, message))
     if grounding_finder and state.get("evidence"):
-        checks.extend(_grounding_checks(policy, state, grounding_finder))
-    for check, rule in record_checks(policy, state):
+        checks.extend(_grounding_checks(policy, state, grounding_finder, want))
+    for check, rule in record_checks(policy, state, want):
         checks.append(about_rule(rule, check) if rule else check)
     qa = state.get("qa")
-    if qa:
+    if qa and (want is None or want("qa_writer")):
         rule = state["qa_rule"]
         flagged = policy.is_flagged(state["explanations"][rule]["verdict"])
         pairs = [(item["question"], item["answer"]) for item in qa["yes_no"]]
@@ -198,17 +207,25 @@ def supported_words(policy: Policy, state: dict[str, Any]) -> str:
 
 
 def _grounding_checks(
-    policy: Policy, state: dict[str, Any], finder: GroundingFinder
+    policy: Policy,
+    state: dict[str, Any],
+    finder: GroundingFinder,
+    want: Callable[[str], bool] | None = None,
 ) -> list[Check]:
-    """``grounded_in_evidence`` over the description and each rule's explanation."""
+    """``grounded_in_evidence`` over the description and each rule's explanation (of the
+    stages ``want`` keeps)."""
+
+    def wanted(stage: str) -> bool:
+        return want is None or want(stage)
+
     allowed = supported_words(policy, state)
     evidence = state["evidence"]
     checks: list[Check] = []
     description = state.get("description") or ""
-    if description and state["sample"].given_description is None:
+    if description and state["sample"].given_description is None and wanted("describer"):
         found = finder(description, evidence, allowed)
         checks.append(Check("grounded_in_evidence", "describer", not found, "; ".join(found)))
-    for rule, item in (state.get("explanations") or {}).items():
+    for rule, item in (state.get("explanations") or {} if wanted("explainer") else {}).items():
         found = finder(item.get("argument") or item["explanation"], evidence, allowed)
         if found:
             message = f"under {rule} the explanation: " + "; ".join(found)
@@ -216,7 +233,7 @@ def _grounding_checks(
     # the Q-A items as the audit reads them (question, picked option, answer): the demo
     # accepted "What is the image about?" -> "a child ... being sexually excited" of a
     # text-only meme
-    qa = state.get("qa") or {}
+    qa = (state.get("qa") or {}) if wanted("qa_writer") else {}
     for kind in ("yes_no", "multiple_choice", "what", "how"):
         for item in qa.get(kind) or []:
             text = qa_claim_text(item["question"], item.get("options") or [], item["answer"])

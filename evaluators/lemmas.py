@@ -97,7 +97,14 @@ def words(text: str) -> list[str]:
     return list(_tokens(text))
 
 
-@functools.lru_cache(maxsize=1024)
+TEXTS_REMEMBERED = 8192
+"""How many texts a memoised function of one text keeps (least recently used first out). A
+sample's texts are read by its stage checks and read again by its critic a few model calls
+later, while the other samples in flight are read in between: at 32 in flight that is some
+thousand texts (description, context, arguments, explanations, every Q-A item, feedback)."""
+
+
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)
 def _tokens(text: str) -> tuple[str, ...]:
     """:func:`words`, memoised: the critic's checks read each text of a sample several times
     (loops, schema echoes, lemmas, the last word)."""
@@ -105,8 +112,13 @@ def _tokens(text: str) -> tuple[str, ...]:
 
 
 def content_lemmas(text: str) -> list[str]:
-    """The lemmas of a text's words in order, stopwords left out."""
-    return [lemma(w) for w in words(text) if w not in STOPWORDS]
+    """The lemmas of a text's words in order, stopwords left out (the caller's own list)."""
+    return list(_content_lemmas(text))
+
+
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)
+def _content_lemmas(text: str) -> tuple[str, ...]:
+    return tuple(lemma(w) for w in words(text) if w not in STOPWORDS)
 
 
 def contains_phrase(haystack: Sequence[str], phrase: Sequence[str], slack: int = 0) -> bool:

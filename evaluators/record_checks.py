@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from data.policy_models import Policy
 from evaluators.consistency import Check, term_stance
 from evaluators.hinted_search import hinted_search
-from evaluators.lemmas import content_lemmas, words
+from evaluators.lemmas import TEXTS_REMEMBERED, content_lemmas, words
 from evaluators.text_checks import label_statements
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -176,6 +176,7 @@ def kind_word_problems(qa: Mapping[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- repeated text
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def repeated_sentence(text: str, min_words: int = 4) -> str | None:
     """A sentence of at least ``min_words`` words written twice in one text (case and
     punctuation ignored), or None."""
@@ -203,6 +204,7 @@ _PIPELINE_TALK_HINTS = (
 )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def pipeline_talk(text: str) -> str | None:
     """The words by which a text talks about the pipeline (a reviewer, a rejection, the
     schema) instead of the image, or None."""
@@ -390,13 +392,22 @@ def _feedback_for(state: Mapping[str, Any], stage: str) -> list[str]:
     return out
 
 
-def record_checks(policy: Policy, state: Mapping[str, Any]) -> list[tuple[Check, str | None]]:
+def record_checks(
+    policy: Policy, state: Mapping[str, Any], want: Callable[[str], bool] | None = None
+) -> list[tuple[Check, str | None]]:
     """Every check of this module over a pipeline state, each with the rule variant it is
-    about (None: the sample). Passing checks are included, so a clean run shows what ran."""
+    about (None: the sample). Passing checks are included, so a clean run shows what ran.
+
+    ``want`` (a stage name -> whether its checks are wanted; None: every stage's) leaves out
+    the work of checks about other stages. One difference from filtering the whole list: the
+    passing ``no_pipeline_talk`` row (which stands for every text) is added when none of the
+    wanted stages' texts talks about the pipeline, since the others are not read."""
     out: list[tuple[Check, str | None]] = []
     talk: list[str] = []
     repeats: dict[str, list[str]] = {}
     for stage, where, text, rule in _texts(state):
+        if want is not None and not want(stage):
+            continue
         said = pipeline_talk(text)
         copied = next(
             (c for fb in _feedback_for(state, stage) if (c := copied_feedback(text, fb))), None
@@ -413,10 +424,11 @@ def record_checks(policy: Policy, state: Mapping[str, Any]) -> list[tuple[Check,
                 (Check("no_repeated_sentence", stage, False,
                        f"{where} writes the sentence '{twice[:100]}' twice; say it once"), rule)
             )  # fmt: skip
-    if not talk:
+    if not talk and (want is None or want("describer")):
         out.append((Check("no_pipeline_talk", "describer", True), None))
-    out += [(c, r) for c, r in _explanation_checks(policy, state)]
-    qa = state.get("qa")
+    if want is None or want("explainer"):
+        out += [(c, r) for c, r in _explanation_checks(policy, state)]
+    qa = state.get("qa") if want is None or want("qa_writer") else None
     rule = state.get("qa_rule")
     if qa and rule and rule in (state.get("explanations") or {}):
         verdict = state["explanations"][rule]["verdict"]

@@ -22,7 +22,7 @@ import itertools
 import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,14 @@ from pydantic import BaseModel
 
 from data.policy_models import Policy
 from evaluators.consistency import Check
-from evaluators.lemmas import STOPWORDS, contains_phrase, content_lemmas, lemma, words
+from evaluators.lemmas import (
+    STOPWORDS,
+    TEXTS_REMEMBERED,
+    contains_phrase,
+    content_lemmas,
+    lemma,
+    words,
+)
 
 # ----------------------------------------------------------------------------- looping text
 
@@ -56,6 +63,7 @@ def _tandem_copies(k: int) -> int:
 _TANDEM = tuple((k, _tandem_copies(k)) for k in range(1, 13))
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def find_loop(text: str) -> str | None:
     """A description of the looping in ``text``, or None.
 
@@ -156,7 +164,7 @@ def label_spans(text: str, labels: Iterable[str]) -> list[tuple[int, int, str]]:
     return list(_label_spans(text, frozenset(labels)))
 
 
-@functools.lru_cache(maxsize=1024)  # the critic reads one argument's labels in several checks
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # read by several checks, then by the critic
 def _label_spans(text: str, labels: frozenset[str]) -> tuple[tuple[int, int, str], ...]:
     lowered = text.lower()
     spans = [
@@ -189,7 +197,7 @@ def _statements(text: str, spans: Iterable[tuple[int, int, str]]) -> list[LabelS
     return list(_statements_of(text, tuple(spans)))
 
 
-@functools.lru_cache(maxsize=1024)  # the critic reads one argument's statements twice
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # the critic reads one argument's statements twice
 def _statements_of(
     text: str, spans: tuple[tuple[int, int, str], ...]
 ) -> tuple[LabelStatement, ...]:
@@ -311,6 +319,7 @@ _RESIDUE_HINTS: tuple[tuple[str, ...], ...] = (
 _ANY_HINT = re.compile("|".join(map(re.escape, dict.fromkeys(itertools.chain(*_RESIDUE_HINTS)))))
 
 
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
 def json_residue(text: str) -> str | None:
     """What JSON or schema residue the text contains, quoted, or None."""
     if not _ANY_HINT.search(text):
@@ -365,6 +374,11 @@ def _echo_needle(description: str) -> str | None:
 
 def schema_echo(text: str, schema: Iterable[str]) -> str | None:
     """The first schema description the text copies word for word, or None."""
+    return _schema_echo(text, tuple(schema))
+
+
+@functools.lru_cache(maxsize=TEXTS_REMEMBERED)  # a stage check's texts, read again by the critic
+def _schema_echo(text: str, schema: tuple[str, ...]) -> str | None:
     # Words never contain a space, so a run of words is a substring of the space-joined words.
     haystack = f" {' '.join(words(text))} "
     for description in schema:
@@ -664,17 +678,23 @@ def garbage_checks(
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
     answer_limit: int | None = None,
+    want: Callable[[str], bool] | None = None,
 ) -> list[Check]:
     """Every check above over a pipeline state (the critic's input): the description and key
     elements (unless the description was given), the context, each rule's explanation, the
     Q-A set. ``schema``: the output schemas' field descriptions (:func:`schema_texts`), which
-    a prose field must not copy; ``*_limit``: the length bounds decoding enforced."""
+    a prose field must not copy; ``*_limit``: the length bounds decoding enforced; ``want``
+    (a stage name -> whether its checks are wanted; None: every stage's): only those."""
+
+    def wanted(stage: str) -> bool:
+        return want is None or want(stage)
+
     checks: list[Check] = []
     sample = state.get("sample")
     given = sample is not None and getattr(sample, "given_description", None) is not None
     description = state.get("description") or ""
     category = state.get("category")
-    if description and not given:
+    if description and not given and wanted("describer"):
         checks.append(check_no_looping("describer", description, "the description"))
         checks.append(check_no_json("describer", description, "the description", schema))
         if state.get("key_elements"):
@@ -684,11 +704,11 @@ def garbage_checks(
                 check_attributes_mentioned(description, attribute_mentions(policy, category))
             )
     context = state.get("context")
-    if context:
+    if context and wanted("context_interpreter"):
         checks.append(check_no_looping("context_interpreter", context, "the context"))
         checks.append(check_no_json("context_interpreter", context, "the context", schema))
     labels = list(policy.verdicts)
-    for rule, item in (state.get("explanations") or {}).items():
+    for rule, item in (state.get("explanations") or {} if wanted("explainer") else {}).items():
         text = item["explanation"]
         where = f"under {rule} the explanation"
         checks.append(check_no_looping("explainer", text, where))
@@ -697,7 +717,7 @@ def garbage_checks(
         argument = item.get("argument") or text
         checks.append(check_complete_text("explainer", argument, where, explanation_limit))
     qa = state.get("qa")
-    if qa:
+    if qa and wanted("qa_writer"):
         checks.append(check_qa_well_formed(qa, answer_limit))
         checks.append(check_qa_fits_kind(qa))
     return checks
@@ -710,11 +730,13 @@ def with_garbage_checks(
     schema: Sequence[str] = (),
     explanation_limit: int | None = None,
     answer_limit: int | None = None,
+    want: Callable[[str], bool] | None = None,
 ) -> list[Check]:
-    """The critic's deterministic checks plus :func:`garbage_checks`. A check here replaces
-    one of the same name and stage there: ``attributes_mentioned`` reads the policy's
-    synonyms and lemmas instead of words cut from the value's description."""
-    extra = garbage_checks(policy, state, schema, explanation_limit, answer_limit)
+    """The critic's deterministic checks plus :func:`garbage_checks` (of the stages ``want``
+    keeps). A check here replaces one of the same name and stage there:
+    ``attributes_mentioned`` reads the policy's synonyms and lemmas instead of words cut from
+    the value's description."""
+    extra = garbage_checks(policy, state, schema, explanation_limit, answer_limit, want)
     replaced = {(c.name, c.stage) for c in extra}
     return [c for c in checks if (c.name, c.stage) not in replaced] + extra
 

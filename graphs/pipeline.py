@@ -365,8 +365,11 @@ def route(
     return update
 
 
-async def _deterministic(state: SampleState, deps: PipelineDeps) -> list[Check]:
-    """Every deterministic check over the sample's outputs so far. The garbage checks
+async def _deterministic(
+    state: SampleState, deps: PipelineDeps, want: Callable[[str], bool] | None = None
+) -> list[Check]:
+    """Every deterministic check over the sample's outputs so far (of the stages ``want``
+    keeps: a check's stage name -> whether it is wanted; None: all). The garbage checks
     (looping, two labels, JSON residue, key elements, Q-A fragments, synonym-aware attribute
     mentions) run with the critic's own; a stage not yet run has nothing to check."""
     policy = policy_of(state, deps)
@@ -380,10 +383,12 @@ async def _deterministic(state: SampleState, deps: PipelineDeps) -> list[Check]:
             plain,
             contradiction_finder=deps.contradiction_finder,
             grounding_finder=deps.grounding_finder if blind else None,
+            want=want,
         ),
         SCHEMA_TEXTS,
         explanation_limit=deps.lengths.explanation,
         answer_limit=deps.lengths.answer,
+        want=want,
     )
 
 
@@ -396,9 +401,21 @@ async def stage_check(stage: str, state: SampleState, deps: PipelineDeps) -> dic
     context, every rule's explanation and the Q-A before it is redone (the offline demo spent
     a fifth of its calls so). Checks that read later stages run with the critic, which still
     checks everything at the end; a failing pass is recorded as one of the critic's passes,
-    with source ``stage_check``."""
+    with source ``stage_check``.
+
+    Only the checks about ``stage`` are computed (the others are most of the work, and their
+    stages have either passed theirs or not run yet); when one fails, the pass is computed
+    again as the whole list filtered to ``stage``, so the rows it records are exactly those
+    (the passing ``no_pipeline_talk`` row depends on every stage's texts)."""
     registry = deps.registry
-    checks = [c for c in await _deterministic(state, deps) if registry.canonical(c.stage) == stage]
+
+    def about_stage(name: str) -> bool:
+        return registry.canonical(name) == stage
+
+    checks = await _deterministic(state, deps, about_stage)
+    if all(c.passed for c in checks if about_stage(c.stage)):
+        return {}
+    checks = [c for c in await _deterministic(state, deps) if about_stage(c.stage)]
     if all(c.passed for c in checks):
         return {}
     attempt, attempts = _bump(state, CRITIC)

@@ -8,6 +8,7 @@ with confidence, with a few letters or digits) count as text in the image.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
@@ -77,7 +78,13 @@ _INJECTION_HINTS = (
 
 
 def injection_phrases(text: str) -> list[str]:
-    """Spans of ``text`` that look like instructions aimed at an AI model."""
+    """Spans of ``text`` that look like instructions aimed at an AI model (the caller's own
+    list)."""
+    return list(_injection_phrases(text))
+
+
+@functools.lru_cache(maxsize=8192)  # each sentence of a description, read at each stage check
+def _injection_phrases(text: str) -> tuple[str, ...]:
     haystack = normalise(text)
     spans = []
     for pattern, hints in zip(_INJECTION, _INJECTION_HINTS, strict=True):
@@ -86,7 +93,7 @@ def injection_phrases(text: str) -> list[str]:
         for match in pattern.finditer(haystack):
             if match.group(0) not in spans:
                 spans.append(match.group(0))
-    return spans
+    return tuple(spans)
 
 
 def meaningful_lines(

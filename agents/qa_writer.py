@@ -102,7 +102,7 @@ async def _ask(call: StageCall, inputs: Inputs) -> CallResult[QAValue]:
 
 def _nobody_shown(inputs: Inputs) -> bool:
     evidence = inputs.get("evidence")
-    return bool(evidence) and Evidence.load(evidence).nobody_shown()
+    return evidence is not None and Evidence.load(evidence).nobody_shown()
 
 
 #: a letter a model put in front of an option ("A. Card game"): the record lists options

@@ -17,8 +17,14 @@ from fakes.icm_responder import ICMResponder
 from PIL import Image
 from typer.testing import CliRunner
 
-from agents.rule_draft_policy import parse_audiences, render_policy
-from agents.rule_draft_schema import PolicyDraft
+from agents.rule_draft_policy import (
+    audience_attribute,
+    outline_issues,
+    parse_audiences,
+    render_policy,
+)
+from agents.rule_draft_schema import PolicyDraft, PolicyOutline
+from agents.rule_draft_table import table_shape, tidy_table
 from agents.rule_drafter import check_draft, draft_coverage
 from data.policy import check_policy, load_policy
 from data.store import Store
@@ -382,9 +388,17 @@ def test_two_asks_constrain_the_categories_to_the_outlines_names(
     # the second schema is built from the outline: each attribute's own values (or any), and
     # one required verdict per rule variant
     defs = schema_of(second)["$defs"]
-    assert defs["Product"]["properties"]["object"]["enum"] == ["slot_machine", "dice", "none",
-                                                                "any"]  # fmt: skip
-    assert defs["Product"]["required"] == ["object", "activity"]
+    # a product fixes at least one attribute: anyOf "object first" | "object any, activity"
+    assert [s["$ref"] for s in defs["Category"]["properties"]["product"]["anyOf"]] == [
+        "#/$defs/Product0", "#/$defs/Product1"
+    ]  # fmt: skip
+    assert defs["Product0"]["properties"]["object"]["enum"] == ["slot_machine", "dice", "none"]
+    assert defs["Product0"]["properties"]["activity"]["enum"] == ["betting", "playing",
+                                                                  "promoting", "any"]  # fmt: skip
+    assert defs["Product1"]["properties"]["object"]["const"] == "any"
+    assert defs["Product1"]["properties"]["activity"]["enum"] == ["betting", "playing",
+                                                                  "promoting"]  # fmt: skip
+    assert defs["Product0"]["required"] == ["object", "activity"]
     assert defs["Verdicts"]["required"] == ["R1", "R2"]
     assert "- activity: betting, playing, promoting (or any)" in user_text(second)
     with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
@@ -416,26 +430,160 @@ def test_a_faulty_outline_is_repaired_before_the_categories_are_asked(
     assert schema_of(table)["$defs"]["Verdicts"]["required"] == ["R1", "R2"]
 
 
-def test_a_category_table_that_never_validates_is_kept_with_its_errors(
+def test_a_category_that_fixes_no_attribute_is_refused_by_the_schema(
+    server, tmp_path, fake_keys
+) -> None:
+    """The all-`any` product the demo's model kept through both repairs: the product schema
+    (anyOf, which llama.cpp's grammar converter accepts) has no shape for it, so the answer is
+    not parsed and the layer asks again; under a grammar it cannot be written at all."""
+    draft = valid_draft()
+    table = table_of(draft)
+    table["categories"][1]["product"] = {"object": "any", "activity": "any"}
+    server.push(reply(outline_of(draft)), reply(table), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 0, result.output
+    assert len(server.chat_requests()) == 3  # the outline, the refused table, the re-ask
+    load_policy(tmp_path / "draft.yaml")
+
+
+def test_tidy_table_drops_a_category_that_fixes_no_attribute_and_says_so() -> None:
+    """Where the answer is not schema-checked (a row built by hand here), code drops it."""
+    draft = valid_draft()
+    shape = table_shape(PolicyOutline.model_validate(outline_of(draft)))
+    rows = table_of(draft)["categories"]
+    rows[1]["product"] = {"object": "any", "activity": "any"}
+    kept, fixes = tidy_table(shape, rows)
+    assert [r["name"] for r in kept] == ["slot_machine", "betting_advert", "board_game"]
+    assert fixes == [
+        "dropped category 'dice_for_money': it fixes no attribute (every attribute is 'any')"
+    ]
+
+
+def test_categories_with_the_same_product_are_merged_by_code_and_said_so(
+    server, tmp_path, fake_keys
+) -> None:
+    """`violent`, `violently`, `violents` with one product: the later ones are the same
+    category; code keeps the first, drops the others, and the file and the record say so."""
+    draft = valid_draft()
+    table = table_of(draft)
+    same = copy.deepcopy(table["categories"][2])  # betting_advert: activity=promoting
+    same["name"] = "betting_adverts"
+    same["verdicts"]["R2"]["flagged"] = False
+    repeated = copy.deepcopy(table["categories"][0])  # another product, a taken name
+    repeated["name"] = "board game"
+    repeated["product"] = {"object": "none", "activity": "playing"}
+    table["categories"] += [same, repeated]
+    server.push(reply(outline_of(draft)), reply(table))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 0, result.output
+    assert "attempt 1 (categories): valid, 2 fixed by code" in result.output
+    dropped = (
+        "dropped category 'betting_adverts': the same product (activity=promoting) as category "
+        "'betting_advert', whose verdicts are kept; its verdicts differed under R2"
+    )
+    renamed = (
+        "renamed category 'board_game' (object=none, activity=playing) to 'board_game_2': the "
+        "name was taken by an earlier category with another product"
+    )
+    assert f"changed by code: {dropped}" in result.output
+    out = tmp_path / "draft.yaml"
+    policy = load_policy(out)  # the loader is still the authority
+    assert "betting_adverts" not in policy.categories
+    assert policy.categories["board_game_2"].attributes == {"object": "none",
+                                                             "activity": "playing"}  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert lines[1] == "# Status: validated after 0 repair(s)."
+    assert lines[2:5] == [
+        "# Changed by code in the model's answers (2):", f"#   - {dropped}", f"#   - {renamed}"
+    ]  # fmt: skip
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        config = json.loads(store.rows("SELECT config_json FROM runs")[0]["config_json"])
+    assert config["code_fixes"] == [dropped, renamed]
+    assert [(a["step"], a["errors"], len(a["code_fixes"])) for a in config["attempts"]] == [
+        ("outline", 0, 0), ("categories", 0, 2)
+    ]  # fmt: skip
+
+
+def with_attribute(outline: dict[str, Any], name: str, *values: str) -> dict[str, Any]:
+    out = copy.deepcopy(outline)
+    out["attributes"].append({
+        "name": name, "description": f"the {name}",
+        "values": [{"name": v, "description": v, "synonyms": []} for v in values],
+    })  # fmt: skip
+    return out
+
+
+def test_a_shared_value_goes_back_naming_both_attributes_and_which_keeps_it(
     server, tmp_path, fake_keys
 ) -> None:
     draft = valid_draft()
-    table = table_of(draft)
-    table["categories"][1]["product"] = {"object": "any", "activity": "any"}  # fixes nothing
-    table["categories"][3]["product"] = dict(table["categories"][2]["product"])  # same product
-    server.push(reply(outline_of(draft)), *(reply(table) for _ in range(2)))
+    faulty = copy.deepcopy(outline_of(draft))
+    faulty["attributes"][1]["values"].append(
+        {"name": "Dice", "description": "dice rolled", "synonyms": []}
+    )
+    server.push(reply(faulty), reply(outline_of(draft)), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 0, result.output
+    assert "attempt 2 (outline): valid" in result.output
+    assert "changed by code" not in result.output  # the model repaired it
+    feedback = user_text(server.chat_requests()[1])
+    assert (
+        "attributes.activity.values.dice: value 'dice' is also a value of attribute 'object': "
+        "attributes must be orthogonal (each one a different aspect of the image). Keep 'dice' "
+        "only in 'object' and remove it from 'activity'"
+    ) in feedback
+    assert "Changed by code" not in (tmp_path / "draft.yaml").read_text()
+
+
+def test_an_audience_attribute_and_a_none_attribute_go_back_then_code_drops_them(
+    server, tmp_path, fake_keys
+) -> None:
+    """`age_group` (the audience, which belongs to the rule variants) and an attribute named
+    `none`, kept through the outline's repairs: code drops them, and the value shared by two
+    attributes from the later one, before the table's schema is built; the file says so."""
+    draft = valid_draft()
+    faulty = with_attribute(outline_of(draft), "age_group", "under_13", "adults")
+    faulty = with_attribute(faulty, "none", "nothing", "blank")
+    faulty["attributes"][1]["values"].append(
+        {"name": "dice", "description": "dice rolled", "synonyms": []}
+    )
+    faulty["attributes"] = faulty["attributes"][:4]
+    server.push(reply(faulty), reply(faulty), reply(table_of(draft)))
     result = draft_cli(server, tmp_path, "--two-asks", "--max-repairs", "1")
-    assert result.exit_code == 1, result.output
-    assert len(server.chat_requests()) == 3  # the outline, the table, its one repair
-    text = (tmp_path / "draft.yaml").read_text()
-    assert "DOES NOT VALIDATE after 1 repair(s)" in text.splitlines()[1]
-    # the loader's own words: the empty product, the repeated one
-    assert "categories.dice_for_money.attributes: dictionary should have at least 1 item" in text
-    assert "categories.board_game.attributes: same attribute product as category " in text
-    # the repair was shown its own table and what is wrong with it in the table's terms (the
-    # file's errors, about rules.R1.verdicts.* lines, left the demo's model worse off)
-    feedback = user_text(server.chat_requests()[2])
-    assert "Your previous categories were:" in feedback and "file:line" not in feedback
-    assert "category 'dice_for_money': every attribute is 'any'" in feedback
-    assert "categories 'betting_advert' and 'board_game' have the same values" in feedback
-    assert '"dice_for_money"' in feedback.split("errors in them")[0]
+    assert result.exit_code == 0, result.output
+    assert "attempt 2 (outline): 3 error(s), 3 fixed by code" in result.output
+    feedback = user_text(server.chat_requests()[1])
+    assert (
+        "attributes.age_group: attribute 'age_group' describes the audience (who sees the "
+        "image), not the image: audiences are the rule variants' age_group and culture. Remove "
+        "the attribute 'age_group'"
+    ) in feedback
+    assert "attributes.none: 'none' is not an aspect of the image, it is a value name" in feedback
+    fixes = [
+        "dropped attribute 'age_group': it describes the audience, which the rule variants "
+        "hold, not the image",
+        "dropped attribute 'none': it is a value name, not an aspect of the image",
+        "dropped value 'dice' (a value of attribute 'object' already) from attribute 'activity'",
+    ]
+    # the table's schema is built from the fixed outline
+    product = schema_of(server.chat_requests()[2])["$defs"]["Product0"]["properties"]
+    assert list(product) == ["object", "activity"]
+    assert "dice" not in product["activity"]["enum"]
+    out = tmp_path / "draft.yaml"
+    policy = load_policy(out)
+    assert list(policy.attributes) == ["object", "activity"]
+    text = out.read_text()
+    for fix in fixes:
+        assert f"#   - {fix}" in text
+        assert f"changed by code: {fix}" in result.output
+
+
+def test_outline_checks_name_an_audience_attribute_by_its_values_too() -> None:
+    outline = PolicyOutline.model_validate(
+        with_attribute(outline_of(valid_draft()), "viewer", "under 13", "18 and over")
+    )
+    assert audience_attribute(outline, "viewer", ["under_13", "v_18_and_over"])
+    assert audience_attribute(outline, "person", ["under_13", "adult"])  # R1's age group
+    # a culture is not compared: 'conservative' may be a value of clothing
+    assert not audience_attribute(outline, "clothing", ["conservative", "revealing"])
+    assert [i.field for i in outline_issues(outline, file="d.yaml")] == ["attributes.viewer"]

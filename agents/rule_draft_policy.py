@@ -179,6 +179,7 @@ def outline_issues(
     found = (
         _repeated_names(outline)
         + _not_attributes(outline)
+        + _not_values(outline)
         + _shared_values(outline)
         + _same_audiences(outline)
         + _audience_problems(outline, audiences)
@@ -260,6 +261,35 @@ def _not_aspect(outline: PolicyOutline, name: str, values: Sequence[str]) -> str
     return None
 
 
+#: value names that name an aspect or a field, not something an image shows (qwen wrote the
+#: values setting and attribute of the attribute object)
+_ASPECT_WORDS = _FIELD_WORDS | {"object", "objects", "action", "actions", "activity", "setting"}
+
+
+def _not_a_value(outline: PolicyOutline, attribute: str, value: str) -> str | None:
+    """Why a value is no value: it names an aspect (its own attribute's or another's)."""
+    named = {identifier(a.name) for a in outline.attributes} - _VALUE_WORDS - _SHARED_VALUES
+    if value not in _ASPECT_WORDS | named:
+        return None
+    return (
+        f"value '{value}' of attribute '{attribute}' names an aspect, not something the image "
+        f"shows: replace it with a thing the rule text names, or remove it"
+    )
+
+
+def _not_values(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    for attribute in outline.attributes:
+        name = identifier(attribute.name)
+        if _not_aspect(outline, name, [identifier(v.name) for v in attribute.values]):
+            continue  # reported as a whole
+        for value in attribute.values:
+            why = _not_a_value(outline, name, identifier(value.name))
+            if why is not None:
+                found.append((("attributes", name, "values", identifier(value.name)), why))
+    return found
+
+
 def _not_attributes(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]:
     """Attributes that are no aspect of the image: named like a value or a policy field, or
     the audience's."""
@@ -318,12 +348,12 @@ def _shared_values(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]:
 def fix_outline(outline: PolicyOutline) -> tuple[PolicyOutline, list[str]]:
     """The mechanical part of an outline's issues, done by code once its repairs are spent:
     an attribute that is no aspect of the image (named `none` or like a policy field, or the
-    audience's), a repeated attribute, a repeated value and a value already listed by an
-    earlier attribute are dropped; an attribute left with fewer than two values is dropped
-    (it tells no images apart), as long as one attribute remains; a rule variant for an
-    audience an earlier one has is dropped. Returns the fixed outline and a sentence per
-    change (nothing silent); what is left (audiences not asked for...) stays for the file's
-    checks."""
+    audience's), a repeated attribute, a repeated value, a value that names an aspect and a
+    value already listed by an earlier attribute are dropped; an attribute left with fewer
+    than two values is dropped (it tells no images apart), as long as one attribute remains;
+    a rule variant for an audience an earlier one has is dropped. Returns the fixed outline
+    and a sentence per change (nothing silent); what is left (audiences not asked for...)
+    stays for the file's checks."""
     fixes: list[str] = []
     aspects = []
     for attribute in outline.attributes:
@@ -349,6 +379,8 @@ def fix_outline(outline: PolicyOutline) -> tuple[PolicyOutline, list[str]]:
             key = identifier(value.name)
             if key in {identifier(v.name) for v in keep}:
                 fixes.append(f"dropped value '{key}' (listed twice) from attribute '{name}'")
+            elif _not_a_value(outline, name, key) is not None:
+                fixes.append(f"dropped value '{key}' (it names an aspect) from attribute '{name}'")
             elif key in owner and key not in _SHARED_VALUES:
                 fixes.append(
                     f"dropped value '{key}' (a value of attribute '{owner[key]}' already) from "
@@ -365,16 +397,16 @@ def fix_outline(outline: PolicyOutline) -> tuple[PolicyOutline, list[str]]:
     if not kept:
         kept = aspects[:1]
     rules = []
-    audiences: dict[tuple[str, str], str] = {}
+    served: dict[tuple[str, str], str] = {}
     for rule in outline.rules:
-        key = (_folded(rule.age_group), _folded(rule.culture))
-        if key in audiences:
+        audience = (_folded(rule.age_group), _folded(rule.culture))
+        if audience in served:
             fixes.append(
                 f"dropped rule variant '{rule_id(rule.id)}': the same audience "
-                f"'{rule.age_group.strip()} / {rule.culture.strip()}' as '{audiences[key]}'"
+                f"'{rule.age_group.strip()} / {rule.culture.strip()}' as '{served[audience]}'"
             )
             continue
-        audiences[key] = rule_id(rule.id)
+        served[audience] = rule_id(rule.id)
         rules.append(rule)
     return outline.model_copy(update={"attributes": kept, "rules": rules}), fixes
 

@@ -38,7 +38,7 @@ from agents.rule_draft_policy import (
     render_product,
     rule_id,
 )
-from agents.rule_draft_schema import PolicyDraft, PolicyOutline
+from agents.rule_draft_schema import PolicyDraft, PolicyOutline, outline_model
 from agents.rule_draft_table import (
     assemble,
     category_table_model,
@@ -162,12 +162,13 @@ async def _draft_in_two_asks(
     attempts: list[DraftAttempt] = []
     base: dict[str, Any] = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
     outline: PolicyOutline | None = None
+    outline_schema = outline_model(len(audiences))
     answers: list[tuple[int, PolicyOutline]] = []
     feedback: list[str] = []
     previous = ""
     for attempt in range(1, max_repairs + 2):
         variables = base | {"step": "outline", "feedback": feedback, "previous": previous}
-        result = await _ask(layer, PolicyOutline, variables, "outline", attempt)
+        result = await _ask(layer, outline_schema, variables, "outline", attempt)
         if not result.ok or result.value is None:
             return _no_answer(result, attempt, "outline", attempts, None)
         outline = result.value

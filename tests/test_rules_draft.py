@@ -587,3 +587,39 @@ def test_outline_checks_name_an_audience_attribute_by_its_values_too() -> None:
     # a culture is not compared: 'conservative' may be a value of clothing
     assert not audience_attribute(outline, "clothing", ["conservative", "revealing"])
     assert [i.field for i in outline_issues(outline, file="d.yaml")] == ["attributes.viewer"]
+
+
+def test_a_worse_repair_is_not_used_and_repeated_audiences_are_dropped(
+    server, tmp_path, fake_keys
+) -> None:
+    """qwen's gambling outlines got worse with each repair (attributes named `description`
+    and `rules`, two rule variants for `any / any`): the outline with the fewest issues goes
+    on, code drops what is mechanical in it, and the file says both."""
+    draft = valid_draft()
+    first = copy.deepcopy(outline_of(draft))
+    first["rules"].append(dict(first["rules"][1], id="R3", description="Adverts are flagged."))
+    worse = with_attribute(first, "rules", "id", "age_group")
+    worse = with_attribute(worse, "description", "casino", "people")
+    server.push(reply(first), reply(worse), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks", "--max-repairs", "1")
+    assert result.exit_code == 0, result.output
+    assert "attempt 1 (outline): 1 error(s)" in result.output
+    assert "attempt 2 (outline): 3 error(s), 2 fixed by code" in result.output
+    feedback = user_text(server.chat_requests()[1])
+    assert (
+        "rules.R3: rule variants 'R2' and 'R3' have the same audience '18 and over / gambling "
+        "legal': each rule variant is a different audience (age group and culture). Remove 'R3'"
+    ) in feedback
+    fixes = [
+        "used the outline of attempt 1 (1 error(s)), not the last one (3 error(s))",
+        "dropped rule variant 'R3': the same audience '18 and over / gambling legal' as 'R2'",
+    ]
+    for fix in fixes:
+        assert f"changed by code: {fix}" in result.output
+    assert schema_of(server.chat_requests()[2])["$defs"]["Verdicts"]["required"] == ["R1", "R2"]
+    assert list(load_policy(tmp_path / "draft.yaml").rules) == ["R1", "R2"]
+    worse_outline = PolicyOutline.model_validate(worse)
+    assert [i.message.split(":")[0] for i in outline_issues(worse_outline, file="d")][:2] == [
+        "'rules' is a field of the policy, not an aspect of the image",
+        "'description' is a field of the policy, not an aspect of the image",
+    ]

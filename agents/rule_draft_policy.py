@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 from agents.rule_draft_schema import (
     DraftAttribute,
@@ -213,7 +214,8 @@ def _repeated_names(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]
 
 #: attribute names that name no aspect of an image: value names, and the policy's own fields
 #: (qwen2.5-1.5b wrote attributes `description` and `rules`, values `id`, `age_group`)
-_VALUE_WORDS = frozenset({"none", "any", "other", "unknown", "nothing", "all", "na", "n_a"})
+#: (not `other`: the shipped icm_sexy has an attribute of that name)
+_VALUE_WORDS = frozenset({"none", "any", "unknown", "nothing", "all", "na", "n_a"})
 _FIELD_WORDS = frozenset({
     "description", "rules", "rule", "id", "term", "title", "categories", "category", "verdict",
     "verdicts", "values", "value", "synonyms", "name", "attributes", "attribute",
@@ -221,9 +223,9 @@ _FIELD_WORDS = frozenset({
 #: words in an attribute's name (or a value's) that make it the audience's, not the image's
 _AUDIENCE_WORDS = frozenset({
     "age", "ages", "age_group", "age_groups", "audience", "audiences", "viewer", "viewers",
-    "culture", "cultures", "cultural", "region", "regions", "country", "countries",
-    "jurisdiction", "legality",
+    "culture", "cultures", "cultural", "country", "countries", "jurisdiction", "legality",
 })  # fmt: skip
+# (not `region`: the shipped icm_sexy's `region` is the part of the body the image frames)
 
 
 def audience_attribute(outline: PolicyOutline, name: str, values: Sequence[str]) -> bool:
@@ -341,16 +343,42 @@ def _shared_values(outline: PolicyOutline) -> list[tuple[tuple[str, ...], str]]:
                     f"must be orthogonal (each one a different aspect of the image). Keep "
                     f"'{key}' only in '{owner[key]}' and remove it from '{name}'",
                 ))  # fmt: skip
+            elif (near := _nearly(key, name, owner)) is not None:
+                found.append((
+                    ("attributes", name, "values", key),
+                    f"value '{key}' is nearly the value '{near}' of attribute '{owner[near]}' "
+                    f"(a misspelt value is still the same value): keep '{near}' only in "
+                    f"'{owner[near]}' and remove '{key}' from '{name}'",
+                ))  # fmt: skip
             owner.setdefault(key, name)
     return found
+
+
+def _nearly(key: str, attribute: str, owner: dict[str, str]) -> str | None:
+    """An earlier attribute's value that ``key`` is a near copy of (qwen wrote `casin` for the
+    setting when told `casino` was already an object): names of four letters or more, the same
+    first letter, at most two letters longer or shorter, and one the other's start or 90 %
+    alike. `playing` and `playing_cards` are not near copies, nor `setting` and `betting`."""
+    if len(key) < 4:
+        return None
+    for other, holder in owner.items():
+        if holder == attribute or len(other) < 4 or other in _SHARED_VALUES:
+            continue
+        if abs(len(other) - len(key)) > 2 or key[0] != other[0]:
+            continue
+        if key.startswith(other) or other.startswith(key):
+            return other
+        if SequenceMatcher(None, key, other).ratio() >= 0.9:
+            return other
+    return None
 
 
 def fix_outline(outline: PolicyOutline) -> tuple[PolicyOutline, list[str]]:
     """The mechanical part of an outline's issues, done by code once its repairs are spent:
     an attribute that is no aspect of the image (named `none` or like a policy field, or the
     audience's), a repeated attribute, a repeated value, a value that names an aspect and a
-    value already listed by an earlier attribute are dropped; an attribute left with fewer
-    than two values is dropped (it tells no images apart), as long as one attribute remains;
+    value already listed by an earlier attribute are dropped; an attribute these drops leave
+    with fewer than two values is dropped (it tells no images apart), while one remains;
     a rule variant for an audience an earlier one has is dropped. Returns the fixed outline
     and a sentence per change (nothing silent); what is left (audiences not asked for...)
     stays for the file's checks."""
@@ -386,9 +414,15 @@ def fix_outline(outline: PolicyOutline) -> tuple[PolicyOutline, list[str]]:
                     f"dropped value '{key}' (a value of attribute '{owner[key]}' already) from "
                     f"attribute '{name}'"
                 )
+            elif key not in _SHARED_VALUES and (near := _nearly(key, name, owner)) is not None:
+                fixes.append(
+                    f"dropped value '{key}' (nearly '{near}', a value of attribute "
+                    f"'{owner[near]}') from attribute '{name}'"
+                )
             else:
                 keep.append(value)
-        if len(keep) < 2 and len(aspects) > 1:
+        if len(keep) < min(2, len(attribute.values)) and len(aspects) > 1:
+            # (an attribute of one value is the model's, as the shipped icm_sexy's `subject`)
             fixes.append(f"dropped attribute '{name}': fewer than two values of its own left")
             continue
         for value in keep:

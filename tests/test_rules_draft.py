@@ -19,11 +19,19 @@ from typer.testing import CliRunner
 
 from agents.rule_draft_policy import (
     audience_attribute,
+    fix_outline,
     outline_issues,
     parse_audiences,
     render_policy,
 )
-from agents.rule_draft_schema import PolicyDraft, PolicyOutline
+from agents.rule_draft_schema import (
+    DraftAttribute,
+    DraftRule,
+    DraftValue,
+    PolicyDraft,
+    PolicyOutline,
+    outline_model,
+)
 from agents.rule_draft_table import table_shape, tidy_table
 from agents.rule_drafter import check_draft, draft_coverage
 from data.policy import check_policy, load_policy
@@ -623,3 +631,82 @@ def test_a_worse_repair_is_not_used_and_repeated_audiences_are_dropped(
         "'rules' is a field of the policy, not an aspect of the image",
         "'description' is a field of the policy, not an aspect of the image",
     ]
+
+
+def test_the_outline_schema_asks_for_one_rule_variant_per_audience_and_two_attributes(
+    server, tmp_path, fake_keys
+) -> None:
+    draft = valid_draft()
+    draft["rules"][1].update(age_group="13 and over", culture="open")
+    server.push(reply(outline_of(draft)), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks", "--audiences",
+                       "under 13/any; 13 and over/open")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    schema = schema_of(server.chat_requests()[0])["properties"]
+    assert (schema["rules"]["minItems"], schema["rules"]["maxItems"]) == (2, 2)
+    assert schema["attributes"]["minItems"] == 2
+    free = outline_model(0).model_json_schema()["properties"]["rules"]
+    assert (free["minItems"], free["maxItems"]) == (2, 4)
+    assert issubclass(outline_model(3), PolicyOutline)
+
+
+def test_a_value_that_names_an_aspect_is_reported_and_dropped_by_code() -> None:
+    """qwen's gambling outline: object = casino, people, setting, attribute."""
+    outline = outline_of(valid_draft())
+    for name in ("setting", "attribute"):
+        outline["attributes"][0]["values"].append(
+            {"name": name, "description": name, "synonyms": []}
+        )
+    value = PolicyOutline.model_validate(outline)
+    assert [i.field for i in outline_issues(value, file="d")] == [
+        "attributes.object.values.setting", "attributes.object.values.attribute"
+    ]  # fmt: skip
+    fixed, fixes = fix_outline(value)
+    assert [v.name for v in fixed.attributes[0].values] == ["Slot Machine", "dice", "none"]
+    assert fixes == [
+        "dropped value 'setting' (it names an aspect) from attribute 'object'",
+        "dropped value 'attribute' (it names an aspect) from attribute 'object'",
+    ]
+
+
+def test_a_misspelt_copy_of_another_attributes_value_is_a_shared_value() -> None:
+    """Told that `casino` was already an object, qwen listed `casin` as a setting."""
+    outline = outline_of(valid_draft())
+    outline["attributes"][1]["values"].append({"name": "slot_machin", "description": "s",
+                                               "synonyms": []})  # fmt: skip
+    outline["attributes"][1]["values"][1]["name"] = "playing_dice"  # not a near copy of dice
+    value = PolicyOutline.model_validate(outline)
+    assert [str(i) for i in outline_issues(value, file="d")] == [
+        "d: attributes.activity.values.slot_machin: value 'slot_machin' is nearly the value "
+        "'slot_machine' of attribute 'object' (a misspelt value is still the same value): keep "
+        "'slot_machine' only in 'object' and remove 'slot_machin' from 'activity'"
+    ]
+    _, fixes = fix_outline(value)
+    assert fixes == [
+        "dropped value 'slot_machin' (nearly 'slot_machine', a value of attribute 'object') "
+        "from attribute 'activity'"
+    ]
+
+
+@pytest.mark.parametrize("name", ["gambling", "general_safety", "horrifying", "icm_sexy"])
+def test_the_shipped_policies_pass_the_outline_checks(name: str) -> None:
+    """The hand-written policies are the yardstick: no check may call their attributes (the
+    sexy policy's `region` of the body, its `other`) the audience's or a value name."""
+    policy = load_policy(name)
+    # built without validation: the shipped policies are larger than a draft may be
+    attributes = [
+        DraftAttribute.model_construct(name=n, description="d", values=[
+            DraftValue.model_construct(name=v, description="d", synonyms=[]) for v in a.values
+        ])
+        for n, a in policy.attributes.items()
+    ]  # fmt: skip
+    rules = [
+        DraftRule.model_construct(id=r, age_group=v.audience.age_group,
+                                  culture=v.audience.culture, description="d")
+        for r, v in policy.rules.items()
+    ]  # fmt: skip
+    outline = PolicyOutline.model_construct(
+        term=policy.term, title="t", description="d", attributes=attributes, rules=rules
+    )
+    assert outline_issues(outline, file=name) == []
+    assert fix_outline(outline)[1] == []

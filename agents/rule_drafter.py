@@ -342,7 +342,7 @@ def _ending(
         changed = [f"# Changed by code in the model's answers ({len(fixes)}):"]
         lines[2:2] = changed + [f"#   - {fix}" for fix in fixes]
     found = draft_coverage(draft)
-    lines += ["", *_coverage_comment(found)]
+    lines += ["", *_coverage_comment(found), *_one_sided(draft)]
     if failure is not None:
         lines += ["", f"# The last ask returned no draft ({failure}); the draft above is the last."]
     if issues:
@@ -350,6 +350,27 @@ def _ending(
         lines += [f"# {issue}" for issue in issues]
     text = "\n".join(lines) + "\n"
     return DraftOutcome(text, valid, attempts, issues, found, failure, list(fixes))
+
+
+def _one_sided(draft: PolicyDraft) -> list[str]:
+    """Rule variants that flag every category or none (review information, not an error: a
+    qwen violence draft flagged all five categories for adults too, where the text allows
+    news and sport; a gambling one flagged nothing where the text flags adverts for all)."""
+    lines = []
+    for rule in dict.fromkeys(rule_id(r.id) for r in draft.rules):
+        flags = [
+            ruling.flagged
+            for category in draft.categories
+            for ruling in category.verdicts
+            if rule_id(ruling.rule) == rule
+        ]
+        if flags and all(flags):
+            lines.append(f"# Review: {rule} flags every category ({len(flags)}); nothing is "
+                         "allowed for its audience.")  # fmt: skip
+        elif flags and not any(flags):
+            lines.append(f"# Review: {rule} flags no category ({len(flags)}); nothing is "
+                         "forbidden for its audience.")  # fmt: skip
+    return lines
 
 
 def _coverage_comment(found: Coverage) -> list[str]:

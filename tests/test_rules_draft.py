@@ -164,6 +164,7 @@ def test_a_valid_draft_is_written_loaded_shown_and_traced(server, tmp_path, fake
     assert text.splitlines()[1] == "# Status: validated after 0 repair(s)."
     # 3 objects x 3 activities, enumerated by code
     assert "Attribute products (enumerated from the attributes by code): 9;" in text
+    assert "# Review:" not in text  # R1 and R2 both flag some categories and allow others
     shown = CliRunner().invoke(app, ["rules", "show", str(out)])
     assert shown.exit_code == 0 and "dice_for_money" in shown.output
     with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
@@ -710,3 +711,17 @@ def test_the_shipped_policies_pass_the_outline_checks(name: str) -> None:
     )
     assert outline_issues(outline, file=name) == []
     assert fix_outline(outline)[1] == []
+
+
+def test_a_rule_variant_that_flags_everything_or_nothing_is_marked_for_review(
+    server, tmp_path, fake_keys
+) -> None:
+    draft = valid_draft()
+    for category in draft["categories"]:
+        category["verdicts"][0]["flagged"] = True
+        category["verdicts"][1]["flagged"] = False
+    server.push(reply(draft))
+    assert draft_cli(server, tmp_path).exit_code == 0  # information, not an error
+    text = (tmp_path / "draft.yaml").read_text()
+    assert "# Review: R1 flags every category (4); nothing is allowed for its audience." in text
+    assert "# Review: R2 flags no category (4); nothing is forbidden for its audience." in text

@@ -24,7 +24,7 @@ class _Out(BaseModel):
 
 
 class DraftValue(_Out):
-    name: Name = Field(description="lower_snake_case value name, e.g. slot_machine or none")
+    name: Name = Field(description="lower_snake_case value name: what the image can show, or none")
     description: Sentence = Field(description="what this value means in an image")
     synonyms: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
         max_length=6, description="lower-case words a text may use to mention this value"

@@ -217,6 +217,12 @@ async def _draft_in_two_asks(
         draft = assemble(outline, shape, rows)
         text = render_policy(draft, notes=rule_text.strip(), header=_header(source, spec))
         issues = check_draft(text, draft, name=_name(file), file=file, audiences=audiences)
+        # too few categories once code dropped those that were none is the table's own error
+        # (its schema asks for two or more): a one-category sexy draft otherwise "validated"
+        in_table = table_issues(rows, len(answered) - len(rows))
+        issues += [
+            PolicyIssue(file=file, line=None, field="categories", message=m) for m in in_table
+        ]
         attempts.append(_attempt(attempt, answer, issues, "categories"))
         attempts[-1].fixes = list(table_fixes)
         last = (text, issues, draft)
@@ -227,7 +233,6 @@ async def _draft_in_two_asks(
             break
         # the repair sees its own answer and, where code can say it in the table's terms,
         # what is wrong with it there; the file's errors otherwise
-        in_table = table_issues(rows, len(answered) - len(rows))
         feedback = in_table or [str(issue) for issue in issues]
         previous = answer.value.model_dump_json(by_alias=True) if in_table else _numbered(text)
         base["table_feedback"] = bool(in_table)

@@ -725,3 +725,20 @@ def test_a_rule_variant_that_flags_everything_or_nothing_is_marked_for_review(
     text = (tmp_path / "draft.yaml").read_text()
     assert "# Review: R1 flags every category (4); nothing is allowed for its audience." in text
     assert "# Review: R2 flags no category (4); nothing is forbidden for its audience." in text
+
+
+def test_fewer_than_two_categories_left_after_code_drops_is_an_error_and_repaired(
+    server, tmp_path, fake_keys
+) -> None:
+    """qwen's sexy table: `slot_machine` and `board_game`, both setting=bar; once code
+    dropped the copy one category was left, and the draft "validated"."""
+    draft = valid_draft()
+    table = table_of(draft)
+    table["categories"] = [table["categories"][0], dict(table["categories"][0], name="copy")]
+    server.push(reply(outline_of(draft)), reply(table), reply(table_of(draft)))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 0, result.output
+    assert "attempt 1 (categories): 1 error(s), 1 fixed by code" in result.output
+    feedback = user_text(server.chat_requests()[2])
+    assert "only 1 category is left once the 1 that fixed no attribute or repeated" in feedback
+    assert "Changed by code" not in (tmp_path / "draft.yaml").read_text()  # the last table's

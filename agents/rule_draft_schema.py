@@ -4,16 +4,16 @@ The shape is deliberately simple (lists of objects, strings, one boolean; no map
 keys, no unions) so that every structured-output path can constrain it, llama.cpp's
 JSON-schema-to-grammar converter included. Names are free strings here; the drafter turns them
 into the policy file's identifiers and the loader checks what came out. The bounds keep a small
-model from rambling and a draft reviewable (at most 4 attributes of 2-6 values, 4 rule variants,
+model from rambling and a draft reviewable (2-4 attributes of 2-6 values, 4 rule variants,
 12 categories; a whole policy is still 1,500-2,500 tokens). The models carry no docstrings: the
 JSON schema the model is shown is exactly these fields and their descriptions.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 Name = Annotated[str, Field(min_length=1, max_length=40)]
 Sentence = Annotated[str, Field(min_length=1, max_length=200)]
@@ -24,7 +24,7 @@ class _Out(BaseModel):
 
 
 class DraftValue(_Out):
-    name: Name = Field(description="lower_snake_case value name, e.g. slot_machine or none")
+    name: Name = Field(description="lower_snake_case value name: what the image can show, or none")
     description: Sentence = Field(description="what this value means in an image")
     synonyms: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
         max_length=6, description="lower-case words a text may use to mention this value"
@@ -82,10 +82,20 @@ class PolicyOutline(_Out):
     description: Annotated[str, Field(min_length=1, max_length=400)] = Field(
         description="what the policy decides and how its categories are built"
     )
-    attributes: list[DraftAttribute] = Field(min_length=1, max_length=4)
+    attributes: list[DraftAttribute] = Field(min_length=2, max_length=4)
     rules: list[DraftRule] = Field(min_length=1, max_length=4)
 
 
 # A whole draft in one answer (``--one-ask``), or the two asks assembled.
 class PolicyDraft(PolicyOutline):
     categories: list[DraftCategory] = Field(min_length=2, max_length=12)
+
+
+def outline_model(audiences: int = 0) -> type[PolicyOutline]:
+    """The first ask's schema: exactly one rule variant per audience asked for (``--audiences``),
+    or two to four (the rule texts are about audiences that are treated differently, and qwen,
+    told that two rule variants must not share an audience, wrote one); two to four attributes
+    either way. A subclass, so the answer is still a `PolicyOutline`."""
+    low, high = (audiences, audiences) if audiences else (2, 4)
+    rules: Any = (list[DraftRule], Field(min_length=low, max_length=high))
+    return create_model(f"PolicyOutline{low}to{high}", __base__=PolicyOutline, rules=rules)

@@ -9,7 +9,11 @@ policy file (`agents.rule_draft_policy`) and runs the same loader every policy g
 plus the checks only a draft needs. Every issue goes back to the model with what it produced
 (the outline, or the file as ``file:line: field: message``), at most ``max_repairs`` times per
 ask. A draft that still fails is kept, with its errors appended as YAML comments, and the
-outcome says so: nothing the model wrote is silently dropped or silently fixed.
+outcome says so. What code decides mechanically (a category fixing no attribute or repeating
+another's product dropped, a repeated name numbered; once the outline's repairs are spent, a
+`none` or audience attribute and a value shared by two attributes dropped) it does, and every
+such change is a comment in the file and a line of the run's record: nothing the model wrote is
+silently dropped or silently fixed.
 """
 
 from __future__ import annotations
@@ -27,19 +31,22 @@ from agents.rule_draft_policy import (
     Coverage,
     coverage,
     draft_issues,
+    fix_outline,
     identifier,
     outline_issues,
     render_policy,
     render_product,
     rule_id,
 )
-from agents.rule_draft_schema import PolicyDraft, PolicyOutline
+from agents.rule_draft_schema import PolicyDraft, PolicyOutline, outline_model
 from agents.rule_draft_table import (
     assemble,
     category_table_model,
     rules_summary,
     table_issues,
+    table_rows,
     table_shape,
+    tidy_table,
 )
 from agents.stages import RULE_DRAFTER
 from data.policy import PolicyError, PolicyIssue, parse_policy
@@ -61,6 +68,9 @@ class DraftAttempt:
     errors: list[str] = field(default_factory=list)
     step: str = "policy"
     """``outline`` or ``categories`` (two asks), or ``policy`` (one ask)."""
+    fixes: list[str] = field(default_factory=list)
+    """What code changed in this answer before it was checked (`tidy_table`), or in the last
+    outline once its repairs were spent (`fix_outline`)."""
 
 
 @dataclass
@@ -74,6 +84,9 @@ class DraftOutcome:
     coverage: Coverage | None = None
     failure: str | None = None
     """Why the last call returned no draft (its status and error), if it did not."""
+    fixes: list[str] = field(default_factory=list)
+    """What code changed in the model's answers that the written draft is built from: the
+    outline's fixes and the last table's. Written into the file as comments."""
 
     @property
     def repairs(self) -> int:
@@ -149,21 +162,39 @@ async def _draft_in_two_asks(
     attempts: list[DraftAttempt] = []
     base: dict[str, Any] = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
     outline: PolicyOutline | None = None
+    outline_schema = outline_model(len(audiences))
+    answers: list[tuple[int, PolicyOutline]] = []
     feedback: list[str] = []
     previous = ""
     for attempt in range(1, max_repairs + 2):
         variables = base | {"step": "outline", "feedback": feedback, "previous": previous}
-        result = await _ask(layer, PolicyOutline, variables, "outline", attempt)
+        result = await _ask(layer, outline_schema, variables, "outline", attempt)
         if not result.ok or result.value is None:
             return _no_answer(result, attempt, "outline", attempts, None)
         outline = result.value
         issues = outline_issues(outline, file=file, audiences=audiences)
         attempts.append(_attempt(attempt, result, issues, "outline"))
+        answers.append((len(issues), outline))
         if not issues:
             break
         feedback = [str(issue) for issue in issues]
         previous = outline.model_dump_json(indent=1)
     assert outline is not None  # the loop ran at least once and returned on no answer
+    outline_fixes: list[str] = []
+    if attempts[-1].errors:  # repairs spent: code does the mechanical part, and says so
+        # a small model's repair can be worse than what it repaired: the outline with the
+        # fewest issues goes on (the latest of equals), and the file says which
+        fewest = min(count for count, _ in answers)
+        chosen = max(n for n, (count, _) in enumerate(answers) if count == fewest)
+        if chosen != len(answers) - 1:
+            outline_fixes.append(
+                f"used the outline of attempt {chosen + 1} ({fewest} error(s)), not the last "
+                f"one ({answers[-1][0]} error(s))"
+            )
+            outline = answers[chosen][1]
+        outline, fixed = fix_outline(outline)
+        outline_fixes += fixed
+        attempts[-1].fixes = list(outline_fixes)
     shape = table_shape(outline)
     schema = category_table_model(shape)
     base |= {
@@ -174,28 +205,38 @@ async def _draft_in_two_asks(
         "table_feedback": False,
     }
     last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
+    fixes: list[str] = list(outline_fixes)
     feedback, previous = [], ""
     for attempt in range(1, max_repairs + 2):
         variables = base | {"step": "categories", "feedback": feedback, "previous": previous}
         answer = await _ask(layer, schema, variables, "categories", attempt)
         if not answer.ok or answer.value is None:
-            return _no_answer(answer, attempt, "categories", attempts, last)
-        draft = assemble(outline, shape, answer.value)
+            return _no_answer(answer, attempt, "categories", attempts, last, fixes)
+        answered = table_rows(answer.value)
+        rows, table_fixes = tidy_table(shape, answered)
+        draft = assemble(outline, shape, rows)
         text = render_policy(draft, notes=rule_text.strip(), header=_header(source, spec))
         issues = check_draft(text, draft, name=_name(file), file=file, audiences=audiences)
+        # too few categories once code dropped those that were none is the table's own error
+        # (its schema asks for two or more): a one-category sexy draft otherwise "validated"
+        in_table = table_issues(rows, len(answered) - len(rows))
+        issues += [
+            PolicyIssue(file=file, line=None, field="categories", message=m) for m in in_table
+        ]
         attempts.append(_attempt(attempt, answer, issues, "categories"))
+        attempts[-1].fixes = list(table_fixes)
         last = (text, issues, draft)
+        fixes = outline_fixes + table_fixes
         if on_attempt is not None:
-            on_attempt(_ending(last, attempts))
+            on_attempt(_ending(last, attempts, fixes=fixes))
         if not issues:
             break
         # the repair sees its own answer and, where code can say it in the table's terms,
         # what is wrong with it there; the file's errors otherwise
-        in_table = table_issues(shape, answer.value)
         feedback = in_table or [str(issue) for issue in issues]
         previous = answer.value.model_dump_json(by_alias=True) if in_table else _numbered(text)
         base["table_feedback"] = bool(in_table)
-    return _ending(last, attempts)
+    return _ending(last, attempts, fixes=fixes)
 
 
 async def _ask(
@@ -225,10 +266,11 @@ def _no_answer(
     step: str,
     attempts: list[DraftAttempt],
     last: tuple[str, list[PolicyIssue], PolicyDraft] | None,
+    fixes: Sequence[str] = (),
 ) -> DraftOutcome:
     failure = f"{result.status}: {result.error or 'no answer'}"
     attempts.append(DraftAttempt(attempt, result.status, result.call_id, [failure], step))
-    return _ending(last, attempts, failure=failure)
+    return _ending(last, attempts, failure=failure, fixes=fixes)
 
 
 def _name(file: str) -> str:
@@ -283,10 +325,12 @@ def _ending(
     attempts: list[DraftAttempt],
     *,
     failure: str | None = None,
+    fixes: Sequence[str] = (),
 ) -> DraftOutcome:
-    """The outcome, with the file text: status in the header; issues and coverage appended."""
+    """The outcome, with the file text: status in the header, then what code changed in the
+    model's answers; issues and coverage appended."""
     if last is None:
-        return DraftOutcome(None, False, attempts, [], failure=failure)
+        return DraftOutcome(None, False, attempts, [], failure=failure, fixes=list(fixes))
     text, issues, draft = last
     valid = not issues and failure is None
     repairs = _repairs(attempts)
@@ -299,14 +343,39 @@ def _ending(
         )
     lines = text.splitlines()
     lines[1] = f"# {status}"
+    if fixes:
+        changed = [f"# Changed by code in the model's answers ({len(fixes)}):"]
+        lines[2:2] = changed + [f"#   - {fix}" for fix in fixes]
     found = draft_coverage(draft)
-    lines += ["", *_coverage_comment(found)]
+    lines += ["", *_coverage_comment(found), *_one_sided(draft)]
     if failure is not None:
         lines += ["", f"# The last ask returned no draft ({failure}); the draft above is the last."]
     if issues:
         lines += ["", f"# ERRORS ({len(issues)}): what the loader and the draft checks found:"]
         lines += [f"# {issue}" for issue in issues]
-    return DraftOutcome("\n".join(lines) + "\n", valid, attempts, issues, found, failure)
+    text = "\n".join(lines) + "\n"
+    return DraftOutcome(text, valid, attempts, issues, found, failure, list(fixes))
+
+
+def _one_sided(draft: PolicyDraft) -> list[str]:
+    """Rule variants that flag every category or none (review information, not an error: a
+    qwen violence draft flagged all five categories for adults too, where the text allows
+    news and sport; a gambling one flagged nothing where the text flags adverts for all)."""
+    lines = []
+    for rule in dict.fromkeys(rule_id(r.id) for r in draft.rules):
+        flags = [
+            ruling.flagged
+            for category in draft.categories
+            for ruling in category.verdicts
+            if rule_id(ruling.rule) == rule
+        ]
+        if flags and all(flags):
+            lines.append(f"# Review: {rule} flags every category ({len(flags)}); nothing is "
+                         "allowed for its audience.")  # fmt: skip
+        elif flags and not any(flags):
+            lines.append(f"# Review: {rule} flags no category ({len(flags)}); nothing is "
+                         "forbidden for its audience.")  # fmt: skip
+    return lines
 
 
 def _coverage_comment(found: Coverage) -> list[str]:

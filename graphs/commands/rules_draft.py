@@ -14,7 +14,7 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -121,20 +121,21 @@ def _run(
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_id = f"draft-{stamp}-{uuid.uuid4().hex[:6]}"
     templates = [f"{RULE_DRAFTER}.system", f"{RULE_DRAFTER}.user"]
+    run_config: dict[str, Any] = {
+        "rules_file": str(rules_file),
+        "rules_sha256": hashlib.sha256(rule_text.encode("utf-8")).hexdigest(),
+        "audiences": [str(a) for a in audiences],
+        "max_repairs": max_repairs,
+        "asks": "one" if one_ask else "two",
+        "out": str(out),
+    }
     records.register_run(
         store,
         records.RunRecord(
             run_id=run_id,
             name=run_id,
             kind="draft",
-            config={
-                "rules_file": str(rules_file),
-                "rules_sha256": hashlib.sha256(rule_text.encode("utf-8")).hexdigest(),
-                "audiences": [str(a) for a in audiences],
-                "max_repairs": max_repairs,
-                "asks": "one" if one_ask else "two",
-                "out": str(out),
-            },
+            config=run_config,
             role_bindings={RULE_DRAFTER: config.for_role(RULE_DRAFTER).record()},
             prompt_hashes={t: load_prompt(t).sha256 for t in templates},
             git_revision=git_revision(),
@@ -168,8 +169,30 @@ def _run(
         records.finish_run(store, run_id, "failed")
         raise
     written(outcome)
+    # the record says what each ask found and what code changed, not only the file
+    records.set_run_config(store, run_id, run_config | _summary(outcome))
     records.finish_run(store, run_id, "finished" if outcome.valid else "failed")
     return outcome
+
+
+def _summary(outcome: DraftOutcome) -> dict[str, Any]:
+    return {
+        "valid": outcome.valid,
+        "repairs": outcome.repairs,
+        "attempts": [
+            {
+                "step": a.step,
+                "attempt": a.attempt,
+                "status": a.status,
+                "call_id": a.call_id,
+                "errors": len(a.errors),
+                "code_fixes": a.fixes,
+            }
+            for a in outcome.attempts
+        ],
+        "code_fixes": list(outcome.fixes),
+        "errors_left": len(outcome.errors),
+    }
 
 
 def _write(path: Path, text: str) -> None:
@@ -187,7 +210,12 @@ def _report(outcome: DraftOutcome, out: Path) -> None:
             f"{len(attempt.errors)} error(s)" if attempt.status == "ok" else attempt.errors[0]
         )
         step = "" if attempt.step == "policy" else f" ({attempt.step})"
-        typer.echo(f"attempt {attempt.attempt}{step}: {found} (call {attempt.call_id})", err=True)
+        fixed = f", {len(attempt.fixes)} fixed by code" if attempt.fixes else ""
+        typer.echo(
+            f"attempt {attempt.attempt}{step}: {found}{fixed} (call {attempt.call_id})", err=True
+        )
+    for fix in outcome.fixes:
+        typer.echo(f"changed by code: {fix}", err=True)
     if outcome.coverage is not None:
         c = outcome.coverage
         typer.echo(

@@ -22,6 +22,12 @@ REFUSAL_PATTERNS = re.compile(
 _NEGATION = re.compile(r"\b(not|no|never|non|without|free of|appropriate|safe)\b|n't\b", re.I)
 
 
+#: a question asking whether the image is flagged, the word every policy's verdicts use
+_FLAGGED = re.compile(
+    r"^\s*(is|was|would|will|should|does|do|could|can)\b[^?]*\bflagged\b", re.IGNORECASE
+)
+
+
 @dataclass(frozen=True)
 class Check:
     """One check's outcome. ``stage`` is the stage whose output must change to pass it."""
@@ -97,7 +103,10 @@ def check_yes_no_agreement(
     expected = "Yes" if flagged else "No"
     checks = []
     for question, answer in items:
-        if not pattern.search(question) or _NEGATION.search(question):
+        # "Is the image flagged for children under 13 according to rule R1?" asks for the
+        # verdict in the policy's own word: the demo accepted "Yes." to it under "safe"
+        asks = pattern.search(question) or _FLAGGED.search(question)
+        if not asks or _NEGATION.search(question):
             continue
         given = "Yes" if answer.strip().lower().startswith("y") else "No"
         ok = given == expected

@@ -107,7 +107,27 @@ def find_loop(text: str) -> str | None:
         gram, times = grams.most_common(1)[0]
         if times >= most:
             return f"writes '{' '.join(gram)}' {times} times"
+    if any(c >= _LETTER_TIMES and len(w) >= 4 for w, c in tally.items()):
+        return _letter_loop(text)
     return None
+
+
+#: a run of this many letters (spaces and punctuation left out) written this many times
+_LETTER_RUN, _LETTER_TIMES = 20, 5
+
+
+def _letter_loop(text: str) -> str | None:
+    """The fourth shape, by letters: a looping small model misspells its own copies ("a flat
+    graphic", "a flatgraphic", "a flat.graphics", five times in the demo's accepted lottery
+    argument), which no run of whole words catches. Looked for only in a text where a word of
+    four or more letters occurs as often (the copies' own words do), since it costs ~0.15 ms
+    a text."""
+    letters = "".join(re.findall(r"[^\W\d_]+", text.lower()))
+    runs = Counter(letters[i : i + _LETTER_RUN] for i in range(0, len(letters) - _LETTER_RUN + 1))
+    run, times = runs.most_common(1)[0]
+    if times < _LETTER_TIMES:
+        return None
+    return f"writes '{run}' (letters only) {times} times"
 
 
 def check_no_looping(stage: str, text: str, where: str) -> Check:

@@ -319,3 +319,19 @@ def test_the_state_check_names_the_rule_and_the_verdict(gambling: Policy) -> Non
     passed = [c for c, _ in record_checks(gambling, state)
               if c.name == "argument_agrees_with_verdict"]  # fmt: skip
     assert [c.passed for c in passed] == [True]
+
+
+def test_a_yes_no_item_asking_whether_the_image_is_flagged_follows_the_verdict() -> None:
+    """The demo accepted "Is the image flagged for children under the age of 13 according to
+    rule R1?" -> "Yes." in a record judged safe under R1: the question asks for the verdict in
+    the policies' own word, not the term."""
+    from evaluators.consistency import check_yes_no_agreement
+
+    asked = "Is the image flagged for children under the age of 13 according to rule R1?"
+    [wrong] = check_yes_no_agreement([(asked, "Yes.")], "unsafe", flagged=False, rule="R1")
+    assert not wrong.passed and "means 'No'" in wrong.message
+    [right] = check_yes_no_agreement([(asked, "No.")], "unsafe", flagged=False, rule="R1")
+    assert right.passed
+    assert check_yes_no_agreement([("Would this image be flagged?", "Yes")], "sexy", True)[0].passed
+    # not a yes/no question about the verdict
+    assert check_yes_no_agreement([("What is flagged here?", "Yes")], "sexy", False) == []

@@ -54,6 +54,13 @@ def plain_find_loop(text: str) -> str | None:
         gram, times = grams.most_common(1)[0] if grams else ((), 0)
         if times >= most:
             return f"writes '{' '.join(gram)}' {times} times"
+    # by letters, in a text where a word of 4+ letters occurs 5 times: a 20-letter run 5 times
+    if any(c >= 5 and len(w) >= 4 for w, c in Counter(tokens).items()):
+        letters = "".join(re.findall(r"[^\W\d_]+", text.lower()))
+        runs = Counter(letters[i : i + 20] for i in range(len(letters) - 19))
+        run, times = runs.most_common(1)[0] if runs else ("", 0)
+        if times >= 5:
+            return f"writes '{run}' (letters only) {times} times"
     return None
 
 
@@ -155,3 +162,29 @@ def test_qa_problems_scans_a_set_at_once_and_finds_residue_in_any_one_text() -> 
         assert all(e in r for e, r in zip(expected, reported, strict=True))
         found += bool(expected)
     assert 100 < found < 300  # sets with residue and sets without
+
+
+#: the demo's accepted lottery argument (bf1bc2f): a loop whose copies misspell each other
+LOTTERY_R1 = (
+    "The rule R1 states that any depiction of gambling is kept away from children. Since the "
+    "image shows a drawn scratch lottery ticket, which is a form of gambling, it falls under "
+    "this category. The ticket is a flat graphic, not a photo, and contains text in the form of "
+    "a scratch card with the winning numbers and ticket price. The ticket is a flatgraphic, not "
+    "a photo, and features a yellow background with orange and white accents. The ticket is a "
+    "flat graphics, not a photo, and the numbers 'LUCKY 7 LOTTERY' and 'SCRATCH & WIN' are "
+    "prominently displayed. The ticket is a flatgraphics, not a photo, and it is a flat graphic, "
+    "not photo, and the atmosphere is flat graphics, not photo. The ticket is a flat.graphics, "
+    "not a photo, and its intent is to inform the audience of the winning numbers and ticket "
+    "price."
+)
+
+
+def test_a_loop_whose_copies_misspell_each_other_is_found_by_its_letters() -> None:
+    assert find_loop(LOTTERY_R1) == "writes 'theticketisaflatgrap' (letters only) 5 times"
+    # a released, human-checked text that names "the person in stockings" four times passes
+    person = (
+        "The person in the stockings appears to be leaning on their knee. The blazer worn by "
+        "the person in stockings is well-fitted. The way the person in stockings is sitting "
+        "with their legs crossed is casual. Stockings on the person in stockings are white."
+    )
+    assert find_loop(person) is None

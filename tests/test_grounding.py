@@ -116,10 +116,9 @@ def test_audit_lists_the_quoted_defects_and_nothing_in_clean_records() -> None:
     assert audit(good, policies) == []
 
 
-def test_the_critic_holds_q_a_items_to_the_evidence_as_the_audit_does() -> None:
-    """The demo's accepted teasing meme (a text-only graphic, no person found) carried the Q-A
-    answer "The image is about a child or a conservative viewer being sexually excited and
-    flirtatious."; the audit found it, the critic did not read Q-A. It does now."""
+def _meme_grounding_failures(qa: dict[str, list[dict[str, Any]]]) -> list[Any]:
+    """The critic's failed ``grounded_in_evidence`` checks of the text-only meme (no person
+    found) under R1 with ``qa`` as its Q-A set."""
     from agents.critic import deterministic_checks
     from data.policy import load_policy
     from graphs.state import SampleSpec
@@ -127,39 +126,32 @@ def test_the_critic_holds_q_a_items_to_the_evidence_as_the_audit_does() -> None:
     policy = load_policy("icm_sexy")
     spec = SampleSpec(sample_id="s", run_id="r", policy="icm_sexy", rules=("R1",),
                       category="sexy_imagetext")  # fmt: skip
-    answer = "The image is about a child or a conservative viewer being sexually excited."
-    qa = {"yes_no": [], "multiple_choice": [], "how": [],
-          "what": [{"question": "What is the image about?", "answer": answer}]}  # fmt: skip
     argument = "Under 13 in a conservative culture, a text that says it feels sexy is sexy."
     explanations = {"R1": {"verdict": "sexy", "expected": "sexy", "argument": argument,
                            "explanation": argument, "verdict_source": "rule_table"}}  # fmt: skip
     state = {"sample": spec, "category": "sexy_imagetext", "evidence":
              evidence("teasing_meme").model_dump(), "description": "", "explanations":
              explanations, "qa": qa, "qa_rule": "R1"}  # fmt: skip
-    failed = [c for c in deterministic_checks(policy, state, grounding_finder=find_ungrounded)
-              if not c.passed and c.name == "grounded_in_evidence"]  # fmt: skip
+    return [c for c in deterministic_checks(policy, state, grounding_finder=find_ungrounded)
+            if not c.passed and c.name == "grounded_in_evidence"]  # fmt: skip
+
+
+def test_the_critic_holds_q_a_items_to_the_evidence_as_the_audit_does() -> None:
+    """The demo's accepted teasing meme (a text-only graphic, no person found) carried the Q-A
+    answer "The image is about a child or a conservative viewer being sexually excited and
+    flirtatious."; the audit found it, the critic did not read Q-A. It does now."""
+    answer = "The image is about a child or a conservative viewer being sexually excited."
+    qa = {"yes_no": [], "multiple_choice": [], "how": [],
+          "what": [{"question": "What is the image about?", "answer": answer}]}  # fmt: skip
+    failed = _meme_grounding_failures(qa)
     assert [(c.name, c.stage) for c in failed] == [("grounded_in_evidence", "qa_writer")]
     assert "What is the image about?" in failed[0].message and "no_person" in failed[0].message
 
 
 def _meme_mc_failures(options: list[str], answer: str) -> list[str]:
-    from agents.critic import deterministic_checks
-    from data.policy import load_policy
-    from graphs.state import SampleSpec
-
-    policy = load_policy("icm_sexy")
-    spec = SampleSpec(sample_id="s", run_id="r", policy="icm_sexy", rules=("R1",),
-                      category="sexy_imagetext")  # fmt: skip
     item = {"question": "What does the image show?", "options": options, "answer": answer}
     qa = {"yes_no": [], "what": [], "how": [], "multiple_choice": [item]}
-    argument = "Under 13 in a conservative culture, a text that says it feels sexy is sexy."
-    explanations = {"R1": {"verdict": "sexy", "expected": "sexy", "argument": argument,
-                           "explanation": argument, "verdict_source": "rule_table"}}  # fmt: skip
-    state = {"sample": spec, "category": "sexy_imagetext", "evidence":
-             evidence("teasing_meme").model_dump(), "description": "", "explanations":
-             explanations, "qa": qa, "qa_rule": "R1"}  # fmt: skip
-    return [c.message for c in deterministic_checks(policy, state, grounding_finder=find_ungrounded)
-            if not c.passed and c.name == "grounded_in_evidence"]  # fmt: skip
+    return [c.message for c in _meme_grounding_failures(qa)]
 
 
 def test_a_distractor_claims_nothing_but_the_picked_option_does() -> None:

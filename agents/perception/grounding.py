@@ -153,13 +153,8 @@ def _colour_claims(text: str, evidence: Evidence, allowed: str) -> list[Contradi
     return []
 
 
-def certainly_no_person(evidence: Evidence) -> bool:
-    """A flat graphic where neither people detector saw anything at all."""
-    return evidence.nobody_shown()
-
-
 def _person_claims(text: str, evidence: Evidence, allowed: str) -> list[Contradiction]:
-    if not certainly_no_person(evidence):
+    if not evidence.nobody_shown():  # a flat graphic where no people detector saw anything
         return []
     lowered = text.lower()
     for match in _claims(_PERSON_CLAIM, text):

@@ -123,26 +123,25 @@ async def draft_policy(
             audiences=audiences, max_repairs=max_repairs, on_attempt=on_attempt,
         )  # fmt: skip
     attempts: list[DraftAttempt] = []
-    feedback: list[str] = []
-    previous = ""
     last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
-    base = {"step": "policy", "rule_text": rule_text.strip(), "audiences": list(audiences)}
-    for attempt in range(1, max_repairs + 2):
-        variables = base | {"feedback": feedback, "previous": previous}
-        result = await _ask(layer, PolicyDraft, variables, None, attempt)
-        if not result.ok or result.value is None:
-            return _no_answer(result, attempt, "policy", attempts, last)
-        text = render_policy(result.value, notes=rule_text.strip(), header=_header(source, spec))
-        issues = check_draft(text, result.value, name=_name(file), file=file, audiences=audiences)
-        attempts.append(_attempt(attempt, result, issues, "policy"))
-        last = (text, issues, result.value)
+
+    def check(draft: PolicyDraft) -> _Checked:
+        nonlocal last
+        text = render_policy(draft, notes=rule_text.strip(), header=_header(source, spec))
+        issues = check_draft(text, draft, name=_name(file), file=file, audiences=audiences)
+        last = (text, issues, draft)
+        return _Checked(issues, [str(issue) for issue in issues], _numbered(text))
+
+    def checked() -> None:
         if on_attempt is not None:
             on_attempt(_ending(last, attempts))
-        if not issues:
-            break
-        feedback = [str(issue) for issue in issues]
-        previous = _numbered(text)
-    return _ending(last, attempts)
+
+    base = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
+    failure = await _ask_and_repair(
+        layer, PolicyDraft, base, step="policy", stage=None, max_repairs=max_repairs,
+        attempts=attempts, check=check, on_checked=checked,
+    )  # fmt: skip
+    return _ending(last, attempts, failure=failure)
 
 
 async def _draft_in_two_asks(
@@ -161,25 +160,20 @@ async def _draft_in_two_asks(
     repairs goes on to the table all the same: the finished file then carries its errors."""
     attempts: list[DraftAttempt] = []
     base: dict[str, Any] = {"rule_text": rule_text.strip(), "audiences": list(audiences)}
-    outline: PolicyOutline | None = None
-    outline_schema = outline_model(len(audiences))
     answers: list[tuple[int, PolicyOutline]] = []
-    feedback: list[str] = []
-    previous = ""
-    for attempt in range(1, max_repairs + 2):
-        variables = base | {"step": "outline", "feedback": feedback, "previous": previous}
-        result = await _ask(layer, outline_schema, variables, "outline", attempt)
-        if not result.ok or result.value is None:
-            return _no_answer(result, attempt, "outline", attempts, None)
-        outline = result.value
-        issues = outline_issues(outline, file=file, audiences=audiences)
-        attempts.append(_attempt(attempt, result, issues, "outline"))
-        answers.append((len(issues), outline))
-        if not issues:
-            break
-        feedback = [str(issue) for issue in issues]
-        previous = outline.model_dump_json(indent=1)
-    assert outline is not None  # the loop ran at least once and returned on no answer
+
+    def check_outline(answer: PolicyOutline) -> _Checked:
+        issues = outline_issues(answer, file=file, audiences=audiences)
+        answers.append((len(issues), answer))
+        return _Checked(issues, [str(issue) for issue in issues], answer.model_dump_json(indent=1))
+
+    failure = await _ask_and_repair(
+        layer, outline_model(len(audiences)), base, step="outline", stage="outline",
+        max_repairs=max_repairs, attempts=attempts, check=check_outline,
+    )  # fmt: skip
+    if failure is not None:
+        return _ending(None, attempts, failure=failure)
+    outline = answers[-1][1]
     outline_fixes: list[str] = []
     if attempts[-1].errors:  # repairs spent: code does the mechanical part, and says so
         # a small model's repair can be worse than what it repaired: the outline with the
@@ -196,7 +190,6 @@ async def _draft_in_two_asks(
         outline_fixes += fixed
         attempts[-1].fixes = list(outline_fixes)
     shape = table_shape(outline)
-    schema = category_table_model(shape)
     base |= {
         "term": outline.term,
         "attributes": shape.attribute_lines(),
@@ -206,13 +199,10 @@ async def _draft_in_two_asks(
     }
     last: tuple[str, list[PolicyIssue], PolicyDraft] | None = None
     fixes: list[str] = list(outline_fixes)
-    feedback, previous = [], ""
-    for attempt in range(1, max_repairs + 2):
-        variables = base | {"step": "categories", "feedback": feedback, "previous": previous}
-        answer = await _ask(layer, schema, variables, "categories", attempt)
-        if not answer.ok or answer.value is None:
-            return _no_answer(answer, attempt, "categories", attempts, last, fixes)
-        answered = table_rows(answer.value)
+
+    def check_table(answer: BaseModel) -> _Checked:
+        nonlocal last, fixes
+        answered = table_rows(answer)
         rows, table_fixes = tidy_table(shape, answered)
         draft = assemble(outline, shape, rows)
         text = render_policy(draft, notes=rule_text.strip(), header=_header(source, spec))
@@ -223,20 +213,78 @@ async def _draft_in_two_asks(
         issues += [
             PolicyIssue(file=file, line=None, field="categories", message=m) for m in in_table
         ]
-        attempts.append(_attempt(attempt, answer, issues, "categories"))
-        attempts[-1].fixes = list(table_fixes)
         last = (text, issues, draft)
         fixes = outline_fixes + table_fixes
-        if on_attempt is not None:
-            on_attempt(_ending(last, attempts, fixes=fixes))
-        if not issues:
-            break
         # the repair sees its own answer and, where code can say it in the table's terms,
         # what is wrong with it there; the file's errors otherwise
-        feedback = in_table or [str(issue) for issue in issues]
-        previous = answer.value.model_dump_json(by_alias=True) if in_table else _numbered(text)
-        base["table_feedback"] = bool(in_table)
-    return _ending(last, attempts, fixes=fixes)
+        if in_table:
+            return _Checked(issues, in_table, answer.model_dump_json(by_alias=True),
+                            table_fixes, {"table_feedback": True})  # fmt: skip
+        return _Checked(issues, [str(issue) for issue in issues], _numbered(text), table_fixes)
+
+    def checked() -> None:
+        if on_attempt is not None:
+            on_attempt(_ending(last, attempts, fixes=fixes))
+
+    failure = await _ask_and_repair(
+        layer, category_table_model(shape), base, step="categories", stage="categories",
+        max_repairs=max_repairs, attempts=attempts, check=check_table, on_checked=checked,
+    )  # fmt: skip
+    return _ending(last, attempts, failure=failure, fixes=fixes)
+
+
+@dataclass
+class _Checked:
+    """What checking one answer found, and what a repair of it is sent."""
+
+    issues: list[PolicyIssue]
+    feedback: list[str]
+    """The issues as the repair prompt lists them."""
+    previous: str
+    """The answer as the repair prompt shows it."""
+    fixes: list[str] = field(default_factory=list)
+    """What code changed in the answer before it was checked."""
+    variables: dict[str, Any] = field(default_factory=dict)
+    """Prompt variables the repair sets (over the first ask's)."""
+
+
+async def _ask_and_repair(
+    layer: LayerLike,
+    schema: type[T],
+    base: dict[str, Any],
+    *,
+    step: str,
+    stage: str | None,
+    max_repairs: int,
+    attempts: list[DraftAttempt],
+    check: Callable[[T], _Checked],
+    on_checked: Callable[[], None] | None = None,
+) -> str | None:
+    """Ask for ``schema`` (prompt variables ``base``, plus ``step``), check the answer, send
+    its issues back with what it produced, at most ``max_repairs`` times; every ask goes into
+    ``attempts`` and ``on_checked`` runs after each checked answer. Returns None once an answer
+    passes or the repairs are spent, or why the last ask returned no answer."""
+    feedback: list[str] = []
+    previous = ""
+    repair: dict[str, Any] = {}
+    for attempt in range(1, max_repairs + 2):
+        variables = base | repair | {"step": step, "feedback": feedback, "previous": previous}
+        result = await _ask(layer, schema, variables, stage, attempt)
+        if not result.ok or result.value is None:
+            failure = f"{result.status}: {result.error or 'no answer'}"
+            attempts.append(DraftAttempt(attempt, result.status, result.call_id, [failure], step))
+            return failure
+        found = check(result.value)
+        errors = [str(issue) for issue in found.issues]
+        attempts.append(
+            DraftAttempt(attempt, result.status, result.call_id, errors, step, list(found.fixes))
+        )
+        if on_checked is not None:
+            on_checked()
+        if not found.issues:
+            return None
+        feedback, previous, repair = found.feedback, found.previous, found.variables
+    return None
 
 
 async def _ask(
@@ -252,25 +300,6 @@ async def _ask(
         stage=f"{RULE_DRAFTER}:{step}" if step else RULE_DRAFTER,
         attempt=attempt,
     )
-
-
-def _attempt(
-    attempt: int, result: CallResult[Any], issues: Sequence[PolicyIssue], step: str
-) -> DraftAttempt:
-    return DraftAttempt(attempt, result.status, result.call_id, [str(i) for i in issues], step)
-
-
-def _no_answer(
-    result: CallResult[Any],
-    attempt: int,
-    step: str,
-    attempts: list[DraftAttempt],
-    last: tuple[str, list[PolicyIssue], PolicyDraft] | None,
-    fixes: Sequence[str] = (),
-) -> DraftOutcome:
-    failure = f"{result.status}: {result.error or 'no answer'}"
-    attempts.append(DraftAttempt(attempt, result.status, result.call_id, [failure], step))
-    return _ending(last, attempts, failure=failure, fixes=fixes)
 
 
 def _name(file: str) -> str:

@@ -742,3 +742,23 @@ def test_fewer_than_two_categories_left_after_code_drops_is_an_error_and_repaire
     feedback = user_text(server.chat_requests()[2])
     assert "only 1 category is left once the 1 that fixed no attribute or repeated" in feedback
     assert "Changed by code" not in (tmp_path / "draft.yaml").read_text()  # the last table's
+
+
+def test_a_category_table_that_never_comes_writes_nothing_and_names_the_step(
+    server, tmp_path, fake_keys
+) -> None:
+    """Two asks: a sound outline, then no parseable table in any ask: no file (no table was
+    ever checked), the failure named, and every ask recorded with its step."""
+    server.push(reply(outline_of(valid_draft())), *(reply("not json at all") for _ in range(3)))
+    result = draft_cli(server, tmp_path, "--two-asks")
+    assert result.exit_code == 1
+    assert not (tmp_path / "draft.yaml").exists()
+    assert "no draft written: parse_failed" in result.output
+    # the outline, then one categories ask: its request and the layer's two parse re-asks
+    assert len(server.chat_requests()) == 4
+    with Store.open(tmp_path / "icm.duckdb", read_only=True) as store:
+        stages = store.rows("SELECT stage, status FROM llm_calls ORDER BY started_at")
+    assert [(r["stage"], r["status"]) for r in stages] == [
+        ("rule_drafter:outline", "ok"),
+        ("rule_drafter:categories", "parse_failed"),
+    ]

@@ -46,14 +46,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
-from bench_generate import fake_server, make_inputs  # noqa: E402
+from bench_generate import fake_run_config, fake_server, make_inputs  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 
 from agents.models.providers import openai_wire  # noqa: E402
 from agents.stages import default_registry  # noqa: E402
 from data.store import Store, queries  # noqa: E402
-from graphs.config import load_config  # noqa: E402
 from graphs.pipeline import SampleGraph, state_schema  # noqa: E402
 from graphs.runner import GenerationRun  # noqa: E402
 
@@ -89,19 +88,7 @@ def run_once(manifest: Path, url: str, level: int, rules: list[str], loop: bool)
     efficiency over the span of its model calls, calls per sample."""
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "budget.duckdb"
-        config = load_config(
-            None,
-            {
-                "manifest": manifest,
-                "db": db,
-                "rules": rules,
-                "roles": {"all": f"openai-compatible:{url}#fake"},
-                "role_settings": {"all": {"max_concurrency": "1024", "jitter": "false"}},
-                "concurrency": level,
-                "use_cache": False,
-                "perception": False,
-            },
-        )
+        config = fake_run_config(manifest, db, url, rules, level)
         cpu = time.process_time()
         summary = asyncio.run((LoopRun if loop else GenerationRun)(config).run())
         cpu = time.process_time() - cpu

@@ -127,6 +127,29 @@ def run_on_ray(config, actors: int) -> tuple[RunSummary, float]:
     return summary, sum(last[pid] - first[pid] for pid in last)
 
 
+def fake_run_config(
+    manifest: Path, db: Path, base_url: str, rules: list[str], level: int, client: str = "default"
+):
+    """A run of ``manifest`` with every role on the fake server at ``base_url``: cache and
+    perception off (every call goes over HTTP), no pacing; ``client`` default sets none."""
+    role_settings = {"max_concurrency": "1024", "jitter": "false"}
+    if client != "default":  # default: no setting, as a run that names none
+        role_settings["client"] = client
+    return load_config(
+        None,
+        {
+            "manifest": manifest,
+            "db": db,
+            "rules": rules,
+            "roles": {"all": f"openai-compatible:{base_url}#fake"},
+            "role_settings": {"all": role_settings},
+            "concurrency": level,
+            "use_cache": False,
+            "perception": False,
+        },
+    )
+
+
 def measure(
     manifest: Path,
     level: int,
@@ -136,24 +159,9 @@ def measure(
     workers: int,
     executor: str = "local",
 ) -> dict:
-    role_settings = {"max_concurrency": "1024", "jitter": "false"}
-    if client != "default":  # default: no setting, as a run that names none
-        role_settings["client"] = client
     with tempfile.TemporaryDirectory() as tmp, fake_server(latency_s) as (base_url, server_pid):
         db = Path(tmp) / "bench.duckdb"
-        config = load_config(
-            None,
-            {
-                "manifest": manifest,
-                "db": db,
-                "rules": rules,
-                "roles": {"all": f"openai-compatible:{base_url}#fake"},
-                "role_settings": {"all": role_settings},
-                "concurrency": level,
-                "use_cache": False,
-                "perception": False,
-            },
-        )
+        config = fake_run_config(manifest, db, base_url, rules, level, client)
         start, cpu_start = time.perf_counter(), time.process_time() + children_cpu_s()
         server_start = process_cpu_s(server_pid)
         actors_cpu = 0.0

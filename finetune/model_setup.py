@@ -78,7 +78,14 @@ def prepare_model(config: FinetuneConfig, loaded: Loaded) -> nn.Module:
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     if config.train.gradient_checkpointing:
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.2x renamed it (the old name warns, and goes in v6); older 5.x has only it
+        enable = getattr(inner, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            inner.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         inner.config.use_cache = False
     return model
 

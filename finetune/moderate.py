@@ -30,7 +30,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -56,6 +56,16 @@ SCORE_TOKENS: tuple[ScoreTokens, ...] = ("single", "spellings")
 
 class ModerationError(ValueError):
     """The moderation cannot run as asked (unknown rule, no images)."""
+
+
+def require_rules(policy: Policy, rules: Sequence[str]) -> None:
+    """Raise :class:`ModerationError` naming the first of ``rules`` that ``policy`` lacks (and
+    the rules it has), before any image is read."""
+    for rule in rules:
+        if rule not in policy.rules:
+            raise ModerationError(
+                f"policy {policy.name} has no rule {rule} (it has {', '.join(policy.rules)})"
+            )
 
 
 @dataclass
@@ -326,11 +336,7 @@ class Moderator:
         progress: Any = None,
     ) -> list[Prediction]:
         """One prediction per (image, rule); unreadable images become ``error`` predictions."""
-        for rule in rules:
-            if rule not in policy.rules:
-                raise ModerationError(
-                    f"policy {policy.name} has no rule {rule} (it has {', '.join(policy.rules)})"
-                )
+        require_rules(policy, rules)
         flagged, clear = verdict_labels(policy)
         categories = categories or {}
         loaded_images: list[tuple[Path, Any, str]] = []

@@ -36,7 +36,13 @@ from agents.models.settings import ModelConfig
 from agents.models.spec import parse_spec
 from data.images import ImageLoadError
 from data.policy_models import Policy
-from finetune.moderate import ModerationError, Prediction, Question, score_question, verdict_labels
+from finetune.moderate import (
+    Prediction,
+    Question,
+    require_rules,
+    score_question,
+    verdict_labels,
+)
 from finetune.token_score import yes_no_score
 from prompts import load_prompt
 
@@ -193,10 +199,6 @@ class SpecModerator:
     ) -> list[Prediction]:
         """One prediction per (image, rule); ``batch_size`` is unused (the layer bounds
         concurrency per model)."""
-        for rule in rules:
-            if rule not in policy.rules:
-                raise ModerationError(
-                    f"policy {policy.name} has no rule {rule} (it has {', '.join(policy.rules)})"
-                )
+        require_rules(policy, rules)
         self.layer.check_credentials()
         return asyncio.run(self._all(images, policy, rules, categories or {}, explain, progress))

@@ -184,3 +184,19 @@ def test_preset_paper_asks_the_bare_question_and_an_explicit_option_wins(
     assert asked[0] == "Is the image sexy? Answer with Yes or No."
     assert asked[1].startswith("Under rule R1 (audience: under 13, conservative culture)")
     assert wrong.exit_code != 0 and "unknown preset 'fancy'" in wrong.output
+
+
+def test_a_rule_the_policy_lacks_is_named_before_anything_is_asked(
+    tmp_path: Path, fake_keys: Any
+) -> None:
+    images = _images(tmp_path / "in")
+    with FakeOpenAIServer() as server:
+        spec = f"openai:gpt-4o-mini?base_url={server.base_url}"
+        result = CliRunner().invoke(
+            app,
+            ["moderate", str(images["bust"]), "--model", spec, "--policy", "icm_sexy",
+             "--rule", "R9", "--db", str(tmp_path / "icm.duckdb")],
+        )  # fmt: skip
+        assert not server.chat_requests()
+    assert result.exit_code != 0
+    assert "policy icm_sexy has no rule R9 (it has R1, R2, R3, R4)" in result.output

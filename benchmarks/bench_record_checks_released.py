@@ -64,6 +64,7 @@ def measure(path: Path, policy_name: str) -> dict[str, Any]:
             "mc_contradicts_record": rc.mc_record_problems(qa, item.explanation),
             "question_about_questions": rc.question_set_problems(qa),
             "how_item_asks_what": rc.kind_word_problems(qa),
+            "yes_no_denies_description": rc.restated_description_problems(qa, item.explanation),
             "repeated_sentence": [s] if (s := rc.repeated_sentence(item.explanation)) else [],
             "pipeline_talk": [t] if (t := rc.pipeline_talk(item.explanation)) else [],
         }

@@ -159,6 +159,64 @@ def question_set_problems(qa: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+#: what a yes/no question may add around a run it copies from the description and still ask
+#: only whether the image is what the description says ("Is the image of ...?", "Does this
+#: photo show ...?")
+_ONLY_ASKS_THE_IMAGE = frozenset({"is", "does", "do", "the", "this", "image", "picture", "photo",
+                                  "of", "a", "an", "show", "shows", "showing", "depict",
+                                  "depicts", "depicting"})  # fmt: skip
+_NEGATING = frozenset({"not", "no", "never", "without", "nor", "neither", "none", "nothing"})
+
+
+def restated_description_problems(
+    qa: Mapping[str, Any], description: str, span: int = 8
+) -> list[str]:
+    """Yes/no items that ask whether the image is what its description says and answer No:
+    the description is what the image shows, so the answer is Yes (the demo accepted "Is the
+    image of Grace Hopper, head and upper body, fully clothed in US Navy uniform and cap, ...?"
+    -> No). Decided only where nothing else is asked: the question copies a run of ``span`` or
+    more of the description's words in order, with no negating word among them or among the
+    three before them in the description ("does not contain any explicit or suggestive
+    content" -> "Does the image contain any ...?" No is right), and its other words are only
+    "is the image of" and the like."""
+    described = words(description)
+    if len(described) < span:
+        return []
+    problems = []
+    for item in qa.get("yes_no") or []:
+        if not str(item.get("answer", "")).strip().lower().startswith("no"):
+            continue
+        question = str(item.get("question", ""))
+        asked = words(question)
+        start, there, length = _longest_shared_run(asked, described)
+        context = described[max(0, there - 3) : there + length]
+        if length < span or _NEGATING.intersection(context):
+            continue
+        rest = asked[:start] + asked[start + length :]
+        if set(rest) <= _ONLY_ASKS_THE_IMAGE:
+            problems.append(
+                f"the yes/no question '{question}' asks whether the image is what the "
+                f"description says, and answers '{item['answer']}'"
+            )
+    return problems
+
+
+def _longest_shared_run(tokens: Sequence[str], other: Sequence[str]) -> tuple[int, int, int]:
+    """(start in ``tokens``, start in ``other``, length) of the longest run of words the two
+    share, in order."""
+    best = (0, 0, 0)
+    previous = [0] * (len(other) + 1)
+    for i, token in enumerate(tokens, start=1):
+        current = [0] * (len(other) + 1)
+        for j, word in enumerate(other, start=1):
+            if token == word:
+                current[j] = previous[j - 1] + 1
+                if current[j] > best[2]:
+                    best = (i - current[j], j - current[j], current[j])
+        previous = current
+    return best
+
+
 _STARTS_WHAT = re.compile(r"^\W*(what|which)\b", re.IGNORECASE)
 
 
@@ -440,6 +498,7 @@ def record_checks(
             + mc_record_problems(qa, record)
             + question_set_problems(qa)
             + kind_word_problems(qa)
+            + restated_description_problems(qa, state.get("description") or "")
         )
         out.append(
             (Check("qa_agrees_with_record", "qa_writer", not problems, "; ".join(problems)), None)

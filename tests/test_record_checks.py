@@ -25,6 +25,7 @@ from evaluators.record_checks import (
     question_set_problems,
     record_checks,
     repeated_sentence,
+    restated_description_problems,
     rests_on_rule,
 )
 
@@ -335,3 +336,54 @@ def test_a_yes_no_item_asking_whether_the_image_is_flagged_follows_the_verdict()
     assert check_yes_no_agreement([("Would this image be flagged?", "Yes")], "sexy", True)[0].passed
     # not a yes/no question about the verdict
     assert check_yes_no_agreement([("What is flagged here?", "Yes")], "sexy", False) == []
+
+
+#: the demo's accepted Grace Hopper record at HEAD (Dec 8): its yes/no item restates the
+#: description and answers No
+HOPPER = (
+    "A portrait of Grace Hopper, head and upper body, fully clothed in US Navy uniform and cap, "
+    "in a normal exposure level, in a photo in colour, with dominant colours grey 44%, black "
+    "42%, orange 14%; text in the image: 'COMO HOPPER'"
+)
+HOPPER_Q = (
+    "Is the image of Grace Hopper, head and upper body, fully clothed in US Navy uniform and "
+    "cap, in a normal exposure level, in a photo in colour, with dominant colours grey 44%, "
+    "black 42%, orange 14?"
+)
+
+
+def _yes_no(question: str, answer: str) -> dict[str, Any]:
+    return {"yes_no": [{"question": question, "answer": answer}]}
+
+
+def test_a_yes_no_item_that_denies_the_description_it_restates_fails() -> None:
+    (problem,) = restated_description_problems(_yes_no(HOPPER_Q, "No."), HOPPER)
+    assert HOPPER_Q in problem and "answers 'No.'" in problem
+    assert restated_description_problems(_yes_no(HOPPER_Q, "Yes"), HOPPER) == []
+
+
+def test_a_restating_question_that_asks_something_more_or_is_negated_passes() -> None:
+    # the demo's astronaut item asks about the verdict: "No" is an answer about sexiness
+    astronaut = "An astronaut, upper body, fully clothed in an orange flight suit, holding a helmet"
+    asked = (
+        "Is the image of an astronaut, upper body, fully clothed in an orange flight suit, "
+        "holding a helmet, considered sexy according to the rule R1?"
+    )
+    assert restated_description_problems(_yes_no(asked, "No"), astronaut) == []
+    # released records: the explanation says the content is absent, so No is right
+    said = "The image does not contain any explicit or suggestive content or nudity at all."
+    asked = "Does the image contain any explicit or suggestive content or nudity?"
+    assert restated_description_problems(_yes_no(asked, "No."), said) == []
+    # a short copied phrase is not the whole description restated
+    assert restated_description_problems(_yes_no("Is the image of a cap?", "No"), HOPPER) == []
+
+
+def test_the_critic_sends_a_denied_description_back_to_the_qa_writer(gambling: Policy) -> None:
+    state = _state()
+    state["qa"]["yes_no"].append(
+        {"question": "Is the image a drawn invitation to a family board game night with two dice?",
+         "answer": "No"}
+    )  # fmt: skip
+    failed = [c for c in deterministic_checks(gambling, state) if not c.passed]
+    assert [c.name for c in failed] == ["qa_agrees_with_record"]
+    assert failed[0].stage == "qa_writer" and "what the description says" in failed[0].message

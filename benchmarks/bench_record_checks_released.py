@@ -27,6 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT.parent / "shared" / "datasets" / "icm_assistant" / "instruct_dev.jsonl"
 
 
+def _texts(item: Any) -> list[str]:
+    """The record's texts the pipeline reads for pipeline talk: the explanation and every
+    question, answer and option."""
+    texts = [item.explanation]
+    texts += [text for q in item.qa for text in (q.question, q.answer)]
+    texts += [text for m in item.mc for text in (m.question, *m.choices, m.answer)]
+    return [str(text) for text in texts]
+
+
 def measure(path: Path, policy_name: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from data.policy import load_policy
@@ -66,7 +75,7 @@ def measure(path: Path, policy_name: str) -> dict[str, Any]:
             "how_item_asks_what": rc.kind_word_problems(qa),
             "yes_no_denies_description": rc.restated_description_problems(qa, item.explanation),
             "repeated_sentence": [s] if (s := rc.repeated_sentence(item.explanation)) else [],
-            "pipeline_talk": [t] if (t := rc.pipeline_talk(item.explanation)) else [],
+            "pipeline_talk": [t for text in _texts(item) if (t := rc.pipeline_talk(text))],
         }
         for name, problems in found.items():
             if problems:

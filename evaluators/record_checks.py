@@ -252,13 +252,18 @@ def repeated_sentence(text: str, min_words: int = 4) -> str | None:
 _PIPELINE_TALK = re.compile(
     r"\b(reviewer|the critic|rejection|was rejected|were rejected|previous (description|answer|"
     r"explanation|questions|version)|corrected (description|answer|explanation)|"
-    r"the (given )?schema|the detector evidence|the annotation says)\b",
+    r"the (given )?schema|the detector evidence|the annotation says|"
+    # the describer's text, which a tuned model never sees: "not specified in the description"
+    # (the demo's lottery Q-A, Dec 8), "The description provided does not mention ..."
+    r"(in|from|by|according to|based on|per) the (given |provided )?description|"
+    r"the (given |provided )?description (says|states|mentions|does|doesn't|notes|indicates|"
+    r"provided|given))\b",
     re.IGNORECASE,
 )
 #: words every match of :data:`_PIPELINE_TALK` holds one of (lower case)
 _PIPELINE_TALK_HINTS = (
     "reviewer", "critic", "rejection", "rejected", "previous", "corrected", "schema",
-    "detector evidence", "annotation says",
+    "detector evidence", "annotation says", "description",
 )  # fmt: skip
 
 

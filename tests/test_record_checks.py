@@ -387,3 +387,21 @@ def test_the_critic_sends_a_denied_description_back_to_the_qa_writer(gambling: P
     failed = [c for c in deterministic_checks(gambling, state) if not c.passed]
     assert [c.name for c in failed] == ["qa_agrees_with_record"]
     assert failed[0].stage == "qa_writer" and "what the description says" in failed[0].message
+
+
+def test_a_text_citing_the_description_is_pipeline_talk(gambling: Policy) -> None:
+    """A tuned model is never given a description: an answer that cites one teaches it to talk
+    about a text it does not have (the demo's lottery Q-A, Dec 8; 19 released records)."""
+    assert pipeline_talk("The ticket price is not specified in the description") == (
+        "in the description"
+    )
+    assert pipeline_talk("The description provided does not mention any fear.")
+    assert pipeline_talk("What atmosphere does the image create according to the description?")
+    for fine in ("A scratch card described in bright colours.", "A job description board.",
+                 "The poster's description of the product is in small print."):  # fmt: skip
+        assert pipeline_talk(fine) is None, fine
+    state = _state()
+    state["qa"]["how"][0]["answer"] = "The rules are not specified in the description."
+    failed = [c for c, _ in record_checks(gambling, state) if not c.passed]
+    assert [c.name for c in failed] == ["no_pipeline_talk"]
+    assert failed[0].stage == "qa_writer" and "in the description" in failed[0].message

@@ -477,7 +477,10 @@ def record_checks(
         )
         if said or copied:
             why = f"copies the reviewer's feedback ('{copied}')" if copied else f"says '{said}'"
-            msg = f"{where} {why}: write about the image, never about the review"
+            msg = (
+                f"{where} {why}: write about the image, never about the review or the texts "
+                "you were given"
+            )
             out.append((Check("no_pipeline_talk", stage, False, msg), rule))
             talk.append(stage)
         twice = repeated_sentence(text)

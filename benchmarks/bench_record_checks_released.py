@@ -74,6 +74,7 @@ def measure(path: Path, policy_name: str) -> dict[str, Any]:
             "question_about_questions": rc.question_set_problems(qa),
             "how_item_asks_what": rc.kind_word_problems(qa),
             "yes_no_denies_description": rc.restated_description_problems(qa, item.explanation),
+            "number_not_in_record": rc.unsupported_number_problems(qa, item.explanation),
             "repeated_sentence": [s] if (s := rc.repeated_sentence(item.explanation)) else [],
             "pipeline_talk": [t for text in _texts(item) if (t := rc.pipeline_talk(text))],
         }

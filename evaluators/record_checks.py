@@ -159,6 +159,33 @@ def question_set_problems(qa: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+_NUMBER = re.compile(r"\d+")
+_COUNTS = re.compile(r"\bhow\s+many\b", re.IGNORECASE)
+
+
+def unsupported_number_problems(qa: Mapping[str, Any], record_text: str) -> list[str]:
+    """What/How answers that state a number neither the record nor the question states: "How
+    much is the ticket worth?" -> "The ticket is worth $200." where no price is anywhere (the
+    demo's redo, Dec 8), "black 32%" where the description says 42 %. A count ("How many ...?"
+    -> "3") is read off the record, not copied from it, and is not judged."""
+    stated = set(_NUMBER.findall(record_text))
+    problems = []
+    for kind in ("what", "how"):
+        for item in qa.get(kind) or []:
+            question = str(item.get("question", ""))
+            if _COUNTS.search(question):
+                continue
+            answer = str(item.get("answer", ""))
+            given = stated.union(_NUMBER.findall(question))
+            new = [n for n in dict.fromkeys(_NUMBER.findall(answer)) if n not in given]
+            if new:
+                problems.append(
+                    f"the {kind} answer '{answer}' to '{question}' states {', '.join(new)}, "
+                    "which the description and the explanation never state"
+                )
+    return problems
+
+
 #: what a yes/no question may add around a run it copies from the description and still ask
 #: only whether the image is what the description says ("Is the image of ...?", "Does this
 #: photo show ...?")
@@ -507,6 +534,7 @@ def record_checks(
             + question_set_problems(qa)
             + kind_word_problems(qa)
             + restated_description_problems(qa, state.get("description") or "")
+            + unsupported_number_problems(qa, record)
         )
         out.append(
             (Check("qa_agrees_with_record", "qa_writer", not problems, "; ".join(problems)), None)

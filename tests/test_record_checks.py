@@ -27,6 +27,7 @@ from evaluators.record_checks import (
     repeated_sentence,
     restated_description_problems,
     rests_on_rule,
+    unsupported_number_problems,
 )
 
 
@@ -405,3 +406,25 @@ def test_a_text_citing_the_description_is_pipeline_talk(gambling: Policy) -> Non
     failed = [c for c, _ in record_checks(gambling, state) if not c.passed]
     assert [c.name for c in failed] == ["no_pipeline_talk"]
     assert failed[0].stage == "qa_writer" and "in the description" in failed[0].message
+
+
+def test_an_answer_stating_a_number_the_record_never_states_fails(gambling: Policy) -> None:
+    """The demo's lottery redo (Dec 8): told not to cite the description, the Q-A writer
+    invented prices; an earlier demo answered "black 32%" where the description says 42 %."""
+    record = "A drawn scratch lottery ticket, 'LUCKY 7 LOTTERY', grey 44%, black 42%."
+    qa = {
+        "what": [{"question": "What is the ticket worth?", "answer": "The ticket is worth $100."},
+                 {"question": "What are the colours?", "answer": "grey 44%, black 32%"}],
+        "how": [{"question": "How many colours are named?", "answer": "2"},
+                {"question": "How lucky is the number?", "answer": "Lucky 7, as printed."}],
+    }  # fmt: skip
+    problems = unsupported_number_problems(qa, record)
+    assert len(problems) == 2
+    assert "states 100" in problems[0] and "states 32," in problems[1]
+    # counts are read off the record; numbers the record or the question states are fine
+    state = _state()
+    state["qa"]["how"][0] = {"question": "How much does a ticket cost?", "answer": "It costs $5."}
+    failed = [c for c, _ in record_checks(gambling, state) if not c.passed]
+    assert [c.name for c in failed] == ["qa_agrees_with_record"] and "states 5" in failed[0].message
+    state["description"] += " A ticket costs $5."
+    assert all(c.passed for c, _ in record_checks(gambling, state))

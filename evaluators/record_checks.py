@@ -15,6 +15,7 @@ released ICM-Instruct records (mostly good text): they are tuned to reject none 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -215,7 +216,10 @@ def restated_description_problems(
             continue
         question = str(item.get("question", ""))
         asked = words(question)
-        start, there, length = _longest_shared_run(asked, described)
+        # the longest run of words the two share, in order
+        start, there, length = difflib.SequenceMatcher(
+            None, asked, described, autojunk=False
+        ).find_longest_match(0, len(asked), 0, len(described))
         context = described[max(0, there - 3) : there + length]
         if length < span or _NEGATING.intersection(context):
             continue
@@ -226,22 +230,6 @@ def restated_description_problems(
                 f"description says, and answers '{item['answer']}'"
             )
     return problems
-
-
-def _longest_shared_run(tokens: Sequence[str], other: Sequence[str]) -> tuple[int, int, int]:
-    """(start in ``tokens``, start in ``other``, length) of the longest run of words the two
-    share, in order."""
-    best = (0, 0, 0)
-    previous = [0] * (len(other) + 1)
-    for i, token in enumerate(tokens, start=1):
-        current = [0] * (len(other) + 1)
-        for j, word in enumerate(other, start=1):
-            if token == word:
-                current[j] = previous[j - 1] + 1
-                if current[j] > best[2]:
-                    best = (i - current[j], j - current[j], current[j])
-        previous = current
-    return best
 
 
 _STARTS_WHAT = re.compile(r"^\W*(what|which)\b", re.IGNORECASE)

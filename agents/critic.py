@@ -33,6 +33,7 @@ from evaluators.consistency import (
     check_no_refusal,
     check_verdict_matches_rule,
     check_yes_no_agreement,
+    wanted,
 )
 from evaluators.record_checks import record_checks
 from evaluators.text_checks import stated_labels
@@ -152,17 +153,17 @@ def deterministic_checks(
     description = state.get("description") or ""
     category = state.get("category")
     given = state["sample"].given_description is not None
-    if not given and (want is None or want("describer")):
+    if not given and wanted(want, "describer"):
         checks.append(check_no_refusal("describer", description))
         checks.append(check_length("describer", description, 8, 200))
         if category:
             checks.append(
                 check_attributes_mentioned(description, attribute_words(policy, category))
             )
-    if not given and state.get("context") and (want is None or want("context_interpreter")):
+    if not given and state.get("context") and wanted(want, "context_interpreter"):
         checks.append(check_no_refusal("context_interpreter", state["context"]))
     explanations = state.get("explanations", {})
-    if want is not None and not want("explainer"):
+    if not wanted(want, "explainer"):
         explanations = {}
     texts = image_texts(state.get("evidence"), description) if explanations else ()
     for rule, item in explanations.items():
@@ -173,7 +174,7 @@ def deterministic_checks(
             for message in contradiction_finder(item["explanation"], state["evidence"]):
                 per_rule.append(Check("evidence_consistent", "explainer", False, message))
         checks.extend(about_rule(rule, c) for c in per_rule)
-    describer = not given and (want is None or want("describer"))
+    describer = not given and wanted(want, "describer")
     if contradiction_finder and state.get("evidence") and description and describer:
         for message in contradiction_finder(description, state["evidence"]):
             checks.append(Check("evidence_consistent", "describer", False, message))
@@ -182,7 +183,7 @@ def deterministic_checks(
     for check, rule in record_checks(policy, state, want):
         checks.append(about_rule(rule, check) if rule else check)
     qa = state.get("qa")
-    if qa and (want is None or want("qa_writer")):
+    if qa and wanted(want, "qa_writer"):
         rule = state["qa_rule"]
         flagged = policy.is_flagged(state["explanations"][rule]["verdict"])
         pairs = [(item["question"], item["answer"]) for item in qa["yes_no"]]
@@ -215,17 +216,15 @@ def _grounding_checks(
     """``grounded_in_evidence`` over the description and each rule's explanation (of the
     stages ``want`` keeps)."""
 
-    def wanted(stage: str) -> bool:
-        return want is None or want(stage)
-
     allowed = supported_words(policy, state)
     evidence = state["evidence"]
     checks: list[Check] = []
     description = state.get("description") or ""
-    if description and state["sample"].given_description is None and wanted("describer"):
+    if description and state["sample"].given_description is None and wanted(want, "describer"):
         found = finder(description, evidence, allowed)
         checks.append(Check("grounded_in_evidence", "describer", not found, "; ".join(found)))
-    for rule, item in (state.get("explanations") or {} if wanted("explainer") else {}).items():
+    explanations = (state.get("explanations") or {}) if wanted(want, "explainer") else {}
+    for rule, item in explanations.items():
         found = finder(item.get("argument") or item["explanation"], evidence, allowed)
         if found:
             message = f"under {rule} the explanation: " + "; ".join(found)
@@ -233,7 +232,7 @@ def _grounding_checks(
     # the Q-A items as the audit reads them (question, picked option, answer): the demo
     # accepted "What is the image about?" -> "a child ... being sexually excited" of a
     # text-only meme
-    qa = (state.get("qa") or {}) if wanted("qa_writer") else {}
+    qa = (state.get("qa") or {}) if wanted(want, "qa_writer") else {}
     for kind in ("yes_no", "multiple_choice", "what", "how"):
         for item in qa.get(kind) or []:
             text = qa_claim_text(item["question"], item.get("options") or [], item["answer"])

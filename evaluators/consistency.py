@@ -8,7 +8,7 @@ which stage must be redone and why, in words that can be fed back to that stage'
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evaluators.hinted_search import hinted_search
@@ -36,6 +36,12 @@ class Check:
     stage: str
     passed: bool
     message: str = ""
+
+
+def wanted(want: Callable[[str], bool] | None, stage: str) -> bool:
+    """Whether ``want`` (a stage name -> whether its checks are wanted; None: every stage's,
+    as the critic wants them) keeps the checks about ``stage``."""
+    return want is None or want(stage)
 
 
 def term_pattern(term: str) -> re.Pattern[str]:

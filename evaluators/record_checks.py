@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from data.policy_models import Policy
-from evaluators.consistency import Check, term_stance
+from evaluators.consistency import Check, term_stance, wanted
 from evaluators.hinted_search import hinted_search
 from evaluators.lemmas import TEXTS_REMEMBERED, content_lemmas, words
 from evaluators.text_checks import label_statements
@@ -484,7 +484,7 @@ def record_checks(
     talk: list[str] = []
     repeats: dict[str, list[str]] = {}
     for stage, where, text, rule in _texts(state):
-        if want is not None and not want(stage):
+        if not wanted(want, stage):
             continue
         said = pipeline_talk(text)
         copied = next(
@@ -505,11 +505,11 @@ def record_checks(
                 (Check("no_repeated_sentence", stage, False,
                        f"{where} writes the sentence '{twice[:100]}' twice; say it once"), rule)
             )  # fmt: skip
-    if not talk and (want is None or want("describer")):
+    if not talk and wanted(want, "describer"):
         out.append((Check("no_pipeline_talk", "describer", True), None))
-    if want is None or want("explainer"):
+    if wanted(want, "explainer"):
         out += [(c, r) for c, r in _explanation_checks(policy, state)]
-    qa = state.get("qa") if want is None or want("qa_writer") else None
+    qa = state.get("qa") if wanted(want, "qa_writer") else None
     rule = state.get("qa_rule")
     if qa and rule and rule in (state.get("explanations") or {}):
         verdict = state["explanations"][rule]["verdict"]

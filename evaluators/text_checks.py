@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from data.policy_models import Policy
-from evaluators.consistency import Check
+from evaluators.consistency import Check, wanted
 from evaluators.lemmas import (
     STOPWORDS,
     TEXTS_REMEMBERED,
@@ -706,15 +706,12 @@ def garbage_checks(
     a prose field must not copy; ``*_limit``: the length bounds decoding enforced; ``want``
     (a stage name -> whether its checks are wanted; None: every stage's): only those."""
 
-    def wanted(stage: str) -> bool:
-        return want is None or want(stage)
-
     checks: list[Check] = []
     sample = state.get("sample")
     given = sample is not None and getattr(sample, "given_description", None) is not None
     description = state.get("description") or ""
     category = state.get("category")
-    if description and not given and wanted("describer"):
+    if description and not given and wanted(want, "describer"):
         checks.append(check_no_looping("describer", description, "the description"))
         checks.append(check_no_json("describer", description, "the description", schema))
         if state.get("key_elements"):
@@ -724,11 +721,12 @@ def garbage_checks(
                 check_attributes_mentioned(description, attribute_mentions(policy, category))
             )
     context = state.get("context")
-    if context and wanted("context_interpreter"):
+    if context and wanted(want, "context_interpreter"):
         checks.append(check_no_looping("context_interpreter", context, "the context"))
         checks.append(check_no_json("context_interpreter", context, "the context", schema))
     labels = list(policy.verdicts)
-    for rule, item in (state.get("explanations") or {} if wanted("explainer") else {}).items():
+    explanations = (state.get("explanations") or {}) if wanted(want, "explainer") else {}
+    for rule, item in explanations.items():
         text = item["explanation"]
         where = f"under {rule} the explanation"
         checks.append(check_no_looping("explainer", text, where))
@@ -737,7 +735,7 @@ def garbage_checks(
         argument = item.get("argument") or text
         checks.append(check_complete_text("explainer", argument, where, explanation_limit))
     qa = state.get("qa")
-    if qa and wanted("qa_writer"):
+    if qa and wanted(want, "qa_writer"):
         checks.append(check_qa_well_formed(qa, answer_limit))
         checks.append(check_qa_fits_kind(qa))
     return checks
